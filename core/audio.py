@@ -1,0 +1,166 @@
+"""Audio decoding to float32 arrays (PyAV), Qt-free.
+
+Samples come out as ``[channels, n]`` float32 in [-1, 1], planar, at the stream's own
+rate; sample 0 is media time 0 (the container start), so audio and video share a clock.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from core.media import MediaError, _check_readable, _open
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    start: int  # first sample index (media time × rate)
+    samples: np.ndarray  # [channels, n] float32
+
+
+class AudioReader:
+    """Reads one audio stream: whole-file iteration, or a window by time."""
+
+    def __init__(self, path: str | os.PathLike, stream: int = 0):
+        import av
+
+        self._av = av
+        self.path = _check_readable(path)
+        self._c = _open(self.path)
+        if not self._c.streams.audio:
+            self._c.close()
+            raise MediaError(f"{self.path.name} has no audio stream.")
+        self._s = self._c.streams.audio[stream]
+        cc = self._s.codec_context
+        self.sample_rate = int(cc.sample_rate or 0)
+        self.channels = int(cc.channels or 0)
+        if self.sample_rate <= 0 or self.channels <= 0:
+            self._c.close()
+            raise MediaError(f"{self.path.name}: the audio stream declares no sample rate or channels.")
+        self._tb = float(self._s.time_base)
+        self._origin = float(self._c.start_time) / 1e6 if self._c.start_time is not None else 0.0
+        self.duration = float(self._c.duration) / 1e6 if self._c.duration else 0.0
+        self._resampler = None
+
+    def close(self) -> None:
+        try:
+            self._c.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def total_samples(self) -> int:
+        return int(round(self.duration * self.sample_rate))
+
+    def _to_planar(self, frame) -> np.ndarray:
+        fmt = frame.format.name
+        if fmt == "fltp":
+            arr = frame.to_ndarray()
+        else:
+            if self._resampler is None:
+                self._resampler = self._av.AudioResampler(format="fltp", layout=frame.layout,
+                                                          rate=frame.sample_rate)
+            out = self._resampler.resample(frame)
+            arr = np.concatenate([o.to_ndarray() for o in out], axis=1) if out else \
+                np.zeros((self.channels, 0), np.float32)
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.shape[0] != self.channels:
+            # a mid-stream layout change: mix down/up to the declared channel count
+            mono = arr.mean(axis=0, keepdims=True)
+            arr = np.repeat(mono, self.channels, axis=0)
+        return arr
+
+    def _frame_start(self, frame, fallback: int) -> int:
+        if frame.pts is None:
+            return fallback
+        return int(round((frame.pts * self._tb - self._origin) * self.sample_rate))
+
+    def blocks(self, start_s: float = 0.0) -> Iterator[AudioBlock]:
+        """Decode forward from ``start_s`` (seeking first when > 0). Damaged packets are skipped."""
+        av = self._av
+        if start_s > 0:
+            self._c.seek(int((start_s + self._origin) / self._tb), stream=self._s, backward=True)
+        else:
+            self._c.seek(0)
+        self._resampler = None
+        cursor = None
+        demux = self._c.demux(self._s)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except (av.error.InvalidDataError, av.error.EOFError, OSError) as e:
+                log.warning("%s: audio demux stopped early: %s", self.path.name, e)
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as e:
+                log.debug("skipping undecodable audio packet: %s", e)
+                continue
+            for frame in frames:
+                arr = self._to_planar(frame)
+                if cursor is None:
+                    cursor = self._frame_start(frame, 0)
+                else:
+                    # Trust timestamps only when they jump (a gap); otherwise count samples so
+                    # rounding never opens one-sample holes between frames.
+                    s = self._frame_start(frame, cursor)
+                    if abs(s - cursor) > self.sample_rate // 10:
+                        cursor = s
+                yield AudioBlock(cursor, arr)
+                cursor += arr.shape[1]
+
+    def read(self, start_s: float, end_s: float, *, mono: bool = False) -> np.ndarray:
+        """Samples in [start_s, end_s) as [channels, n] (or [1, n] mixed). Pads silence past the end."""
+        sr = self.sample_rate
+        a = max(0, int(round(start_s * sr)))
+        b = max(a, int(round(end_s * sr)))
+        out = np.zeros((self.channels, b - a), np.float32)
+        for blk in self.blocks(max(0.0, start_s - 0.05)):
+            s0, n = blk.start, blk.samples.shape[1]
+            if s0 >= b:
+                break
+            lo, hi = max(a, s0), min(b, s0 + n)
+            if hi > lo:
+                out[:, lo - a:hi - a] = blk.samples[:, lo - s0:hi - s0]
+        return out.mean(axis=0, keepdims=True) if mono else out
+
+
+def sparse_peaks(path: str | os.PathLike, columns: int, *, cancelled=None) -> tuple[np.ndarray, int]:
+    """Approximate min/max envelope: ``columns`` windows sampled across the file.
+
+    Returns ``(peaks [channels+1, columns, 2] float32, sample_rate)``; row -1 is the mono
+    mix. It looks only at the first decoded audio frame after each seek point, so short
+    peaks between probes are missed: it is a placeholder until the exact pyramid is built.
+    """
+    with AudioReader(path) as r:
+        dur = r.duration
+        ch = r.channels
+        out = np.zeros((ch + 1, columns, 2), np.float32)
+        if dur <= 0:
+            return out, r.sample_rate
+        for i in range(columns):
+            if cancelled is not None and cancelled():
+                raise InterruptedError
+            t = (i + 0.5) * dur / columns
+            for blk in r.blocks(t):
+                x = blk.samples
+                if x.shape[1]:
+                    out[:ch, i, 0] = x.min(axis=1)
+                    out[:ch, i, 1] = x.max(axis=1)
+                    m = x.mean(axis=0)
+                    out[ch, i] = (m.min(), m.max())
+                break
+        return out, r.sample_rate

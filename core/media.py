@@ -1,0 +1,498 @@
+"""Media probing and decoding (PyAV), Qt-free.
+
+Times everywhere in Kestrel are *media seconds*: seconds since the container's
+start time, so video and audio of one file share one clock whatever their
+streams' own start offsets are. Frames are found by timestamp, never by frame
+count, so variable frame rate files land on the right frame.
+
+A decoder object is not thread-safe: each worker owns its own.
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Containers an analyst can open from the file dialog (anything FFmpeg reads works too).
+MEDIA_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
+    ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".ogg", ".wav", ".mp3", ".m4a", ".aac",
+    ".flac", ".opus", ".oga",
+)
+
+# How far ahead of the current decode position a request may be and still be served by
+# decoding forward instead of seeking; forward decoding is far cheaper than a seek that
+# has to replay the group of pictures.
+_FORWARD_WINDOW_S = 1.5
+# Decoded frames kept (already converted) so stepping backwards stays cheap.
+_RECENT_FRAMES = 48
+
+
+class MediaError(Exception):
+    """A file cannot be used; str() is a clear sentence for the analyst."""
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    index: int
+    kind: str  # "video" | "audio" | "subtitle" | "data"
+    codec: str
+    duration_s: float | None = None
+    # video
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    rotation: int = 0  # degrees counter-clockwise the picture must be turned for display
+    frames: int = 0  # as the container declares it (0 if unknown)
+    # audio
+    sample_rate: int = 0
+    channels: int = 0
+    layout: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    size_bytes: int
+    duration_s: float
+    container: str
+    streams: tuple[StreamInfo, ...] = field(default_factory=tuple)
+    content_hash: str = ""
+
+    @property
+    def video(self) -> StreamInfo | None:
+        return next((s for s in self.streams if s.kind == "video"), None)
+
+    @property
+    def audio(self) -> StreamInfo | None:
+        return next((s for s in self.streams if s.kind == "audio"), None)
+
+    @property
+    def has_video(self) -> bool:
+        return self.video is not None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as shown, after rotation."""
+        v = self.video
+        if v is None:
+            return (0, 0)
+        return (v.height, v.width) if v.rotation % 180 else (v.width, v.height)
+
+    def summary(self) -> str:
+        parts = [f"{self.container}", f"{self.duration_s:.2f} s"]
+        if self.video:
+            w, h = self.display_size
+            parts.append(f"{self.video.codec} {w}×{h} @ {self.video.fps:.3g} fps")
+        else:
+            parts.append("no video")
+        if self.audio:
+            parts.append(f"{self.audio.codec} {self.audio.sample_rate} Hz ×{self.audio.channels}")
+        else:
+            parts.append("no audio")
+        return ", ".join(parts)
+
+
+def quick_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """A content hash that stays fast on hour-long files.
+
+    SHA-256 over the size and three 1 MiB slices (start, middle, end): enough to tell a
+    moved file from a changed one without reading gigabytes on open.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(p, "rb") as f:
+        for off in sorted({0, max(0, size // 2 - chunk // 2), max(0, size - chunk)}):
+            f.seek(off)
+            h.update(f.read(chunk))
+    return "qs256:" + h.hexdigest()
+
+
+def _check_readable(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{p} does not exist.")
+    if p.is_dir():
+        raise MediaError(f"{p} is a folder, not a media file.")
+    if not os.access(p, os.R_OK):
+        raise MediaError(f"{p} cannot be read (permission denied).")
+    if p.stat().st_size == 0:
+        raise MediaError(f"{p} is empty (0 bytes).")
+    return p
+
+
+def _open(path: Path):
+    import av
+
+    try:
+        return av.open(str(path), mode="r", timeout=10.0)
+    except av.error.InvalidDataError as e:
+        raise MediaError(f"{path.name} is not a media file FFmpeg can read ({e.strerror or e}).") from e
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError(f"{path.name} could not be opened: {e}.") from e
+
+
+def probe(path: str | os.PathLike, *, with_hash: bool = True) -> MediaInfo:
+    """Read what a file holds, and prove it decodes: a header alone is not enough."""
+    p = _check_readable(path)
+    container = _open(p)
+    try:
+        streams: list[StreamInfo] = []
+        for s in container.streams:
+            kind = s.type
+            codec = s.codec_context.name if s.codec_context else "?"
+            dur = float(s.duration * s.time_base) if s.duration and s.time_base else None
+            if kind == "video":
+                cc = s.codec_context
+                rate = s.average_rate or s.guessed_rate or s.base_rate
+                streams.append(StreamInfo(
+                    index=s.index, kind="video", codec=codec, duration_s=dur,
+                    width=int(cc.width or 0), height=int(cc.height or 0),
+                    fps=float(rate) if rate else 0.0, frames=int(s.frames or 0),
+                ))
+            elif kind == "audio":
+                cc = s.codec_context
+                streams.append(StreamInfo(
+                    index=s.index, kind="audio", codec=codec, duration_s=dur,
+                    sample_rate=int(cc.sample_rate or 0), channels=int(cc.channels or 0),
+                    layout=cc.layout.name if cc.layout else "",
+                ))
+            else:
+                streams.append(StreamInfo(index=s.index, kind=kind, codec=codec, duration_s=dur))
+        playable = [s for s in streams if s.kind in ("video", "audio")]
+        if not playable:
+            raise MediaError(f"{p.name} has neither a video nor an audio stream.")
+        duration = float(container.duration) / 1e6 if container.duration else 0.0
+        if duration <= 0:
+            duration = max((s.duration_s or 0.0) for s in playable)
+        # Decode the first frame of each playable stream: truncated or corrupt files often
+        # have a perfectly good header.
+        rotation = 0
+        for s in playable:
+            first = _first_frame(container, s.index)
+            if first is None:
+                raise MediaError(f"{p.name}: the {s.kind} stream holds no decodable frame "
+                                 "(the file may be truncated or corrupt).")
+            if s.kind == "video":
+                rotation = _frame_rotation(first)
+        if rotation:
+            streams = [StreamInfo(**{**st.to_dict(), "rotation": rotation}) if st.kind == "video" else st
+                       for st in streams]
+        if duration <= 0:
+            raise MediaError(f"{p.name} has no duration (the file may be truncated).")
+        names = container.format.name.split(",")
+        ext = p.suffix.lower().lstrip(".")
+        fmt = ext if ext in names else names[0]
+        return MediaInfo(path=str(p.resolve()), size_bytes=p.stat().st_size, duration_s=duration,
+                         container=fmt, streams=tuple(streams),
+                         content_hash=quick_hash(p) if with_hash else "")
+    finally:
+        container.close()
+
+
+def _first_frame(container, index: int):
+    import av
+
+    stream = container.streams[index]
+    try:
+        container.seek(0)
+    except av.error.FFmpegError:
+        pass
+    try:
+        for n, frame in enumerate(container.decode(stream)):
+            return frame
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        log.warning("decoding the first frame of stream %d failed: %s", index, e)
+        return None
+    return None
+
+
+def _frame_rotation(frame) -> int:
+    """Counter-clockwise degrees to turn this frame for display, from its display matrix."""
+    try:
+        angle = float(frame.rotation or 0)
+    except Exception:
+        angle = 0.0
+    return int(round(angle / 90.0)) * 90 % 360
+
+
+def rotate_image(img: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def fit_size(w: int, h: int, box: tuple[int, int] | None) -> tuple[int, int]:
+    """Largest even size ≤ box with the aspect of w×h (never upscales)."""
+    if not box or (w <= box[0] and h <= box[1]):
+        return w, h
+    s = min(box[0] / w, box[1] / h)
+    return max(2, int(w * s) // 2 * 2), max(2, int(h * s) // 2 * 2)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded picture, ready for display (RGB, rotation applied)."""
+
+    time: float  # media seconds of its presentation timestamp
+    duration: float  # until the next frame (estimated at the stream's rate when unknown)
+    image: np.ndarray = field(repr=False)  # H×W×3 uint8 RGB
+    key_frame: bool = False
+    source_size: tuple[int, int] = (0, 0)  # coded width, height before scaling
+
+    @property
+    def end(self) -> float:
+        return self.time + self.duration
+
+
+class VideoDecoder:
+    """Frame-accurate random access to one video stream.
+
+    ``frame_at(t)`` returns the frame on screen at media time ``t``: the one with the
+    largest timestamp ≤ t. Requests just ahead of the last one decode forward (playback,
+    stepping); others seek to the keyframe before ``t`` and decode up to it. Recently
+    decoded frames are kept so stepping backwards does not replay the GOP each time.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, max_size: tuple[int, int] | None = (1920, 1080),
+                 threads: bool = True):
+        import av
+
+        self.path = _check_readable(path)
+        self._av = av
+        self._c = _open(self.path)
+        if not self._c.streams.video:
+            self._c.close()
+            raise MediaError(f"{self.path.name} has no video stream.")
+        self._s = self._c.streams.video[0]
+        if threads:
+            # Frame threads raise throughput for the decode-forward part of every seek.
+            self._s.thread_type = "AUTO"
+        self._tb = float(self._s.time_base)
+        self._origin = float(self._c.start_time) / 1e6 if self._c.start_time is not None else 0.0
+        rate = self._s.average_rate or self._s.guessed_rate or self._s.base_rate
+        self.fps = float(rate) if rate else 25.0
+        self.max_size = max_size
+        self.duration = float(self._c.duration) / 1e6 if self._c.duration else 0.0
+        self._gen: Iterator | None = None
+        self._pending = None  # a decoded av frame beyond the last request
+        self._last: Frame | None = None
+        self._recent: collections.OrderedDict[int, Frame] = collections.OrderedDict()
+        self._recent_times: list[float] = []  # sorted times of frames in _recent
+        self._eof = False
+        self.rotation = 0
+        self.seeks = 0  # how many real seeks happened (for tests and benches)
+
+    # -- public ---------------------------------------------------------------
+    def close(self) -> None:
+        try:
+            self._c.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def __enter__(self) -> "VideoDecoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def frame_at(self, t: float) -> Frame:
+        t = max(0.0, float(t))
+        hit = self._cached(t)
+        if hit is not None:
+            return hit
+        last = self._last
+        ahead = last is not None and last.time <= t and (t - last.time) <= _FORWARD_WINDOW_S
+        if not (ahead and self._gen is not None):
+            self._seek(t)
+        frame = self._decode_until(t)
+        if frame is None:
+            # Landed after t (keyframe later than t after a seek): back off and retry.
+            for back in (1.0, 3.0, 10.0, float("inf")):
+                start = max(0.0, t - back)
+                self._seek(start)
+                # From the very start, a first frame later than t is what is on screen at t
+                # (video that begins after the audio, or a negative-time request).
+                frame = self._decode_until(t, accept_first=start == 0.0)
+                if frame is not None or start == 0.0:
+                    break
+        if frame is None:
+            raise MediaError(f"{self.path.name}: no frame could be decoded at {t:.3f} s.")
+        return frame
+
+    def next_frame(self) -> Frame | None:
+        """The frame after the last one returned (None at the end)."""
+        if self._last is None:
+            return self.frame_at(0.0)
+        if self._pending is not None:
+            return self.frame_at(self._media_time(self._pending))
+        f = self.frame_at(self._last.end + 1e-6)
+        return None if f.time <= self._last.time else f
+
+    # -- internals ------------------------------------------------------------
+    def _media_time(self, av_frame) -> float:
+        if av_frame.pts is None:
+            return 0.0
+        return av_frame.pts * self._tb - self._origin
+
+    def _cached(self, t: float) -> Frame | None:
+        i = bisect.bisect_right(self._recent_times, t) - 1
+        if i < 0:
+            return None
+        f = self._recent.get(int(round(self._recent_times[i] * 1e6)))
+        if f is not None and f.time <= t < f.end:
+            self._recent.move_to_end(int(round(f.time * 1e6)))
+            return f
+        return None
+
+    def _remember(self, f: Frame) -> None:
+        key = int(round(f.time * 1e6))
+        if key in self._recent:
+            return
+        self._recent[key] = f
+        bisect.insort(self._recent_times, f.time)
+        while len(self._recent) > _RECENT_FRAMES:
+            old_key, old = self._recent.popitem(last=False)
+            i = bisect.bisect_left(self._recent_times, old.time)
+            if i < len(self._recent_times):
+                del self._recent_times[i]
+
+    def _seek(self, t: float) -> None:
+        av = self._av
+        pts = int((t + self._origin) / self._tb)
+        try:
+            if t <= 0.0:
+                self._c.seek(0)  # the very start (timestamp searches in MPEG-PS can overshoot)
+            else:
+                self._c.seek(pts, stream=self._s, backward=True, any_frame=False)
+        except av.error.FFmpegError as e:
+            log.warning("seek to %.3f s failed (%s); decoding from the start", t, e)
+            self._c.seek(0)
+        self.seeks += 1
+        self._gen = self._c.decode(self._s)
+        self._pending = None
+        self._last = None
+        self._eof = False
+
+    def _next_av(self):
+        av = self._av
+        if self._pending is not None:
+            f, self._pending = self._pending, None
+            return f
+        while True:
+            try:
+                return next(self._gen)
+            except StopIteration:
+                self._eof = True
+                return None
+            except (av.error.InvalidDataError, av.error.EOFError) as e:
+                # A damaged packet: skip it, as players do, rather than failing the seek.
+                log.debug("skipping undecodable data: %s", e)
+                continue
+
+    def _decode_until(self, t: float, accept_first: bool = False) -> Frame | None:
+        """Decode forward until the frame shown at ``t``; None if the first is already past t."""
+        eps = 1e-6
+        prev = None
+        while True:
+            f = self._next_av()
+            if f is None:
+                break
+            ft = self._media_time(f)
+            if ft > t + eps and prev is None and accept_first:
+                prev = f
+                continue
+            if ft > t + eps:
+                self._pending = f
+                break
+            if prev is not None and (t - self._media_time(prev)) < 2 * _FORWARD_WINDOW_S:
+                # cheap backwards stepping later: keep the frames just before the target
+                if t - self._media_time(prev) < _RECENT_FRAMES / max(self.fps, 1.0):
+                    self._remember(self._convert(prev, ft_next=ft))
+            prev = f
+        if prev is None:
+            if self._eof and self._last is not None:
+                return self._last
+            return None
+        nxt = self._media_time(self._pending) if self._pending is not None else None
+        frame = self._convert(prev, ft_next=nxt)
+        self._last = frame
+        self._remember(frame)
+        return frame
+
+    def _convert(self, f, ft_next: float | None) -> Frame:
+        t = self._media_time(f)
+        dur = (ft_next - t) if ft_next is not None and ft_next > t else 1.0 / self.fps
+        rot = _frame_rotation(f)
+        self.rotation = rot
+        w, h = fit_size(f.width, f.height, self._coded_box(rot))
+        img = f.to_ndarray(format="rgb24", width=w, height=h)
+        return Frame(time=t, duration=dur, image=rotate_image(img, rot), key_frame=bool(f.key_frame),
+                     source_size=(f.width, f.height))
+
+    def _coded_box(self, rot: int) -> tuple[int, int] | None:
+        if self.max_size is None:
+            return None
+        return (self.max_size[1], self.max_size[0]) if rot % 180 else self.max_size
+
+
+def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.ndarray:
+    """Presentation times (media seconds, sorted) of every video frame, by demuxing only.
+
+    No decoding: this reads packet headers, so even an hour of video takes about a second.
+    Gives exact frame numbers for variable frame rate files.
+    """
+    p = _check_readable(path)
+    c = _open(p)
+    try:
+        if not c.streams.video:
+            return np.zeros(0)
+        s = c.streams.video[0]
+        tb = float(s.time_base)
+        origin = float(c.start_time) / 1e6 if c.start_time is not None else 0.0
+        dur = float(c.duration) / 1e6 if c.duration else 0.0
+        pts: list[int] = []
+        first_key: int | None = None
+        for n, pkt in enumerate(c.demux(s)):
+            if pkt.pts is not None and pkt.size:
+                # Packets before the first keyframe (a stream cut mid-GOP), and leading
+                # frames of an open GOP that show before it, cannot be decoded: decoders
+                # drop them, so they are not frames an analyst can see or number.
+                if first_key is None:
+                    if not pkt.is_keyframe:
+                        continue
+                    first_key = pkt.pts
+                if pkt.pts >= first_key:
+                    pts.append(pkt.pts)
+            if n % 2000 == 0:
+                if cancelled is not None and cancelled():
+                    raise InterruptedError
+                if progress is not None and dur > 0 and pkt.pts is not None:
+                    progress(min(1.0, (pkt.pts * tb - origin) / dur))
+        arr = np.unique(np.asarray(pts, dtype=np.int64)) * tb - origin
+        return arr
+    finally:
+        c.close()
+
+
+def frame_index(times: np.ndarray, t: float) -> int:
+    """Number (0-based) of the frame shown at ``t`` given the sorted frame times."""
+    if len(times) == 0:
+        return 0
+    return max(0, int(np.searchsorted(times, t + 1e-6, side="right")) - 1)

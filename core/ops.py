@@ -1,0 +1,113 @@
+"""Operations on media and projects that the GUI and the CLI share (Qt-free).
+
+Jobs here have the ``fn(request, state)`` form. Functions taking a ``Project`` are meant
+to run on the database worker; the others on the I/O or compute workers.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from core import media as media_mod
+from core import waveform as wf
+from core.jobs import JobState, check
+from core.media import MediaInfo
+from core.project import Project
+from core.timeline import Item, Track
+
+log = logging.getLogger(__name__)
+
+WAVEFORM_KEY = "waveform"
+
+
+def probe_job(path: str, state: JobState) -> MediaInfo:
+    state.set_progress(0.0, "reading file")
+    info = media_mod.probe(path)
+    state.set_progress(1.0, "")
+    return info
+
+
+def frame_times_job(path: str, state: JobState) -> np.ndarray:
+    return media_mod.frame_times(path, progress=lambda f: state.set_progress(f, "frame index"),
+                                 cancelled=state.is_cancelled)
+
+
+def register_media(project: Project, info: MediaInfo) -> int:
+    return project.add_media(path=info.path, content_hash=info.content_hash, size_bytes=info.size_bytes,
+                             duration_s=info.duration_s, container=info.container,
+                             streams=[s.to_dict() for s in info.streams])
+
+
+def load_waveform(project: Project, media_id: int) -> wf.PeakPyramid | None:
+    """The cached pyramid, or None if absent or of another layout (then it is rebuilt)."""
+    head = project.get_array(media_id, f"{WAVEFORM_KEY}/L0")
+    if head is None:
+        return None
+    meta = head[1]
+    try:
+        n = int(meta.get("levels", 0))
+        arrays = [head[0]]
+        for i in range(1, n):
+            got = project.get_array(media_id, f"{WAVEFORM_KEY}/L{i}")
+            if got is None:
+                return None
+            arrays.append(got[0])
+        return wf.PeakPyramid.from_arrays(meta, arrays)
+    except (ValueError, KeyError, TypeError) as e:
+        log.info("waveform cache of media %s not usable (%s); rebuilding", media_id, e)
+        return None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What produced a result, measured where it ran, stored with the result."""
+
+    kind: str
+    producer: str
+    version: str
+    params: dict
+    started_at: float  # time.time()
+    duration_s: float
+    status: str = "ok"
+    error: str | None = None
+
+
+def store_waveform(project: Project, media_id: int, pyr: wf.PeakPyramid, run: RunInfo) -> int:
+    run_id = record_run(project, run, media_id)
+    meta = pyr.meta()
+    for key, arr in pyr.to_arrays().items():
+        project.put_array(media_id, f"{WAVEFORM_KEY}/{key}", arr, meta=meta, run_id=run_id)
+    return run_id
+
+
+def record_run(project: Project, run: RunInfo, media_id: int | None) -> int:
+    return project.record_run(kind=run.kind, producer=run.producer, version=run.version,
+                              params=run.params, media_id=media_id, started_at=run.started_at,
+                              duration_s=run.duration_s, status=run.status, error=run.error)
+
+
+def timed_waveform(req: wf.WaveformRequest, state: JobState) -> tuple[wf.PeakPyramid, RunInfo]:
+    """Job: build the pyramid and say how it was made."""
+    t0, c0 = time.time(), time.perf_counter()
+    pyr = wf.build_waveform(req, state)
+    check(state)
+    run = RunInfo(kind="waveform", producer="core.waveform.build_waveform", version=wf.VERSION,
+                  params={"base_block": wf.BASE_BLOCK, "factor": wf.FACTOR}, started_at=t0,
+                  duration_s=time.perf_counter() - c0)
+    return pyr, run
+
+
+def load_tracks(project: Project, media_id: int) -> list[Track]:
+    out = []
+    for rec in project.load_tracks(media_id):
+        items = [Item(i.start_s, i.end_s, i.label, i.confidence, i.run_id, dict(i.data)) for i in rec.items]
+        out.append(Track(rec.kind, rec.name, items, run_id=rec.run_id, id=rec.id, meta=dict(rec.meta)))
+    return out
+
+
+def save_track(project: Project, media_id: int, track: Track) -> int:
+    return project.save_track(media_id, track.kind, track.name, track.items, run_id=track.run_id,
+                              meta=track.meta)

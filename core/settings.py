@@ -1,0 +1,89 @@
+"""User settings: a small versioned JSON file with explicit migrations.
+
+Values, never widget indices or pickled objects. ``KESTREL_CONFIG_DIR`` moves the file
+(tests use a fresh folder each).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+MAX_RECENT = 12
+
+DEFAULTS: dict[str, Any] = {
+    "recent_media": [],
+    "recent_projects": [],
+    "waveform_per_channel": False,
+    "last_project": None,
+}
+
+# version N -> N+1; each gets and returns the plain dict
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {
+    # 0 is "no version field" (never shipped); it only gains the field.
+    0: lambda d: {**d, "version": 1},
+}
+
+
+def config_dir() -> Path:
+    d = os.environ.get("KESTREL_CONFIG_DIR")
+    return Path(d) if d else Path.home() / ".config" / "kestrel"
+
+
+def data_dir() -> Path:
+    d = os.environ.get("KESTREL_DATA_DIR")
+    return Path(d) if d else Path.home() / ".local" / "share" / "kestrel"
+
+
+class Settings:
+    def __init__(self, path: Path | None = None):
+        self.path = path or config_dir() / "settings.json"
+        self.values: dict[str, Any] = dict(DEFAULTS)
+        self.load()
+
+    def load(self) -> None:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not an object")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("settings file %s unreadable (%s); using defaults", self.path, e)
+            return
+        v = raw.get("version", 0)
+        if not isinstance(v, int) or v > VERSION:
+            log.warning("settings file %s is from a newer Kestrel; using defaults", self.path)
+            return
+        while v < VERSION:
+            raw = MIGRATIONS[v](raw)
+            v += 1
+        for k, default in DEFAULTS.items():
+            if k in raw and isinstance(raw[k], type(default)) or (default is None and k in raw):
+                self.values[k] = raw[k]
+
+    def save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": VERSION, **self.values}, indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.warning("could not save settings to %s: %s", self.path, e)
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key, DEFAULTS.get(key))
+
+    def set(self, key: str, value: Any) -> None:
+        if self.values.get(key) != value:
+            self.values[key] = value
+            self.save()
+
+    def add_recent(self, key: str, path: str) -> None:
+        items = [p for p in self.get(key) if p != path]
+        self.set(key, [path] + items[: MAX_RECENT - 1])

@@ -1,0 +1,447 @@
+"""Kestrel's main window: the player over the waveform over the timeline, menus, status bar.
+
+All project access happens on the task manager's database worker; probing and indexing
+on the I/O pool; peak pyramids on the compute worker. The window only wires results
+into the session model, which the views watch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+                               QSplitter, QVBoxLayout, QWidget)
+
+from core import ops
+from core.media import MEDIA_EXTENSIONS, MediaInfo, VideoDecoder
+from core.project import Project, ProjectError
+from core.session import MediaSession
+from core.settings import Settings, data_dir
+from core.waveform import WaveformRequest
+from gui.player_view import PlayerView
+from gui.tasks import FrameFetcher, Task, TaskManager
+from gui.timeline_view import TimelineView
+from gui.waveform_view import WaveformView
+
+log = logging.getLogger(__name__)
+
+PROJECT_FILTER = "Kestrel projects (*.kestrel);;All files (*)"
+MEDIA_FILTER = "Media ({});;All files (*)".format(" ".join("*" + e for e in MEDIA_EXTENSIONS))
+
+
+class JobBar(QWidget):
+    """Status-bar progress with a cancel button, shown for any job longer than a moment."""
+
+    def __init__(self, tasks: TaskManager, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tasks = tasks
+        self.label = QLabel("")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setFixedWidth(180)
+        self.bar.setTextVisible(False)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setFlat(True)
+        self.cancel.clicked.connect(self._cancel)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.label)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.cancel)
+        self._delay = QTimer(self)
+        self._delay.setSingleShot(True)
+        self._delay.setInterval(400)  # a moment: quick jobs never flash a bar
+        self._delay.timeout.connect(self._refresh)
+        tasks.task_started.connect(lambda _t: self._delay.start())
+        tasks.task_progress.connect(lambda _t: self._refresh(only_visible=True))
+        tasks.task_ended.connect(lambda _t: self._refresh())
+        self.hide()
+
+    def _jobs(self) -> list[Task]:
+        return [t for t in self.tasks.active if t.visible]
+
+    def _refresh(self, only_visible: bool = False) -> None:
+        jobs = self._jobs()
+        if not jobs:
+            self.hide()
+            return
+        if only_visible and not self.isVisible() and self._delay.isActive():
+            return
+        t = jobs[0]
+        more = f" (+{len(jobs) - 1})" if len(jobs) > 1 else ""
+        self.label.setText(f"{t.name}{': ' + t.text if t.text else ''}{more}")
+        self.bar.setValue(int(t.progress * 1000))
+        self.show()
+
+    def _cancel(self) -> None:
+        for t in self._jobs():
+            t.cancel()
+
+
+class MainWindow(QMainWindow):
+    """Signals: ``media_ready(info)`` once a file's first frame/overview is requested,
+    ``waveform_ready()`` when the exact waveform is shown, ``project_changed(path)``,
+    ``error_shown(message)``."""
+
+    media_ready = Signal(object)
+    waveform_ready = Signal()
+    project_changed = Signal(str)
+    error_shown = Signal(str)
+
+    def __init__(self, settings: Settings | None = None, *, tasks: TaskManager | None = None):
+        super().__init__()
+        self.settings = settings or Settings()
+        self.tasks = tasks or TaskManager(self)
+        self.fetcher = FrameFetcher(lambda p: VideoDecoder(p, max_size=(1920, 1080)), self)
+        self.session = MediaSession()
+        self.project: Project | None = None
+        self._error_box: QMessageBox | None = None
+        self.setWindowTitle("Kestrel")
+        self.resize(1280, 860)
+        self.setAcceptDrops(True)
+
+        self.player = PlayerView(self.session, self.fetcher)
+        self.waveform = WaveformView(self.session, self.tasks)
+        self.timeline = TimelineView(self.session)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.player)
+        split.addWidget(self.waveform)
+        split.addWidget(self.timeline)
+        split.setStretchFactor(0, 6)
+        split.setStretchFactor(1, 2)
+        split.setStretchFactor(2, 2)
+        split.setSizes([520, 150, 140])
+        self.setCentralWidget(split)
+
+        self.media_list = QListWidget()
+        self.media_list.itemActivated.connect(lambda it: self.open_media(it.data(Qt.ItemDataRole.UserRole)))
+        self.info_label = QLabel("")
+        self.info_label.setWordWrap(True)
+        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        side = QWidget()
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(4, 4, 4, 4)
+        sl.addWidget(QLabel("<b>Media in project</b>"))
+        sl.addWidget(self.media_list, 1)
+        sl.addWidget(self.info_label)
+        dock = QDockWidget("Project", self)
+        dock.setObjectName("project-dock")
+        dock.setWidget(side)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable |
+                         QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.resizeDocks([dock], [230], Qt.Orientation.Horizontal)
+        self.project_dock = dock
+
+        self.jobbar = JobBar(self.tasks)
+        self.project_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.jobbar)
+        self.statusBar().addPermanentWidget(self.project_label)
+        self.tasks.task_failed.connect(lambda t, e: self.show_error(f"{t.name} failed: {e}"))
+
+        self._build_menus()
+        self._build_shortcuts()
+        self.session.events.media_changed.connect(self._on_media_changed)
+        self.waveform.set_per_channel(bool(self.settings.get("waveform_per_channel")))
+
+    # -- menus and keys ------------------------------------------------------------------
+    def _action(self, menu, text: str, slot, shortcut=None, checkable=False) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        a.setCheckable(checkable)
+        a.triggered.connect(slot)
+        menu.addAction(a)
+        return a
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action(f, "&Open Media…", self.choose_media, QKeySequence.StandardKey.Open)
+        self.recent_menu = f.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        f.addSeparator()
+        self._action(f, "&New Project", self.new_project, QKeySequence.StandardKey.New)
+        self._action(f, "Open &Project…", self.choose_project, "Ctrl+Shift+O")
+        self._action(f, "Save Project &As…", self.choose_save_as, QKeySequence.StandardKey.SaveAs)
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        v = mb.addMenu("&View")
+        a = self._action(v, "Waveform per &channel", self._toggle_channels, checkable=True)
+        a.setChecked(bool(self.settings.get("waveform_per_channel")))
+        self._action(v, "Zoom to &whole file", lambda: self.session.set_view(0, self.session.duration), "Ctrl+0")
+        v.addAction(self.project_dock.toggleViewAction())
+        h = mb.addMenu("&Help")
+        self._action(h, "&Keyboard shortcuts", self._show_keys, "F1")
+
+    def _build_shortcuts(self) -> None:
+        s = self.session
+        keys = {
+            "Space": self.player.toggle_play,
+            "Right": lambda: (self._pause(), s.step(1)),
+            "Left": lambda: (self._pause(), s.step(-1)),
+            "Shift+Right": lambda: s.seek(s.position + 1.0),
+            "Shift+Left": lambda: s.seek(s.position - 1.0),
+            "Home": lambda: s.seek(0.0),
+            "End": lambda: s.seek(s.last_time()),
+            "K": self._pause,
+            "L": lambda: self._shuttle(+1),
+            "J": lambda: self._shuttle(-1),
+        }
+        self._shortcuts = []
+        for key, fn in keys.items():
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)
+            sc.activated.connect(fn)
+            self._shortcuts.append(sc)
+
+    def _pause(self) -> None:
+        self.session.playing = False
+        self.session.rate = 1.0
+
+    def _shuttle(self, direction: int) -> None:
+        """J/L: play backwards/forwards; pressing again doubles the speed (up to 8×)."""
+        s = self.session
+        if s.playing and (s.rate > 0) == (direction > 0):
+            s.rate = max(-8.0, min(8.0, s.rate * 2))
+        else:
+            s.rate = float(direction)
+            if not s.playing:
+                self.player.toggle_play()
+            else:
+                self.player._on_playing(True)
+
+    def _show_keys(self) -> None:
+        QMessageBox.information(self, "Keyboard shortcuts", (
+            "Space  play / pause\n← / →  previous / next frame\nShift+← / →  back / forward 1 s\n"
+            "J / K / L  play backwards / pause / play (again: faster)\nHome / End  start / end\n"
+            "Ctrl+O  open media    Ctrl+0  zoom to whole file\n"
+            "Timeline: wheel zooms, drag pans, click seeks, double-click an item to jump to it"))
+
+    def _toggle_channels(self, on: bool) -> None:
+        self.settings.set("waveform_per_channel", bool(on))
+        self.waveform.set_per_channel(on)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = [p for p in self.settings.get("recent_media") if isinstance(p, str)]
+        if not recent:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        for p in recent:
+            a = self.recent_menu.addAction(p)
+            a.triggered.connect(lambda _=False, p=p: self.open_media(p))
+
+    # -- errors --------------------------------------------------------------------------
+    def show_error(self, message: str) -> None:
+        """One dialog at a time: further errors are appended, never stacked."""
+        log.error(message)
+        self.statusBar().showMessage(message, 15000)
+        self.error_shown.emit(message)
+        if os.environ.get("KESTREL_NO_DIALOGS"):
+            return
+        box = self._error_box
+        if box is not None and box.isVisible():
+            box.setText(box.text() + "\n\n" + message)
+            return
+        box = QMessageBox(QMessageBox.Icon.Warning, "Kestrel", message, QMessageBox.StandardButton.Ok, self)
+        box.setModal(False)
+        self._error_box = box
+        box.show()
+
+    # -- projects ------------------------------------------------------------------------
+    def _db(self, fn, *args, name: str = "") -> Task:
+        return self.tasks.call(fn, *args, pool="db", name=name)
+
+    def new_project(self) -> None:
+        folder = data_dir() / "untitled"
+
+        def create():
+            folder.mkdir(parents=True, exist_ok=True)
+            return Project.create_temporary(folder)
+        self._db(create, name="new project").on_done(self._set_project).on_error(
+            lambda e: self.show_error(f"Could not create a project: {e}"))
+
+    def choose_project(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", PROJECT_FILTER)
+        if path:
+            self.open_project(path)
+
+    def open_project(self, path: str) -> Task:
+        return self._db(Project.open, path, name="open project").on_done(self._set_project).on_error(
+            lambda e: self.show_error(str(e) if isinstance(e, ProjectError) else f"Could not open {path}: {e}"))
+
+    def choose_save_as(self) -> None:
+        if self.project is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save project as", "", PROJECT_FILTER)
+        if path:
+            if not path.endswith(".kestrel"):
+                path += ".kestrel"
+            self.save_project_as(path)
+
+    def save_project_as(self, path: str) -> Task | None:
+        old = self.project
+        if old is None:
+            return None
+
+        def work():
+            new = old.save_as(path)
+            old.close()
+            return new
+        return self._db(work, name="save project").on_done(self._set_project).on_error(
+            lambda e: self.show_error(f"Could not save the project as {path}: {e}"))
+
+    def _set_project(self, project: Project) -> None:
+        old, self.project = self.project, project
+        if old is not None and old is not project:
+            self._db(old.close)
+        for w in getattr(project, "warnings", []) or []:
+            self.show_error(w)
+        label = "untitled project" if getattr(project, "is_temporary", False) else str(project.path)
+        if project.read_only:
+            label += " (read-only)"
+        self.project_label.setText(label)
+        self.setWindowTitle(f"Kestrel — {Path(str(project.path)).name}")
+        if not getattr(project, "is_temporary", False):
+            self.settings.add_recent("recent_projects", str(project.path))
+            self.settings.set("last_project", str(project.path))
+        self._refresh_media_list()
+        self.project_changed.emit(str(project.path))
+
+    def _refresh_media_list(self) -> None:
+        p = self.project
+        if p is None:
+            return
+        self._db(p.list_media, name="list media").on_done(self._fill_media_list)
+
+    def _fill_media_list(self, records) -> None:
+        self.media_list.clear()
+        for r in records:
+            it = QListWidgetItem(Path(r.path).name)
+            it.setToolTip(f"{r.path}\n{r.duration_s:.2f} s, {r.container}")
+            it.setData(Qt.ItemDataRole.UserRole, r.path)
+            if not Path(r.path).exists():
+                it.setText(it.text() + "  (missing)")
+            self.media_list.addItem(it)
+
+    # -- media ---------------------------------------------------------------------------
+    def choose_media(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open media", "", MEDIA_FILTER)
+        if path:
+            self.open_media(path)
+
+    def open_media(self, path: str) -> Task:
+        self.statusBar().showMessage(f"Opening {path}…")
+        return self.tasks.run(ops.probe_job, str(path), pool="io", name="open media",
+                              key="open-media").on_done(self._media_probed).on_error(
+            lambda e: self.show_error(f"Cannot open {path}: {e}"))
+
+    def _media_probed(self, info: MediaInfo) -> None:
+        self.fetcher.forget()
+        self.session.set_media(info)
+        self.settings.add_recent("recent_media", info.path)
+        self.statusBar().showMessage(info.summary(), 8000)
+        self.info_label.setText(f"<b>{Path(info.path).name}</b><br>{info.summary()}")
+        if info.has_video:
+            self.tasks.run(ops.frame_times_job, info.path, pool="io", name="frame index",
+                           key="frame-index").on_done(self._frame_times).on_error(
+                lambda e: log.warning("frame index failed: %s", e))
+        if self.project is not None and not self.project.read_only:
+            self._db(ops.register_media, self.project, info, name="add media").on_done(
+                lambda mid: self._media_registered(info, mid)).on_error(
+                lambda e: self.show_error(f"Could not add {Path(info.path).name} to the project: {e}"))
+        elif self.project is not None:
+            rec_task = self._db(self.project.find_media, info.path, name="find media")
+            rec_task.on_done(lambda rec: self._media_registered(info, rec.id if rec else None))
+        else:
+            self._media_registered(info, None)
+        self.media_ready.emit(info)
+
+    def _frame_times(self, times) -> None:
+        self.session.set_frame_times(times)
+
+    def _media_registered(self, info: MediaInfo, media_id: int | None) -> None:
+        if self.session.info is not info:
+            return  # another file was opened meanwhile
+        self.session.media_id = media_id
+        if media_id is not None:
+            self._refresh_media_list()
+            proj = self.project
+
+            def load():
+                return ops.load_waveform(proj, media_id), ops.load_tracks(proj, media_id)
+            self._db(load, name="load cached results").on_done(
+                lambda res: self._cached_loaded(info, res)).on_error(
+                lambda e: (log.warning("cache load failed: %s", e), self._cached_loaded(info, (None, []))))
+        else:
+            self._cached_loaded(info, (None, []))
+
+    def _cached_loaded(self, info: MediaInfo, res) -> None:
+        if self.session.info is not info:
+            return
+        pyr, tracks = res
+        for tr in tracks:
+            self.session.timeline.set_track(tr)
+        if not info.has_audio:
+            self.waveform_ready.emit()
+        elif pyr is not None:
+            self.session.set_waveform(pyr)
+            self.waveform_ready.emit()
+        else:
+            self._compute_waveform(info)
+
+    def _compute_waveform(self, info: MediaInfo) -> None:
+        def partial(pyr):
+            if self.session.info is info:
+                self.session.set_waveform(pyr)
+
+        def done(result):
+            pyr, run = result
+            if self.session.info is not info:
+                return
+            self.session.set_waveform(pyr)
+            self.waveform_ready.emit()
+            mid, proj = self.session.media_id, self.project
+            if mid is not None and proj is not None and not proj.read_only:
+                self._db(ops.store_waveform, proj, mid, pyr, run, name="store waveform").on_error(
+                    lambda e: self.show_error(f"Could not store the waveform in the project: {e}"))
+
+        self.tasks.run(ops.timed_waveform, WaveformRequest(info.path), pool="compute",
+                       name="waveform", key="waveform").on_partial(partial).on_done(done).on_error(
+            lambda e: self.show_error(f"Cannot read the audio of {Path(info.path).name}: {e}"))
+
+    def _on_media_changed(self, info) -> None:
+        if info is None:
+            self.setWindowTitle("Kestrel")
+
+    # -- drag and drop -------------------------------------------------------------------
+    def dragEnterEvent(self, ev) -> None:
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev) -> None:
+        paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            return
+        first = paths[0]
+        if first.endswith(".kestrel"):
+            self.open_project(first)
+        else:
+            self.open_media(first)
+        ev.acceptProposedAction()
+
+    # -- shutdown ------------------------------------------------------------------------
+    def closeEvent(self, ev) -> None:
+        self.session.playing = False
+        proj = self.project
+        self.project = None
+        if proj is not None:
+            self._db(proj.close, name="close project")
+        self.fetcher.shutdown()
+        self.tasks.shutdown(wait=True)
+        super().closeEvent(ev)
+

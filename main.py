@@ -1,0 +1,44 @@
+"""Kestrel: a desktop workbench for video analysts.
+
+    python main.py [MEDIA] [--project FILE] [--screenshot OUT.png]
+    python main.py --sample [NAME]      open a real sample clip (fetched once, checked)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="kestrel", description="A desktop workbench for video analysts.")
+    ap.add_argument("media", nargs="?", help="a video or audio file to open")
+    ap.add_argument("--project", metavar="FILE", help="open (or create) this .kestrel project")
+    ap.add_argument("--screenshot", metavar="OUT.png",
+                    help="open the window, wait for the first frame and waveform, save a PNG, exit")
+    ap.add_argument("--sample", nargs="?", const="sintel", metavar="NAME",
+                    help="open a real sample clip from the registries (default: sintel)")
+    args = ap.parse_args(argv)
+    media = args.media
+    if args.sample:
+        from core.samples import SampleError, sample_path
+        try:
+            media = str(sample_path(args.sample))
+        except SampleError as e:
+            print(f"kestrel: {e}", file=sys.stderr)
+            return 1
+    project = args.project
+    if project:
+        from pathlib import Path
+        from core.project import Project, ProjectError
+        if not Path(project).exists():
+            try:
+                Project.create(project).close()
+            except ProjectError as e:
+                print(f"kestrel: {e}", file=sys.stderr)
+                return 1
+    from gui.app import run
+    return run(media=media, project=project, screenshot=args.screenshot)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,6 +46,13 @@ class AudioReader:
         self._origin = float(self._c.start_time) / 1e6 if self._c.start_time is not None else 0.0
         self.duration = float(self._c.duration) / 1e6 if self._c.duration else 0.0
         self._resampler = None
+        self._used = False
+
+    def _reopen(self) -> None:
+        idx = self._s.index
+        self._c.close()
+        self._c = _open(self.path)
+        self._s = self._c.streams[idx]
 
     def close(self) -> None:
         try:
@@ -91,8 +98,11 @@ class AudioReader:
         av = self._av
         if start_s > 0:
             self._c.seek(int((start_s + self._origin) / self._tb), stream=self._s, backward=True)
-        else:
-            self._c.seek(0)
+        elif self._used:
+            # From the start, reopen rather than seek: after a seek some decoders (Vorbis)
+            # swallow the first packet, and the first samples would be lost.
+            self._reopen()
+        self._used = True
         self._resampler = None
         cursor = None
         demux = self._c.demux(self._s)
@@ -128,7 +138,9 @@ class AudioReader:
         a = max(0, int(round(start_s * sr)))
         b = max(a, int(round(end_s * sr)))
         out = np.zeros((self.channels, b - a), np.float32)
-        for blk in self.blocks(max(0.0, start_s - 0.05)):
+        # Start well before: the first frames after a seek lack their decoder history
+        # (overlapped transforms) and come out slightly wrong.
+        for blk in self.blocks(max(0.0, start_s - 0.25)):
             s0, n = blk.start, blk.samples.shape[1]
             if s0 >= b:
                 break

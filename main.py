@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", metavar="FILE", help="open (or create) this .kestrel project")
     ap.add_argument("--screenshot", metavar="OUT.png",
                     help="open the window, wait for the first frame and waveform, save a PNG, exit")
+    ap.add_argument("--seek", type=float, metavar="SECONDS", help="start at this time")
     ap.add_argument("--sample", nargs="?", const="sintel", metavar="NAME",
                     help="open a real sample clip from the registries (default: sintel)")
     args = ap.parse_args(argv)
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"kestrel: {e}", file=sys.stderr)
                 return 1
     from gui.app import run
-    return run(media=media, project=project, screenshot=args.screenshot)
+    return run(media=media, project=project, screenshot=args.screenshot, seek=args.seek)
 
 
 if __name__ == "__main__":

@@ -505,7 +505,8 @@ class VideoDecoder:
         self.rotation = rot
         w, h = fit_size(f.width, f.height, self._coded_box(rot))
         img = f.to_ndarray(format="rgb24", width=w, height=h)
-        return Frame(time=t, duration=max(end - t, 1e-6), image=rotate_image(img, rot),
+        img = np.ascontiguousarray(rotate_image(img, rot))  # decoders may pad rows
+        return Frame(time=t, duration=max(end - t, 1e-6), image=img,
                      key_frame=bool(f.key_frame), source_size=(f.width, f.height))
 
     def _coded_box(self, rot: int) -> tuple[int, int] | None:

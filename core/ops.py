@@ -103,11 +103,14 @@ def timed_waveform(req: wf.WaveformRequest, state: JobState) -> tuple[wf.PeakPyr
 def load_tracks(project: Project, media_id: int) -> list[Track]:
     out = []
     for rec in project.load_tracks(media_id):
-        items = [Item(i.start_s, i.end_s, i.label, i.confidence, i.run_id, dict(i.data)) for i in rec.items]
+        items = [Item(i.start_s, i.end_s, i.label, 1.0 if i.confidence is None else i.confidence,
+                      i.run_id, dict(i.data)) for i in rec.items]
         out.append(Track(rec.kind, rec.name, items, run_id=rec.run_id, id=rec.id, meta=dict(rec.meta)))
     return out
 
 
 def save_track(project: Project, media_id: int, track: Track) -> int:
-    return project.save_track(media_id, track.kind, track.name, track.items, run_id=track.run_id,
+    items = [{"start_s": i.start, "end_s": i.end, "label": i.label, "confidence": i.confidence,
+              "run_id": i.run_id, "data": i.data} for i in track.items]
+    return project.save_track(media_id, track.kind, track.name, items, run_id=track.run_id,
                               meta=track.meta)

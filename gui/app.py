@@ -46,12 +46,14 @@ def _install_qt_logging() -> None:
               QtMsgType.QtFatalMsg: logging.CRITICAL}
 
     def handler(mode, _ctx, message):
+        if "propagateSizeHints" in message:  # the offscreen platform says this on every window
+            return
         qlog.log(levels.get(mode, logging.WARNING), message)
     qInstallMessageHandler(handler)
 
 
 def run(media: str | None = None, project: str | None = None, screenshot: str | None = None,
-        timeout_s: float = 120.0) -> int:
+        timeout_s: float = 120.0, seek: float | None = None) -> int:
     if screenshot and not os.environ.get("DISPLAY") and "QT_QPA_PLATFORM" not in os.environ:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     if screenshot:
@@ -75,8 +77,10 @@ def run(media: str | None = None, project: str | None = None, screenshot: str | 
     sys.excepthook = excepthook
 
     exit_code = {"code": 0}
+    if seek is not None:
+        win.media_ready.connect(lambda _info: win.session.seek(seek))
     if screenshot:
-        _arm_screenshot(app, win, screenshot, media is not None, timeout_s, exit_code)
+        _arm_screenshot(app, win, screenshot, media is not None, timeout_s, exit_code, seek)
     if project:
         win.open_project(project)
     else:
@@ -88,7 +92,8 @@ def run(media: str | None = None, project: str | None = None, screenshot: str | 
     return exit_code["code"] or rc
 
 
-def _arm_screenshot(app, win, out: str, has_media: bool, timeout_s: float, exit_code: dict) -> None:
+def _arm_screenshot(app, win, out: str, has_media: bool, timeout_s: float, exit_code: dict,
+                    seek: float | None = None) -> None:
     """Save the window once the first frame and the waveform are on screen, then quit."""
     from PySide6.QtCore import QTimer
 
@@ -123,7 +128,11 @@ def _arm_screenshot(app, win, out: str, has_media: bool, timeout_s: float, exit_
             QTimer.singleShot(200, lambda: shoot(1))
 
     win.media_ready.connect(on_media)
-    win.player.frame_shown.connect(lambda _t: (state.__setitem__("frame", True), maybe()))
+    def on_frame(_t: float) -> None:
+        # with --seek, the first frame's request is superseded and dropped before it shows
+        state["frame"] = True
+        maybe()
+    win.player.frame_shown.connect(on_frame)
     win.waveform_ready.connect(lambda: (state.__setitem__("wave", True), maybe()))
     win.error_shown.connect(on_error)
     if not has_media:

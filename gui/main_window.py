@@ -84,11 +84,14 @@ class JobBar(QWidget):
 
 class MainWindow(QMainWindow):
     """Signals: ``media_ready(info)`` once a file's first frame/overview is requested,
-    ``waveform_ready()`` when the exact waveform is shown, ``project_changed(path)``,
+    ``waveform_ready()`` when the exact waveform is shown, ``waveform_stored(media_id)``
+    when it is cached in the project, ``project_changed(path)``,
     ``error_shown(message)``."""
 
     media_ready = Signal(object)
     waveform_ready = Signal()
+    waveform_stored = Signal(int)  # media id
+    media_list_refreshed = Signal()
     project_changed = Signal(str)
     error_shown = Signal(str)
 
@@ -327,6 +330,7 @@ class MainWindow(QMainWindow):
             if not Path(r.path).exists():
                 it.setText(it.text() + "  (missing)")
             self.media_list.addItem(it)
+        self.media_list_refreshed.emit()
 
     # -- media ---------------------------------------------------------------------------
     def choose_media(self) -> None:
@@ -407,7 +411,8 @@ class MainWindow(QMainWindow):
             self.waveform_ready.emit()
             mid, proj = self.session.media_id, self.project
             if mid is not None and proj is not None and not proj.read_only:
-                self._db(ops.store_waveform, proj, mid, pyr, run, name="store waveform").on_error(
+                self._db(ops.store_waveform, proj, mid, pyr, run, name="store waveform").on_done(
+                    lambda _run_id: self.waveform_stored.emit(mid)).on_error(
                     lambda e: self.show_error(f"Could not store the waveform in the project: {e}"))
 
         self.tasks.run(ops.timed_waveform, WaveformRequest(info.path), pool="compute",
@@ -436,6 +441,10 @@ class MainWindow(QMainWindow):
 
     # -- shutdown ------------------------------------------------------------------------
     def closeEvent(self, ev) -> None:
+        if getattr(self, "_shut", False):
+            super().closeEvent(ev)
+            return
+        self._shut = True
         self.session.playing = False
         proj = self.project
         self.project = None

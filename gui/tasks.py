@@ -220,6 +220,8 @@ class TaskManager(QObject):
 
     def shutdown(self, wait: bool = True) -> None:
         """Cancel everything, let the database writer finish its queue, stop the pools."""
+        if self._closed:
+            return
         self._closed = True
         for t in list(self._tasks.values()):
             t._cancel.set()
@@ -295,6 +297,8 @@ class FrameFetcher(QObject):
         self._decoder, self._decoder_path = None, None
 
     def shutdown(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         with self._lock:
             self._pending = None

@@ -1,0 +1,55 @@
+"""Shared pytest setup: headless Qt, real sample media, and generated clips.
+
+QT_QPA_PLATFORM is set before anything can import Qt, so GUI tests run without a display
+(CI exports nothing; a developer running under Xvfb or a desktop can override it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (ROOT, ROOT / "tests"):  # `core` package and the `mediagen` helper module
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import pytest  # noqa: E402
+
+import mediagen  # noqa: E402
+from core import samples  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample() -> Callable[[str], Path]:
+    """``sample("bikes") -> Path`` of a verified real clip from core.samples.
+
+    Fetches into the normal cache (``$KESTREL_MEDIA_CACHE`` or ``~/.cache/kestrel/media``)
+    so runs reuse it. A failed fetch fails the test: real media must never be skipped
+    silently in CI.
+    """
+
+    def get(name: str) -> Path:
+        try:
+            return samples.sample_path(name)
+        except samples.SampleError as exc:
+            pytest.fail(f"real sample {name!r} unavailable: {exc}", pytrace=False)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide folder of generated clips (see ``mediagen.standard_set``).
+
+    Files: clip.{mp4,mkv,webm,avi,mpg,mov}, vfr.mp4, audio.wav, video_only.mp4; all
+    ``mediagen.STANDARD_DURATION`` s at ``STANDARD_FPS`` fps and ``STANDARD_SIZE``, with
+    ``STANDARD_TONE`` in their audio.
+    """
+    directory = tmp_path_factory.mktemp("media")
+    mediagen.standard_set(directory)
+    return directory

@@ -1,0 +1,192 @@
+"""The model catalogue: data, one JSON file per model in ``models/catalogue/``.
+
+Each entry names the model, its task, the backend class as ``module:Class``, where its
+weights come from — files inside an installed package (found without importing it), or a
+file/folder the user points at — its classes, thresholds and licence. Nothing here imports
+torch, transformers or ultralytics: that happens in a backend's constructor, when a model
+is actually loaded.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CATALOGUE_DIR = Path(__file__).resolve().parent / "catalogue"
+TASKS = ("detect", "faces", "vad", "asr", "ocr", "text-embed", "image-tags", "image-text")
+
+
+class ModelError(Exception):
+    """A model cannot be used; str() names the model and says what to do."""
+
+
+def set_offline_switches() -> None:
+    """Keep every library off the network, before any of them is imported."""
+    for k, v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                 "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_VERBOSE": "False",
+                 "TORCH_HOME": os.environ.get("TORCH_HOME", ""),
+                 "TOKENIZERS_PARALLELISM": "false"}.items():
+        if v:
+            os.environ.setdefault(k, v)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    title: str
+    task: str
+    cls: str  # "module:Class"
+    weights: dict[str, Any]  # {"package": ..., "module": ..., "files": [...]} or {"user": "file"|"folder", ...}
+    classes: Any = None  # list of names, or the name of a built-in label map
+    thresholds: dict[str, float] = field(default_factory=dict)
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    licence: str = ""
+    version: str = ""
+    notes: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_supplied(self) -> bool:
+        return "user" in self.weights
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        for k in ("name", "title", "task", "class", "weights"):
+            if k not in d:
+                raise ValueError(f"catalogue entry lacks {k!r}")
+        if d["task"] not in TASKS:
+            raise ValueError(f"unknown task {d['task']!r}")
+        if ":" not in d["class"]:
+            raise ValueError("class must be 'module:Class'")
+        return cls(name=d["name"], title=d["title"], task=d["task"], cls=d["class"], weights=dict(d["weights"]),
+                   classes=d.get("classes"), thresholds=dict(d.get("thresholds", {})),
+                   device=d.get("device", "auto"), licence=d.get("licence", ""), version=str(d.get("version", "")),
+                   notes=d.get("notes", ""), options=dict(d.get("options", {})))
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    where: str  # a path, or "" when not available
+    message: str  # what to do when not available
+
+
+@lru_cache(maxsize=1)
+def load_catalogue() -> dict[str, ModelSpec]:
+    out: dict[str, ModelSpec] = {}
+    for f in sorted(CATALOGUE_DIR.glob("*.json")):
+        try:
+            spec = ModelSpec.from_dict(json.loads(f.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            log.error("catalogue entry %s is invalid: %s", f.name, e)
+            continue
+        out[spec.name] = spec
+    return out
+
+
+def get_spec(name: str) -> ModelSpec:
+    cat = load_catalogue()
+    if name not in cat:
+        raise ModelError(f"There is no model called {name!r} in the catalogue "
+                         f"(known: {', '.join(sorted(cat)) or 'none'}).")
+    return cat[name]
+
+
+def package_dir(module: str) -> Path | None:
+    """Where an installed package lives, without importing it (some packages' __init__ breaks)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def locate(spec: ModelSpec, user_path: str | os.PathLike | None = None) -> Availability:
+    """Where the weights are, or why they are not there (never downloads)."""
+    w = spec.weights
+    if spec.user_supplied:
+        if not user_path:
+            return Availability(False, "", f"{spec.title} needs weights you provide: use Models… to point "
+                                            f"it at a local {w['user']} ({w.get('hint', '')}).".replace(" ()", ""))
+        p = Path(user_path)
+        if not p.exists():
+            return Availability(False, "", f"{spec.title}: {p} does not exist; pick the {w['user']} again.")
+        if w["user"] == "file" and not p.is_file():
+            return Availability(False, "", f"{spec.title}: {p} is not a file.")
+        if w["user"] == "folder" and not p.is_dir():
+            return Availability(False, "", f"{spec.title}: {p} is not a folder.")
+        pats = w.get("patterns")
+        if pats and p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in pats):
+            return Availability(False, "", f"{spec.title}: {p.name} is not one of {', '.join(pats)}.")
+        return Availability(True, str(p), "")
+    pkg = package_dir(w["module"])
+    if pkg is None:
+        return Availability(False, "", f"{spec.title} comes with the Python package {w['package']}, which is "
+                                        f"not installed: pip install {w['package']}")
+    missing = [f for f in w.get("files", []) if not (pkg / f).exists()]
+    if missing:
+        return Availability(False, "", f"{spec.title}: {w['package']} is installed but lacks {', '.join(missing)}; "
+                                        f"reinstall it: pip install --force-reinstall {w['package']}")
+    return Availability(True, str(pkg), "")
+
+
+def pick_device(pref: str = "auto") -> str:
+    """'cuda' when asked or when present (auto), else 'cpu'. Imports torch only if installed."""
+    if pref == "cpu":
+        return "cpu"
+    env = os.environ.get("KESTREL_DEVICE")
+    if env in ("cpu", "cuda"):
+        pref = env
+        if env == "cpu":
+            return "cpu"
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if pref == "cuda":
+        log.warning("CUDA was asked for but is not available; using the CPU")
+    return "cpu"
+
+
+def load_model(name: str | ModelSpec, *, user_path: str | os.PathLike | None = None,
+               device: str | None = None, **options: Any) -> Any:
+    """Instantiate a backend: ``cls(spec, where, device, **options)``.
+
+    Any failure — missing weights, a file that is not a model, a folder of the wrong
+    architecture — becomes a ModelError naming the model and what to do.
+    """
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)
+    set_offline_switches()
+    avail = locate(spec, user_path)
+    if not avail.available:
+        raise ModelError(avail.message)
+    mod_name, _, cls_name = spec.cls.partition(":")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise ModelError(f"{spec.title}: its backend {spec.cls} cannot be imported ({e}). "
+                         "Reinstall Kestrel's dependencies (bash .ci/setup).") from e
+    dev = device or pick_device(spec.device)
+    try:
+        return cls(spec, avail.where, dev, **{**spec.options, **options})
+    except ModelError:
+        raise
+    except MemoryError as e:
+        raise ModelError(f"{spec.title}: not enough memory to load it.") from e
+    except Exception as e:  # a corrupt or foreign file: every library raises its own type
+        raise ModelError(f"{spec.title} could not be loaded from {avail.where}: {type(e).__name__}: {e}") from e

@@ -81,8 +81,12 @@ def run(media: str | None = None, project: str | None = None, screenshot: str | 
         win.media_ready.connect(lambda _info: win.session.seek(seek))
     if screenshot:
         _arm_screenshot(app, win, screenshot, media is not None, timeout_s, exit_code, seek)
+    last = win.settings.get("last_project")
     if project:
         win.open_project(project)
+    elif isinstance(last, str) and Path(last).exists() and not screenshot:
+        # pick up where the analyst left off (untitled work included: it was autosaved)
+        win.open_project(last).on_error(lambda _e: win.new_project())
     else:
         win.new_project()
     win.show()

@@ -311,7 +311,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"Kestrel — {Path(str(project.path)).name}")
         if not getattr(project, "is_temporary", False):
             self.settings.add_recent("recent_projects", str(project.path))
-            self.settings.set("last_project", str(project.path))
+        self.settings.set("last_project", str(project.path))
         self._refresh_media_list()
         self.project_changed.emit(str(project.path))
 

@@ -239,3 +239,44 @@ def test_screenshot_mode(env, media_dir):
     bad = subprocess.run([sys.executable, str(ROOT / "main.py"), str(env / "nope.mp4"), "--screenshot",
                           str(env / "x.png")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "nope.mp4" in bad.stderr
+
+
+def test_read_only_and_locked_projects(qtbot, window, media_dir, tmp_path, monkeypatch):
+    import os
+    import sqlite3
+
+    path = tmp_path / "shared.kestrel"
+    Project.create(path).close()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p).startswith(str(path))
+                        and mode & os.W_OK else real_access(p, mode, *a, **k))
+    with qtbot.waitSignals([window.project_changed, window.error_shown], timeout=10000):
+        window.open_project(str(path))
+    assert window.project.read_only and "read-only" in window.project_label.text()
+    open_and_wait(qtbot, window, media_dir / "clip.mp4")  # still usable for viewing
+    monkeypatch.setattr(os, "access", real_access)
+
+    locked = tmp_path / "locked.kestrel"
+    Project.create(locked).close()
+    holder = sqlite3.connect(locked)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        current = window.project
+        with qtbot.waitSignal(window.error_shown, timeout=15000) as blocker:
+            window.open_project(str(locked))
+        assert "locked" in blocker.args[0].lower() and window.project is current
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_cli_project_flag_creates_and_reuses(env, media_dir):
+    proj = env / "cli.kestrel"
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(ROOT / "main.py"), str(media_dir / "clip.mp4"), "--project",
+                            str(proj), "--screenshot", str(env / "s.png")], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+    with Project.open(proj) as p:
+        assert len(p.list_media()) == 1
+        assert len([r for r in p.list_runs() if r.kind == "waveform"]) == 1  # second run used the cache

@@ -79,3 +79,19 @@ def test_no_pickle_anywhere():
     bad = [f"{p.relative_to(ROOT)}:{line}" for folder in ("core", "models", "gui") for p in _py(folder)
            for m, line, _ in _imports(p) if m in ("pickle", "dill", "cloudpickle", "joblib")]
     assert not bad, bad
+
+
+def test_signal_emit_keeps_refcounts():
+    """PySide6 6.12.0 decrements True's refcount on every emit (then aborts at exit on 3.11)."""
+    code = (
+        "import sys\n"
+        "from PySide6.QtCore import QCoreApplication, QObject, Signal\n"
+        "app = QCoreApplication([])\n"
+        "class B(QObject):\n    s = Signal(int, float, str)\n"
+        "b = B(); b.s.connect(lambda *a: None)\n"
+        "before = sys.getrefcount(True), sys.getrefcount(False)\n"
+        "for _ in range(200): b.s.emit(1, 0.5, 'x')\n"
+        "after = sys.getrefcount(True), sys.getrefcount(False)\n"
+        "assert after == before, (before, after)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-500:]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+import shiboken6
+from PySide6.QtCore import QCoreApplication
 
 from core.jobs import Cancelled, HeadlessState, Throttle, check
 from gui.tasks import TaskManager
@@ -26,6 +28,9 @@ def tasks(qtbot):
     tm = TaskManager()
     yield tm
     tm.shutdown()
+    # deliver what the workers queued, then free the QObjects while Qt is still up
+    QCoreApplication.processEvents()
+    shiboken6.delete(tm)
 
 
 def test_progress_partials_and_result(qtbot, tasks):

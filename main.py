@@ -2,6 +2,8 @@
 
     python main.py [MEDIA] [--project FILE] [--screenshot OUT.png]
     python main.py --sample [NAME]      open a real sample clip (fetched once, checked)
+    python main.py analyze VIDEO --project P [--fps 2] [--models a,b]   headless perception
+    python main.py models               list the model catalogue and what is available
 """
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("analyze", "models"):
+        from core.cli import COMMANDS
+        return COMMANDS[argv[0]](argv[1:])
     ap = argparse.ArgumentParser(prog="kestrel", description="A desktop workbench for video analysts.")
     ap.add_argument("media", nargs="?", help="a video or audio file to open")
     ap.add_argument("--project", metavar="FILE", help="open (or create) this .kestrel project")

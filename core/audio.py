@@ -176,3 +176,54 @@ def sparse_peaks(path: str | os.PathLike, columns: int, *, cancelled=None) -> tu
                     out[ch, i] = (m.min(), m.max())
                 break
         return out, r.sample_rate
+
+
+def load_mono(path: str | os.PathLike, rate: int = 16000, start_s: float = 0.0,
+              end_s: float | None = None, cancelled=None) -> np.ndarray:
+    """Mono float32 audio at ``rate`` Hz for [start_s, end_s), resampled by FFmpeg.
+
+    What speech models want (16 kHz mono). Sample 0 is ``start_s``; missing audio at the
+    end (a stream that stops early) is padded with silence so times stay aligned.
+    """
+    import av
+
+    with AudioReader(path) as r:
+        end = r.duration if end_s is None else min(end_s, max(r.duration, end_s))
+        n_out = max(0, int(round((end - start_s) * rate)))
+        out = np.zeros(n_out, np.float32)
+        rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        src_rate = r.sample_rate
+        pos = None
+        for k, blk in enumerate(r.blocks(max(0.0, start_s))):
+            if cancelled is not None and k % 200 == 0 and cancelled():
+                raise InterruptedError
+            t0 = blk.start / src_rate
+            if t0 >= end:
+                break
+            if pos is None:
+                pos = int(round((t0 - start_s) * rate))
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples), format="fltp",
+                                               layout=_layout_name(r.channels))
+            frame.sample_rate = src_rate
+            for o in rs.resample(frame):
+                y = o.to_ndarray().reshape(-1)
+                _place(out, pos, y)
+                pos += len(y)
+        if pos is not None:
+            for o in rs.resample(None):
+                y = o.to_ndarray().reshape(-1)
+                _place(out, pos, y)
+                pos += len(y)
+        # a down-mix of loud stereo can exceed full scale; models expect [-1, 1]
+        return np.clip(out, -1.0, 1.0, out=out)
+
+
+def _place(out: np.ndarray, pos: int, y: np.ndarray) -> None:
+    a, b = max(0, pos), min(len(out), pos + len(y))
+    if b > a:
+        out[a:b] = y[a - pos:b - pos]
+
+
+def _layout_name(channels: int) -> str:
+    return {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}.get(
+        channels, f"{channels}c")

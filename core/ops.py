@@ -114,3 +114,61 @@ def save_track(project: Project, media_id: int, track: Track) -> int:
               "run_id": i.run_id, "data": i.data} for i in track.items]
     return project.save_track(media_id, track.kind, track.name, items, run_id=track.run_id,
                               meta=track.meta)
+
+
+# -- analysis (perception) -----------------------------------------------------------------
+
+def analysis_kind(task: str) -> str:
+    return f"analysis/{task}"
+
+
+def cached_analysis(project: Project, media_id: int, req, duration: float) -> dict[str, int]:
+    """Models of ``req`` whose results with exactly these settings are already stored:
+    name → run id. Those are not recomputed."""
+    from core.analysis import run_params
+    from models.catalogue import ModelError, get_spec
+
+    end = min(req.end if req.end is not None else duration, duration)
+    found: dict[str, int] = {}
+    for name in req.models:
+        try:
+            spec = get_spec(name)
+        except ModelError:
+            continue
+        run = project.find_run(analysis_kind(spec.task), spec.name, spec.version or "1",
+                               run_params(req, spec, end), media_id)
+        if run is not None:
+            found[name] = run.id
+    return found
+
+
+def store_analysis(project: Project, media_id: int, out, step: float) -> int:
+    """Record the run (failed ones too, with their error) and, if it worked, its tracks."""
+    from core.analysis import tracks_for
+
+    run = RunInfo(kind=analysis_kind(out.task), producer=out.name, version=out.version or "1",
+                  params=out.params, started_at=out.started_at, duration_s=out.duration_s,
+                  status="failed" if out.error else "ok", error=out.error)
+    run_id = record_run(project, run, media_id)
+    if not out.error:
+        for tr in tracks_for(out, step, run_id):
+            tr.run_id = run_id
+            save_track(project, media_id, tr)
+    return run_id
+
+
+def record_cancelled(project: Project, media_id: int, req, duration: float, names) -> None:
+    """A cancelled job leaves runs marked 'cancelled' and no tracks — never a run that looks complete."""
+    from core.analysis import run_params
+    from models.catalogue import ModelError, get_spec
+
+    end = min(req.end if req.end is not None else duration, duration)
+    for name in names:
+        try:
+            spec = get_spec(name)
+        except ModelError:
+            continue
+        record_run(project, RunInfo(kind=analysis_kind(spec.task), producer=spec.name,
+                                    version=spec.version or "1", params=run_params(req, spec, end),
+                                    started_at=time.time(), duration_s=0.0, status="cancelled",
+                                    error="cancelled by the user"), media_id)

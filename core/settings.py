@@ -21,6 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "recent_projects": [],
     "waveform_per_channel": False,
     "last_project": None,
+    "model_paths": {},  # catalogue name -> local file/folder of a bring-your-own model
+    "analysis_models": [],  # last choice in the analysis dialog (empty: the defaults)
+    "analysis_fps": 2.0,
 }
 
 # version N -> N+1; each gets and returns the plain dict

@@ -19,8 +19,8 @@ from core.events import EventGroup
 class TrackKind:
     name: str
     title: str
-    style: str = "intervals"  # "intervals" | "markers" | "curve"
-    color: str = "#4c9be8"
+    style: str = "intervals"  # "intervals" | "markers" | "curve" | "hidden"
+    color: str = "#4c9be8"  # or "auto": a colour per track name (class)
     height: int = 22
     order: int = 50  # sort key among tracks
 
@@ -37,11 +37,15 @@ def register_kind(kind: TrackKind) -> TrackKind:
 
 register_kind(TrackKind("markers", "Markers", style="markers", color="#f2c14e", order=0))
 register_kind(TrackKind("notes", "Notes", style="intervals", color="#8bc34a", order=5))
-register_kind(TrackKind("detections", "Detections", color="#4c9be8", order=20))
+register_kind(TrackKind("detections", "Detections", color="auto", order=20))
 register_kind(TrackKind("speech", "Speech", color="#c678dd", order=30))
 register_kind(TrackKind("text", "On-screen text", color="#56b6c2", order=35))
 register_kind(TrackKind("shots", "Shots", color="#98c379", order=40))
 register_kind(TrackKind("anomaly", "Anomaly score", style="curve", color="#e06c75", height=40, order=10))
+register_kind(TrackKind("faces", "Faces", color="#e5c07b", order=25))
+register_kind(TrackKind("tags", "Scene tags", color="#d19a66", order=45))
+# per-frame boxes feed the player's overlay and the detections table, not a timeline row
+register_kind(TrackKind("boxes", "Boxes", style="hidden", order=99))
 
 
 def kind_of(name: str) -> TrackKind:

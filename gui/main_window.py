@@ -13,15 +13,18 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+                               QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
                                QSplitter, QVBoxLayout, QWidget)
 
 from core import ops
 from core.media import MEDIA_EXTENSIONS, MediaInfo, VideoDecoder
+from core.overlay import OverlayModel
 from core.project import Project, ProjectError
 from core.session import MediaSession
 from core.settings import Settings, data_dir
 from core.waveform import WaveformRequest
+from gui.analysis_controller import AnalysisController
+from gui.perception import AnalysisDialog, DetectionsPanel, ModelsDialog
 from gui.player_view import PlayerView
 from gui.tasks import FrameFetcher, Task, TaskManager
 from gui.timeline_view import TimelineView
@@ -107,13 +110,23 @@ class MainWindow(QMainWindow):
         self.resize(1280, 860)
         self.setAcceptDrops(True)
 
-        self.player = PlayerView(self.session, self.fetcher)
+        self.overlay = OverlayModel(self.session.timeline)
+        self.player = PlayerView(self.session, self.fetcher, self.overlay)
         self.waveform = WaveformView(self.session, self.tasks)
         self.timeline = TimelineView(self.session)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.player)
         split.addWidget(self.waveform)
-        split.addWidget(self.timeline)
+        self.timeline_scroll = QScrollArea()
+        self.timeline_scroll.setWidget(self.timeline)
+        self.timeline_scroll.setWidgetResizable(True)
+        self.timeline_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # always there, and matched by a margin right of the waveform, so both time axes align
+        self.timeline_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        bar_w = self.timeline_scroll.verticalScrollBar().sizeHint().width()
+        self.waveform.layout().setContentsMargins(0, 0, bar_w, 0)
+        self.timeline_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        split.addWidget(self.timeline_scroll)
         split.setStretchFactor(0, 6)
         split.setStretchFactor(1, 2)
         split.setStretchFactor(2, 2)
@@ -137,8 +150,17 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable |
                          QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
-        self.resizeDocks([dock], [230], Qt.Orientation.Horizontal)
+        self.resizeDocks([dock], [190], Qt.Orientation.Horizontal)
         self.project_dock = dock
+
+        self.detections = DetectionsPanel(self.session, self.overlay)
+        ddock = QDockWidget("Detections", self)
+        ddock.setObjectName("detections-dock")
+        ddock.setWidget(self.detections)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, ddock)
+        self.resizeDocks([ddock], [280], Qt.Orientation.Horizontal)
+        self.detections_dock = ddock
+        self.analysis = AnalysisController(self)
 
         self.jobbar = JobBar(self.tasks)
         self.project_label = QLabel("")
@@ -178,6 +200,10 @@ class MainWindow(QMainWindow):
         a.setChecked(bool(self.settings.get("waveform_per_channel")))
         self._action(v, "Zoom to &whole file", lambda: self.session.set_view(0, self.session.duration), "Ctrl+0")
         v.addAction(self.project_dock.toggleViewAction())
+        v.addAction(self.detections_dock.toggleViewAction())
+        an = mb.addMenu("&Analyse")
+        self._action(an, "&Analyse Media…", self.choose_analysis, "Ctrl+Shift+A")
+        self._action(an, "&Models…", self.show_models)
         h = mb.addMenu("&Help")
         self._action(h, "&Keyboard shortcuts", self._show_keys, "F1")
 
@@ -237,6 +263,34 @@ class MainWindow(QMainWindow):
         for p in recent:
             a = self.recent_menu.addAction(p)
             a.triggered.connect(lambda _=False, p=p: self.open_media(p))
+
+    # -- analysis ------------------------------------------------------------------------
+    def choose_analysis(self) -> None:
+        from models.catalogue import load_catalogue, locate
+        if self.session.info is None:
+            self.show_error("Open a media file first.")
+            return
+        paths = dict(self.analysis.user_paths())
+        specs = list(load_catalogue().values())
+        avail = {s.name: locate(s, paths.get(s.name)) for s in specs}
+        view = self.session.view
+        full = view[0] <= 0.0 and view[1] >= self.session.duration - 1e-3
+        chosen = tuple(self.settings.get("analysis_models")) or None
+        dlg = AnalysisDialog(specs, avail, None if full else view, self,
+                             **({"chosen": chosen} if chosen else {}), fps=float(self.settings.get("analysis_fps")))
+        if dlg.exec():
+            models, fps, span = dlg.selection()
+            if not models:
+                return
+            self.settings.set("analysis_models", list(models))
+            self.settings.set("analysis_fps", fps)
+            self.analysis.start(models, fps, span)
+
+    def show_models(self) -> None:
+        from models.catalogue import load_catalogue, locate
+        dlg = ModelsDialog(list(load_catalogue().values()), locate, dict(self.analysis.user_paths()), self)
+        dlg.paths_changed.connect(lambda p: self.settings.set("model_paths", p))
+        dlg.exec()
 
     # -- errors --------------------------------------------------------------------------
     def show_error(self, message: str) -> None:

@@ -6,13 +6,15 @@ import time
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSizePolicy, QSlider, QStyle, QToolButton, QVBoxLayout,
                                QWidget)
 
 from core.media import Frame
+from core.overlay import OverlayModel
 from core.session import MediaSession, format_time
 from gui.tasks import FrameFetcher
+from gui.timeline_view import label_color
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ class FrameCanvas(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._image: QImage | None = None
+        self._boxes: list = []
         self._message = "Open a video: File ▸ Open Media…, drop a file here, or Ctrl+O"
         self.setMinimumSize(320, 180)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -35,6 +38,11 @@ class FrameCanvas(QWidget):
             h, w, _ = img.shape
             self._image = QImage(img.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
         self.update()
+
+    def set_boxes(self, boxes: list) -> None:
+        if boxes != self._boxes:
+            self._boxes = boxes
+            self.update()
 
     def set_message(self, text: str) -> None:
         self._message = text
@@ -53,6 +61,7 @@ class FrameCanvas(QWidget):
             target = QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             p.drawImage(target, self._image)
+            self._paint_boxes(p, target)
         elif self._message:
             p.setPen(QColor(150, 150, 160))
             f = QFont(self.font())
@@ -60,6 +69,31 @@ class FrameCanvas(QWidget):
             p.setFont(f)
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self._message)
         p.end()
+
+
+    def _paint_boxes(self, p: QPainter, target: QRectF) -> None:
+        if not self._boxes:
+            return
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        f = QFont(self.font())
+        f.setPointSizeF(max(7.0, f.pointSizeF() * 0.9))
+        p.setFont(f)
+        fm = p.fontMetrics()
+        for b in self._boxes:
+            color = label_color(b.label)
+            r = QRectF(target.x() + b.x1 * target.width(), target.y() + b.y1 * target.height(),
+                       (b.x2 - b.x1) * target.width(), (b.y2 - b.y1) * target.height())
+            p.setPen(QPen(color, 2))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawRect(r)
+            text = f"{b.label} {b.score:.2f}" + (f" #{b.track}" if b.track is not None else "")
+            tw, th = fm.horizontalAdvance(text) + 6, fm.height() + 2
+            ty = r.top() - th if r.top() - th >= target.top() else r.top()
+            bg = QColor(color)
+            bg.setAlpha(200)
+            p.fillRect(QRectF(r.left(), ty, tw, th), bg)
+            p.setPen(QColor(10, 10, 12))
+            p.drawText(QRectF(r.left() + 3, ty, tw, th), Qt.AlignmentFlag.AlignVCenter, text)
 
 
 class PlayerView(QWidget):
@@ -72,9 +106,11 @@ class PlayerView(QWidget):
 
     frame_shown = Signal(float)
 
-    def __init__(self, session: MediaSession, fetcher: FrameFetcher, parent: QWidget | None = None):
+    def __init__(self, session: MediaSession, fetcher: FrameFetcher, overlay: OverlayModel | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.overlay = overlay
         self.fetcher = fetcher
         self._want = 0  # id of the newest frame request
         self._shown: Frame | None = None
@@ -130,6 +166,10 @@ class PlayerView(QWidget):
         session.events.playing_changed.connect(self._on_playing)
         session.events.rate_changed.connect(lambda r: self._on_playing(session.playing))
         session.events.frame_times_changed.connect(lambda: self._update_labels(session.position))
+        if overlay is not None:
+            overlay.events.changed.connect(self.refresh_overlay)
+            session.timeline.events.tracks_changed.connect(self.refresh_overlay)
+            session.timeline.events.items_added.connect(lambda _t: self.refresh_overlay())
 
     def _button(self, icon, tip: str, slot) -> QToolButton:
         b = QToolButton(self)
@@ -144,6 +184,7 @@ class PlayerView(QWidget):
     def _on_media(self, info) -> None:
         self._shown = None
         self.canvas.set_frame(None)
+        self.canvas.set_boxes([])
         self.slider.blockSignals(True)
         self.slider.setRange(0, int(self.session.duration * 1000) if info else 0)
         self.slider.setValue(0)
@@ -184,7 +225,14 @@ class PlayerView(QWidget):
         self._shown = frame
         self.canvas.set_frame(frame.image)
         self.session.frame_duration = frame.duration
+        self.refresh_overlay()
         self.frame_shown.emit(frame.time)
+
+    def refresh_overlay(self) -> None:
+        if self.overlay is None:
+            return
+        t = self._shown.time if self._shown is not None else self.session.position
+        self.canvas.set_boxes(self.overlay.boxes_at(t))
 
     def _on_frame_failed(self, rid: int, message: str) -> None:
         if rid == self._want:

@@ -15,6 +15,14 @@ from core.session import MediaSession, format_time
 from core.timeline import Item, Track
 
 HEADER_W = 150
+
+
+def label_color(label: str) -> QColor:
+    """A stable, distinct colour per class name (the player's boxes use the same)."""
+    h = 0
+    for ch in label:
+        h = (h * 131 + ord(ch)) % 360
+    return QColor.fromHsv(h, 170, 250)
 RULER_H = 24
 BG = QColor(24, 26, 30)
 ROW_BG = (QColor(32, 34, 39), QColor(36, 38, 44))
@@ -65,7 +73,7 @@ class TimelineView(QWidget):
         y = RULER_H
         out = []
         for tr in self.session.timeline.tracks:
-            if not tr.visible:
+            if not tr.visible or tr.style.style == "hidden":
                 continue
             h = tr.style.height
             out.append((tr, y, h))
@@ -160,7 +168,8 @@ class TimelineView(QWidget):
     def _paint_track(self, p: QPainter, tr: Track, y: float, h: float) -> None:
         t0, t1 = self.session.view
         kind = tr.style
-        color = QColor(kind.color)
+        # "auto": one colour per class, the same as the boxes on the video
+        color = label_color(tr.name) if kind.color == "auto" else QColor(kind.color)
         items = tr.in_range(t0, t1)
         p.save()
         p.setClipRect(QRectF(HEADER_W, y, self.width() - HEADER_W, h))

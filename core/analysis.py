@@ -1,0 +1,358 @@
+"""The perception job: run the chosen models over a file (or a range) and make tracks.
+
+``analyze(request, state)`` is a plain job: it decodes frames at the requested rate in file
+order (never seeking per frame), batches them through each visual model, tracks
+detections, runs the audio models on 16 kHz mono, and reports partial results as it goes.
+A model that fails to load or to run is reported and skipped; the others carry on.
+``tracks_for`` turns a model's output into timeline tracks; storing and reusing them is in
+:mod:`core.ops`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.audio import load_mono
+from core.jobs import JobState, check
+from core.media import MediaError, VideoDecoder, probe
+from core.timeline import Item, Track
+
+log = logging.getLogger(__name__)
+
+VISUAL_TASKS = ("detect", "faces", "ocr", "image-tags")
+AUDIO_TASKS = ("vad", "asr")
+DEFAULT_MODELS = ("ssd-mobilenet-v2-coco", "mtcnn-faces", "silero-vad", "whisper-tiny")
+ASR_CHUNK_S = 60.0
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    path: str
+    models: tuple[str, ...] = DEFAULT_MODELS
+    fps: float = 2.0
+    start: float = 0.0
+    end: float | None = None  # None: to the end of the file
+    user_paths: tuple[tuple[str, str], ...] = ()  # (model name, local path) for bring-your-own
+    device: str | None = None
+    batch: int = 4
+    track: bool = True
+    max_size: tuple[int, int] = (1920, 1080)  # frames larger than this are scaled down first
+
+
+@dataclass
+class ModelOutput:
+    name: str
+    title: str
+    task: str
+    version: str
+    params: dict[str, Any]
+    frames: list[tuple[float, list]] = field(default_factory=list)  # (time, detections/faces/text/tags)
+    segments: list = field(default_factory=list)  # SpeechSegment, media times
+    frame_size: tuple[int, int] = (0, 0)
+    classes: tuple[str, ...] = ()
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    error: str | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class AnalysisResult:
+    outputs: dict[str, ModelOutput]
+    media_duration: float
+    compute_s: float = 0.0
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return {k: o.error for k, o in self.outputs.items() if o.error}
+
+
+@dataclass(frozen=True)
+class AnalysisPartial:
+    """What one model produced since the last partial: frames or segments, media times."""
+
+    model: str
+    task: str
+    frames: tuple = ()
+    segments: tuple = ()
+    frame_size: tuple[int, int] = (0, 0)
+
+
+def run_params(req: AnalysisRequest, spec, end: float) -> dict[str, Any]:
+    """The inputs that decide a model's output: equal params → the stored result is reused."""
+    p: dict[str, Any] = {"start": round(req.start, 3), "end": round(end, 3),
+                         "thresholds": dict(spec.thresholds)}
+    if spec.task in VISUAL_TASKS:
+        p.update(fps=req.fps, max_size=list(req.max_size))
+        if spec.task == "detect":
+            p["track"] = bool(req.track)
+    user = dict(req.user_paths).get(spec.name)
+    if user:
+        p["weights"] = user
+    return p
+
+
+def sample_times(start: float, end: float, fps: float) -> np.ndarray:
+    n = max(1, int(math.floor((end - start) * fps + 1e-9)))
+    return start + np.arange(n) / fps
+
+
+def _load(name: str, req: AnalysisRequest):
+    from models.catalogue import ModelError, get_spec, load_model
+
+    spec = get_spec(name)
+    try:
+        model = load_model(spec, user_path=dict(req.user_paths).get(name), device=req.device)
+    except ModelError as e:
+        return spec, None, str(e)
+    return spec, model, None
+
+
+def analyze(req: AnalysisRequest, state: JobState) -> AnalysisResult:
+    t_job = time.perf_counter()
+    info = probe(req.path, with_hash=False)
+    end = min(req.end if req.end is not None else info.duration_s, info.duration_s)
+    if end <= req.start:
+        raise MediaError(f"The range {req.start:.2f}–{end:.2f} s is empty.")
+    outputs: dict[str, ModelOutput] = {}
+    loaded: dict[str, Any] = {}
+    state.set_progress(0.0, "loading models")
+    for name in req.models:
+        check(state)
+        from models.catalogue import ModelError, get_spec
+        try:
+            spec = get_spec(name)
+        except ModelError as e:
+            outputs[name] = ModelOutput(name, name, "?", "", {}, error=str(e))
+            continue
+        t0 = time.perf_counter()
+        spec, model, err = _load(name, req)
+        out = ModelOutput(name, spec.title, spec.task, spec.version or "1", run_params(req, spec, end),
+                          started_at=time.time(), duration_s=time.perf_counter() - t0, error=err,
+                          device=str(getattr(model, "device", req.device or "cpu")))
+        if err is None and spec.task in VISUAL_TASKS and not info.has_video:
+            out.error = f"{spec.title}: {info.path.rsplit('/', 1)[-1]} has no video."
+        if err is None and spec.task in AUDIO_TASKS and not info.has_audio:
+            out.error = f"{spec.title}: {info.path.rsplit('/', 1)[-1]} has no audio track."
+        if out.error is None:
+            loaded[name] = model
+            out.classes = tuple(getattr(model, "classes", ()) or ())
+        else:
+            log.warning("%s", out.error)
+        outputs[name] = out
+
+    audio = [n for n in loaded if outputs[n].task in AUDIO_TASKS]
+    visual = [n for n in loaded if outputs[n].task in VISUAL_TASKS]
+    times = sample_times(req.start, end, req.fps) if visual else np.zeros(0)
+    # progress: audio counts as much as 10% of the frames it stands beside
+    work_audio = 0.1 * max(1, len(times)) if audio else 0
+    total = work_audio + len(times) or 1
+
+    if audio:
+        _run_audio(req, end, audio, loaded, outputs, state, work_audio / total)
+    if visual:
+        _run_visual(req, times, visual, loaded, outputs, state, work_audio / total)
+    state.set_progress(1.0, "done")
+    return AnalysisResult(outputs, info.duration_s, time.perf_counter() - t_job)
+
+
+def _fail(out: ModelOutput, e: BaseException) -> None:
+    if isinstance(e, MemoryError):
+        out.error = f"{out.title} ran out of memory; analyse a smaller range or lower the frame size."
+    else:
+        out.error = f"{out.title} failed while running: {type(e).__name__}: {e}"
+    log.error("%s", out.error)
+
+
+def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
+    state.set_progress(0.0, "reading audio")
+    audio = load_mono(req.path, 16000, req.start, end, cancelled=state.is_cancelled)
+    sr = 16000
+    for name in names:
+        out = outputs[name]
+        model = loaded[name]
+        t0 = time.perf_counter()
+        try:
+            if out.task == "vad":
+                segs = model.segments(audio)
+                out.segments = [_shift(s, req.start) for s in segs]
+                state.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(out.segments)))
+            else:
+                chunk = int(ASR_CHUNK_S * sr)
+                for a in range(0, len(audio), chunk):
+                    check(state)
+                    piece = audio[a:a + chunk]
+                    if len(piece) < sr // 4:
+                        break
+                    segs = [_shift(s, req.start + a / sr) for s in model.transcribe(piece)]
+                    out.segments.extend(segs)
+                    state.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(segs)))
+                    state.set_progress(share * min(1.0, (a + chunk) / len(audio)), f"{out.title}")
+        except (InterruptedError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if type(e).__name__ == "Cancelled":
+                raise
+            _fail(out, e)
+        out.duration_s += time.perf_counter() - t0
+
+
+def _shift(seg, offset: float):
+    from dataclasses import replace
+    words = tuple((a + offset, b + offset, w) for a, b, w in getattr(seg, "words", ()) or ())
+    return replace(seg, start=seg.start + offset, end=seg.end + offset, words=words)
+
+
+def _run_visual(req, times, names, loaded, outputs, state, base: float) -> None:
+    trackers = {}
+    if req.track:
+        for n in names:
+            if outputs[n].task == "detect":
+                try:
+                    from models.tracking import Tracker
+                    trackers[n] = Tracker("bytetrack", frame_rate=req.fps)
+                except Exception as e:  # tracking is a bonus: detections still count
+                    log.warning("tracking unavailable: %s", e)
+    total = len(times)
+    with VideoDecoder(req.path, max_size=req.max_size) as dec:
+        for b0 in range(0, total, max(1, req.batch)):
+            check(state)
+            batch_t = times[b0:b0 + req.batch]
+            frames, ts = [], []
+            for t in batch_t:
+                try:
+                    f = dec.frame_at(float(t))
+                except MediaError as e:
+                    log.warning("no frame at %.2f s: %s", t, e)
+                    continue
+                frames.append(f.image)
+                ts.append(float(t))
+            if not frames:
+                continue
+            for name in names:
+                out = outputs[name]
+                if out.error:
+                    continue
+                model = loaded[name]
+                t0 = time.perf_counter()
+                try:
+                    res = _run_frames(model, out.task, frames)
+                except Exception as e:
+                    _fail(out, e)
+                    continue
+                if name in trackers:
+                    res = [trackers[name].update(dets, frames[i].shape) for i, dets in enumerate(res)]
+                out.duration_s += time.perf_counter() - t0
+                h, w = frames[0].shape[:2]
+                out.frame_size = (w, h)
+                new = list(zip(ts, res))
+                out.frames.extend(new)
+                state.set_partial_result(AnalysisPartial(name, out.task, frames=tuple(new), frame_size=(w, h)))
+            done = min(total, b0 + req.batch)
+            state.set_progress(base + (1 - base) * done / total, f"frame {done}/{total}")
+
+
+def _run_frames(model, task: str, frames: list[np.ndarray]) -> list[list]:
+    if task == "detect":
+        return model.detect(frames)
+    if task == "faces":
+        return model.faces(frames)
+    if task == "ocr":
+        return [model.read(f) for f in frames]
+    if task == "image-tags":
+        return model.tags(frames, top_k=3)
+    raise ValueError(f"not a visual task: {task}")
+
+
+# -- tracks --------------------------------------------------------------------------------
+
+def presence(times_labels: list[tuple[float, str, float, int]], step: float) -> list[Item]:
+    """Intervals where a label is present: consecutive samples (≤ 1.5 steps apart) merge."""
+    by_label: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    for t, label, score, count in times_labels:
+        by_label[label].append((t, score, count))
+    items = []
+    for label, rows in by_label.items():
+        rows.sort()
+        s = e = rows[0][0]
+        best, most = rows[0][1], rows[0][2]
+        for t, score, count in rows[1:]:
+            if t - e <= 1.5 * step:
+                e, best, most = t, max(best, score), max(most, count)
+            else:
+                items.append(_presence_item(label, s, e + step, best, most))
+                s = e = t
+                best, most = score, count
+        items.append(_presence_item(label, s, e + step, best, most))
+    return items
+
+
+def _presence_item(label: str, s: float, e: float, score: float, count: int) -> Item:
+    return Item(s, e, f"{label} ×{count}" if count > 1 else label, float(score), data={"max_count": count})
+
+
+def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list[Track]:
+    """Timeline tracks for one model's output (presence per class, boxes, segments…)."""
+    tracks: list[Track] = []
+    if out.task in ("detect", "faces"):
+        rows = []
+        boxes = []
+        for t, dets in out.frames:
+            counts: dict[str, list[float]] = defaultdict(list)
+            for d in dets:
+                label = getattr(d, "label", "face")
+                counts[label].append(d.score)
+                data = {"box": [round(float(v), 1) for v in d.box], "size": list(out.frame_size),
+                        "model": out.name}
+                if getattr(d, "track_id", None) is not None:
+                    data["track"] = int(d.track_id)
+                boxes.append(Item(t, t + step, label, float(d.score), run_id, data))
+            for label, scores in counts.items():
+                rows.append((t, label, max(scores), len(scores)))
+        kind = "detections" if out.task == "detect" else "faces"
+        per: dict[str, list[Item]] = defaultdict(list)
+        for it in presence(rows, step):
+            per[it.label.split(" ×")[0]].append(it)
+        for label, items in sorted(per.items()):
+            tracks.append(Track(kind, label, [Item(i.start, i.end, i.label, i.confidence, run_id, i.data)
+                                              for i in items], run_id=run_id, meta={"model": out.name}))
+        tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
+                            meta={"model": out.name, "task": out.task}))
+    elif out.task == "ocr":
+        rows = []
+        for t, regions in out.frames:
+            for r in regions:
+                rows.append((t, r.text.strip(), r.score, 1))
+        items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step) if i.label]
+        boxes = [Item(t, t + step, r.text, float(r.score), run_id,
+                      {"box": [round(float(v), 1) for v in r.box], "size": list(out.frame_size), "model": out.name})
+                 for t, regions in out.frames for r in regions]
+        tracks.append(Track("text", out.title, items, run_id=run_id, meta={"model": out.name}))
+        tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
+                            meta={"model": out.name, "task": out.task}))
+    elif out.task == "image-tags":
+        rows = [(t, tags[0].label, tags[0].score, 1) for t, tags in out.frames if tags]
+        items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step)]
+        tracks.append(Track("tags", out.title, items, run_id=run_id, meta={"model": out.name}))
+    elif out.task == "vad":
+        items = [Item(s.start, s.end, "speech", float(s.score), run_id) for s in out.segments]
+        tracks.append(Track("speech", "voice activity", items, run_id=run_id, meta={"model": out.name}))
+    elif out.task == "asr":
+        items = [Item(s.start, s.end, s.text.strip(), float(s.score), run_id,
+                      {"words": [[round(a, 2), round(b, 2), w] for a, b, w in s.words]} if s.words else {})
+                 for s in out.segments if s.text.strip()]
+        tracks.append(Track("speech", "transcript", items, run_id=run_id, meta={"model": out.name}))
+    return tracks
+
+
+def partial_tracks(p: AnalysisPartial, title: str, step: float) -> list[Track]:
+    """Tracks for a partial result, so the timeline fills in while the job runs."""
+    out = ModelOutput(p.model, title, p.task, "", {}, frames=list(p.frames), segments=list(p.segments),
+                      frame_size=p.frame_size)
+    return tracks_for(out, step)

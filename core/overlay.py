@@ -1,0 +1,99 @@
+"""What the player draws over the picture: boxes at the playhead, filtered (Qt-free).
+
+Boxes come from the timeline's hidden "boxes" tracks (one per model run): each item is
+one detection at a sampled time, valid until the next sample, with its box in the pixels
+of the frame that was analysed (``data["size"]``), so it scales to any display size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.events import EventGroup
+from core.timeline import Item, Timeline
+
+
+@dataclass(frozen=True)
+class OverlayBox:
+    x1: float  # fractions of the frame's width/height
+    y1: float
+    x2: float
+    y2: float
+    label: str
+    score: float
+    track: int | None
+    source: str
+    time: float
+
+
+class OverlayModel:
+    """Events: ``changed()`` when the filter (classes, confidence, on/off) changes."""
+
+    def __init__(self, timeline: Timeline):
+        self.timeline = timeline
+        self.events = EventGroup("changed")
+        self.enabled = True
+        self.min_score = 0.3
+        self.hidden: set[str] = set()  # labels switched off
+
+    def set_enabled(self, on: bool) -> None:
+        if on != self.enabled:
+            self.enabled = on
+            self.events.changed.emit()
+
+    def set_min_score(self, value: float) -> None:
+        value = float(value)
+        if value != self.min_score:
+            self.min_score = value
+            self.events.changed.emit()
+
+    def set_label_visible(self, label: str, visible: bool) -> None:
+        before = label in self.hidden
+        (self.hidden.discard if visible else self.hidden.add)(label)
+        if before == visible:
+            self.events.changed.emit()
+
+    def labels(self) -> dict[str, int]:
+        """Every label in the box tracks, with how many boxes carry it."""
+        out: dict[str, int] = {}
+        for tr in self.box_tracks():
+            for it in tr.items:
+                out[it.label] = out.get(it.label, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def box_tracks(self):
+        return [t for t in self.timeline.tracks if t.kind == "boxes"]
+
+    def accepts(self, it: Item) -> bool:
+        return it.confidence >= self.min_score and it.label not in self.hidden
+
+    def boxes_at(self, t: float) -> list[OverlayBox]:
+        if not self.enabled:
+            return []
+        out = []
+        for tr in self.box_tracks():
+            for it in tr.at(t):
+                if it.start <= t < it.end and self.accepts(it):
+                    b = to_box(it, tr.name)
+                    if b is not None:
+                        out.append(b)
+        return out
+
+    def rows(self) -> list[tuple[Item, str]]:
+        """All accepted detections in time order (the detections table)."""
+        rows = [(it, tr.name) for tr in self.box_tracks() for it in tr.items if self.accepts(it)]
+        rows.sort(key=lambda r: (r[0].start, -r[0].confidence))
+        return rows
+
+
+def to_box(it: Item, source: str) -> OverlayBox | None:
+    box, size = it.data.get("box"), it.data.get("size")
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = float(size[0]), float(size[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if w <= 0 or h <= 0:
+        return None
+    track = it.data.get("track")
+    return OverlayBox(x1 / w, y1 / h, x2 / w, y2 / h, it.label, it.confidence,
+                      int(track) if isinstance(track, (int, float)) else None, source, it.start)

@@ -1,0 +1,75 @@
+"""Perception in the window: run real models, see boxes, tracks and the detections table."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from core.settings import Settings
+from gui.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("KESTREL_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KESTREL_NO_DIALOGS", "1")
+    win = MainWindow(Settings())
+    qtbot.addWidget(win)
+    win.resize(1280, 860)
+    win.show()
+    with qtbot.waitSignal(win.project_changed, timeout=10000):
+        win.new_project()
+    yield win
+    win.close()
+
+
+def test_analysis_boxes_table_and_reuse(qtbot, window, bus_clip):
+    with qtbot.waitSignals([window.media_ready, window.player.frame_shown, window.waveform_ready], timeout=30000):
+        window.open_media(str(bus_clip))
+    qtbot.waitUntil(lambda: window.session.media_id is not None, timeout=10000)
+    partial_tracks = []
+    window.session.timeline.events.items_added.connect(lambda t: partial_tracks.append(t.name))
+    with qtbot.waitSignal(window.analysis.analysis_finished, timeout=120000) as done:
+        window.analysis.start(("ssd-mobilenet-v2-coco",), 2.0)
+    assert "analysed 1 model" in done.args[0]
+    tl = window.session.timeline
+    assert tl.track("detections", "bus") is not None and tl.track("detections", "person") is not None
+    # boxes over the picture at the playhead, scaled into the frame
+    window.session.seek(0.2)
+    window.player.refresh_overlay()
+    boxes = window.player.canvas._boxes
+    assert any(b.label == "bus" for b in boxes) and sum(b.label == "person" for b in boxes) >= 3
+    assert all(0 <= b.x1 < b.x2 <= 1.01 and 0 <= b.y1 < b.y2 <= 1.01 for b in boxes)
+    # the class filter and the confidence slider act on the overlay and the table
+    window.overlay.set_label_visible("person", False)
+    window.player.refresh_overlay()
+    assert not any(b.label == "person" for b in window.player.canvas._boxes)
+    panel = window.detections
+    assert panel.model.rowCount() > 0 and all(r[0].label != "person" for r in panel.model.rows)
+    window.overlay.set_label_visible("person", True)
+    # clicking a row seeks to that detection
+    last = panel.model.index(panel.model.rowCount() - 1, 0)
+    panel.table.clicked.emit(last)
+    assert window.session.position == pytest.approx(panel.model.rows[-1][0].start)
+    # the same settings again: reused, not recomputed
+    started = []
+    window.tasks.task_started.connect(lambda t: started.append(t.name))
+    with qtbot.waitSignal(window.analysis.analysis_finished, timeout=30000) as again:
+        window.analysis.start(("ssd-mobilenet-v2-coco",), 2.0)
+    assert "reused" in again.args[0] and "analysis" not in started
+
+
+def test_missing_model_is_reported_and_others_run(qtbot, window, bus_clip, monkeypatch):
+    from models import catalogue
+    real = catalogue.package_dir
+    monkeypatch.setattr(catalogue, "package_dir",
+                        lambda m: None if m == "silero_vad" else real(m))
+    with qtbot.waitSignal(window.media_ready, timeout=30000):
+        window.open_media(str(bus_clip))
+    qtbot.waitUntil(lambda: window.session.media_id is not None, timeout=10000)
+    errors = []
+    window.error_shown.connect(errors.append)
+    with qtbot.waitSignal(window.analysis.analysis_finished, timeout=120000):
+        window.analysis.start(("silero-vad", "ssd-mobilenet-v2-coco"), 1.0)
+    assert any("pip install silero-vad" in e or "no audio" in e for e in errors)
+    assert window.session.timeline.track("detections", "bus") is not None

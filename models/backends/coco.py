@@ -1,0 +1,43 @@
+"""The COCO label map of the TensorFlow Object Detection API, as data.
+
+Why a 90-id map and not the familiar 80 names: models trained with the TF OD API
+(SSD-MobileNet-v2 here) emit the original COCO category ids, 1..90 with ten gaps (ids of
+categories the 2017 release dropped: 12, 26, 29, 30, 45, 66, 68, 69, 71, 83). Indexing
+an 80-name list with those ids silently mislabels everything after id 11 (a stop sign
+would become a "fire hydrant"), so the ids are kept as they are and looked up here.
+Id 0 is the background class, which the detector never reports.
+"""
+from __future__ import annotations
+
+COCO90: dict[int, str] = {
+    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train",
+    8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign",
+    14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep",
+    21: "cow", 22: "elephant", 23: "bear", 24: "zebra", 25: "giraffe", 27: "backpack",
+    28: "umbrella", 31: "handbag", 32: "tie", 33: "suitcase", 34: "frisbee", 35: "skis",
+    36: "snowboard", 37: "sports ball", 38: "kite", 39: "baseball bat", 40: "baseball glove",
+    41: "skateboard", 42: "surfboard", 43: "tennis racket", 44: "bottle", 46: "wine glass",
+    47: "cup", 48: "fork", 49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple",
+    54: "sandwich", 55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog", 59: "pizza",
+    60: "donut", 61: "cake", 62: "chair", 63: "couch", 64: "potted plant", 65: "bed",
+    67: "dining table", 70: "toilet", 72: "tv", 73: "laptop", 74: "mouse", 75: "remote",
+    76: "keyboard", 77: "cell phone", 78: "microwave", 79: "oven", 80: "toaster", 81: "sink",
+    82: "refrigerator", 84: "book", 85: "clock", 86: "vase", 87: "scissors", 88: "teddy bear",
+    89: "hair drier", 90: "toothbrush",
+}
+
+#: Built-in label maps a catalogue entry can name in its "classes" field.
+LABEL_MAPS: dict[str, dict[int, str]] = {"coco90": COCO90}
+
+
+def label_map(classes: object) -> dict[int, str]:
+    """Resolve a catalogue entry's ``classes``: a built-in map's name, a list, or an id → name dict."""
+    if isinstance(classes, str):
+        if classes not in LABEL_MAPS:
+            raise ValueError(f"unknown label map {classes!r} (known: {', '.join(LABEL_MAPS)})")
+        return dict(LABEL_MAPS[classes])
+    if isinstance(classes, dict):
+        return {int(k): str(v) for k, v in classes.items()}
+    if isinstance(classes, (list, tuple)):
+        return {i: str(n) for i, n in enumerate(classes)}
+    raise ValueError(f"classes must be a label map name, a list or a dict, not {type(classes).__name__}")

@@ -172,7 +172,20 @@ def _fail(out: ModelOutput, e: BaseException) -> None:
 
 def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
     state.set_progress(0.0, "reading audio")
-    audio = load_mono(req.path, 16000, req.start, end, cancelled=state.is_cancelled)
+    try:
+        audio = load_mono(req.path, 16000, req.start, end, cancelled=state.is_cancelled)
+    except (MediaError, OSError, ValueError) as e:
+        # the picture may still be fine: fail the audio models only
+        for name in names:
+            outputs[name].error = f"{outputs[name].title}: the audio cannot be decoded ({e})."
+            log.error("%s", outputs[name].error)
+        return
+    except Exception as e:  # FFmpeg's own error types
+        if type(e).__module__.startswith("av"):
+            for name in names:
+                outputs[name].error = f"{outputs[name].title}: the audio cannot be decoded ({e})."
+            return
+        raise
     sr = 16000
     for name in names:
         out = outputs[name]

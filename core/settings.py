@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "model_paths": {},  # catalogue name -> local file/folder of a bring-your-own model
     "analysis_models": [],  # last choice in the analysis dialog (empty: the defaults)
     "analysis_fps": 2.0,
+    "analysis_device": "auto",  # "auto" | "cpu" | "cuda"
 }
 
 # version N -> N+1; each gets and returns the plain dict

@@ -32,7 +32,8 @@ class AnalysisController(QObject):
         paths = self.w.settings.get("model_paths")
         return tuple(sorted((k, v) for k, v in paths.items() if isinstance(v, str))) if isinstance(paths, dict) else ()
 
-    def start(self, models: tuple[str, ...], fps: float, span: tuple[float, float] | None = None) -> None:
+    def start(self, models: tuple[str, ...], fps: float, span: tuple[float, float] | None = None,
+              device: str | None = None) -> None:
         w = self.w
         info, media_id, project = w.session.info, w.session.media_id, w.project
         if info is None:
@@ -40,7 +41,7 @@ class AnalysisController(QObject):
             return
         start, end = span if span else (0.0, None)
         req = AnalysisRequest(path=info.path, models=models, fps=fps, start=start, end=end,
-                              user_paths=self.user_paths())
+                              user_paths=self.user_paths(), device=device)
         if project is None or media_id is None or project.read_only:
             self._run(req, info, None, {})
             return

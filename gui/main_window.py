@@ -277,14 +277,16 @@ class MainWindow(QMainWindow):
         full = view[0] <= 0.0 and view[1] >= self.session.duration - 1e-3
         chosen = tuple(self.settings.get("analysis_models")) or None
         dlg = AnalysisDialog(specs, avail, None if full else view, self,
-                             **({"chosen": chosen} if chosen else {}), fps=float(self.settings.get("analysis_fps")))
+                             **({"chosen": chosen} if chosen else {}), fps=float(self.settings.get("analysis_fps")),
+                             device=str(self.settings.get("analysis_device")))
         if dlg.exec():
-            models, fps, span = dlg.selection()
+            models, fps, span, device = dlg.selection()
             if not models:
                 return
             self.settings.set("analysis_models", list(models))
             self.settings.set("analysis_fps", fps)
-            self.analysis.start(models, fps, span)
+            self.settings.set("analysis_device", device)
+            self.analysis.start(models, fps, span, None if device == "auto" else device)
 
     def show_models(self) -> None:
         from models.catalogue import load_catalogue, locate

@@ -137,7 +137,7 @@ class AnalysisDialog(QDialog):
     """Pick the models, the sampling rate and the range of an analysis run."""
 
     def __init__(self, specs: list, availability: dict, view: tuple[float, float] | None, parent=None,
-                 chosen: tuple[str, ...] = DEFAULT_MODELS, fps: float = 2.0):
+                 chosen: tuple[str, ...] = DEFAULT_MODELS, fps: float = 2.0, device: str = "auto"):
         super().__init__(parent)
         self.setWindowTitle("Analyse media")
         self.checks: dict[str, QCheckBox] = {}
@@ -164,9 +164,14 @@ class AnalysisDialog(QDialog):
         self.range.addItem("whole file", None)
         if view is not None:
             self.range.addItem(f"visible range {format_time(view[0])} – {format_time(view[1])}", view)
+        self.device = QComboBox()
+        for d, text in (("auto", "automatic (CUDA when present)"), ("cpu", "CPU"), ("cuda", "CUDA GPU")):
+            self.device.addItem(text, d)
+        self.device.setCurrentIndex(max(0, self.device.findData(device)))
         form = QFormLayout()
         form.addRow("sample", self.fps)
         form.addRow("range", self.range)
+        form.addRow("run on", self.device)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Analyse")
         buttons.accepted.connect(self.accept)
@@ -177,9 +182,9 @@ class AnalysisDialog(QDialog):
         lay.addWidget(QLabel("Results already computed with the same settings are reused."))
         lay.addWidget(buttons)
 
-    def selection(self) -> tuple[tuple[str, ...], float, tuple[float, float] | None]:
+    def selection(self) -> tuple[tuple[str, ...], float, tuple[float, float] | None, str]:
         models = tuple(n for n, cb in self.checks.items() if cb.isChecked())
-        return models, float(self.fps.value()), self.range.currentData()
+        return models, float(self.fps.value()), self.range.currentData(), self.device.currentData()
 
 
 class ModelsDialog(QDialog):

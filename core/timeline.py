@@ -38,11 +38,11 @@ def register_kind(kind: TrackKind) -> TrackKind:
 register_kind(TrackKind("markers", "Markers", style="markers", color="#f2c14e", order=0))
 register_kind(TrackKind("notes", "Notes", style="intervals", color="#8bc34a", order=5))
 register_kind(TrackKind("detections", "Detections", color="auto", order=20))
-register_kind(TrackKind("speech", "Speech", color="#c678dd", order=30))
-register_kind(TrackKind("text", "On-screen text", color="#56b6c2", order=35))
+register_kind(TrackKind("speech", "Speech", color="#c678dd", order=15))
+register_kind(TrackKind("text", "On-screen text", color="#56b6c2", order=18))
 register_kind(TrackKind("shots", "Shots", color="#98c379", order=40))
 register_kind(TrackKind("anomaly", "Anomaly score", style="curve", color="#e06c75", height=40, order=10))
-register_kind(TrackKind("faces", "Faces", color="#e5c07b", order=25))
+register_kind(TrackKind("faces", "Faces", color="#e5c07b", order=17))
 register_kind(TrackKind("tags", "Scene tags", color="#d19a66", order=45))
 # per-frame boxes feed the player's overlay and the detections table, not a timeline row
 register_kind(TrackKind("boxes", "Boxes", style="hidden", order=99))
@@ -130,7 +130,8 @@ class Timeline:
 
     @property
     def tracks(self) -> list[Track]:
-        return sorted(self._tracks.values(), key=lambda t: (t.style.order, t.kind, t.name))
+        # within a kind, the busiest tracks first (people before the odd kite)
+        return sorted(self._tracks.values(), key=lambda t: (t.style.order, t.kind, -len(t.items), t.name))
 
     def track(self, kind: str, name: str) -> Track | None:
         return self._tracks.get((kind, name))

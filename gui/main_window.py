@@ -130,7 +130,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 6)
         split.setStretchFactor(1, 2)
         split.setStretchFactor(2, 2)
-        split.setSizes([520, 150, 140])
+        split.setSizes([450, 130, 230])
         self.setCentralWidget(split)
 
         self.media_list = QListWidget()

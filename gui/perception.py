@@ -49,7 +49,9 @@ class DetectionsModel(QAbstractTableModel):
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             track = it.data.get("track")
-            return (format_time(it.start), it.label, f"{it.confidence:.2f}",
+            text = it.data.get("text")
+            label = f"text “{text[:40]}”" if isinstance(text, str) else it.label
+            return (format_time(it.start), label, f"{it.confidence:.2f}",
                     "" if track is None else f"#{track}", source)[c]
         if role == Qt.ItemDataRole.ForegroundRole and c == 1:
             return label_color(it.label)

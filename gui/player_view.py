@@ -86,7 +86,7 @@ class FrameCanvas(QWidget):
             p.setPen(QPen(color, 2))
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawRect(r)
-            text = f"{b.label} {b.score:.2f}" + (f" #{b.track}" if b.track is not None else "")
+            text = f"{b.caption} {b.score:.2f}" + (f" #{b.track}" if b.track is not None else "")
             tw, th = fm.horizontalAdvance(text) + 6, fm.height() + 2
             ty = r.top() - th if r.top() - th >= target.top() else r.top()
             bg = QColor(color)

@@ -123,7 +123,8 @@ class TimelineView(QWidget):
             self._paint_track(p, tr, y, h)
             p.setPen(TEXT)
             p.drawText(QRectF(8, y, HEADER_W - 12, h), Qt.AlignmentFlag.AlignVCenter,
-                       f"{tr.style.title}: {tr.name}" if tr.name and tr.name != tr.style.title else tr.style.title)
+                       f"{tr.style.title}: {tr.name}" if tr.name and tr.name.lower() != tr.style.title.lower()
+                       and tr.name.lower() != tr.kind.rstrip("s") else tr.style.title)
         if not rows:
             p.setPen(DIM)
             msg = ("No tracks yet — analysis results (detections, speech, anomalies, shots…) appear here"

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "analysis_models": [],  # last choice in the analysis dialog (empty: the defaults)
     "analysis_fps": 2.0,
     "analysis_device": "auto",  # "auto" | "cpu" | "cuda"
+    "last_stream": "",
 }
 
 # version N -> N+1; each gets and returns the plain dict

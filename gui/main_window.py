@@ -24,6 +24,7 @@ from core.session import MediaSession
 from core.settings import Settings, data_dir
 from core.waveform import WaveformRequest
 from gui.analysis_controller import AnalysisController
+from gui.live_controller import LiveController
 from gui.perception import AnalysisDialog, DetectionsPanel, ModelsDialog
 from gui.player_view import PlayerView
 from gui.tasks import FrameFetcher, Task, TaskManager
@@ -161,6 +162,10 @@ class MainWindow(QMainWindow):
         self.resizeDocks([ddock], [280], Qt.Orientation.Horizontal)
         self.detections_dock = ddock
         self.analysis = AnalysisController(self)
+        self.live = LiveController(self.tasks, self)
+        self.live.frame.connect(self.player.show_live)
+        self.live.status.connect(lambda text: self.statusBar().showMessage(f"live: {text}", 10000))
+        self.live.stopped.connect(self._live_stopped)
 
         self.jobbar = JobBar(self.tasks)
         self.project_label = QLabel("")
@@ -189,6 +194,8 @@ class MainWindow(QMainWindow):
         self._action(f, "&Open Media…", self.choose_media, QKeySequence.StandardKey.Open)
         self.recent_menu = f.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._action(f, "Open &Stream or Camera…", self.choose_stream, "Ctrl+L")
+        self._action(f, "S&top Stream", self.stop_stream)
         f.addSeparator()
         self._action(f, "&New Project", self.new_project, QKeySequence.StandardKey.New)
         self._action(f, "Open &Project…", self.choose_project, "Ctrl+Shift+O")
@@ -479,6 +486,31 @@ class MainWindow(QMainWindow):
         if info is None:
             self.setWindowTitle("Kestrel")
 
+    # -- live --------------------------------------------------------------------------
+    def choose_stream(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+        text, ok = QInputDialog.getText(
+            self, "Open stream", "Camera index (0, 1…), stream URL (rtsp://, http://, udp://, tcp://),\n"
+            "or a video file to play as live:", text=str(self.settings.get("last_stream") or "0"))
+        if ok and text.strip():
+            self.open_stream(text.strip())
+
+    def open_stream(self, spec: str, *, realtime: bool | None = None, loop: bool = False) -> None:
+        self.session.playing = False
+        self.session.set_media(None)
+        self.fetcher.forget()
+        self.settings.set("last_stream", spec)
+        self.setWindowTitle(f"Kestrel — live: {spec}")
+        self.live.start(spec, realtime=realtime, loop=loop)
+
+    def stop_stream(self) -> None:
+        self.live.stop()
+
+    def _live_stopped(self, why: str) -> None:
+        self.statusBar().showMessage(f"live stream stopped: {why}", 15000)
+        if why not in ("stopped", "ended", "cancelled"):
+            self.show_error(f"Live stream: {why}")
+
     # -- drag and drop -------------------------------------------------------------------
     def dragEnterEvent(self, ev) -> None:
         if ev.mimeData().hasUrls():
@@ -502,6 +534,7 @@ class MainWindow(QMainWindow):
             return
         self._shut = True
         self.session.playing = False
+        self.live.stop()
         proj = self.project
         self.project = None
         if proj is not None:

@@ -117,6 +117,7 @@ class PlayerView(QWidget):
         self._clock_start = 0.0
         self._clock_pos = 0.0
         self._slider_busy = False
+        self.live = False
 
         self.canvas = FrameCanvas(self)
         self.timer = QTimer(self)
@@ -182,6 +183,7 @@ class PlayerView(QWidget):
 
     # -- session events ------------------------------------------------------------------
     def _on_media(self, info) -> None:
+        self.live = False
         self._shown = None
         self.canvas.set_frame(None)
         self.canvas.set_boxes([])
@@ -227,6 +229,14 @@ class PlayerView(QWidget):
         self.session.frame_duration = frame.duration
         self.refresh_overlay()
         self.frame_shown.emit(frame.time)
+
+    def show_live(self, t: float, image) -> None:
+        """A frame from a camera or stream (live mode: no seeking, the clock is the stream's)."""
+        self.live = True
+        self.canvas.set_frame(image)
+        self.time_label.setText(f"LIVE {format_time(t)}")
+        self.frame_label.setText("")
+        self.frame_shown.emit(t)
 
     def refresh_overlay(self) -> None:
         if self.overlay is None:

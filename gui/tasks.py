@@ -4,6 +4,7 @@ Pools, each with one job in mind:
 - ``db``: one worker, the only writer of the project database (one writer, no lock fights);
 - ``compute``: one worker for CPU/GPU-heavy work (inference, training, peak pyramids);
 - ``io``: a small pool for probing files, frame indexes, reading samples;
+- ``live``: readers of cameras and network streams, each running until cancelled;
 - the player's frames: a single "latest request wins" worker (:class:`FrameFetcher`).
 
 Jobs are plain functions ``fn(request, state)`` from ``core``. Their progress, partial
@@ -116,6 +117,8 @@ class TaskManager(QObject):
             "db": ThreadPoolExecutor(1, "kestrel-db"),
             "compute": ThreadPoolExecutor(1, "kestrel-compute"),
             "io": ThreadPoolExecutor(2, "kestrel-io"),
+            # long-running readers of cameras and streams (each holds a worker until stopped)
+            "live": ThreadPoolExecutor(2, "kestrel-live"),
         }
         self._tasks: dict[int, Task] = {}
         self._by_key: dict[str, Task] = {}

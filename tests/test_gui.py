@@ -280,3 +280,15 @@ def test_cli_project_flag_creates_and_reuses(env, media_dir):
     with Project.open(proj) as p:
         assert len(p.list_media()) == 1
         assert len([r for r in p.list_runs() if r.kind == "waveform"]) == 1  # second run used the cache
+
+
+def test_live_stream_plays_in_the_player(qtbot, window, media_dir):
+    frames = []
+    window.live.frame.connect(lambda t, img: frames.append(t))
+    with qtbot.waitSignal(window.live.stopped, timeout=20000) as blocker:
+        window.open_stream(str(media_dir / "clip.mp4"))  # a file played as live, paced in real time
+    assert blocker.args[0] == "ended"
+    assert len(frames) > 30 and frames == sorted(frames)
+    assert window.player.live and window.player.time_label.text().startswith("LIVE")
+    t, img = window.live.ring.frame_at(frames[-1])
+    assert img.shape[2] == 3

@@ -19,7 +19,7 @@ from core.events import EventGroup
 class TrackKind:
     name: str
     title: str
-    style: str = "intervals"  # "intervals" | "markers" | "curve" | "hidden"
+    style: str = "intervals"  # "intervals" | "markers" | "curve" | "heat" | "hidden"
     color: str = "#4c9be8"  # or "auto": a colour per track name (class)
     height: int = 22
     order: int = 50  # sort key among tracks
@@ -44,6 +44,10 @@ register_kind(TrackKind("shots", "Shots", color="#98c379", order=40))
 register_kind(TrackKind("anomaly", "Anomaly score", style="curve", color="#e06c75", height=40, order=10))
 register_kind(TrackKind("faces", "Faces", color="#e5c07b", order=17))
 register_kind(TrackKind("tags", "Scene tags", color="#d19a66", order=45))
+register_kind(TrackKind("anomaly-events", "Anomaly events", color="#ff5c5c", order=11))
+register_kind(TrackKind("focus-arms", "Frame search", style="heat", color="#ffb347", height=18, order=12))
+register_kind(TrackKind("focus", "Selected frames", style="markers", color="#ffd166", order=13))
+register_kind(TrackKind("chat", "Chat", style="markers", color="#61afef", order=14))
 # per-frame boxes feed the player's overlay and the detections table, not a timeline row
 register_kind(TrackKind("boxes", "Boxes", style="hidden", order=99))
 

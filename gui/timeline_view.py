@@ -174,7 +174,15 @@ class TimelineView(QWidget):
         items = tr.in_range(t0, t1)
         p.save()
         p.setClipRect(QRectF(HEADER_W, y, self.width() - HEADER_W, h))
-        if kind.style == "curve" and items:
+        if kind.style == "heat":
+            # one cell per item, brightness = confidence (e.g. FOCUS arms by their upper bound)
+            p.setPen(Qt.PenStyle.NoPen)
+            for it in items:
+                c = QColor(color)
+                c.setAlphaF(0.08 + 0.92 * max(0.0, min(1.0, it.confidence)))
+                x0, x1 = self.t_to_x(it.start), self.t_to_x(it.end)
+                p.fillRect(QRectF(x0, y + 2, max(1.0, x1 - x0 - 1), h - 4), c)
+        elif kind.style == "curve" and items:
             path = QPainterPath()
             for n, it in enumerate(items):
                 pt = QPointF(self.t_to_x(it.start), y + h - 2 - it.confidence * (h - 4))

@@ -74,3 +74,28 @@ def bus_clip(tmp_path_factory, sample):
         for pkt in s.encode():
             out.mux(pkt)
     return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Fresh settings and data folders; error dialogs reported through signals only."""
+    monkeypatch.setenv("KESTREL_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KESTREL_NO_DIALOGS", "1")
+    return tmp_path
+
+
+@pytest.fixture
+def window(qtbot, env):
+    """The main window with a fresh untitled project, closed (threads stopped) afterwards."""
+    from core.settings import Settings
+    from gui.main_window import MainWindow
+
+    win = MainWindow(Settings())
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    with qtbot.waitSignal(win.project_changed, timeout=10000):
+        win.new_project()
+    yield win
+    win.close()

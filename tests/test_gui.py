@@ -21,26 +21,6 @@ from gui.main_window import MainWindow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("KESTREL_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KESTREL_NO_DIALOGS", "1")
-    return tmp_path
-
-
-@pytest.fixture
-def window(qtbot, env):
-    win = MainWindow(Settings())
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    with qtbot.waitSignal(win.project_changed, timeout=10000):
-        win.new_project()
-    yield win
-    win.close()
-
-
 def open_and_wait(qtbot, win, path, wave=True):
     signals = [win.media_ready, win.player.frame_shown] if _has_video(path) else [win.media_ready]
     if wave:

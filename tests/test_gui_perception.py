@@ -2,25 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import Qt
 
-from core.settings import Settings
-from gui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("KESTREL_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KESTREL_NO_DIALOGS", "1")
-    win = MainWindow(Settings())
-    qtbot.addWidget(win)
-    win.resize(1280, 860)
-    win.show()
-    with qtbot.waitSignal(win.project_changed, timeout=10000):
-        win.new_project()
-    yield win
-    win.close()
 
 
 def test_analysis_boxes_table_and_reuse(qtbot, window, bus_clip):

@@ -22,7 +22,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 CATALOGUE_DIR = Path(__file__).resolve().parent / "catalogue"
-TASKS = ("detect", "faces", "vad", "asr", "ocr", "text-embed", "image-tags", "image-text")
+TASKS = ("detect", "faces", "vad", "asr", "ocr", "text-embed", "image-tags", "image-text", "chat", "vlm")
 
 
 class ModelError(Exception):

@@ -4,6 +4,8 @@
     python main.py --sample [NAME]      open a real sample clip (fetched once, checked)
     python main.py analyze VIDEO --project P [--fps 2] [--models a,b]   headless perception
     python main.py models               list the model catalogue and what is available
+    python main.py anomalies VIDEO [--normal START-END] [--project P]   events, one per line
+    python main.py select VIDEO --query "..." --k 16                     FOCUS frame selection
 """
 from __future__ import annotations
 
@@ -16,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("analyze", "models"):
         from core.cli import COMMANDS
         return COMMANDS[argv[0]](argv[1:])
+    if argv and argv[0] == "anomalies":
+        from core.anomaly.cli import cmd_anomalies
+        return cmd_anomalies(argv[1:])
+    if argv and argv[0] == "select":
+        from core.focus_cli import cmd_select
+        return cmd_select(argv[1:])
     ap = argparse.ArgumentParser(prog="kestrel", description="A desktop workbench for video analysts.")
     ap.add_argument("media", nargs="?", help="a video or audio file to open")
     ap.add_argument("--project", metavar="FILE", help="open (or create) this .kestrel project")

@@ -43,6 +43,7 @@ class MediaSession:
         self.frame_times: np.ndarray | None = None
         self.frame_duration = 0.04  # of the frame on screen, when known
         self._view = (0.0, 1.0)
+        self.loop_range: tuple[float, float] | None = None  # playback loops here (event replay)
 
     # -- media ---------------------------------------------------------------------------
     def set_media(self, info: MediaInfo | None, media_id: int | None = None) -> None:
@@ -52,6 +53,7 @@ class MediaSession:
         self.waveform = None
         self.frame_times = None
         self._position = 0.0
+        self.loop_range = None
         self.timeline.clear()
         self.timeline.duration = info.duration_s if info else 0.0
         self._view = (0.0, max(self.duration, 1e-3))

@@ -24,6 +24,8 @@ from core.session import MediaSession
 from core.settings import Settings, data_dir
 from core.waveform import WaveformRequest
 from gui.analysis_controller import AnalysisController
+from gui.anomaly_panel import AnomalyPanel
+from gui.focus_panel import FocusPanel
 from gui.live_controller import LiveController
 from gui.perception import AnalysisDialog, DetectionsPanel, ModelsDialog
 from gui.player_view import PlayerView
@@ -162,7 +164,22 @@ class MainWindow(QMainWindow):
         self.resizeDocks([ddock], [280], Qt.Orientation.Horizontal)
         self.detections_dock = ddock
         self.analysis = AnalysisController(self)
+        self.focus = FocusPanel(self)
+        fdock = QDockWidget("Frame search", self)
+        fdock.setObjectName("focus-dock")
+        fdock.setWidget(self.focus)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, fdock)
+        self.focus_dock = fdock
+        self.anomalies = AnomalyPanel(self)
+        adock = QDockWidget("Anomalies", self)
+        adock.setObjectName("anomaly-dock")
+        adock.setWidget(self.anomalies)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, adock)
+        self.tabifyDockWidget(self.detections_dock, adock)
+        self.detections_dock.raise_()
+        self.anomaly_dock = adock
         self.live = LiveController(self.tasks, self)
+        self.live.event.connect(self.anomalies.on_live_event)
         self.live.frame.connect(self.player.show_live)
         self.live.status.connect(lambda text: self.statusBar().showMessage(f"live: {text}", 10000))
         self.live.stopped.connect(self._live_stopped)
@@ -208,8 +225,13 @@ class MainWindow(QMainWindow):
         self._action(v, "Zoom to &whole file", lambda: self.session.set_view(0, self.session.duration), "Ctrl+0")
         v.addAction(self.project_dock.toggleViewAction())
         v.addAction(self.detections_dock.toggleViewAction())
+        v.addAction(self.focus_dock.toggleViewAction())
+        v.addAction(self.anomaly_dock.toggleViewAction())
         an = mb.addMenu("&Analyse")
         self._action(an, "&Analyse Media…", self.choose_analysis, "Ctrl+Shift+A")
+        self._action(an, "Find &Anomalies", lambda: (self.anomaly_dock.raise_(), self.anomalies.run()))
+        self._action(an, "Find &Frames…", lambda: (self.focus_dock.raise_(), self.focus.query.setFocus()),
+                     "Ctrl+F")
         self._action(an, "&Models…", self.show_models)
         h = mb.addMenu("&Help")
         self._action(h, "&Keyboard shortcuts", self._show_keys, "F1")
@@ -227,6 +249,8 @@ class MainWindow(QMainWindow):
             "K": self._pause,
             "L": lambda: self._shuttle(+1),
             "J": lambda: self._shuttle(-1),
+            "N": lambda: self.anomalies.step_event(+1),
+            "P": lambda: self.anomalies.step_event(-1),
         }
         self._shortcuts = []
         for key, fn in keys.items():
@@ -255,6 +279,7 @@ class MainWindow(QMainWindow):
         QMessageBox.information(self, "Keyboard shortcuts", (
             "Space  play / pause\n← / →  previous / next frame\nShift+← / →  back / forward 1 s\n"
             "J / K / L  play backwards / pause / play (again: faster)\nHome / End  start / end\n"
+            "N / P  next / previous anomaly event (replayed in a loop; Space stops)\n"
             "Ctrl+O  open media    Ctrl+0  zoom to whole file\n"
             "Timeline: wheel zooms, drag pans, click seeks, double-click an item to jump to it"))
 

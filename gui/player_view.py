@@ -271,6 +271,8 @@ class PlayerView(QWidget):
         s = self.session
         if s.info is None:
             return
+        if s.playing:
+            s.loop_range = None  # pausing ends an event loop
         if not s.playing and s.rate > 0 and s.position >= s.last_time() - 1e-3:
             s.seek(0.0)  # play from the start again, as players do
         s.playing = not s.playing
@@ -288,6 +290,11 @@ class PlayerView(QWidget):
     def _tick(self) -> None:
         s = self.session
         t = self._clock_pos + (time.monotonic() - self._clock_start) * s.rate
+        loop = s.loop_range
+        if loop is not None and s.rate > 0 and t >= loop[1]:
+            # replaying an event: go round again from its start
+            self._clock_start, self._clock_pos = time.monotonic(), loop[0]
+            t = loop[0]
         end = s.last_time()
         stop = t >= end or t <= 0.0
         self._clock_driven = True

@@ -57,11 +57,24 @@ class ThumbStrip(QListWidget):
             self.tasks.run(decode_thumbs, (path, tuple(float(t) for t, _ in frames)), pool="io",
                            name="thumbnails", key=f"thumbs-{id(self)}").on_done(self._set_images)
 
+    def set_frames_with_images(self, frames: list[tuple[float, str, np.ndarray]]) -> None:
+        """Frames whose pictures are already at hand (no decoding)."""
+        self.clear()
+        self._items = {}
+        for t, caption, _img in sorted(frames, key=lambda f: f[0]):
+            it = QListWidgetItem(f"{format_time(t)}\n{caption}")
+            it.setData(Qt.ItemDataRole.UserRole, float(t))
+            it.setSizeHint(QSize(THUMB.width() + 12, THUMB.height() + 40))
+            self.addItem(it)
+            self._items[float(t)] = it
+        self._set_images([(t, img) for t, _c, img in frames])
+
     def _set_images(self, images: list[tuple[float, np.ndarray]]) -> None:
         for t, img in images:
             it = self._items.get(float(t))
             if it is None:
                 continue
+            img = np.ascontiguousarray(img)
             h, w = img.shape[:2]
             q = QImage(img.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
             it.setIcon(QIcon(QPixmap.fromImage(q).scaled(THUMB, Qt.AspectRatioMode.KeepAspectRatio,

@@ -1,0 +1,154 @@
+"""Headless anomaly pass: ``python main.py anomalies VIDEO [--normal START-END] [--project P]
+[--sensitivity 0.5] [--export DIR]``.
+
+Trains (or reuses) the model, draws a progress bar on stderr, then prints one line per
+event on stdout: start, end, score, reasons (modality/cue). Without ``--project`` the work
+happens in a temporary project that is deleted afterwards (nothing is reused next time).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from core.anomaly import AnomalyError
+from core.anomaly.events import AnomalyEvent
+from core.jobs import Cancelled, HeadlessState
+
+_TIME = re.compile(r"^\s*(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)\s*$")
+
+
+def parse_time(text: str) -> float:
+    """Seconds from ``SS``, ``MM:SS`` or ``HH:MM:SS`` (fractions allowed)."""
+    m = _TIME.match(text)
+    if not m:
+        raise ValueError(f"not a time: {text!r} (use seconds, MM:SS or HH:MM:SS)")
+    a, b, s = m.groups()
+    parts = [float(x) for x in (a, b) if x is not None]
+    total = float(s)
+    for k, p in enumerate(reversed(parts)):
+        total += p * 60 ** (k + 1)
+    return total
+
+
+def parse_range(text: str) -> tuple[float, float] | None:
+    """``START-END`` → (start, end); ``none`` → None (no normal footage: detectors only)."""
+    if text.strip().lower() in ("none", "no", "off"):
+        return None
+    if "-" not in text:
+        raise ValueError(f"not a range: {text!r} (use START-END, e.g. 0-120 or 0:00-2:00)")
+    a, b = text.split("-", 1)
+    start, end = parse_time(a), parse_time(b)
+    if end <= start:
+        raise ValueError(f"the range {text!r} ends before it starts")
+    return start, end
+
+
+def summary_line(e: AnomalyEvent) -> str:
+    """One line per event for the CLI: start, end, score, reasons (cue/modality)."""
+    reasons = "; ".join(f"[{r.modality}/{r.cue}] {r.text}" for r in e.reasons)
+    return f"{_ts(e.start)}–{_ts(e.end)}  score {e.peak:.2f}  {reasons}"
+
+
+def _ts(t: float) -> str:
+    m, s = divmod(max(0.0, t), 60.0)
+    return f"{int(m):02d}:{s:05.2f}" if m < 60 else f"{int(m // 60)}:{int(m % 60):02d}:{s:05.2f}"
+
+
+def cmd_anomalies(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="kestrel anomalies",
+                                 description="Find what should not have happened in a recorded file.")
+    ap.add_argument("video")
+    ap.add_argument("--normal", metavar="START-END",
+                    help="footage that is normal (seconds or MM:SS); 'none': detectors only. "
+                         "Default: the first --first-minutes")
+    ap.add_argument("--first-minutes", type=float, default=2.0,
+                    help="without --normal: this many first minutes are normal (at most half the file)")
+    ap.add_argument("--project", help="a .kestrel project: features and the model are stored and reused")
+    ap.add_argument("--sensitivity", type=float, default=0.5, help="0..1, higher finds more (default 0.5)")
+    ap.add_argument("--window", type=float, default=1.0, help="window length in seconds, 0.5..1 (default 1)")
+    ap.add_argument("--retrain", action="store_true", help="train a new model even if one is stored")
+    ap.add_argument("--export", metavar="DIR", help="write events.csv, events.json and a clip per event here")
+    ap.add_argument("--clips", type=int, default=10, help="with --export: at most this many clips (default 10)")
+    args = ap.parse_args(argv)
+    try:
+        normal = parse_range(args.normal) if args.normal is not None else None
+    except ValueError as e:
+        ap.error(str(e))
+    if not 0.0 <= args.sensitivity <= 1.0:
+        ap.error("--sensitivity must be between 0 and 1")
+    if not 0.5 <= args.window <= 1.0:
+        ap.error("--window must be between 0.5 and 1 s")
+    return _run(args, normal)
+
+
+def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
+    from core.anomaly.pipeline import run_anomalies
+    from core.cli import open_or_create
+    from core.media import MediaError, probe
+    from core.project import Project, ProjectError
+
+    try:
+        probe(args.video, with_hash=False)
+    except MediaError as e:
+        print(f"kestrel: {e}", file=sys.stderr)
+        return 1
+    tmpdir = None
+    try:
+        if args.project:
+            project = open_or_create(args.project)
+        else:
+            tmpdir = tempfile.TemporaryDirectory(prefix="kestrel-anomalies-")
+            project = Project.create_temporary(tmpdir.name)
+            print("no --project: working in a temporary project (nothing is kept for next time)", file=sys.stderr)
+    except ProjectError as e:
+        print(f"kestrel: {e}", file=sys.stderr)
+        return 1
+    if project.read_only:
+        print(f"kestrel: {args.project} is read-only; results cannot be stored.", file=sys.stderr)
+        project.close()
+        return 1
+    state = HeadlessState(bar=True, label=Path(args.video).name[:24])
+    request = {"sensitivity": args.sensitivity, "window_s": args.window, "retrain": args.retrain,
+               "first_minutes": args.first_minutes if args.normal is None else 0.0}
+    if normal is not None:
+        request["normal"] = normal
+    try:
+        result = run_anomalies(project, args.video, state, **request)
+    except (Cancelled, KeyboardInterrupt):
+        print("\ncancelled: nothing was stored (a stored model is kept)", file=sys.stderr)
+        return 130
+    except (AnomalyError, MediaError, ProjectError) as e:
+        print(f"\nkestrel: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if tmpdir is not None:
+            project.discard()
+            tmpdir.cleanup()
+        else:
+            project.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    span = result.curve.times[-1] + result.curve.window_s - result.curve.times[0] if len(result.curve.times) else 0.0
+    print(f"{len(result.events)} events (sensitivity {result.sensitivity:.2f}, threshold {result.threshold:.2f}) "
+          f"in {span:.1f} s of media; compute {result.compute_s:.1f} s "
+          f"({result.compute_s / max(span, 1e-9):.2f}× real time)")
+    for e in result.events:
+        print(summary_line(e))
+    if args.export:
+        from core.anomaly.export import export_event_clips, export_events_csv, export_events_json
+
+        folder = Path(args.export)
+        try:
+            export_events_csv(result.events, folder / "events.csv")
+            export_events_json(result.events, folder / "events.json",
+                               {"media": str(Path(args.video).resolve()), "threshold": result.threshold,
+                                "sensitivity": result.sensitivity, "normal": result.normal, "notes": result.notes})
+            clips = export_event_clips(args.video, result.events, folder, limit=args.clips)
+        except (OSError, MediaError) as e:
+            print(f"kestrel: export failed: {e}", file=sys.stderr)
+            return 1
+        print(f"exported events.csv, events.json and {len(clips)} clips to {folder}")
+    return 0

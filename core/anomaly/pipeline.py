@@ -1,0 +1,476 @@
+"""The whole anomaly pass over a recorded file, as one job: featurise → train or reuse the
+model → score → events.
+
+``detect_anomalies(request, state)`` computes and *reads* the project (stored features,
+model and perception results; reads are safe from any thread) but writes nothing: it
+returns an :class:`AnomalyResult`, and :func:`store_result` writes it on the project's
+writer thread. So a cancelled pass leaves the project exactly as it was (the previous model
+included). :func:`run_anomalies` does both, for the CLI and tests.
+
+The file pass (:class:`FileFeaturizer`) decodes the file window by window and feeds
+``features.WindowFeaturizer`` — the one featurisation path, which a live source feeds from
+chunks instead.
+
+While it goes, partial results (:class:`AnomalyPartial`: the newly scored windows) let the
+timeline draw the curve as it grows — once the normal footage has been featurised and the
+model trained, every later window is scored as soon as its features exist.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from core.anomaly import AnomalyError, NotEnoughNormalData
+from core.anomaly.detectors import Baseline
+from core.anomaly.events import AnomalyEvent, carry_feedback, current_weights, find_events, load_events, store_events
+from core.anomaly.features import (AUDIO_CHUNK_S, DECODE_SIZE, SAMPLE_RATE, FeatureConfig, FeatureSet,
+                                   StoredPerception, WindowFeaturizer, WindowInput, coverage, load_features,
+                                   store_features, stored_perception)
+from core.anomaly.score import ScoreCurve, score_features, sensitivity_threshold
+from core.anomaly.train import TrainedModel, TrainRequest, load_stored_model, matches, store_model, train_model
+from core.audio import load_mono
+from core.jobs import Cancelled, JobState, Throttle, check
+
+log = logging.getLogger(__name__)
+
+PIPELINE_VERSION = "1"
+SCORE_KIND = "anomaly/score"
+THUMB_SIZE = (160, 90)
+
+
+@dataclass(frozen=True)
+class AnomalyRequest:
+    """One pass over ``path`` [start, end).
+
+    ``normal``: the footage the analyst marks as normal, (start, end) media seconds; None
+    takes the first ``first_minutes`` (at most half the range); with ``first_minutes=0``
+    too there is no normal footage and the detectors run alone against the whole range.
+    """
+
+    path: str
+    normal: tuple[float, float] | None = None
+    first_minutes: float = 2.0
+    sensitivity: float = 0.5
+    window_s: float = 1.0
+    start: float = 0.0
+    end: float | None = None
+    features: FeatureConfig | None = None  # None: FeatureConfig(window_s=window_s)
+    ffn: str = "dense"
+    train: Any = None  # models.fusion.TrainParams; None: defaults
+    retrain: bool = False
+    use_network: bool = True
+    thumbnails: bool = True
+    weights: Mapping[str, float] | None = None  # None: defaults adjusted by the project's feedback
+    merge_gap_s: float = 2.0
+    project: Any = field(default=None, compare=False)  # core.project.Project, read only here
+    media_id: int | None = None
+    ffn_factory: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class AnomalyPartial:
+    """Newly scored windows (times are window starts)."""
+
+    times: np.ndarray
+    scores: np.ndarray
+    labels: tuple[str, ...]
+    window_s: float
+
+
+@dataclass
+class AnomalyResult:
+    path: str
+    media_id: int | None
+    features: FeatureSet
+    curve: ScoreCurve
+    events: list[AnomalyEvent]
+    threshold: float
+    sensitivity: float
+    normal: tuple[float, float] | None
+    baseline: Baseline
+    model: TrainedModel | None
+    model_trained: bool  # trained in this pass (store_result stores it)
+    features_computed: bool  # computed in this pass (store_result stores them)
+    notes: list[str]
+    timings: dict[str, float]
+    media_duration: float
+    started_at: float
+    content_hash: str = ""
+
+    @property
+    def compute_s(self) -> float:
+        return float(sum(self.timings.values()))
+
+
+# -- the file pass --------------------------------------------------------------------------
+
+class FileFeaturizer:
+    """Feature rows of a recorded file, window by window (an iterator, so the pipeline can
+    train and score while it goes). Loads the detector/VAD unless stored results cover them."""
+
+    def __init__(self, path: str, cfg: FeatureConfig, *, start: float, end: float, has_video: bool,
+                 has_audio: bool, duration: float, project: Any = None, media_id: int | None = None) -> None:
+        self.path, self.cfg, self.start, self.end = path, cfg, float(start), float(end)
+        w = cfg.window_s
+        n = max(0, int(math.floor((self.end - self.start) / w + 1e-9)))
+        self.times = self.start + np.arange(n) * w
+        self.notes: list[str] = []
+        self.stored = (stored_perception(project, media_id, path, cfg, start, end, duration)
+                       if project is not None and media_id is not None else StoredPerception())
+        self.notes += self.stored.notes
+        if has_audio:
+            try:  # a header can promise audio that does not decode
+                load_mono(path, SAMPLE_RATE, self.start, min(self.end, self.start + 1.0))
+            except Exception as e:  # MediaError, or FFmpeg's own error types
+                has_audio = False
+                self.notes.append(f"the audio track cannot be decoded ({e}): vision only")
+        if not has_audio:
+            self.notes.append("no usable audio track: vision only (sound cues are off)")
+        if not has_video:
+            self.notes.append("no video stream: audio only (picture cues are off)")
+        self.has_video, self.has_audio = has_video, has_audio
+        detector = tracker = vad = None
+        classes: tuple[str, ...] = ()
+        if has_video and cfg.detector:
+            from models.catalogue import ModelError, get_spec, load_model
+            from models.backends.coco import label_map
+            try:
+                spec = get_spec(cfg.detector)
+                classes = tuple(dict.fromkeys(label_map(spec.classes).values())) if isinstance(spec.classes, str) \
+                    else tuple(spec.classes or ())
+                if self.stored.detections is None:
+                    detector = load_model(spec)
+                    classes = tuple(dict.fromkeys(detector.classes))
+            except (ModelError, KeyError) as e:
+                self.notes.append(f"object detector unavailable ({e}): no object cues")
+            if detector is not None and cfg.track:
+                try:
+                    from models.tracking import Tracker
+                    tracker = Tracker("bytetrack", frame_rate=1.0 / w)
+                except Exception as e:  # tracking is a bonus: counts still work
+                    self.notes.append(f"tracking unavailable ({e}); entries/exits from count changes")
+        if has_audio and cfg.vad and self.stored.vad is None:
+            from models.catalogue import ModelError, load_model
+            try:
+                vad = load_model(cfg.vad)
+            except ModelError as e:
+                self.notes.append(f"voice activity unavailable ({e})")
+        self._vad = vad
+        self._asr = None
+        if has_audio and cfg.asr and self.stored.transcript is None:
+            from models.catalogue import ModelError, load_model
+            try:
+                self._asr = load_model(cfg.asr)
+            except ModelError as e:
+                self.notes.append(f"speech recognition unavailable ({e}); speech = voice activity")
+        if has_audio and self.stored.transcript is None and self._asr is None:
+            self.notes.append("speech = voice activity (no transcript stored for this range)")
+        self.featurizer = WindowFeaturizer(cfg, has_video=has_video, has_audio=has_audio, classes=classes,
+                                           detector=detector, tracker=tracker, vad=None)
+        self.columns = self.featurizer.columns
+        self.skipped_frames = 0
+
+    def windows(self, cancelled: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, row)`` in time order; raises InterruptedError when cancelled."""
+        from core.media import MediaError, VideoDecoder
+
+        w, m = self.cfg.window_s, self.cfg.motion_samples
+        dec = VideoDecoder(self.path, max_size=DECODE_SIZE) if self.has_video else None
+        per_chunk = max(1, int(math.ceil(AUDIO_CHUNK_S / w)))
+        try:
+            for c0 in range(0, len(self.times), per_chunk):
+                idx = range(c0, min(len(self.times), c0 + per_chunk))
+                audio, vad, speech = self._audio_chunk(self.times[idx[0]], self.times[idx[-1]] + w)
+                for i in idx:
+                    if cancelled():
+                        raise InterruptedError
+                    t0 = float(self.times[i])
+                    frames = []
+                    if dec is not None:
+                        for j in range(m):
+                            try:
+                                frames.append(dec.frame_at(t0 + j * w / m).image)
+                            except MediaError:
+                                self.skipped_frames += 1
+                    dets = None
+                    if self.stored.detections is not None:
+                        dets = self.stored.detections.get(round(t0, 3), [])
+                    a = None
+                    if audio is not None:
+                        s = int(round((t0 - self.times[idx[0]]) * SAMPLE_RATE))
+                        a = audio[s:s + int(round(w * SAMPLE_RATE))]
+                    yield i, self.featurizer.push(WindowInput(
+                        t0, t0 + w, frames, dets, self.stored.frame_size if dets is not None else None, a,
+                        vad=coverage(vad, t0, t0 + w) if vad is not None else None,
+                        speech=coverage(speech, t0, t0 + w) if speech is not None else None))
+        finally:
+            if dec is not None:
+                dec.close()
+
+    def _audio_chunk(self, a: float, b: float):
+        """Mono 16 kHz audio of [a, b), and voice/speech segments in media seconds."""
+        if not self.has_audio:
+            return None, None, None
+        try:
+            x = load_mono(self.path, SAMPLE_RATE, a, b)
+        except Exception as e:  # one bad minute must not end the pass
+            self.notes.append(f"audio {a:.0f}–{b:.0f} s could not be decoded ({e}); treated as silence")
+            x = np.zeros(int(round((b - a) * SAMPLE_RATE)), np.float32)
+        if not np.isfinite(x).all():
+            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        vad = None
+        if self.stored.vad is not None:
+            vad = self.stored.vad
+        elif self._vad is not None:
+            vad = [(a + s.start, a + s.end) for s in self._vad.segments(x)]
+        speech = self.stored.transcript
+        if speech is None and self._asr is not None:
+            speech = [(a + s.start, a + s.end) for s in self._asr.transcribe(x) if s.text.strip()]
+        return x, vad, speech
+
+    def feature_set(self, rows: Sequence[np.ndarray]) -> FeatureSet:
+        notes = list(dict.fromkeys(self.notes))
+        if self.skipped_frames:
+            notes.append(f"{self.skipped_frames} frames could not be decoded")
+        if self.featurizer.nonfinite:
+            notes.append(f"{self.featurizer.nonfinite} non-finite values were set to 0 while featurising")
+        values = np.vstack(rows) if len(rows) else np.zeros((0, len(self.columns)), np.float32)
+        return FeatureSet(self.times[:len(rows)], values, self.columns, self.cfg.window_s, self.has_video,
+                          self.has_audio, notes, {**self.cfg.params(), "start": round(self.start, 3),
+                                                  "end": round(self.end, 3)})
+
+
+def media_range(info: Any, start: float, end: float | None) -> tuple[float, float]:
+    e = min(end if end is not None else info.duration_s, info.duration_s)
+    if e - start < 0.5:
+        raise AnomalyError(f"The range {start:.2f}–{e:.2f} s is too short to look for anomalies.")
+    return float(start), float(e)
+
+
+class _Share:
+    """A JobState for a sub-job: maps its 0..1 progress onto [lo, hi] of the parent's."""
+
+    def __init__(self, parent: JobState, lo: float, hi: float, label: str) -> None:
+        self.parent, self.lo, self.hi, self.label = parent, lo, hi, label
+
+    def set_progress(self, fraction: float, text: str = "") -> None:
+        self.parent.set_progress(self.lo + (self.hi - self.lo) * max(0.0, min(1.0, fraction)), f"{self.label}{text}")
+
+    def set_partial_result(self, value: Any) -> None:
+        pass
+
+    def is_cancelled(self) -> bool:
+        return self.parent.is_cancelled()
+
+
+def resolve_normal(req: AnomalyRequest, start: float, end: float) -> tuple[float, float] | None:
+    if req.normal is not None:
+        a, b = max(start, float(req.normal[0])), min(end, float(req.normal[1]))
+        if b <= a:
+            raise AnomalyError(f"The normal footage {req.normal[0]:.1f}–{req.normal[1]:.1f} s lies outside "
+                               f"the range {start:.1f}–{end:.1f} s.")
+        return a, b
+    if not req.first_minutes:
+        return None
+    return start, start + min(req.first_minutes * 60.0, (end - start) / 2)
+
+
+class _Pass:
+    """The state of one detect_anomalies call (kept in one place so the steps stay short)."""
+
+    def __init__(self, req: AnomalyRequest, state: JobState) -> None:
+        from core.media import probe
+
+        self.req, self.state = req, state
+        self.started_at = time.time()
+        self.timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.info = probe(req.path)
+        self.start, self.end = media_range(self.info, req.start, req.end)
+        self.cfg = req.features or FeatureConfig(window_s=req.window_s)
+        self.normal = resolve_normal(req, self.start, self.end)
+        self.project, self.media_id = req.project, req.media_id
+        self.weights = dict(req.weights) if req.weights is not None else current_weights(self.project)
+        self.notes: list[str] = []
+        self.model: TrainedModel | None = None
+        self.model_trained = False
+        self.baseline: Baseline | None = None
+        self.stored_model: TrainedModel | None = None
+        if self.project is not None and self.media_id is not None and req.use_network and not req.retrain \
+                and self.normal is not None:
+            from models.fusion import CheckpointError
+            try:
+                self.stored_model = load_stored_model(self.project, self.media_id, req.ffn_factory)
+            except CheckpointError as e:
+                self.notes.append(f"the stored anomaly model cannot be used ({e}); training a new one")
+        self.timings["probe"] = time.perf_counter() - t0
+
+    def train_units(self, n: int) -> float:
+        return 0.0 if self.normal is None or not self.req.use_network else max(20.0, 0.3 * n)
+
+    def prepare(self, fs: FeatureSet, lo: float, hi: float) -> None:
+        """Baseline and model from the normal windows of ``fs`` (progress [lo, hi])."""
+        t0 = time.perf_counter()
+        if self.normal is None:
+            self.baseline = Baseline.from_features(fs, None)
+            self.notes.append("no normal footage marked: detectors only, compared with the whole range")
+            return
+        a, b = self.normal
+        mask = fs.inside(a, b)
+        self.baseline = Baseline.from_features(fs, mask if mask.any() else None, f"normal footage {a:.0f}–{b:.0f} s")
+        if not self.req.use_network:
+            self.notes.append("network off: detectors only")
+            return
+        treq = TrainRequest(fs, (a, b), ffn=self.req.ffn, params=self.req.train, ffn_factory=self.req.ffn_factory,
+                            media_hash=self.info.content_hash)
+        if self.stored_model is not None:
+            why = matches(self.stored_model, fs, (a, b), treq)
+            if why is None:
+                self.model = self.stored_model
+                self.notes.append(f"anomaly model reused (trained {self.model.config['created_at']} "
+                                  f"on {a:.0f}–{b:.0f} s)")
+                return
+            self.notes.append(f"{why}: training a new model")
+        try:
+            self.model = train_model(treq, _Share(self.state, lo, hi, "training: "))
+            self.model_trained = True
+            t = self.model.config["training"]
+            self.notes.append(f"anomaly model trained on {a:.0f}–{b:.0f} s in {t['train_s']:.1f} s "
+                              f"({t['windows']} windows, {t['parameters']} parameters, "
+                              f"{self.model.config['calibration']['how']} calibration)")
+        except NotEnoughNormalData as e:
+            self.notes.append(str(e))
+        finally:
+            self.timings["train"] = self.timings.get("train", 0.0) + time.perf_counter() - t0
+
+    def featurise(self) -> tuple[FeatureSet, bool]:
+        """Stored features, or computed now (training and scoring along the way)."""
+        req, st = self.req, self.state
+        if self.project is not None and self.media_id is not None:
+            fs = load_features(self.project, self.media_id, self.cfg, self.start, self.end)
+            if fs is not None:
+                self.notes.append("features reused from the project")
+                return fs, False
+        t0 = time.perf_counter()
+        ff = FileFeaturizer(req.path, self.cfg, start=self.start, end=self.end, has_video=self.info.has_video,
+                            has_audio=self.info.has_audio, duration=self.info.duration_s, project=self.project,
+                            media_id=self.media_id)
+        n = len(ff.times)
+        if n == 0:
+            raise AnomalyError("The range is shorter than one window.")
+        scale = 0.94 / (n + self.train_units(n))  # features and training fill 0–94% of the bar
+        done_train = 0.0
+        rows: list[np.ndarray] = []
+        scored = 0
+        throttle = Throttle(0.5)
+        w = self.cfg.window_s
+        try:
+            for i, row in ff.windows(st.is_cancelled):
+                rows.append(row)
+                st.set_progress((i + 1 + done_train) * scale, f"features {i + 1}/{n}")
+                normal_done = self.normal is not None and (ff.times[i] + w >= self.normal[1] - 1e-6 or i == n - 1)
+                if self.baseline is None and normal_done:
+                    self.timings["features"] = self.timings.get("features", 0.0) + time.perf_counter() - t0
+                    self.prepare(ff.feature_set(rows), (i + 1) * scale, (i + 1 + self.train_units(n)) * scale)
+                    done_train = self.train_units(n)
+                    t0 = time.perf_counter()
+                if self.baseline is not None and (throttle() or i == n - 1):
+                    scored = self._partial(ff.feature_set(rows), scored)
+        except InterruptedError:
+            raise Cancelled() from None
+        self.timings["features"] = self.timings.get("features", 0.0) + time.perf_counter() - t0
+        return ff.feature_set(rows), True
+
+    def _partial(self, fs: FeatureSet, scored: int) -> int:
+        """Score windows [scored, len) with enough history before them, and report them."""
+        lo = max(0, scored - 64)
+        part = FeatureSet(fs.times[lo:], fs.values[lo:], fs.columns, fs.window_s, fs.has_video, fs.has_audio)
+        curve = score_features(part, self.baseline, self.model, self.weights)
+        k = scored - lo
+        self.state.set_partial_result(AnomalyPartial(curve.times[k:].copy(), curve.score[k:].copy(),
+                                                     tuple(curve.top_cue(i) for i in range(k, len(part))),
+                                                     fs.window_s))
+        return len(fs)
+
+
+def detect_anomalies(req: AnomalyRequest, state: JobState) -> AnomalyResult:
+    """Job: the whole pass (see the module docstring). Raises AnomalyError/MediaError with a
+    sentence for the analyst, ``Cancelled`` when cancelled (nothing is lost: nothing was written)."""
+    p = _Pass(req, state)
+    state.set_progress(0.0, "features")
+    fs, computed = p.featurise()
+    check(state)
+    if p.baseline is None:  # stored features (train now), or no normal footage (nothing to train)
+        p.prepare(fs, 0.94 if computed else 0.05, 0.95 if computed else 0.9)
+    check(state)
+    t0 = time.perf_counter()
+    state.set_progress(0.95, "scoring")
+    curve = score_features(fs, p.baseline, p.model, p.weights)
+    thr = sensitivity_threshold(req.sensitivity)
+    events = find_events(curve, thr, req.merge_gap_s)
+    if p.project is not None and p.media_id is not None:
+        carry_feedback(events, load_events(p.project, p.media_id))
+    p.timings["score"] = time.perf_counter() - t0
+    if req.thumbnails and fs.has_video and events:
+        t0 = time.perf_counter()
+        add_thumbnails(req.path, events, fs.window_s)
+        p.timings["thumbnails"] = time.perf_counter() - t0
+    state.set_progress(1.0, f"{len(events)} events")
+    notes = list(dict.fromkeys(fs.notes + p.notes))
+    return AnomalyResult(req.path, p.media_id, fs, curve, events, thr, req.sensitivity, p.normal, p.baseline,
+                         p.model, p.model_trained, computed, notes, p.timings, p.info.duration_s, p.started_at,
+                         p.info.content_hash)
+
+
+def add_thumbnails(path: str, events: list[AnomalyEvent], window_s: float) -> None:
+    """A small RGB picture of each event's peak window (its middle frame)."""
+    from core.media import MediaError, VideoDecoder
+
+    with VideoDecoder(path, max_size=THUMB_SIZE) as dec:
+        for e in events:
+            try:
+                e.thumbnail = dec.frame_at(e.peak_time + window_s / 2).image
+            except MediaError as err:
+                log.warning("no thumbnail for the event at %.1f s: %s", e.start, err)
+
+
+def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
+    """Write what the pass produced (new features, a new model, the tracks); returns the
+    score run's id. Call it on the project's writer thread."""
+    fs = result.features
+    if result.features_computed:
+        store_features(project, media_id, fs, started_at=result.started_at,
+                       duration_s=result.timings.get("features", 0.0))
+    if result.model is not None and result.model_trained:
+        store_model(project, media_id, result.model)
+    params = {"version": PIPELINE_VERSION, "sensitivity": result.sensitivity, "threshold": round(result.threshold, 4),
+              "window_s": fs.window_s, "normal": list(result.normal) if result.normal else None,
+              "weights": {k: round(v, 4) for k, v in result.curve.weights.items()},
+              "model_run": result.model.run_id if result.model is not None else None, "features": fs.params,
+              "baseline": result.baseline.source}
+    run_id = project.record_run(kind=SCORE_KIND, producer="core.anomaly.pipeline", version=PIPELINE_VERSION,
+                                params=params, media_id=media_id, started_at=result.started_at,
+                                duration_s=result.compute_s)
+    meta = {"threshold": round(result.threshold, 4), "sensitivity": result.sensitivity, "window_s": fs.window_s,
+            "notes": result.notes[:20], "modalities": [m for m, ok in (("video", fs.has_video),
+                                                                       ("audio", fs.has_audio)) if ok]}
+    store_events(project, media_id, result.curve, result.events, run_id, meta)
+    return run_id
+
+
+def run_anomalies(project: Any, path: str, state: JobState, **request: Any) -> AnomalyResult:
+    """Register the file in ``project``, run the pass with its stored data, store the result."""
+    from core import ops
+    from core.media import probe
+
+    info = probe(path)
+    media_id = ops.register_media(project, info)
+    req = AnomalyRequest(path=info.path, project=project, media_id=media_id, **request)
+    result = detect_anomalies(req, state)
+    store_result(project, media_id, result)
+    return result

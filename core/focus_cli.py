@@ -1,0 +1,97 @@
+"""``python main.py select VIDEO --query "..." --k 16``: FOCUS frame selection without a window.
+
+Prints a progress bar, then the chosen timestamps (hh:mm:ss.mmm and score, one per line; a "~" marks
+a frame whose score is inherited from its nearest scored neighbour) and a summary line. With
+``--project`` the selection is stored (and the project's transcript, if any, helps the embedded
+scorer); with ``--export`` the frames are written as PNGs with a selection.json.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.focus import FocusError, FocusRequest, select_frames
+from core.focus_store import export_frames, store_selection, timecode
+from core.jobs import Cancelled, HeadlessState
+
+
+def _transcript(project, media_id: int) -> tuple[tuple[float, float, str], ...]:
+    for rec in project.load_tracks(media_id):
+        if rec.kind == "speech" and rec.name == "transcript":
+            return tuple((i.start_s, i.end_s, i.label) for i in rec.items if i.label.strip())
+    return ()
+
+
+def cmd_select(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="kestrel select", description="Choose the frames of a video that answer a query "
+                                                                    "(FOCUS, arXiv 2510.27280).")
+    ap.add_argument("video")
+    ap.add_argument("--query", default="", help="what to look for, e.g. \"a bus at the gate\"")
+    ap.add_argument("--k", type=int, default=16, help="frames to choose (default 16)")
+    ap.add_argument("--budget-share", type=float, default=0.02, help="at most this share of frames is scored (0.02)")
+    ap.add_argument("--budget-frames", type=int, default=None, help="or at most this many frames")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--project", help="store the selection in this .kestrel project (and use its transcript)")
+    ap.add_argument("--export", metavar="DIR", help="write the chosen frames as PNGs and selection.json here")
+    ap.add_argument("--scorer", default="embedded",
+                    help="embedded (default, offline models) or blip-itm-user, clip-user, siglip-user with --weights")
+    ap.add_argument("--weights", metavar="PATH", help="the local model folder for a bring-your-own scorer")
+    ap.add_argument("--ocr", action=argparse.BooleanOptionalAction, default=None,
+                    help="read on-screen text (default: only when the query asks about text)")
+    ap.add_argument("--example-time", type=float, default=None, metavar="SECONDS",
+                    help="find frames that look like the frame at this time instead of matching text")
+    args = ap.parse_args(argv)
+    if args.scorer != "embedded" and not args.weights:
+        print(f"kestrel: --scorer {args.scorer} needs --weights PATH, the local folder of your model.", file=sys.stderr)
+        return 2
+
+    from core.media import MediaError, probe
+    from core.project import ProjectError
+    from models.catalogue import ModelError
+
+    project = media_id = None
+    try:
+        info = probe(args.video)
+        transcript: tuple[tuple[float, float, str], ...] = ()
+        if args.project:
+            from core import ops
+            from core.cli import open_or_create
+
+            project = open_or_create(args.project)
+            if project.read_only:
+                print(f"kestrel: {args.project} is read-only; the selection cannot be stored.", file=sys.stderr)
+                return 1
+            media_id = ops.register_media(project, info)
+            transcript = _transcript(project, media_id)
+        req = FocusRequest(path=info.path, query=args.query, k=args.k, budget_frames=args.budget_frames,
+                           budget_share=args.budget_share, seed=args.seed, scorer=args.scorer,
+                           scorer_path=args.weights, transcript=transcript, ocr=args.ocr,
+                           example_time=args.example_time)
+        state = HeadlessState(bar=True, label=Path(info.path).name[:24])
+        try:
+            res = select_frames(req, state)
+        except (Cancelled, KeyboardInterrupt):
+            print("\ncancelled: nothing was chosen or stored", file=sys.stderr)
+            return 130
+        for w in res.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        for f in res.frames:
+            print(f"{timecode(f.time)}  {f.score:.3f}{'' if f.scored else ' ~'}")
+        print(f"scored {res.frames_scored} of {res.total_frames} frames ({100 * res.share:.2f} %) with {res.scorer} "
+              f"in {res.wall_s:.1f} s; {len(res.frames)} frames chosen for \"{args.query.strip()}\"")
+        if project is not None and media_id is not None:
+            print(f"stored as run #{store_selection(project, media_id, res)} in {args.project}")
+        if args.export:
+            paths = export_frames(res, info.path, args.export)
+            print(f"exported {len(paths) - 1} frames and {paths[-1].name} to {args.export}")
+        return 0
+    except ValueError as e:
+        print(f"kestrel: {e}", file=sys.stderr)
+        return 2
+    except (MediaError, ProjectError, ModelError, FocusError, OSError) as e:
+        print(f"kestrel: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if project is not None:
+            project.close()

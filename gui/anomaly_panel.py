@@ -1,0 +1,302 @@
+"""Anomalies: run the audio-visual pass, list the events, replay each one, give feedback.
+
+The pass (:func:`core.anomaly.pipeline.detect_anomalies`) runs on the compute worker and
+fills the timeline's anomaly score as it goes; the result is stored by the database
+worker. The events list sorts by score or time; a click replays the event with a few
+seconds of context, looping, with boxes and the waveform region in view. N / P step
+through events. On a live stream the same rules raise alerts within a window of the event
+and record the seconds around it into the project's folder.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
+                               QHeaderView, QLabel, QPushButton, QSlider, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+
+from core.session import format_time
+
+log = logging.getLogger(__name__)
+CONTEXT_S = 3.0
+
+
+class AnomalyPanel(QWidget):
+    """Signals: ``pass_finished(result)``, ``alert(event)`` (live)."""
+
+    pass_finished = Signal(object)
+    alert = Signal(object)
+
+    def __init__(self, window, parent=None):
+        super().__init__(parent)
+        self.w = window
+        self.session = window.session
+        self.result = None
+        self.events: list = []
+        self.normal_min = QDoubleSpinBox()
+        self.normal_min.setRange(0.0, 600.0)
+        self.normal_min.setValue(2.0)
+        self.normal_min.setSuffix(" min normal")
+        self.normal_min.setToolTip("The first minutes are taken as normal footage to learn from "
+                                   "(0: no training, the detectors alone)")
+        self.use_view = QCheckBox("visible range is normal")
+        self.sens = QSlider(Qt.Orientation.Horizontal)
+        self.sens.setRange(0, 100)
+        self.sens.setValue(50)
+        self.sens.setToolTip("Sensitivity: higher finds more events")
+        self.sens.valueChanged.connect(self._on_sensitivity)
+        self.run_btn = QPushButton("Find anomalies")
+        self.run_btn.clicked.connect(self.run)
+        self.live_btn = QCheckBox("alert on the live stream")
+        self.live_btn.toggled.connect(self._toggle_live)
+        self.export_btn = QPushButton("Export…")
+        self.export_btn.clicked.connect(self.choose_export)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.banner = QLabel("")
+        self.banner.setStyleSheet("background:#7a1f1f;color:white;padding:4px;font-weight:bold")
+        self.banner.hide()
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["", "start", "score", "why", "verdict"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setIconSize(QPixmap(64, 36).size())
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setSortingEnabled(True)
+        self.table.cellClicked.connect(lambda r, _c: self.replay_row(r))
+        self.confirm = QPushButton("Confirm")
+        self.dismiss = QPushButton("Dismiss")
+        self.confirm.clicked.connect(lambda: self.feedback("confirmed"))
+        self.dismiss.clicked.connect(lambda: self.feedback("dismissed"))
+        row1 = QHBoxLayout()
+        row1.addWidget(self.normal_min)
+        row1.addWidget(self.use_view)
+        row1.addWidget(self.run_btn)
+        row2 = QHBoxLayout()
+        row2.addWidget(QLabel("sensitivity"))
+        row2.addWidget(self.sens, 1)
+        row3 = QHBoxLayout()
+        row3.addWidget(self.confirm)
+        row3.addWidget(self.dismiss)
+        row3.addWidget(self.export_btn)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        lay.addWidget(self.live_btn)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.info)
+        lay.addWidget(self.table, 1)
+        lay.addLayout(row3)
+        self.monitor = None
+
+    # -- the pass over a file -----------------------------------------------------------
+    def run(self) -> None:
+        from core.anomaly.pipeline import AnomalyPartial, AnomalyRequest, detect_anomalies
+        from core.timeline import Item
+
+        info = self.session.info
+        if info is None:
+            self.w.show_error("Open a media file first.")
+            return
+        normal = self.session.view if self.use_view.isChecked() else None
+        req = AnomalyRequest(path=info.path, normal=normal, first_minutes=self.normal_min.value(),
+                             sensitivity=self.sens.value() / 100.0, project=self.w.project,
+                             media_id=self.session.media_id)
+        self.run_btn.setEnabled(False)
+        self.info.setText("learning the normal footage…")
+        self.session.timeline.remove_track("anomaly", "score")
+
+        def partial(p: AnomalyPartial) -> None:
+            if self.session.info is info:
+                self.session.timeline.add_items("anomaly", "score", [
+                    Item(float(t), float(t) + p.window_s, lab, float(s)) for t, s, lab in zip(p.times, p.scores, p.labels)])
+
+        def done(res) -> None:
+            self.run_btn.setEnabled(True)
+            if self.session.info is not info:
+                return
+            self.show_result(res)
+            proj, mid = self.w.project, self.session.media_id
+            if proj is not None and mid is not None and not proj.read_only:
+                from core.anomaly.pipeline import store_result
+                self.w.tasks.call(store_result, proj, mid, res, pool="db", name="store anomalies").on_error(
+                    lambda e: self.w.show_error(f"Could not store the anomaly results: {e}"))
+            self.pass_finished.emit(res)
+
+        def failed(e) -> None:
+            self.run_btn.setEnabled(True)
+            self.info.setText("")
+            self.w.show_error(f"Anomaly detection failed: {e}")
+
+        def cancelled() -> None:
+            self.run_btn.setEnabled(True)
+            self.info.setText("cancelled: the previous results and model are kept")
+
+        self.w.tasks.run(detect_anomalies, req, pool="compute", name="anomalies", key="anomalies").on_partial(
+            partial).on_done(done).on_error(failed).on_cancel(cancelled)
+
+    def show_result(self, res) -> None:
+        from core.anomaly.events import events_track, score_track
+        self.result = res
+        self.session.timeline.set_track(score_track(res.curve))
+        self._set_events(res.events)
+        notes = " ".join(res.notes)
+        self.info.setText(f"{len(res.events)} events (threshold {res.threshold:.2f}) in {res.compute_s:.1f} s. {notes}")
+        self.session.timeline.set_track(events_track(res.events))
+
+    def _on_sensitivity(self, v: int) -> None:
+        if self.result is None:
+            return
+        from core.anomaly.events import events_track, rethreshold
+        self.events = rethreshold(self.result.curve, self.result.events, v / 100.0)
+        self._set_events(self.events)
+        self.session.timeline.set_track(events_track(self.events))
+
+    def _set_events(self, events) -> None:
+        self.events = list(events)
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.events))
+        for r, ev in enumerate(self.events):
+            icon = QTableWidgetItem()
+            if ev.thumbnail is not None:
+                img = ev.thumbnail
+                h, w = img.shape[:2]
+                q = QImage(img.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+                icon.setIcon(QIcon(QPixmap.fromImage(q)))
+            icon.setData(Qt.ItemDataRole.UserRole, r)
+            cells = [icon, _num(format_time(ev.start), ev.start), _num(f"{ev.peak:.2f}", ev.peak),
+                     QTableWidgetItem(f"{ev.modality}: " + "; ".join(x.text for x in ev.reasons[:2])),
+                     QTableWidgetItem(ev.feedback or "")]
+            for c, it in enumerate(cells):
+                it.setData(Qt.ItemDataRole.UserRole, r)
+                self.table.setItem(r, c, it)
+        self.table.setSortingEnabled(True)
+        self.table.sortItems(2, Qt.SortOrder.DescendingOrder)
+        self.table.resizeRowsToContents()
+
+    def _row_event(self, row: int):
+        it = self.table.item(row, 0)
+        return None if it is None else self.events[int(it.data(Qt.ItemDataRole.UserRole))]
+
+    # -- replay --------------------------------------------------------------------------
+    def replay_row(self, row: int) -> None:
+        ev = self._row_event(row)
+        if ev is not None:
+            self.replay(ev)
+
+    def replay(self, ev) -> None:
+        """Jump to the event with context, show its span, and loop it."""
+        s = self.session
+        a, b = max(0.0, ev.start - CONTEXT_S), min(s.duration, ev.end + CONTEXT_S)
+        s.set_view(a - (b - a) * 0.5, b + (b - a) * 0.5)
+        s.loop_range = (a, b)
+        s.seek(a)
+        s.playing = True
+
+    def step_event(self, direction: int) -> None:
+        if not self.events:
+            return
+        evs = sorted(self.events, key=lambda e: e.start)
+        t = self.session.position
+        nxt = [e for e in evs if e.start > t + CONTEXT_S + 0.01] if direction > 0 else \
+            [e for e in evs if e.start < t + CONTEXT_S - 0.01]
+        if nxt:
+            self.replay(nxt[0] if direction > 0 else nxt[-1])
+
+    def feedback(self, verdict: str) -> None:
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        proj, mid = self.w.project, self.session.media_id
+        for r in rows:
+            ev = self._row_event(r)
+            if ev is None:
+                continue
+            ev.feedback = verdict
+            self.table.item(r, 4).setText(verdict)
+            if proj is not None and mid is not None and not proj.read_only:
+                from core.anomaly.events import set_feedback
+                self.w.tasks.call(set_feedback, proj, mid, ev, verdict, pool="db", name="feedback").on_error(
+                    lambda e: self.w.show_error(f"Could not store the feedback: {e}"))
+
+    # -- export --------------------------------------------------------------------------
+    def choose_export(self) -> None:
+        if not self.events:
+            return
+        d = QFileDialog.getExistingDirectory(self, "Export events to")
+        if d:
+            self.export_to(d)
+
+    def export_to(self, folder: str):
+        from core.anomaly.export import export_event_clips, export_events_csv, export_events_json
+        events, src = list(self.events), self.session.info.path
+
+        def work():
+            out = Path(folder)
+            files = [export_events_csv(events, out / "events.csv"), export_events_json(events, out / "events.json")]
+            files += export_event_clips(src, events, out)
+            return files
+        return self.w.tasks.call(work, pool="io", name="export events").on_done(
+            lambda files: self.w.statusBar().showMessage(f"exported {len(files)} files to {folder}", 8000)).on_error(
+            lambda e: self.w.show_error(f"Export failed: {e}"))
+
+    # -- live ----------------------------------------------------------------------------
+    def _toggle_live(self, on: bool) -> None:
+        live = self.w.live
+        if self.monitor is not None and self.monitor in live.processors:
+            live.processors.remove(self.monitor)
+        self.monitor = None
+        if on:
+            from core.anomaly.events import LiveMonitor
+            from core.anomaly.features import FeatureConfig
+            try:
+                self.monitor = LiveMonitor.create(FeatureConfig(window_s=0.5), has_video=True, has_audio=True,
+                                                  sensitivity=self.sens.value() / 100.0)
+            except Exception as e:
+                self.w.show_error(f"Live anomaly detection cannot start: {e}")
+                self.live_btn.setChecked(False)
+                return
+            live.processors.append(self.monitor)
+            self.info.setText(f"live: {self.monitor.status}. " + " ".join(self.monitor.notes)
+                              + (" Restart the stream to apply." if live.running else ""))
+
+    def on_live_event(self, payload, t: float) -> None:
+        """A processor event from the live worker (UI thread)."""
+        if not (isinstance(payload, tuple) and len(payload) == 2):
+            return
+        kind, ev = payload
+        if kind != "opened":
+            return
+        self.banner.setText(f"⚠ {format_time(ev.start)}  {ev.label}  (score {ev.peak:.2f})")
+        self.banner.show()
+        self.events.append(ev)
+        self._set_events(self.events)
+        self.alert.emit(ev)
+        folder = self._record_folder()
+        ring, start, end = self.w.live.ring, ev.start - 5.0, ev.start + 5.0
+        name = f"event-{time.strftime('%Y%m%d-%H%M%S')}-{int(ev.start)}s.mp4"
+        self.w.tasks.call(lambda: (self._after(end), ring.write_clip(start, end, folder / name)),
+                          pool="io", name="record event").on_error(
+            lambda e: log.warning("could not record the event clip: %s", e))
+
+    def _after(self, t: float) -> None:
+        """Wait (on the I/O worker) until the stream has passed ``t`` so the clip has its tail."""
+        deadline = time.monotonic() + 15.0
+        while self.w.live.ring.span[1] < t and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def _record_folder(self) -> Path:
+        proj = self.w.project
+        base = Path(str(proj.path)).with_suffix("") if proj is not None else Path.home() / "kestrel-events"
+        d = Path(str(base) + "-events")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+def _num(text: str, value: float) -> QTableWidgetItem:
+    """Fixed-width text (hh:mm:ss.mmm, 0.00) sorts like the number it shows."""
+    return QTableWidgetItem(text)

@@ -18,15 +18,11 @@ from typing import Any
 import numpy as np
 
 from core.focus import FocusRequest, FocusResult
-from core.timeline import TrackKind, register_kind
 
 RUN_KIND = "focus"
 TRACK_KIND = "focus"
 ARMS_KIND = "focus-arms"
-VERSION = "1"
-
-register_kind(TrackKind(TRACK_KIND, "Selected frames", style="markers", color="#ff9f1c", order=8))
-register_kind(TrackKind(ARMS_KIND, "Selection heatmap", style="intervals", color="#ff9f1c", height=18, order=9))
+VERSION = "1"  # their track kinds (markers, heat) are registered in core.timeline
 
 
 def timecode(t: float) -> str:

@@ -23,13 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def arms_track(name: str, arms) -> Track:
-    """Heat cells: brightness = the arm's upper bound, normalised over the arms scored so far."""
-    ranks = [a.ucb for a in arms if a.n and math.isfinite(a.ucb)]
+    """Heat cells: brightness = the arm's rank (its empirical-Bernstein bound at the coarse pull
+    count, which orders arms for the final pick; the raw bound favours arms with few pulls),
+    normalised over the arms scored so far."""
+    ranks = [a.rank for a in arms if a.n and math.isfinite(a.rank)]
     lo, hi = (min(ranks), max(ranks)) if ranks else (0.0, 1.0)
     items = []
     for a in arms:
-        if a.n and math.isfinite(a.ucb):
-            conf = (a.ucb - lo) / (hi - lo) if hi > lo else 1.0
+        if a.n and math.isfinite(a.rank):
+            conf = (a.rank - lo) / (hi - lo) if hi > lo else 1.0
             label = f"mean {a.mean:.2f} · bound {a.ucb:.2f} · {a.n} scored"
         else:
             conf, label = 0.0, "not scored yet"

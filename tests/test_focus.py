@@ -225,12 +225,13 @@ def test_example_frame_query_finds_the_same_shot(minute_video):
     """Visual similarity (EfficientNet) to an example region of this video: the best picks lie in
     the example's own shot."""
     with pytest.raises(ValueError, match="example region needs"):
-        select_frames(FocusRequest(str(minute_video), "", example_box=(0, 0, 1, 1)), HeadlessState())
+        select_frames(FocusRequest(str(minute_video), "this", example_box=(0, 0, 1, 1)), HeadlessState())
     res = select_frames(FocusRequest(str(minute_video), "", example_time=20.0, example_box=(0.1, 0.1, 0.9, 0.9),
                                      budget_frames=60, k=6), HeadlessState())
     assert res.scorer == "example-image" and res.frames_scored == 60
     best = max(res.frames, key=lambda f: f.score)
-    assert abs(best.time - 20.0) < 4.0 and best.score > 0.8, (best, res.warnings)
+    median = float(np.median([v for _, v in res.scored]))
+    assert abs(best.time - 20.0) < 4.0 and best.score > median + 0.2, (best, median)
 
 
 def test_job_skips_broken_frames(monkeypatch, minute_video):

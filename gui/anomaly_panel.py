@@ -66,7 +66,12 @@ class AnomalyPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setIconSize(QPixmap(64, 36).size())
-        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setDefaultSectionSize(40)
+        hh = self.table.horizontalHeader()
+        for c in (0, 1, 2, 4):
+            hh.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.table.setSortingEnabled(True)
         self.table.cellClicked.connect(lambda r, _c: self.replay_row(r))
         self.confirm = QPushButton("Confirm")
@@ -171,14 +176,13 @@ class AnomalyPanel(QWidget):
                 icon.setIcon(QIcon(QPixmap.fromImage(q)))
             icon.setData(Qt.ItemDataRole.UserRole, r)
             cells = [icon, _num(format_time(ev.start), ev.start), _num(f"{ev.peak:.2f}", ev.peak),
-                     QTableWidgetItem(f"{ev.modality}: " + "; ".join(x.text for x in ev.reasons[:2])),
+                     _why(ev),
                      QTableWidgetItem(ev.feedback or "")]
             for c, it in enumerate(cells):
                 it.setData(Qt.ItemDataRole.UserRole, r)
                 self.table.setItem(r, c, it)
         self.table.setSortingEnabled(True)
         self.table.sortItems(2, Qt.SortOrder.DescendingOrder)
-        self.table.resizeRowsToContents()
 
     def _row_event(self, row: int):
         it = self.table.item(row, 0)
@@ -295,6 +299,12 @@ class AnomalyPanel(QWidget):
         d = Path(str(base) + "-events")
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+def _why(ev) -> QTableWidgetItem:
+    it = QTableWidgetItem(f"{ev.modality}: {ev.label}")
+    it.setToolTip("\n".join(f"{r.modality} · {r.cue}: {r.text}" for r in ev.reasons))
+    return it
 
 
 def _num(text: str, value: float) -> QTableWidgetItem:

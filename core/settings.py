@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "analysis_fps": 2.0,
     "analysis_device": "auto",  # "auto" | "cpu" | "cuda"
     "last_stream": "",
+    "chat_url": "",  # an OpenAI-compatible server; its key lives in the keyring or the environment
+    "chat_model": "",
 }
 
 # version N -> N+1; each gets and returns the plain dict

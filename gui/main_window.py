@@ -25,6 +25,7 @@ from core.settings import Settings, data_dir
 from core.waveform import WaveformRequest
 from gui.analysis_controller import AnalysisController
 from gui.anomaly_panel import AnomalyPanel
+from gui.chat_panel import ChatPanel
 from gui.focus_panel import FocusPanel
 from gui.live_controller import LiveController
 from gui.perception import AnalysisDialog, DetectionsPanel, ModelsDialog
@@ -178,6 +179,15 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.detections_dock, adock)
         self.detections_dock.raise_()
         self.anomaly_dock = adock
+        self.chat = ChatPanel(self)
+        cdock = QDockWidget("Chat", self)
+        cdock.setObjectName("chat-dock")
+        cdock.setWidget(self.chat)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, cdock)
+        self.tabifyDockWidget(self.anomaly_dock, cdock)
+        self.detections_dock.raise_()
+        self.chat_dock = cdock
+        self.focus.send_to_chat.connect(lambda times: (self.chat_dock.raise_(), self.chat.ask_about(times)))
         self.live = LiveController(self.tasks, self)
         self.live.event.connect(self.anomalies.on_live_event)
         self.live.frame.connect(self.player.show_live)
@@ -227,11 +237,14 @@ class MainWindow(QMainWindow):
         v.addAction(self.detections_dock.toggleViewAction())
         v.addAction(self.focus_dock.toggleViewAction())
         v.addAction(self.anomaly_dock.toggleViewAction())
+        v.addAction(self.chat_dock.toggleViewAction())
         an = mb.addMenu("&Analyse")
         self._action(an, "&Analyse Media…", self.choose_analysis, "Ctrl+Shift+A")
         self._action(an, "Find &Anomalies", lambda: (self.anomaly_dock.raise_(), self.anomalies.run()))
         self._action(an, "Find &Frames…", lambda: (self.focus_dock.raise_(), self.focus.query.setFocus()),
                      "Ctrl+F")
+        self._action(an, "&Chat about This Frame", lambda: (self.chat_dock.raise_(),
+                                                             self.chat.ask_about([self.session.position])), "Ctrl+T")
         self._action(an, "&Models…", self.show_models)
         h = mb.addMenu("&Help")
         self._action(h, "&Keyboard shortcuts", self._show_keys, "F1")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see main.py
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (ROOT, ROOT / "tests"):  # `core` package and the `mediagen` helper module

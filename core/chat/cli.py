@@ -1,0 +1,196 @@
+"""Headless chat: ``python main.py chat SOURCE --ask "..." [--at SECONDS] [--server URL --model NAME]``.
+
+Prints the answer as it streams, then the times it cites (clickable in the GUI), the bitrate
+the model was given beside a human-quality stream of the same frames, and where the time
+went. SOURCE is a file (perception runs over the window before ``--at``, or the project's
+stored tracks are used with ``--project``), a camera index or a stream URL (Kestrel listens
+for ``--listen`` seconds, running the detector as it goes, then asks).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from core.chat.grounding import PerceptionLog, fmt_time
+from core.chat.session import ChatAnswer, ChatPartial, ChatRequest, EncoderSettings, answer, perceive_file
+from core.jobs import HeadlessState
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kestrel chat", description="Ask a model about a video or a live feed.")
+    ap.add_argument("source", help="a video file, a camera index (0) or a stream URL (rtsp://…, http://…)")
+    ap.add_argument("--ask", required=True, help="the question")
+    ap.add_argument("--at", type=float, default=None, help="the moment asked about, in seconds (default: the end)")
+    ap.add_argument("--window", type=float, default=30.0, help="seconds before --at the answer looks at (30)")
+    ap.add_argument("--server", help="an OpenAI-compatible server (Ollama, llama.cpp, vLLM), e.g. "
+                                     "http://localhost:11434/v1; default: the embedded model")
+    ap.add_argument("--model", help="the model name on --server")
+    ap.add_argument("--key-env", default="KESTREL_LLM_API_KEY",
+                    help="environment variable holding the server's API key (else the OS keyring)")
+    ap.add_argument("--project", help="a .kestrel project: use its stored perception and keep the chat there")
+    ap.add_argument("--listen", type=float, default=10.0, help="seconds to watch a live source before asking (10)")
+    ap.add_argument("--max-side", type=int, default=640, help="longer side of the frames sent (640)")
+    ap.add_argument("--crf", type=int, default=36, help="codec quality, higher is fewer bits (36)")
+    ap.add_argument("--codec", choices=("h264", "hevc"), default="h264")
+    ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds a server may stay silent (60)")
+    return ap
+
+
+def cmd_chat(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from models.catalogue import ModelError
+    from models.llm.base import LLMError
+
+    try:
+        backend = _backend(args)
+    except (ModelError, LLMError) as e:
+        print(f"kestrel: {e}", file=sys.stderr)
+        return 1
+    settings = EncoderSettings(max_side=args.max_side, crf=args.crf, codec=args.codec)
+    src = args.source
+    is_file = not (src.isdigit() or "://" in src)
+    project = media_id = None
+    frames = None
+    try:
+        if is_file:
+            if not Path(src).exists():
+                print(f"kestrel: {src} does not exist.", file=sys.stderr)
+                return 1
+            project, media_id, log = _file_log(args)
+        else:
+            frames, log = _listen(src, args.listen)
+    except KeyboardInterrupt:
+        print("\ncancelled", file=sys.stderr)
+        return 130
+    except Exception as e:  # MediaError, LiveError, ProjectError: one line, no traceback
+        print(f"kestrel: {e}", file=sys.stderr)
+        return 1
+    state = HeadlessState(on_partial=_print_token)
+    req = ChatRequest(args.ask, backend, source=src if is_file else "", at=args.at, window_s=args.window,
+                      frames=frames, log=log, encoder=settings, max_tokens=args.max_tokens, reference=True)
+    try:
+        ans = answer(req, state)
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+    _report(ans)
+    if project is not None and media_id is not None and not project.read_only:
+        from core.chat.session import save_chat
+        save_chat(project, media_id, ans)
+        project.close()
+    return 2 if ans.error else 0
+
+
+def _backend(args):
+    if args.server:
+        from models.llm.openai_compat import OpenAICompatLLM
+        if not args.model:
+            raise SystemExit("kestrel chat: --server needs --model (the model's name on that server)")
+        return OpenAICompatLLM(args.server, args.model, key_env=args.key_env, read_timeout=args.timeout)
+    from models.llm.local import LocalLLM
+    return LocalLLM()
+
+
+def _file_log(args):
+    """The perception log of a file: the project's stored tracks when there are any, else a
+    perception pass over the window (detector, OCR for text questions, speech)."""
+    from core.chat import is_text_question
+    from core.media import probe
+
+    info = probe(args.source, with_hash=args.project is not None)
+    project = media_id = None
+    if args.project:
+        from core import ops
+        from core.cli import open_or_create
+        project = open_or_create(args.project)
+        rec = project.find_media(info.path)
+        media_id = rec.id if rec is not None else (None if project.read_only else ops.register_media(project, info))
+        if media_id is not None:
+            tracks = [t for t in ops.load_tracks(project, media_id) if t.kind != "chat"]
+            if tracks:
+                print(f"using {len(tracks)} stored perception tracks", file=sys.stderr)
+                return project, media_id, PerceptionLog.from_tracks(tracks)
+    at = info.duration_s if args.at is None else min(args.at, info.duration_s)
+    models = ["ssd-mobilenet-v2-coco"] + (["rapidocr"] if is_text_question(args.ask) else [])
+    if info.has_audio:
+        models.append("whisper-tiny")
+    t0 = time.perf_counter()
+    print(f"perception over {fmt_time(max(0.0, at - args.window))}–{fmt_time(at)} "
+          f"({', '.join(models)})…", file=sys.stderr)
+    log, errors = perceive_file(info.path, start=max(0.0, at - args.window), end=at + 0.5, models=models)
+    for e in errors:
+        print(f"  {e}", file=sys.stderr)
+    print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return project, media_id, log
+
+
+def _listen(spec: str, seconds: float):
+    """Watch a live source for ``seconds``: frames into a ring buffer, the detector at 2 fps into
+    the perception log (the live perception loop, headless)."""
+    from core.live import LiveError, LiveSource, RingBuffer
+    from models.catalogue import ModelError, load_model
+
+    ring = RingBuffer(seconds=max(seconds, 30.0) + 5)
+    log = PerceptionLog(horizon_s=300.0, step=0.5)
+    try:
+        det = load_model("ssd-mobilenet-v2-coco")
+    except ModelError as e:
+        print(f"kestrel: no detector ({e}); answering from the frames alone", file=sys.stderr)
+        det = None
+    src = LiveSource(spec, audio=False, give_up_s=20.0, backoff=(0.25, 2.0),
+                     on_status=lambda m: print(f"[{spec}] {m}", file=sys.stderr))
+    began = time.monotonic()
+    first: list[float] = []  # the watch starts with the first frame, not with the first try to connect
+
+    def done() -> bool:
+        now = time.monotonic()
+        return now - first[0] > seconds if first else now - began > seconds + 20.0
+
+    last = -1e9
+    try:
+        for ch in src.chunks(done):
+            if ch.kind != "video" or ch.image is None:
+                continue
+            if not first:
+                first.append(time.monotonic())
+            ring.push(ch)
+            if det is not None and ch.time - last >= 0.5:
+                last = ch.time
+                h, w = ch.image.shape[:2]
+                log.add_frame(ch.time, det.detect([ch.image])[0], size=(w, h))
+    except LiveError as e:  # a camera that drops: answer from what was seen
+        print(f"kestrel: {e} — answering from the {ring.span[1] - ring.span[0]:.0f} s buffered", file=sys.stderr)
+    return ring.frames, log
+
+
+def _print_token(p: object) -> None:
+    if isinstance(p, ChatPartial):
+        sys.stdout.write(p.token)
+        sys.stdout.flush()
+
+
+def _report(ans: ChatAnswer) -> None:
+    out = sys.stdout
+    if ans.error and not ans.text:
+        print(f"kestrel: {ans.error}", file=sys.stderr)
+    else:
+        out.write("\n")
+        if ans.corrected:  # what was streamed was the model's count; the code's replaces it
+            out.write(f"corrected: {ans.text}\n")
+        if ans.partial:
+            out.write(f"[partial answer: {ans.error}]\n")
+    for c in ans.citations:
+        out.write(f"  {c.text} → {c.seconds:.0f} s\n")
+    ref = ""
+    if ans.human_kbps:
+        ratio = ans.human_kbps / ans.kbps if ans.kbps else float("inf")
+        ref = f" (human-quality H.264 of the same frames: {ans.human_kbps:.0f} kbps, 1/{ratio:.0f})"
+    seen = ", ".join(fmt_time(t) for t in ans.frames_seen) or "none"
+    out.write(f"stream: {ans.kbps:.1f} kbps{ref}; {ans.frames_sent} frames encoded, the model saw {seen}\n")
+    out.write(f"latency: encode {ans.encode_s:.2f} s, transfer {ans.transfer_s:.2f} s, inference "
+              f"{ans.inference_s:.2f} s (perception on the decoded frames {ans.perceive_s:.2f} s); model {ans.model}\n")
+    for n in ans.notes:
+        out.write(f"note: {n}\n")

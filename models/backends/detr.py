@@ -10,7 +10,6 @@ classifier) gets a message saying what was found and what is expected.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -102,18 +101,12 @@ class DETRDetector:
         return sorted(dets, key=lambda d: -d.score)
 
 
+from models.backends.hfconfig import read_config  # noqa: E402
+
+
 def _check_folder(spec: ModelSpec, folder: Path) -> str:
     """The folder's model type, or a ModelError saying what is wrong with it (no torch needed)."""
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        raise ModelError(f"{spec.title}: {folder} has no config.json; pick the folder that holds config.json, "
-                         "the weights and preprocessor_config.json.")
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        if not isinstance(cfg, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{spec.title}: {cfg_file} is not a readable model config ({e}).") from e
+    cfg = read_config(spec, folder, "the weights and preprocessor_config.json")
     model_type = str(cfg.get("model_type", ""))
     archs = ", ".join(cfg.get("architectures") or []) or "no architecture listed"
     if model_type not in DETR_FAMILY:

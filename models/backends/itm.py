@@ -17,7 +17,6 @@ the checkpoint (a BLIP captioning model has no ITM head) are an error, never a r
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,19 +120,13 @@ class ImageTextMatcher:
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
+from models.backends.hfconfig import read_config  # noqa: E402
+
+
 def _check_folder(spec: ModelSpec, folder: Path, family: str) -> str:
     """The folder's model type, or a ModelError saying what was found and what is expected (no torch)."""
-    cfg_file = folder / "config.json"
     want_types, want_cls = FAMILIES[family]
-    if not cfg_file.is_file():
-        raise ModelError(f"{spec.title}: {folder} has no config.json; pick the folder that holds config.json, "
-                         "the weights, the tokenizer and preprocessor_config.json.")
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        if not isinstance(cfg, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{spec.title}: {cfg_file} is not a readable model config ({e}).") from e
+    cfg = read_config(spec, folder, "the weights, the tokenizer and preprocessor_config.json")
     model_type = str(cfg.get("model_type", ""))
     archs = [str(a) for a in cfg.get("architectures") or []]
     if model_type not in want_types:

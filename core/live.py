@@ -91,6 +91,8 @@ class LiveSource:
             fmt, url = "v4l2", f"/dev/video{self.spec}"
         elif url.lower().startswith(("rtsp", "rtsps")):
             opts["rtsp_transport"] = "tcp"
+        if "://" in url:  # a network stream: probe 1 s of it, not FFmpeg's default 5 s
+            opts.update(analyzeduration="1000000", probesize="200000")
         try:
             return av.open(url, format=fmt, options=opts,
                            timeout=(self.open_timeout, self.read_timeout))
@@ -298,9 +300,14 @@ class RingBuffer:
             vs = out.add_stream("libx264", rate=int(round(fps)))
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
             vs.time_base = Fraction(1, 1000)
+            last = -1
             for t, img in frames:
+                pts = int(round((t - t0) * 1000))
+                if pts <= last:  # a camera that stamps two frames alike: the encoder needs a rising clock
+                    continue
+                last = pts
                 fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="rgb24")
-                fr.pts = int(round((t - t0) * 1000))
+                fr.pts = pts
                 fr.time_base = Fraction(1, 1000)
                 for p in vs.encode(fr):
                     out.mux(p)

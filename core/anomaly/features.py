@@ -45,6 +45,7 @@ AUDIO_CHUNK_S = 60.0  # the file pass decodes and runs the VAD a minute at a tim
 DECODE_SIZE = (960, 540)  # the detector sees 300×300 anyway
 VIDEO_BASE = ("det_total", "track_enter", "track_exit", "box_motion", "box_area", "frame_diff",
               "frame_diff_max", "brightness")
+VAD_CONTEXT_S = 4.0  # audio before a live window that voice-activity detection also sees
 AUDIO_BASE = ("rms_db", "rms_db_max", "onset_mean", "onset_max", "vad", "speech")
 FEATURES_KIND = "anomaly/features"
 
@@ -265,6 +266,7 @@ class WindowFeaturizer:
         self._tracks: dict[int, tuple[float, float]] = {}
         self._prev_total = 0
         self._last_mel: np.ndarray | None = None
+        self._vad_context = np.zeros(0, np.float32)  # the audio before this window (live VAD)
         if self.tracker is not None and hasattr(self.tracker, "reset"):
             self.tracker.reset()
 
@@ -373,8 +375,15 @@ class WindowFeaturizer:
         row[m0:m0 + self.cfg.mel_bands] = mel.mean(axis=0)
         vad = w.vad
         if vad is None and self.vad is not None and w.audio is not None:
-            segs = self.vad.segments(x)
-            vad = coverage([(s.start, s.end) for s in segs], 0.0, x.size / SAMPLE_RATE)
+            # Window by window (live): VAD sees the last VAD_CONTEXT_S before the window too. On
+            # a lone 0.5 s window Silero calls music speech (72% against 0% for the same audio
+            # in the file pass, which runs VAD over long chunks).
+            ctx = self._vad_context
+            y = np.concatenate([ctx, x]) if ctx.size else x
+            segs = self.vad.segments(y)
+            off = ctx.size / SAMPLE_RATE
+            vad = coverage([(s.start, s.end) for s in segs], off, off + x.size / SAMPLE_RATE)
+            self._vad_context = y[-int(VAD_CONTEXT_S * SAMPLE_RATE):]
         row[ix["vad"]] = float(vad or 0.0)
         row[ix["speech"]] = float(w.speech if w.speech is not None else (vad or 0.0))
 

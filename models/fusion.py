@@ -62,7 +62,14 @@ def ffn_names() -> tuple[str, ...]:
     return tuple(_FFN)
 
 
+def _ensure_known(name: str) -> None:
+    """The mixtures of experts register themselves when models.experts is imported (no torch)."""
+    if name not in _FFN and name.split("-")[0] in ("moe", "anyexperts"):
+        import models.experts  # noqa: F401
+
+
 def ffn_factory(name: str) -> FFNFactory:
+    _ensure_known(name)
     try:
         return _FFN[name]
     except KeyError:
@@ -430,7 +437,7 @@ def from_bytes(blob: bytes, config: dict[str, Any], ffn_factory: FFNFactory | No
             raise CheckpointError(
                 f"this anomaly model was trained with {cfg.ffn!r} feed-forward blocks, but {asked!r} blocks "
                 f"were asked for: retrain the model with {asked!r} blocks (or load it with {cfg.ffn!r}).")
-    elif cfg.ffn not in _FFN:
+    elif _ensure_known(cfg.ffn) or cfg.ffn not in _FFN:
         raise CheckpointError(f"this anomaly model was trained with {cfg.ffn!r} feed-forward blocks, which this "
                               f"Kestrel does not have (known: {', '.join(_FFN)}); retrain it.")
     try:

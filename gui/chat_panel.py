@@ -4,12 +4,19 @@ Each question runs :func:`core.chat.session.answer` on the compute worker: the r
 window is encoded for the machine (question-aware regions, ultra-low bitrate), grounded in
 the perception log, and answered by the chosen backend; tokens stream into the panel.
 Timestamps in answers are links that seek the player. The meter shows the kbps the model
-was given beside what a human-quality stream of the same frames costs.
+was given beside what a human-quality stream of the same frames costs: per answer, and —
+while a live source runs — continuously, from :class:`LiveStreamMeter`, a live processor
+that encodes on the live worker; the panel only shows the numbers it reports.
 """
 from __future__ import annotations
 
 import html
 import logging
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
 
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTextBrowser,
@@ -18,6 +25,200 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushB
 from core.session import format_time
 
 log = logging.getLogger(__name__)
+
+
+class LivePerception:
+    """A live processor (run on the live worker): the detector at ``fps`` on the live frames,
+    into the recent minutes of the chat's perception log — what a question on a live feed is
+    grounded in, and what steers the live meter's stream (the headless command's loop, in the
+    window). Qt-free. ``snapshot()`` gives an answer its own copy to read on another worker."""
+
+    def __init__(self, fps: float = 2.0, horizon_s: float = 300.0, model: str = "ssd-mobilenet-v2-coco",
+                 detector: Any = None) -> None:
+        self.fps, self.horizon_s, self.model = fps, horizon_s, model
+        self.detector = detector
+        self.note = ""  # why there is no live detection, when there is none
+        self.latest: list = []  # Seen of the last perceived frame (the meter's regions)
+        self._tried = detector is not None
+        self._lock = threading.Lock()
+        self._new_log()
+
+    def _new_log(self) -> None:
+        from core.chat.grounding import PerceptionLog
+
+        self.log = PerceptionLog(self.horizon_s, step=1.0 / self.fps)
+        self._last_t: float | None = None
+        self._looked = -math.inf
+        self.latest = []
+
+    def feed(self, chunk: Any) -> list:
+        if chunk.kind != "video" or chunk.image is None:
+            return []
+        t = chunk.time
+        with self._lock:
+            if self._last_t is not None and t < self._last_t - 0.5:  # a new stream: its clock starts again
+                self._new_log()
+            self._last_t = t
+            if t - self._looked < 0.999 / self.fps:
+                return []
+            self._looked = t
+        det = self._load()
+        if det is None:
+            return []
+        from core.chat import seen_from
+
+        found = det.detect([chunk.image])[0]
+        h, w = chunk.image.shape[:2]
+        with self._lock:
+            self.log.add_frame(t, found, size=(w, h))
+            self.latest = seen_from(found)
+        return []
+
+    def _load(self) -> Any:
+        if not self._tried:
+            self._tried = True
+            from models.catalogue import ModelError, load_model
+            try:
+                self.detector = load_model(self.model)
+            except ModelError as e:
+                self.note = f"no detection on the live feed ({e}); answers rest on the frames sent"
+                log.warning("%s", self.note)
+        return self.detector
+
+    def snapshot(self) -> Any:
+        """A copy of the log as it is now (public API only: frames looked at, then what was seen)."""
+        from core.chat.grounding import PerceptionLog
+
+        with self._lock:
+            frames, obs = self.log.frame_times, self.log.observations()
+        out = PerceptionLog(self.horizon_s, step=1.0 / self.fps)
+        for t in frames:
+            out.add_frame(t)
+        for o in obs:
+            out.add(o)
+        return out
+
+
+@dataclass(frozen=True)
+class StreamRate:
+    """One reading of the live meter (a live processor event; numbers only).
+
+    ``kbps``: the machine-oriented stream over the last ``window_s`` of stream time;
+    ``human_kbps``: a human-quality H.264 stream (CRF 23, every frame, full decoded size) of
+    the same frames over the same window; ``size``: the machine stream's last encoded frame.
+    """
+
+    time: float
+    kbps: float
+    human_kbps: float
+    window_s: float
+    frames_in: int  # source frames since the stream (re)started
+    frames_sent: int
+    size: tuple[int, int]
+    source_size: tuple[int, int]
+    codec: str
+    cost_ms: float  # the meter's own encoding time per source frame (both streams)
+
+    @property
+    def ratio(self) -> float:
+        return self.human_kbps / self.kbps if self.kbps > 0 else math.inf
+
+
+class LiveStreamMeter:
+    """A live processor (``feed(chunk) -> events``, run on the live worker): encodes the feed as
+    the machine-oriented stream — the same encoder settings and sampling rate an answer uses —
+    and as a human-quality H.264 stream, and reports both bitrates as a :class:`StreamRate` at
+    most every ``every_s`` of stream time. Qt-free; the UI thread never encodes.
+
+    A new stream (its clock starting again) or a long drop resets both encoders. ``question``
+    (the last one asked, set from the UI thread) and ``perception``'s latest boxes steer the
+    machine stream as in an answer.
+    """
+
+    def __init__(self, settings: Any = None, *, sample_fps: float = 8.0, window_s: float = 10.0,
+                 every_s: float = 0.5, human: bool = True, perception: LivePerception | None = None) -> None:
+        self.settings = settings
+        self.perception = perception  # its latest boxes steer the stream's sharp regions, as in an answer
+        self.sample_fps, self.window_s, self.every_s, self.human = sample_fps, window_s, every_s, human
+        self.question: str | None = None
+        self.encoder_thread: int | None = None  # the thread that encoded last (tests check it is not the UI's)
+        self._lock = threading.Lock()  # an old stream's last chunk may overlap the next stream's first
+        self._reset()
+
+    def _reset(self) -> None:
+        self._enc: Any = None
+        self._human: Any = None
+        self._first: tuple[float, Any] | None = None  # held until the second frame gives the frame rate
+        self._totals: deque[tuple[float, int]] = deque()  # (time, human bytes so far)
+        self._last_t: float | None = None
+        self._last_wall = 0.0
+        self._pushed = -math.inf
+        self._reported = -math.inf
+        self._frames = 0
+        self._cost = 0.0
+        self._size = (0, 0)
+
+    def feed(self, chunk: Any) -> list[StreamRate]:
+        if chunk.kind != "video" or chunk.image is None:
+            return []
+        with self._lock:
+            return self._feed(chunk.time, chunk.wall, chunk.image)
+
+    def _feed(self, t: float, wall: float, image: Any) -> list[StreamRate]:
+        import time as _time
+
+        if self._last_t is not None and (t < self._last_t - 0.5 or wall - self._last_wall > 5.0):
+            self._reset()
+        self._last_t, self._last_wall = t, wall
+        self.encoder_thread = threading.get_ident()
+        t0 = _time.perf_counter()
+        if self._enc is None:
+            from core.chat import RegionScorer, TextVectors
+            from core.chat.session import EncoderSettings
+            # regions matched to the question by shared words: loading MiniLM here, beside the
+            # compute worker's copy, would cost a second model and race transformers' lazy imports
+            self._enc = (self.settings or EncoderSettings()).make(RegionScorer(TextVectors(load=False)))
+        self._frames += 1
+        if self.human:
+            self._add_human(t, image)
+        if t - self._pushed >= 0.999 / self.sample_fps:
+            self._pushed = t
+            seen = list(self.perception.latest) if self.perception is not None and self.question else None
+            sent = self._enc.push(t, image, seen, self.question)
+            if sent is not None:
+                self._size = sent.size
+        self._cost += _time.perf_counter() - t0
+        if t - self._reported < self.every_s or self._enc.stats.frames_sent == 0:
+            return []
+        self._reported = t
+        st = self._enc.stats
+        return [StreamRate(t, self._enc.recent_kbps(self.window_s), self._human_kbps(), self.window_s,
+                           self._frames, st.frames_sent, self._size, (image.shape[1], image.shape[0]),
+                           self._enc.codec, 1000 * self._cost / self._frames)]
+
+    def _add_human(self, t: float, image: Any) -> None:
+        from core.chat.encoder import HumanQualityStream
+
+        if self._human is None:
+            if self._first is None or t <= self._first[0]:
+                self._first = (t, image)
+                return
+            fps = min(120.0, max(1.0, 1.0 / (t - self._first[0])))
+            self._human = HumanQualityStream(fps, crf=23, preset="veryfast", tune="zerolatency")
+            self._human.add(*self._first)
+            self._totals.append((self._first[0], self._human.total))
+            self._first = None
+        self._human.add(t, image)
+        self._totals.append((t, self._human.total))
+        while len(self._totals) > 2 and self._totals[1][0] <= t - self.window_s:
+            self._totals.popleft()
+
+    def _human_kbps(self) -> float:
+        """Bytes of the frames after the window's first one, over the time they cover."""
+        if len(self._totals) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._totals[0], self._totals[-1]
+        return (b1 - b0) * 8 / 1000 / (t1 - t0) if t1 > t0 else 0.0
 
 
 def make_backend(request: tuple[str, str, str], state):
@@ -31,9 +232,11 @@ def make_backend(request: tuple[str, str, str], state):
 
 
 class ChatPanel(QWidget):
-    """Signals: ``answered(answer)``."""
+    """Signals: ``answered(answer)``, ``meter_changed(rate)`` (a :class:`StreamRate` from the live
+    stream, or a :class:`core.chat.session.ChatAnswer`'s numbers after an answer)."""
 
     answered = Signal(object)
+    meter_changed = Signal(object)
 
     def __init__(self, window, parent=None):
         super().__init__(parent)
@@ -43,6 +246,11 @@ class ChatPanel(QWidget):
         self._backend_key = None
         self.task = None
         self.frames_override: list[float] | None = None
+        self.perception = LivePerception()
+        self.stream_meter = LiveStreamMeter(perception=self.perception)
+        self.live_rate: StreamRate | None = None
+        self.selftest = None  # the self-test window, made on first use
+        self._noted = False
         self.history = QTextBrowser()
         self.history.setOpenLinks(False)
         self.history.document().setDefaultStyleSheet("a { color: #61afef; } p { margin: 4px 0; }")
@@ -63,7 +271,15 @@ class ChatPanel(QWidget):
         self.stop_btn = QPushButton("Stop")
         self.stop_btn.setEnabled(False)
         self.stop_btn.clicked.connect(self.stop)
+        self.selftest_btn = QPushButton("Self-test…")
+        self.selftest_btn.setToolTip("Questions with known answers on real clips, answered at several bitrates: "
+                                     "see where the chosen model stops coping")
+        self.selftest_btn.clicked.connect(self.open_selftest)
+        self.live_meter = QLabel("")
+        self.live_meter.setWordWrap(True)
+        self.live_meter.setVisible(False)
         self.meter = QLabel("stream to the model: —")
+        self.meter.setWordWrap(True)
         self.meter.setToolTip("Bitrate of the machine-oriented stream the model saw, beside a human-quality "
                               "H.264 stream of the same frames")
         server = QHBoxLayout()
@@ -76,17 +292,96 @@ class ChatPanel(QWidget):
         ask.addWidget(self.question, 1)
         ask.addWidget(self.ask_btn)
         ask.addWidget(self.stop_btn)
+        top = QHBoxLayout()
+        top.addWidget(self.kind, 1)
+        top.addWidget(self.selftest_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.kind)
+        lay.addLayout(top)
         lay.addWidget(self.server_row)
         lay.addWidget(self.history, 1)
+        lay.addWidget(self.live_meter)
         lay.addWidget(self.meter)
         lay.addLayout(ask)
         self._current = ""
 
     def _on_kind(self) -> None:
         self.server_row.setVisible(self.kind.currentData() == "server")
+
+    # -- the live meter ------------------------------------------------------------------
+    def attach_live(self, live) -> None:
+        """Watch ``live`` (a :class:`gui.live_controller.LiveController`): the chat's live
+        perception and the meter run on its worker for every stream started from now on."""
+        for proc in (self.perception, self.stream_meter):  # in this order: the meter reads the boxes
+            if proc not in live.processors:
+                live.processors.append(proc)
+        live.event.connect(self.on_live_event)
+        live.stopped.connect(self._live_stopped)
+
+    def on_live_event(self, payload, _t: float) -> None:
+        """A live processor's event (UI thread); the meter's readings are ours."""
+        if not isinstance(payload, StreamRate):
+            return
+        self.live_rate = payload
+        self._render_live(None)
+        self.meter_changed.emit(payload)
+
+    def _render_live(self, stopped: str | None) -> None:
+        r = self.live_rate
+        if r is None:
+            return
+        ratio = f"1/{r.ratio:.0f}" if math.isfinite(r.ratio) and r.ratio >= 1 else f"×{r.ratio:.2f}"
+        head = (f"<b>stream {html.escape(stopped)}</b> — last reading" if stopped else
+                "<span style='color:#e06c75'>●</span> <b>live</b>")
+        full = 200  # px of the human-quality bar; the model's bar is to scale (linear)
+        mine = max(2, round(full * r.kbps / r.human_kbps)) if r.human_kbps else 0
+
+        def bar(width: int, color: str) -> str:
+            return (f"<table cellspacing=0 cellpadding=0><tr><td width={width} height=9 bgcolor='{color}'></td>"
+                    f"</tr></table>") if width else ""
+        human = (f"<tr><td>human-quality H.264&nbsp;</td><td align=right><b>{r.human_kbps:,.0f} kbps</b>&nbsp;</td>"
+                 f"<td>{bar(full, '#7f848e')}</td></tr>") if r.human_kbps else ""
+        self.live_meter.setText(
+            f"{head} · the model's stream is <b style='color:#98c379'>{ratio}</b> of a human-quality one"
+            f"<table cellspacing=2 cellpadding=0>"
+            f"<tr><td>stream to the model&nbsp;</td><td align=right><b style='color:#61afef'>{r.kbps:.1f} kbps</b>"
+            f"&nbsp;</td><td>{bar(mine, '#61afef')}</td></tr>{human}</table>"
+            f"<span style='color:#888'>over the last {r.window_s:.0f} s · {r.frames_sent} of {r.frames_in} frames "
+            f"sent so far, at {r.size[0]}×{r.size[1]} ({r.codec}) · source {r.source_size[0]}×{r.source_size[1]}"
+            f"</span>")
+        self.live_meter.setToolTip(f"The machine-oriented stream ({r.codec}, frames sent on semantic change) and a "
+                                   f"human-quality H.264 stream (CRF 23, every frame, full size) of the same "
+                                   f"live frames, both encoded on the live worker ({r.cost_ms:.1f} ms per frame).")
+        self.live_meter.setVisible(True)
+
+    def _live_stopped(self, why: str) -> None:
+        self._render_live(why)
+
+    def open_selftest(self) -> None:
+        """The self-test window for the chosen model (made once; it keeps its last run)."""
+        from core.settings import data_dir
+        from gui.chat_selftest_view import SelfTestView
+
+        key = self._key()
+        if key[0] == "server" and not key[2]:
+            self.w.show_error("Name the model to use on the server.")
+            return
+        if self.selftest is None:
+            self.selftest = SelfTestView(self.w.tasks, folder=str(data_dir() / "chat-selftest"), parent=self.w)
+            self.selftest.backend_loaded.connect(self._adopt)
+        self.selftest.set_backend(self.backend if self._backend_key == key else None, key,
+                                  self.kind.currentText() if key[0] == "local" else f"{key[2]} at {key[1]}")
+        self.selftest.show()
+        self.selftest.raise_()
+        self.selftest.activateWindow()
+
+    def _adopt(self, loaded) -> None:
+        key, backend = loaded
+        if self.backend is None:
+            self.backend, self._backend_key = backend, key
+
+    def _key(self) -> tuple[str, str, str]:
+        return (self.kind.currentData(), self.url.text().strip(), self.model.text().strip())
 
     def _on_link(self, url: QUrl) -> None:
         if url.scheme() == "t":
@@ -103,7 +398,7 @@ class ChatPanel(QWidget):
         q = self.question.text().strip()
         if not q:
             return
-        key = (self.kind.currentData(), self.url.text().strip(), self.model.text().strip())
+        key = self._key()
         if key[0] == "server":
             self.w.settings.set("chat_url", key[1])
             self.w.settings.set("chat_model", key[2])
@@ -111,7 +406,8 @@ class ChatPanel(QWidget):
                 self.w.show_error("Name the model to use on the server.")
                 return
         self.question.clear()
-        self._add(f"<p><b>You</b> <span style='color:#888'>[{format_time(self._at() or 0)}]</span>: "
+        when = self.w.live.last_time if self.w.live.running else (self._at() or 0)
+        self._add(f"<p><b>You</b> <span style='color:#888'>[{format_time(when)}]</span>: "
                             f"{html.escape(q)}</p>")
         self.ask_btn.setEnabled(False)
         self.stop_btn.setEnabled(True)
@@ -145,11 +441,15 @@ class ChatPanel(QWidget):
         if live:
             frames = self.w.live.ring.frames
             source = self.w.live.spec or "live"
+            self.stream_meter.question = q  # the live meter's stream is steered like the answer's
         else:
             source = info.path
             if self.frames_override:
                 at = self.frames_override[-1]
-        log_ = PerceptionLog.from_tracks(self.session.timeline.tracks)
+        log_ = self.perception.snapshot() if live else PerceptionLog.from_tracks(self.session.timeline.tracks)
+        if live and self.perception.note and not self._noted:
+            self._noted = True
+            self._add(f"<i>{html.escape(self.perception.note)}</i>")
         req = ChatRequest(question=q, backend=self.backend, source=source, at=at, frames=frames, log=log_,
                           reference=True)
         self.frames_override = None
@@ -191,9 +491,11 @@ class ChatPanel(QWidget):
                             f"<span style='color:#888'>saw {seen or 'no frames'} · {ans.kbps:.1f} kbps · "
                             f"encode {ans.encode_s:.2f} s, transfer {ans.transfer_s:.2f} s, "
                             f"answer {ans.inference_s:.2f} s</span></p>")
-        human = f" (human-quality stream: {ans.human_kbps:.0f} kbps, ×{ans.human_kbps / max(ans.kbps, 1e-9):.0f})" \
-            if ans.human_kbps else ""
-        self.meter.setText(f"stream to the model: {ans.kbps:.1f} kbps{human}")
+        human = f" (human-quality H.264 of the same frames: {ans.human_kbps:,.0f} kbps, " \
+                f"1/{ans.human_kbps / max(ans.kbps, 1e-9):.0f})" if ans.human_kbps else ""
+        self.meter.setText(f"last answer: {ans.kbps:.1f} kbps to the model{human}, "
+                           f"{ans.frames_sent} frame(s) encoded")
+        self.meter_changed.emit(ans)
         self._finish_ui(None)
         proj, mid = self.w.project, self.session.media_id
         if proj is not None and mid is not None and not proj.read_only and not self.w.live.running:

@@ -190,6 +190,7 @@ class MainWindow(QMainWindow):
         self.focus.send_to_chat.connect(lambda times: (self.chat_dock.raise_(), self.chat.ask_about(times)))
         self.live = LiveController(self.tasks, self)
         self.live.event.connect(self.anomalies.on_live_event)
+        self.chat.attach_live(self.live)
         self.live.frame.connect(self.player.show_live)
         self.live.status.connect(lambda text: self.statusBar().showMessage(f"live: {text}", 10000))
         self.live.stopped.connect(self._live_stopped)

@@ -458,7 +458,7 @@ def search_text(idx: ArchiveIndex, query: str, embedder: Any, k: int = 10) -> li
 
 def description_match(idx: ArchiveIndex, q: np.ndarray, embedder: Any) -> np.ndarray:
     """Per shot: half the query's cosine with the whole description, half its best cosine with
-    one of the shot's tags weighted by that tag's confidence ("bicycle in the street" against
+    its two best-matching tags, weighted by their confidence ("bicycle in the street" against
     the tag "bicycle", undiluted by the shot's other tags)."""
     if idx.desc_emb is None:
         idx.desc_emb = _embed(embedder, idx.describe)
@@ -471,8 +471,11 @@ def description_match(idx: ArchiveIndex, q: np.ndarray, embedder: Any) -> np.nda
     if getattr(idx, "_tag_emb", None) is None or idx._tag_emb[0] != names:
         idx._tag_emb = (names, unit(_embed(embedder, names)))
     sim = dict(zip(names, (idx._tag_emb[1] @ qn).tolist()))
-    best = np.array([max((sim[t.name] * (1.0 if t.state in ("accepted", "user") else min(1.0, 0.5 + t.confidence))
-                          for t in tags if t.name in sim), default=0.0) for tags in idx.tags])
+    def best2(tags) -> float:  # the two best tags: "people riding bicycles" wants person *and* bicycle
+        v = sorted((sim[t.name] * (1.0 if t.state in ("accepted", "user") else min(1.0, 0.5 + t.confidence))
+                    for t in tags if t.name in sim), reverse=True)[:2]
+        return float(np.mean(v)) if v else 0.0
+    best = np.array([best2(tags) for tags in idx.tags])
     return 0.5 * whole + 0.5 * best
 
 

@@ -7,6 +7,7 @@
     python main.py anomalies VIDEO [--normal START-END] [--project P]   events, one per line
     python main.py select VIDEO --query "..." --k 16                     FOCUS frame selection
     python main.py chat SOURCE --ask "..." [--at SECONDS]               ask the chat model
+    python main.py tag FOLDER --project P [--ray ADDRESS] [--search "..."] [--export DIR]   archive tags
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "chat":
         from core.chat.cli import cmd_chat
         return cmd_chat(argv[1:])
+    if argv and argv[0] == "tag":
+        from core.tagging.cli import cmd_tag
+        return cmd_tag(argv[1:])
     if argv and argv[0] == "select":
         from core.focus_cli import cmd_select
         return cmd_select(argv[1:])

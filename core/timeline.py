@@ -41,6 +41,8 @@ register_kind(TrackKind("detections", "Detections", color="auto", order=20))
 register_kind(TrackKind("speech", "Speech", color="#c678dd", order=15))
 register_kind(TrackKind("text", "On-screen text", color="#56b6c2", order=18))
 register_kind(TrackKind("shots", "Shots", color="#98c379", order=40))
+# each shot's top tags (archive tagging, gui/tagging_panel.py), right under its shot
+register_kind(TrackKind("shot-tags", "Shot tags", color="#ef9f76", order=41))
 register_kind(TrackKind("anomaly", "Anomaly score", style="curve", color="#e06c75", height=40, order=10))
 register_kind(TrackKind("faces", "Faces", color="#e5c07b", order=17))
 register_kind(TrackKind("tags", "Scene tags", color="#d19a66", order=45))
@@ -48,6 +50,8 @@ register_kind(TrackKind("anomaly-events", "Anomaly events", color="#ff5c5c", ord
 register_kind(TrackKind("focus-arms", "Frame search", style="heat", color="#ffb347", height=18, order=12))
 register_kind(TrackKind("focus", "Selected frames", style="markers", color="#ffd166", order=13))
 register_kind(TrackKind("chat", "Chat", style="markers", color="#61afef", order=14))
+# real experts per token a mixture-of-experts network spent, one curve per modality (anomaly pass)
+register_kind(TrackKind("experts", "Experts spent", style="curve", color="#7fd1b9", height=32, order=11))
 # per-frame boxes feed the player's overlay and the detections table, not a timeline row
 register_kind(TrackKind("boxes", "Boxes", style="hidden", order=99))
 

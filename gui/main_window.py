@@ -30,6 +30,7 @@ from gui.focus_panel import FocusPanel
 from gui.live_controller import LiveController
 from gui.perception import AnalysisDialog, DetectionsPanel, ModelsDialog
 from gui.player_view import PlayerView
+from gui.tagging_panel import TaggingPanel
 from gui.tasks import FrameFetcher, Task, TaskManager
 from gui.timeline_view import TimelineView
 from gui.waveform_view import WaveformView
@@ -187,6 +188,14 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.anomaly_dock, cdock)
         self.detections_dock.raise_()
         self.chat_dock = cdock
+        self.tagging = TaggingPanel(self)
+        tdock = QDockWidget("Tags", self)
+        tdock.setObjectName("tags-dock")
+        tdock.setWidget(self.tagging)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, tdock)
+        self.tabifyDockWidget(self.chat_dock, tdock)
+        self.detections_dock.raise_()
+        self.tags_dock = tdock
         self.focus.send_to_chat.connect(lambda times: (self.chat_dock.raise_(), self.chat.ask_about(times)))
         self.live = LiveController(self.tasks, self)
         self.live.event.connect(self.anomalies.on_live_event)
@@ -239,6 +248,7 @@ class MainWindow(QMainWindow):
         v.addAction(self.focus_dock.toggleViewAction())
         v.addAction(self.anomaly_dock.toggleViewAction())
         v.addAction(self.chat_dock.toggleViewAction())
+        v.addAction(self.tags_dock.toggleViewAction())
         an = mb.addMenu("&Analyse")
         self._action(an, "&Analyse Media…", self.choose_analysis, "Ctrl+Shift+A")
         self._action(an, "Find &Anomalies", lambda: (self.anomaly_dock.raise_(), self.anomalies.run()))
@@ -246,6 +256,8 @@ class MainWindow(QMainWindow):
                      "Ctrl+F")
         self._action(an, "&Chat about This Frame", lambda: (self.chat_dock.raise_(),
                                                              self.chat.ask_about([self.session.position])), "Ctrl+T")
+        self._action(an, "&Tag This File", lambda: (self.tags_dock.raise_(), self.tagging.tag_current()))
+        self._action(an, "Tag &Folder…", lambda: (self.tags_dock.raise_(), self.tagging.choose_folder()))
         self._action(an, "&Models…", self.show_models)
         h = mb.addMenu("&Help")
         self._action(h, "&Keyboard shortcuts", self._show_keys, "F1")

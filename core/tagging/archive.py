@@ -1,0 +1,521 @@
+"""Tag a whole folder of media: find the files, describe each one, store, build the archive index.
+
+The per-file work (shots + per-shot features) is :func:`describe_file`: a plain, picklable,
+top-level function that needs no project, takes and returns plain data, and keeps one
+:class:`~core.tagging.features.ModelPool` per process (models load once per process, not
+once per file). It runs here, in the calling process, or — with ``ArchiveRequest.ray_address``
+— as Ray tasks on a cluster (Ray is the engine: it schedules, retries a task whose worker
+died (``max_retries``), and cancels). Either way only this process writes to the project
+(SQLite keeps one writer): results come back here and are stored as each one arrives. On a
+real cluster every worker needs Kestrel installed and the media at the same paths (shared
+storage); the paths, not the files, travel to the workers.
+
+Incremental: a file whose shots and features are already stored with the same parameters
+is not described again; the same path with the same content keeps its media row, and a
+second copy of a file (same content hash) is skipped as a duplicate. A file that fails is
+recorded with its reason and the batch goes on. Cancel stops between files (and, locally,
+inside one); what was stored before the cancel is kept, so a re-run resumes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from core.jobs import Cancelled, HeadlessState, JobState, check
+from core.media import MEDIA_EXTENSIONS, MediaError, MediaInfo, probe
+from core.tagging import TaggingError
+from core.tagging.features import (
+    FeatureConfig,
+    ModelPool,
+    ShotFeatures,
+    feature_params,
+    load_features,
+    shot_features,
+    store_features,
+)
+from core.tagging.shots import (
+    DEFAULT_DETECTOR,
+    DEFAULT_MIN_SHOT_S,
+    Shot,
+    detect_shots,
+    load_shots,
+    shot_params,
+    shots_from_rows,
+    store_shots,
+)
+
+log = logging.getLogger(__name__)
+
+FILES_SHARE = 0.85  # of the job's progress bar; the index (training, clusters, tags) has the rest
+_RAY_POLL_S = 0.25  # how long one ray.wait blocks before cancel is checked again
+
+
+# -- finding the media ---------------------------------------------------------------------------
+
+def scan_folder(folder: str | os.PathLike, project: Any = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Media files under ``folder`` (recursive, sorted) and the skipped ones with a reason.
+
+    Skipped: names without a media extension ("not a media file"), files FFmpeg cannot read
+    ("unreadable: …"), and copies (the same content hash as another file of the folder, or as
+    a file the project already holds under another path).
+    """
+    infos, skipped = scan_media(folder, project)
+    return [i.path for i in infos], skipped
+
+
+def scan_media(folder: str | os.PathLike, project: Any = None) -> tuple[list[MediaInfo], list[tuple[str, str]]]:
+    """:func:`scan_folder` with each file's probe (which the job needs anyway)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise TaggingError(f"{folder} is not a folder.")
+    skipped: list[tuple[str, str]] = []
+    probed: list[MediaInfo] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.suffix.lower() not in MEDIA_EXTENSIONS:
+                skipped.append((str(p), "not a media file"))
+                continue
+            try:
+                probed.append(probe(p))
+            except MediaError as e:
+                skipped.append((str(p), f"unreadable: {e}"))
+            except OSError as e:
+                skipped.append((str(p), f"unreadable: {e.strerror or e}"))
+    known: dict[str, str] = {}  # content hash → the path the project holds it under
+    if project is not None:
+        for m in project.list_media():
+            known.setdefault(m.content_hash, str(m.path))
+    groups: dict[str, list[MediaInfo]] = {}
+    for info in probed:
+        groups.setdefault(info.content_hash, []).append(info)
+    keep: list[MediaInfo] = []
+    for h, infos in groups.items():
+        held = known.get(h)
+        if held is not None and held not in {i.path for i in infos}:
+            # the project holds this content under a path outside this scan (a copy, or a move)
+            skipped += [(i.path, f"duplicate: the project already holds the same content as {held}")
+                        for i in infos]
+            continue
+        # keep the copy the project already knows, else the first one by name
+        first = next((i for i in infos if i.path == held), infos[0])
+        keep.append(first)
+        skipped += [(i.path, f"duplicate of {first.path} (same content)") for i in infos if i is not first]
+    keep.sort(key=lambda i: i.path)
+    skipped.sort()
+    return keep, skipped
+
+
+# -- the per-file work (local or on a Ray worker) --------------------------------------------------
+
+_POOLS: dict[str | None, ModelPool] = {}
+
+
+def worker_pool(device: str | None = None) -> ModelPool:
+    """This process's model pool: one per device, kept for the life of the process (a Ray
+    worker describes many files; loading the models per file would cost more than the work)."""
+    if device not in _POOLS:
+        _POOLS[device] = ModelPool(device=device)
+    return _POOLS[device]
+
+
+def feature_config(d: Mapping[str, Any] | FeatureConfig | None) -> FeatureConfig:
+    """A FeatureConfig from its ``params()`` dict (what crosses to a worker), or as given."""
+    if d is None:
+        return FeatureConfig()
+    if isinstance(d, FeatureConfig):
+        return d
+    d = dict(d)
+    if "decode_size" in d:
+        d["decode_size"] = tuple(d["decode_size"])
+    try:
+        return FeatureConfig(**d)
+    except TypeError as e:
+        raise ValueError(f"not a feature configuration: {e}") from e
+
+
+def checked_shot_params(d: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Shot params as :func:`core.tagging.shots.shot_params` makes them (ValueError otherwise)."""
+    if d is None:
+        return shot_params()
+    d = dict(d)
+    p = shot_params(d.get("detector", DEFAULT_DETECTOR), d.get("threshold"), d.get("min_shot_s", DEFAULT_MIN_SHOT_S))
+    if any(k in d and d[k] != p[k] for k in p):
+        raise ValueError(f"shot parameters {d} are not this version's ({p})")
+    return p
+
+
+@dataclass
+class FileResult:
+    """What :func:`describe_file` found in one file: plain data, picklable, no project."""
+
+    path: str
+    shot_rows: np.ndarray  # [n, 4] float64: start, end, start_frame, end_frame
+    values: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    columns: dict[str, tuple[str, ...]]
+    info: list[dict[str, Any]]
+    words: list[tuple[float, float, str]]
+    shot_params: dict[str, Any]
+    feature_params: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    # started_at (Unix), shots_s, features_s, total_s (their sum), load_s (models loaded first, not in
+    # total_s), cpu_s (CPU time of the process, all threads, during total_s)
+    timings: dict[str, float] = field(default_factory=dict)
+    shots_detected: bool = True  # False: the caller passed stored shots
+    where: str = ""  # host:pid that did the work
+
+    @property
+    def shots(self) -> list[Shot]:
+        return shots_from_rows(self.shot_rows)
+
+    def features(self) -> ShotFeatures:
+        return ShotFeatures(self.shots, self.values, self.present, self.columns, self.info,
+                            dict(self.feature_params), list(self.notes), list(self.words))
+
+
+def describe_file(path: str, feature_cfg: Mapping[str, Any] | None, shot_params_dict: Mapping[str, Any] | None,
+                  shot_rows: Sequence[Sequence[float]] | None = None, state: JobState | None = None,
+                  device: str | None = None) -> FileResult:
+    """Shots (unless ``shot_rows`` gives them) and per-shot features of one file.
+
+    Raises TaggingError naming the file (and what it was doing) on any failure, Cancelled
+    when ``state`` says stop. Runs the same in this process and on a Ray worker.
+    """
+    name = Path(path).name
+    state = state or HeadlessState()
+    cfg, sp = feature_config(feature_cfg), checked_shot_params(shot_params_dict)
+    pool = worker_pool(device)
+    load_s = _warm(pool, cfg)
+    t_start, c0, p0 = time.time(), time.perf_counter(), time.process_time()
+    stage = "finding shots"
+    try:
+        if shot_rows is not None and len(shot_rows):
+            shots = shots_from_rows(np.asarray(shot_rows, np.float64))
+            detected = False
+        else:
+            shots = detect_shots(path, _Span(state, 0.0, 0.2), sp["threshold"], sp["min_shot_s"], sp["detector"])
+            detected = True
+        c1 = time.perf_counter()
+        stage = "describing its shots"
+        feats = shot_features(path, shots, _Span(state, 0.2, 1.0), cfg, pool)
+    except Cancelled:
+        raise
+    except TaggingError as e:
+        msg = str(e)
+        raise TaggingError(msg if name in msg else f"{name} failed while {stage}: {msg}") from e
+    except Exception as e:  # decoders and model backends raise their own types; name the file
+        raise TaggingError(f"{name} failed while {stage}: {type(e).__name__}: {e}") from e
+    c2 = time.perf_counter()
+    return FileResult(
+        path=str(path), shot_rows=np.asarray([s.to_row() for s in shots], np.float64).reshape(-1, 4),
+        values=feats.values, present=feats.present, columns={m: tuple(c) for m, c in feats.columns.items()},
+        info=feats.info, words=list(feats.words), shot_params=sp, feature_params=feature_params(shots, cfg),
+        notes=list(feats.notes), timings={"started_at": t_start, "shots_s": c1 - c0, "features_s": c2 - c1,
+                                          "total_s": c2 - c0, "load_s": load_s,
+                                          "cpu_s": time.process_time() - p0},
+        shots_detected=detected, where=f"{socket.gethostname()}:{os.getpid()}")
+
+
+def _warm(pool: ModelPool, cfg: FeatureConfig) -> float:
+    """Load the configured models now (once per process), so a file's timings are its own work.
+    A model that cannot load is left for the feature job, which reports it where it is needed."""
+    c0 = time.perf_counter()
+    for name in (cfg.tagger, cfg.detector, cfg.faces, cfg.vad, cfg.asr, cfg.ocr, cfg.text_embed):
+        try:
+            pool.get(name)
+        except TaggingError:
+            pass
+    return time.perf_counter() - c0
+
+
+class _Span:
+    """A JobState that maps a sub-task's progress 0..1 into ``[a, b]`` of its parent's."""
+
+    def __init__(self, parent: JobState, a: float, b: float, prefix: str = ""):
+        self.parent, self.a, self.b, self.prefix = parent, a, b, prefix
+
+    def set_progress(self, fraction: float, text: str = "") -> None:
+        f = min(1.0, max(0.0, float(fraction)))
+        self.parent.set_progress(self.a + (self.b - self.a) * f, self.prefix + text)
+
+    def set_partial_result(self, value: Any) -> None:
+        self.parent.set_partial_result(value)
+
+    def is_cancelled(self) -> bool:
+        return self.parent.is_cancelled()
+
+
+# -- the archive job ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchiveRequest:
+    """Tag ``folder`` (or exactly ``paths``, already found) into ``project``."""
+
+    project: Any
+    folder: str | None = None
+    paths: tuple[str, ...] = ()
+    features: FeatureConfig = FeatureConfig()
+    shots: Mapping[str, Any] | None = None  # shot_params(); None: the defaults
+    index: Any = None  # core.tagging.index.IndexParams; None: the defaults
+    build_index: bool = True
+    ray_address: str | None = None  # "local": a Ray instance of this machine, else ray.init(address=…)
+    ray_workers: int = 2  # CPUs of the "local" Ray instance (one task per CPU)
+    max_retries: int = 2  # a task whose worker died is run again this many times
+    device: str | None = None
+
+
+@dataclass
+class FileOutcome:
+    path: str
+    media_id: int | None
+    status: str  # "tagged" | "reused" | "failed"
+    shots: int = 0
+    duration_s: float = 0.0
+    compute_s: float = 0.0  # finding shots + features (where it ran)
+    cpu_s: float = 0.0  # CPU time of that process meanwhile (all its threads)
+    load_s: float = 0.0  # models loaded first in that process (0 once they are loaded)
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    where: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("tagged", "reused")
+
+
+@dataclass
+class ArchiveResult:
+    files: list[FileOutcome]
+    skipped: list[tuple[str, str]]
+    index: Any = None  # core.tagging.index.ArchiveIndex, None when it could not be built
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # files_s, index_s, wall_s
+    engine: str = "local"  # "local" | "ray"
+
+    @property
+    def ok(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.ok]
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def computed(self) -> list[FileOutcome]:
+        """Files described in this run (not reused)."""
+        return [f for f in self.files if f.status == "tagged"]
+
+
+@dataclass
+class _Job:
+    info: MediaInfo
+    media_id: int
+    shots: list[Shot] | None  # stored shots with these params (features still missing)
+    outcome: FileOutcome
+
+
+def tag_archive(req: ArchiveRequest, state: JobState) -> ArchiveResult:
+    """Job: tag every media file of ``req.folder`` (see the module docstring), then build the
+    archive index (MMAE, clusters, tags) over every tagged shot of the project."""
+    t0 = time.perf_counter()
+    project = req.project
+    if project.read_only:
+        raise TaggingError(f"{project.path} is read-only; tags cannot be stored.")
+    cfg, sp = req.features, checked_shot_params(req.shots)
+    fp_cfg = cfg.params()
+    state.set_progress(0.0, "finding media")
+    if req.folder is not None:
+        infos, skipped = scan_media(req.folder, project)
+    else:
+        infos, skipped = [], []
+        for p in req.paths:
+            try:
+                infos.append(probe(p))
+            except (MediaError, OSError) as e:
+                skipped.append((str(p), f"unreadable: {e}"))
+    check(state)
+    result = ArchiveResult([], skipped, engine="ray" if req.ray_address else "local")
+    todo: list[_Job] = []
+    for info in infos:
+        mid = _register(project, info)
+        out = FileOutcome(info.path, mid, "failed", duration_s=info.duration_s)
+        result.files.append(out)
+        shots = load_shots(project, mid, sp)
+        feats = load_features(project, mid, feature_params(shots, cfg)) if shots else None
+        if feats is not None:
+            _set_current(project, mid, shots, feats.params, sp)
+            out.status, out.shots, out.notes = "reused", len(shots), list(feats.notes)
+            continue
+        todo.append(_Job(info, mid, shots, out))
+    total = sum(max(j.info.duration_s, 0.1) for j in todo) or 1.0
+    files = _Span(state, 0.0, FILES_SHARE if req.build_index else 1.0)
+    c0 = time.perf_counter()
+    if todo and req.ray_address:
+        _run_ray(req, todo, fp_cfg, sp, files, total, result)
+    elif todo:
+        _run_local(req, todo, fp_cfg, sp, files, total)
+    result.timings["files_s"] = time.perf_counter() - c0
+    for f in result.failed:
+        log.warning("%s", f.error)
+    if req.build_index and result.ok:
+        from core.tagging.index import build_index
+
+        c1 = time.perf_counter()
+        try:
+            result.index = build_index(project, _Span(state, FILES_SHARE, 0.995), req.index)
+            result.notes += list(result.index.notes)
+        except TaggingError as e:
+            result.notes.append(f"the archive index could not be built: {e}")
+        result.timings["index_s"] = time.perf_counter() - c1
+    state.set_progress(1.0, f"{len(result.ok)} of {len(result.files)} files tagged")
+    result.timings["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def _register(project: Any, info: MediaInfo) -> int:
+    from core.ops import register_media
+
+    return register_media(project, info)
+
+
+def _set_current(project: Any, media_id: int, shots: list[Shot], fparams: Mapping[str, Any],
+                 sp: Mapping[str, Any]) -> None:
+    from core.tagging.index import set_current
+
+    set_current(project, media_id, shots, fparams, sp)
+
+
+def _store(project: Any, job: _Job, res: FileResult) -> None:
+    """Driver side: the worker's result into the project (shots run, features run, current)."""
+    t = res.timings
+    shots = res.shots
+    if res.shots_detected or job.shots is None:
+        store_shots(project, job.media_id, shots, res.shot_params, started_at=t.get("started_at"),
+                    duration_s=t.get("shots_s", 0.0))
+    feats = res.features()
+    store_features(project, job.media_id, feats, res.feature_params,
+                   started_at=t.get("started_at", time.time()) + t.get("shots_s", 0.0),
+                   duration_s=t.get("features_s", 0.0))
+    _set_current(project, job.media_id, shots, res.feature_params, res.shot_params)
+    o = job.outcome
+    o.status, o.shots, o.notes = "tagged", len(shots), list(res.notes)
+    o.compute_s, o.load_s, o.cpu_s, o.where = t.get("total_s", 0.0), t.get("load_s", 0.0), t.get("cpu_s", 0.0), \
+        res.where
+
+
+def _fail(job: _Job, message: str) -> None:
+    job.outcome.status, job.outcome.error = "failed", message
+
+
+def _run_local(req: ArchiveRequest, todo: list[_Job], cfg: dict, sp: dict, state: JobState, total: float) -> None:
+    done = 0.0
+    for k, job in enumerate(todo):
+        check(state)
+        w = max(job.info.duration_s, 0.1) / total
+        name = Path(job.info.path).name
+        sub = _Span(state, done, done + w, f"{k + 1}/{len(todo)} {name}: ")
+        rows = [s.to_row() for s in job.shots] if job.shots else None
+        try:
+            res = describe_file(job.info.path, cfg, sp, rows, sub, req.device)
+        except TaggingError as e:
+            _fail(job, str(e))
+        else:
+            _store(req.project, job, res)
+        done += w
+        state.set_partial_result(job.outcome)
+
+
+def _run_ray(req: ArchiveRequest, todo: list[_Job], cfg: dict, sp: dict, state: JobState, total: float,
+             result: ArchiveResult) -> None:
+    try:
+        import ray
+        from ray import exceptions as rex
+    except ImportError as e:
+        raise TaggingError("Ray is not installed: pip install 'kestrel[cluster]' (ray==2.60.0), "
+                           "or tag without --ray.") from e
+    started, r0 = False, time.perf_counter()
+    if not ray.is_initialized():
+        state.set_progress(0.0, f"connecting to Ray ({req.ray_address})")
+        try:
+            if req.ray_address == "local":
+                ray.init(num_cpus=max(1, int(req.ray_workers)), include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            else:
+                _check_reachable(req.ray_address)
+                ray.init(address=req.ray_address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise TaggingError(f"Cannot reach the Ray cluster at {req.ray_address}: {e}") from e
+        started = True
+    result.timings["ray_start_s"] = time.perf_counter() - r0
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=max(0, int(req.max_retries)))(describe_file)
+        refs = {}
+        for job in todo:
+            rows = [s.to_row() for s in job.shots] if job.shots else None
+            refs[remote.remote(job.info.path, cfg, sp, rows, None, req.device)] = job
+        result.notes.append(f"Ray: {len(refs)} files on {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
+        pending: list = list(refs)
+        try:
+            _gather_ray(ray, rex, req, refs, pending, state, total)
+        except BaseException:  # cancel, Ctrl-C, a project error: stop what still runs on the cluster
+            for r in pending:
+                ray.cancel(r, force=True)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a mistyped HOST:PORT (or ray://HOST:PORT): ray.init would retry the
+    connection for minutes. Other forms ("auto", a path) are left to Ray."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({e.strerror or e})") from e
+
+
+def _gather_ray(ray: Any, rex: Any, req: ArchiveRequest, refs: dict, pending: list, state: JobState,
+                total: float) -> None:
+    """Store each result as it arrives; ``pending`` is updated in place (the caller cancels it)."""
+    done_s = 0.0
+    state.set_progress(0.0, f"0/{len(refs)} files on Ray")
+    while pending:
+        check(state)
+        ready, rest = ray.wait(pending, num_returns=1, timeout=_RAY_POLL_S)
+        pending[:] = rest
+        for r in ready:
+            job = refs[r]
+            try:
+                res = ray.get(r)
+            except rex.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                _fail(job, str(cause) if isinstance(cause, TaggingError) else
+                      f"{Path(job.info.path).name} failed on a Ray worker: {cause or e}")
+            except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
+                tries = max(0, int(req.max_retries)) + 1
+                _fail(job, f"{Path(job.info.path).name}: its Ray worker was lost on each of {tries} "
+                           f"attempt{'s' if tries > 1 else ''} ({type(e).__name__})")
+            except rex.TaskCancelledError:
+                _fail(job, f"{Path(job.info.path).name}: cancelled on the cluster")
+            except rex.RayError as e:
+                _fail(job, f"{Path(job.info.path).name}: Ray could not run it: {e}")
+            else:
+                _store(req.project, job, res)
+            done_s += max(job.info.duration_s, 0.1)
+            n_done = len(refs) - len(pending)
+            state.set_progress(done_s / total, f"{n_done}/{len(refs)} files on Ray")
+            state.set_partial_result(job.outcome)

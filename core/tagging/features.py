@@ -461,11 +461,17 @@ def _audio(path, duration, shots, cfg, pool, feats, state, base, share) -> None:
         mels.append(mel)
         dbs.append(db)
         times.append(a + (np.arange(len(db)) * HOP + N_FFT / 2) / SR)
+        here: list[tuple[float, float]] | None = None
         if cfg.vad and x.size:
-            speech += [(a + s.start, a + s.end) for s in pool.run(cfg.vad, "segments", x)]
-        if cfg.asr and x.size >= SR // 4:
+            here = [(a + s.start, a + s.end) for s in pool.run(cfg.vad, "segments", x)]
+            speech += here
+        # Whisper invents words where nobody speaks ("Thank you." over Chaplin's music, "You" on
+        # a tone): with voice activity known, transcribe only chunks that hold some, and keep only
+        # words that overlap a voiced segment (±0.3 s)
+        if cfg.asr and x.size >= SR // 4 and (here is None or here):
             for seg in pool.run(cfg.asr, "transcribe", x, language=cfg.language):
-                words += [(a + w0, a + w1, w) for w0, w1, w in (seg.words or ()) if w.strip()]
+                words += [(a + w0, a + w1, w) for w0, w1, w in (seg.words or ()) if w.strip()
+                          and (here is None or coverage(here, a + w0 - 0.3, a + w1 + 0.3) > 0)]
     if not mels:
         return
     mel, db, t = np.concatenate(mels), np.concatenate(dbs), np.concatenate(times)

@@ -39,6 +39,7 @@ INDEX_VERSION = "1"
 CURRENT_KEY = "tagging/current"  # per media: its shot rows, meta: which features are current
 LATENT_KEY = "tagging/latent"
 TAGS_KEY = "tagging/tags"
+TEXT_KEY = "tagging/text"  # per media: each shot's MiniLM embedding of what is said and shown
 MODEL_SETTING = "tagging/model"
 EDITS_SETTING = "tagging/edits"
 VOCAB_SETTING = "tagging/vocabulary"
@@ -88,6 +89,8 @@ class ArchiveIndex:
     net: Any = None
     model_info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    text_emb: np.ndarray | None = None  # [N, 384] what is said and shown, where present
+    text_present: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -114,7 +117,13 @@ def current(project: Any, media_id: int) -> tuple[list[Shot], ShotFeatures] | No
 
 def gather(project: Any) -> tuple[list[ShotRef], list[ShotFeatures]]:
     refs, feats = [], []
-    for m in project.list_media():
+    media = project.list_media()
+    newest = {}
+    for m in media:  # a file changed on disk gets a new row: only the newest one of a path counts
+        newest[str(m.path)] = max(newest.get(str(m.path), m.id), m.id)
+    for m in media:
+        if newest[str(m.path)] != m.id:
+            continue
         got = current(project, m.id)
         if got is None:
             continue
@@ -245,7 +254,7 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
                                   hidden=params.hidden, width=params.width, ffn=params.ffn)
             net = mmae.build(cfg, seed=params.seed)
             steps = max(1, int(np.ceil(usable.sum() / 32)))
-            epochs = int(np.clip(params.epochs, 1, max(params.epochs, 1200 // steps)))
+            epochs = min(max(params.epochs, int(np.ceil(1200 / steps))), 2000)  # at least ~1200 steps
             tp = mmae.TrainParams(epochs=epochs, seed=params.seed)
             c0 = time.perf_counter()
             hist = mmae.fit(net, data, masks, tp, progress=lambda f, msg: state.set_progress(0.05 + 0.75 * f,
@@ -277,7 +286,7 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
     timings["tags"] = time.perf_counter() - t1
     check(state)
     idx = ArchiveIndex(refs, latent.astype(np.float32), labels, names, tags, method, describe, None, notes, net,
-                       {**info, "imagenet": imagenet, "digest": digest}, timings)
+                       {**info, "imagenet": imagenet, "digest": digest}, timings, data["text"], masks["text"])
     if embedder is not None:
         idx.desc_emb = _embed(embedder, describe)
     state.set_progress(0.95, "tagging: storing")
@@ -328,6 +337,9 @@ def _embed(embedder: Any, texts: Sequence[str]) -> np.ndarray:
 def store_index(project: Any, idx: ArchiveIndex) -> None:
     for mid in sorted({r.media_id for r in idx.refs}):
         rows = idx.of_media(mid)
+        if idx.text_emb is not None and idx.text_present is not None:
+            project.put_array(mid, TEXT_KEY, idx.text_emb[rows].astype(np.float32),
+                              meta={"present": [bool(idx.text_present[i]) for i in rows]})
         project.put_array(mid, LATENT_KEY, idx.latent[rows], meta={"method": idx.method,
                                                                   "digest": idx.model_info.get("digest")})
         project.put_array(mid, TAGS_KEY, np.asarray([[idx.refs[i].start, idx.refs[i].end] for i in rows], np.float64),
@@ -339,7 +351,7 @@ def store_index(project: Any, idx: ArchiveIndex) -> None:
 
 def load_index(project: Any) -> ArchiveIndex | None:
     """The stored index (latent, tags, clusters) of every tagged media file, or None."""
-    refs, lat, clus, tags = [], [], [], []
+    refs, lat, clus, tags, texts, tpres = [], [], [], [], [], []
     names: dict[int, str] = {}
     method, notes = "mmae", []
     for m in project.list_media():
@@ -353,12 +365,17 @@ def load_index(project: Any) -> ArchiveIndex | None:
             tags.append([Tag.from_dict(d) for d in meta["tags"][j]])
             clus.append(int(meta["clusters"][j]))
         lat.append(z[0])
+        tx = project.get_array(m.id, TEXT_KEY)
+        ok = tx is not None and len(tx[0]) == len(rows)
+        texts.append(tx[0] if ok else np.zeros((len(rows), 384), np.float32))
+        tpres += (list(tx[1].get("present", [])) if ok else [False] * len(rows))
         names.update({int(k): v for k, v in meta.get("names", {}).items()})
         method, notes = meta.get("method", method), list(meta.get("notes", []))
     if not refs:
         return None
     idx = ArchiveIndex(refs, np.concatenate(lat).astype(np.float32), np.asarray(clus), names, tags, method,
-                       [description(t) for t in tags], notes=notes)
+                       [description(t) for t in tags], notes=notes, text_emb=np.concatenate(texts).astype(np.float32),
+                       text_present=np.asarray(tpres, bool))
     got = project.get_setting(MODEL_SETTING)
     if isinstance(got, dict) and method == "mmae":
         from models import mmae
@@ -450,6 +467,12 @@ def search_text(idx: ArchiveIndex, query: str, embedder: Any, k: int = 10) -> li
         scores += (1 - TEXT_WEIGHT) * lat_sim
         parts.append("latent")
     desc_sim = description_match(idx, q[0], embedder)
+    if idx.text_emb is not None and idx.text_present is not None and idx.text_present.any():
+        # what is said or shown in the shot, word for word (a paraphrase of the transcript)
+        t = idx.text_emb[:, :q.shape[1]]
+        said = (t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-9)) @ (q[0] / max(float(
+            np.linalg.norm(q[0])), 1e-9))
+        desc_sim = np.where(idx.text_present, np.maximum(desc_sim, said), desc_sim)
     scores += (TEXT_WEIGHT if parts else 1.0) * desc_sim
     order = np.argsort(-scores, kind="stable")[:k]
     return [Hit(int(i), idx.refs[i], float(scores[i]),

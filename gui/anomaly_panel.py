@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
                                QHeaderView, QLabel, QPushButton, QSlider, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
@@ -44,6 +44,10 @@ class AnomalyPanel(QWidget):
         self.normal_min.setToolTip("The first minutes are taken as normal footage to learn from "
                                    "(0: no training, the detectors alone)")
         self.use_view = QCheckBox("visible range is normal")
+        self.ffn = QComboBox()  # the network's feed-forward blocks (core.anomaly.train.FFN_ALIASES)
+        self.ffn.addItems(["dense", "topk", "dynamic"])
+        self.ffn.setToolTip("Network blocks: dense, a fixed top-k mixture of experts, or dynamic experts "
+                            "(more experts where the footage is hard; the 'Experts spent' track shows where)")
         self.sens = QSlider(Qt.Orientation.Horizontal)
         self.sens.setRange(0, 100)
         self.sens.setValue(50)
@@ -81,6 +85,7 @@ class AnomalyPanel(QWidget):
         row1 = QHBoxLayout()
         row1.addWidget(self.normal_min)
         row1.addWidget(self.use_view)
+        row1.addWidget(self.ffn)
         row1.addWidget(self.run_btn)
         row2 = QHBoxLayout()
         row2.addWidget(QLabel("sensitivity"))
@@ -103,6 +108,7 @@ class AnomalyPanel(QWidget):
     # -- the pass over a file -----------------------------------------------------------
     def run(self) -> None:
         from core.anomaly.pipeline import AnomalyPartial, AnomalyRequest, detect_anomalies
+        from core.anomaly.train import FFN_ALIASES
         from core.timeline import Item
 
         info = self.session.info
@@ -112,10 +118,12 @@ class AnomalyPanel(QWidget):
         normal = self.session.view if self.use_view.isChecked() else None
         req = AnomalyRequest(path=info.path, normal=normal, first_minutes=self.normal_min.value(),
                              sensitivity=self.sens.value() / 100.0, project=self.w.project,
-                             media_id=self.session.media_id)
+                             media_id=self.session.media_id, ffn=FFN_ALIASES[self.ffn.currentText()])
         self.run_btn.setEnabled(False)
         self.info.setText("learning the normal footage…")
         self.session.timeline.remove_track("anomaly", "score")
+        for m in ("video", "audio"):
+            self.session.timeline.remove_track("experts", m)
 
         def partial(p: AnomalyPartial) -> None:
             if self.session.info is info:
@@ -148,8 +156,11 @@ class AnomalyPanel(QWidget):
 
     def show_result(self, res) -> None:
         from core.anomaly.events import events_track, score_track
+        from core.anomaly.pipeline import experts_tracks
         self.result = res
         self.session.timeline.set_track(score_track(res.curve))
+        for tr in experts_tracks(res.curve, res.model):
+            self.session.timeline.set_track(tr)
         self._set_events(res.events)
         notes = " ".join(res.notes)
         self.info.setText(f"{len(res.events)} events (threshold {res.threshold:.2f}) in {res.compute_s:.1f} s. {notes}")

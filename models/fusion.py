@@ -19,7 +19,11 @@ Feed-forward blocks are **swappable**: they are built by ``ffn_factory(dim, hidd
 (default :func:`dense_ffn`, a 2-layer MLP). A later mixture-of-experts plugs in there; a
 module may expose ``aux_loss`` (a scalar tensor set in ``forward``) that training adds. The
 factory's registered name is recorded in the checkpoint, and a checkpoint is refused with a
-clear message when asked to load into another FFN type.
+clear message when asked to load into another FFN type. A factory made by
+``models.experts.make_ffn_factory`` also carries its ``config``; stored beside the net's config
+(key ``"experts"``) it lets :func:`from_bytes` rebuild a non-default mixture (a name such as
+``anyexperts-1a2b3c4d``) in a fresh process. :func:`score_windows` reports, beside the errors,
+how many real experts each judged window's video and audio token used.
 
 Checkpoints hold no pickle: the state dict is written with safetensors (bytes) and the
 config is JSON. torch is imported only inside functions: importing this module is free.
@@ -27,7 +31,7 @@ config is JSON. torch is imported only inside functions: importing this module i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from contextlib import contextmanager
 from functools import lru_cache
 from types import SimpleNamespace
@@ -371,14 +375,40 @@ def _masked_mse(torch, rec, target, mask):
 
 # -- scoring ---------------------------------------------------------------------------------
 
+@dataclass
+class WindowErrors:
+    """What scoring the target windows produced (see :func:`score_windows`)."""
+
+    video: np.ndarray  # [N, Dv] squared error per feature
+    audio: np.ndarray  # [N, Da]
+    # modality -> [N] real experts per token the judged window's token used (mean over the
+    # blocks and the three scoring passes); empty when the FFN blocks report no expert use
+    # (fusion's own dense block) — and a modality the file lacks is left out
+    experts: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def reconstruction_errors(net: Any, video: np.ndarray, audio: np.ndarray, targets: np.ndarray | None = None,
                           *, segment: np.ndarray | None = None, batch: int = 512,
                           threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Squared error per feature of each target window, [N, Dv] and [N, Da].
+    """Squared error per feature of each target window, [N, Dv] and [N, Da] (see :func:`score_windows`)."""
+    got = score_windows(net, video, audio, targets, segment=segment, batch=batch, threads=threads)
+    return got.video, got.audio
+
+
+def score_windows(net: Any, video: np.ndarray, audio: np.ndarray, targets: np.ndarray | None = None,
+                  *, segment: np.ndarray | None = None, batch: int = 512, threads: int = 1) -> WindowErrors:
+    """Squared error per feature of each target window, and the experts its tokens used.
 
     Each window is judged from its past context, twice: with both modalities hidden
     (next-window prediction) and with only the judged modality hidden (cross-modal
     prediction from the other one); the two errors are averaged.
+
+    Expert use is read from the FFN blocks' ``last_stats["real_slots"]`` (shaped like the
+    block's input, [B, L] here) at the last position — the judged window's video token in the
+    video blocks, its audio token in the audio blocks — and averaged over the layers and the
+    three forward passes (each of them is compute spent judging that window). With a batch
+    budget (AnyExperts) a window's slots depend on the other windows in its batch, as in
+    training; with the same windows and ``batch`` the result is deterministic.
     """
     T = _torch()
     torch = T.torch
@@ -388,6 +418,8 @@ def reconstruction_errors(net: Any, video: np.ndarray, audio: np.ndarray, target
     v_all = torch.as_tensor(np.asarray(video, np.float32))
     a_all = torch.as_tensor(np.asarray(audio, np.float32))
     ev, ea = [], []
+    spent: dict[str, list[np.ndarray]] = {"video": [], "audio": []}
+    present = {"video": cfg.video_dim > 0, "audio": cfg.audio_dim > 0}
     net.eval()
     with torch.inference_mode(), _threads(threads):
         for s in range(0, len(targets), batch):
@@ -398,15 +430,38 @@ def reconstruction_errors(net: Any, video: np.ndarray, audio: np.ndarray, target
             last = torch.zeros((B, L), dtype=torch.bool)
             last[:, -1] = True
             none = torch.zeros_like(last)
+            used: dict[str, list[Any]] = {"video": [], "audio": []}
             rv_full, ra_full = net(v, a, last, last, pad_t)
+            _last_slots(net, used)
             rv_x, _ = net(v, a, last, none if cfg.audio_dim else last, pad_t)
+            _last_slots(net, used)
             _, ra_x = net(v, a, none if cfg.video_dim else last, last, pad_t)
+            _last_slots(net, used)
             tv, ta = v[:, -1], a[:, -1]
             ev.append((0.5 * ((rv_full[:, -1] - tv) ** 2 + (rv_x[:, -1] - tv) ** 2)).numpy())
             ea.append((0.5 * ((ra_full[:, -1] - ta) ** 2 + (ra_x[:, -1] - ta) ** 2)).numpy())
+            for m, got in used.items():
+                if got and present[m]:
+                    spent[m].append(torch.stack(got).float().mean(0).numpy())
     dv, da = cfg.video_dim, cfg.audio_dim
-    return (np.concatenate(ev) if ev else np.zeros((0, dv), np.float32),
-            np.concatenate(ea) if ea else np.zeros((0, da), np.float32))
+    experts = {m: np.concatenate(x).astype(np.float32) for m, x in spent.items() if x}
+    if len(targets) == 0:
+        experts = {m: np.zeros(0, np.float32) for m, ok in present.items() if ok and _reports_experts(net)}
+    return WindowErrors(np.concatenate(ev) if ev else np.zeros((0, dv), np.float32),
+                        np.concatenate(ea) if ea else np.zeros((0, da), np.float32), experts)
+
+
+def _last_slots(net: Any, used: dict[str, list[Any]]) -> None:
+    """Append each block's real slots of the last position ([B]) per modality, if it reports them."""
+    for blk in net.blocks:
+        for m, ffn in (("video", blk.ffn_v), ("audio", blk.ffn_a)):
+            st = getattr(ffn, "last_stats", None)
+            if isinstance(st, dict) and st.get("real_slots") is not None:
+                used[m].append(st["real_slots"][..., -1])
+
+
+def _reports_experts(net: Any) -> bool:
+    return any(isinstance(getattr(blk.ffn_v, "last_stats", None), dict) for blk in net.blocks)
 
 
 # -- checkpoints (safetensors + JSON, never pickle) ------------------------------------------
@@ -437,6 +492,8 @@ def from_bytes(blob: bytes, config: dict[str, Any], ffn_factory: FFNFactory | No
             raise CheckpointError(
                 f"this anomaly model was trained with {cfg.ffn!r} feed-forward blocks, but {asked!r} blocks "
                 f"were asked for: retrain the model with {asked!r} blocks (or load it with {cfg.ffn!r}).")
+    elif config.get("experts"):
+        ffn_factory = stored_ffn_factory(cfg.ffn, config["experts"])
     elif _ensure_known(cfg.ffn) or cfg.ffn not in _FFN:
         raise CheckpointError(f"this anomaly model was trained with {cfg.ffn!r} feed-forward blocks, which this "
                               f"Kestrel does not have (known: {', '.join(_FFN)}); retrain it.")
@@ -459,6 +516,24 @@ def from_bytes(blob: bytes, config: dict[str, Any], ffn_factory: FFNFactory | No
     net.load_state_dict(state, strict=True)
     net.eval()
     return net
+
+
+def stored_ffn_factory(name: str, experts: dict[str, Any]) -> FFNFactory:
+    """The factory a checkpoint's stored expert config (``factory.config``) makes, checked
+    against the FFN name it recorded — so a non-default mixture (``anyexperts-1a2b3c4d``)
+    loads in a process that never built one, and a config edited apart from its weights is
+    refused instead of building another network."""
+    from models.experts import ExpertsConfig, ExpertsConfigError, make_ffn_factory
+
+    try:
+        factory = make_ffn_factory(ExpertsConfig.from_dict(dict(experts)))
+    except (ExpertsConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the stored model's expert configuration is invalid ({e}); retrain it.") from e
+    made = ffn_name_of(factory)
+    if made != name:
+        raise CheckpointError(f"the stored model's expert configuration describes {made!r} blocks but its network "
+                              f"was built with {name!r} blocks; retrain it.")
+    return factory
 
 
 def _header_metadata(blob: bytes) -> dict[str, str]:

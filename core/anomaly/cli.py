@@ -1,5 +1,10 @@
 """Headless anomaly pass: ``python main.py anomalies VIDEO [--normal START-END] [--project P]
-[--sensitivity 0.5] [--export DIR]``.
+[--sensitivity 0.5] [--export DIR] [--experts dense|topk|dynamic [--expert KEY=VALUE ...]]``.
+
+``--experts`` picks the network's feed-forward blocks: ``dense`` (default), ``topk`` (a fixed
+top-k mixture of experts) or ``dynamic`` (AnyExperts: a per-token number of experts under a
+budget); ``--expert`` sets a field of ``models.experts.ExpertsConfig`` (``budget=1.5``,
+``k_max=4``, ``virtual=zero,copy``…). A stored model trained with other blocks is retrained.
 
 Trains (or reuses) the model, draws a progress bar on stderr, then prints one line per
 event on stdout: start, end, score, reasons (modality/cue). Without ``--project`` the work
@@ -8,6 +13,7 @@ happens in a temporary project that is deleted afterwards (nothing is reused nex
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import tempfile
@@ -46,6 +52,25 @@ def parse_range(text: str) -> tuple[float, float] | None:
     return start, end
 
 
+def parse_expert_options(pairs: list[str]) -> dict[str, object]:
+    """``["budget=1.5", "virtual=zero,copy"]`` → ExpertsConfig fields (numbers as numbers;
+    ``virtual`` a comma list, ``none`` for no virtual experts)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"not KEY=VALUE: {pair!r} (e.g. budget=1.5)")
+        if key == "virtual":
+            out[key] = [] if value.strip().lower() in ("", "none") else [v.strip() for v in value.split(",")]
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value.strip()
+    return out
+
+
 def summary_line(e: AnomalyEvent) -> str:
     """One line per event for the CLI: start, end, score, reasons (cue/modality)."""
     reasons = "; ".join(f"[{r.modality}/{r.cue}] {r.text}" for r in e.reasons)
@@ -72,16 +97,37 @@ def cmd_anomalies(argv: list[str]) -> int:
     ap.add_argument("--retrain", action="store_true", help="train a new model even if one is stored")
     ap.add_argument("--export", metavar="DIR", help="write events.csv, events.json and a clip per event here")
     ap.add_argument("--clips", type=int, default=10, help="with --export: at most this many clips (default 10)")
+    ap.add_argument("--experts", choices=("dense", "topk", "dynamic"), default="dense",
+                    help="the network's feed-forward blocks: dense (default), a fixed top-k mixture of experts, "
+                         "or dynamic experts (AnyExperts: more experts where the footage is hard)")
+    ap.add_argument("--expert", action="append", default=[], metavar="KEY=VALUE",
+                    help="an expert setting, e.g. budget=1.5, k_min=1, k_max=4, rho_max=0.25, n_experts=8 "
+                         "(repeatable; with --experts topk|dynamic)")
     args = ap.parse_args(argv)
     try:
         normal = parse_range(args.normal) if args.normal is not None else None
     except ValueError as e:
+        ap.error(str(e))
+    try:
+        args.experts_config = experts_from_flags(args.experts, args.expert)
+    except (ValueError, AnomalyError) as e:
         ap.error(str(e))
     if not 0.0 <= args.sensitivity <= 1.0:
         ap.error("--sensitivity must be between 0 and 1")
     if not 0.5 <= args.window <= 1.0:
         ap.error("--window must be between 0.5 and 1 s")
     return _run(args, normal)
+
+
+def experts_from_flags(kind: str, pairs: list[str]) -> object:
+    """The ExpertsConfig the flags ask for (None: dense); a config that cannot work is refused
+    here, before any decoding (AnomalyError with the reason)."""
+    from core.anomaly.train import FFN_ALIASES, expert_config
+
+    opts = parse_expert_options(pairs)
+    if opts and kind == "dense":
+        raise ValueError("--expert settings need --experts topk or --experts dynamic")
+    return expert_config(FFN_ALIASES[kind], opts or None)
 
 
 def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
@@ -111,8 +157,11 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
         project.close()
         return 1
     state = HeadlessState(bar=True, label=Path(args.video).name[:24])
+    from core.anomaly.train import FFN_ALIASES
+
     request = {"sensitivity": args.sensitivity, "window_s": args.window, "retrain": args.retrain,
-               "first_minutes": args.first_minutes if args.normal is None else 0.0}
+               "first_minutes": args.first_minutes if args.normal is None else 0.0,
+               "ffn": FFN_ALIASES[args.experts], "experts": args.experts_config}
     if normal is not None:
         request["normal"] = normal
     try:

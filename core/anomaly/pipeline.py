@@ -14,6 +14,12 @@ chunks instead.
 While it goes, partial results (:class:`AnomalyPartial`: the newly scored windows) let the
 timeline draw the curve as it grows — once the normal footage has been featurised and the
 model trained, every later window is scored as soon as its features exist.
+
+With mixture-of-experts blocks (``ffn="moe-topk"`` or ``"anyexperts"``, shaped by
+``experts``) the network also says how many real experts it spent on each window's video and
+audio token (``ScoreCurve.experts``); :func:`experts_tracks` makes them timeline curves of
+kind ``"experts"`` (one per modality), stored with the score, so the analyst sees where the
+model thought hard.
 """
 from __future__ import annotations
 
@@ -32,15 +38,18 @@ from core.anomaly.features import (AUDIO_CHUNK_S, DECODE_SIZE, SAMPLE_RATE, Feat
                                    StoredPerception, WindowFeaturizer, WindowInput, coverage, load_features,
                                    store_features, stored_perception)
 from core.anomaly.score import ScoreCurve, score_features, sensitivity_threshold
-from core.anomaly.train import TrainedModel, TrainRequest, load_stored_model, matches, store_model, train_model
+from core.anomaly.train import (TrainedModel, TrainRequest, expert_config, load_stored_model, matches, resolve_ffn,
+                                store_model, train_model)
 from core.audio import load_mono
 from core.jobs import Cancelled, JobState, Throttle, check
+from core.timeline import Item, Track
 
 log = logging.getLogger(__name__)
 
 PIPELINE_VERSION = "1"
 SCORE_KIND = "anomaly/score"
 THUMB_SIZE = (160, 90)
+EXPERTS_KIND = "experts"  # timeline track kind: real experts per token over time, one track per modality
 
 
 @dataclass(frozen=True)
@@ -70,16 +79,26 @@ class AnomalyRequest:
     project: Any = field(default=None, compare=False)  # core.project.Project, read only here
     media_id: int | None = None
     ffn_factory: Any = field(default=None, compare=False)
+    # ffn: "dense" | "moe-topk" | "anyexperts" (or "topk" | "dynamic", or a registered name);
+    # experts: a models.experts.ExpertsConfig (or a dict of its fields) shaping a mixture
+    experts: Any = None
+
+    def __post_init__(self) -> None:
+        # refused here, before any decoding: a budget below K_min, a kind that contradicts ffn…
+        object.__setattr__(self, "experts", expert_config(self.ffn, self.experts))
+        resolve_ffn(self.ffn, self.experts, self.ffn_factory)
 
 
 @dataclass(frozen=True)
 class AnomalyPartial:
-    """Newly scored windows (times are window starts)."""
+    """Newly scored windows (times are window starts); ``experts``: real experts per token
+    per modality for the same windows (a mixture of experts only)."""
 
     times: np.ndarray
     scores: np.ndarray
     labels: tuple[str, ...]
     window_s: float
+    experts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +124,11 @@ class AnomalyResult:
     @property
     def compute_s(self) -> float:
         return float(sum(self.timings.values()))
+
+    @property
+    def experts(self) -> dict[str, np.ndarray]:
+        """Modality → real experts per token spent on each window (empty: dense blocks or no network)."""
+        return self.curve.experts
 
 
 # -- the file pass --------------------------------------------------------------------------
@@ -327,7 +351,7 @@ class _Pass:
             self.notes.append("network off: detectors only")
             return
         treq = TrainRequest(fs, (a, b), ffn=self.req.ffn, params=self.req.train, ffn_factory=self.req.ffn_factory,
-                            media_hash=self.info.content_hash)
+                            media_hash=self.info.content_hash, experts=self.req.experts)
         if self.stored_model is not None:
             why = matches(self.stored_model, fs, (a, b), treq)
             if why is None:
@@ -343,6 +367,10 @@ class _Pass:
             self.notes.append(f"anomaly model trained on {a:.0f}–{b:.0f} s in {t['train_s']:.1f} s "
                               f"({t['windows']} windows, {t['parameters']} parameters, "
                               f"{self.model.config['calibration']['how']} calibration)")
+            if t.get("collapsed_blocks"):
+                self.notes.append(f"mixture-of-experts collapse in {len(t['collapsed_blocks'])} block(s) "
+                                  f"({', '.join(t['collapsed_blocks'][:4])}): one expert did most of the work; "
+                                  "more normal footage or training steps let the balancing loss spread it")
         except NotEnoughNormalData as e:
             self.notes.append(str(e))
         finally:
@@ -394,7 +422,7 @@ class _Pass:
         k = scored - lo
         self.state.set_partial_result(AnomalyPartial(curve.times[k:].copy(), curve.score[k:].copy(),
                                                      tuple(curve.top_cue(i) for i in range(k, len(part))),
-                                                     fs.window_s))
+                                                     fs.window_s, {m: v[k:].copy() for m, v in curve.experts.items()}))
         return len(fs)
 
 
@@ -416,6 +444,10 @@ def detect_anomalies(req: AnomalyRequest, state: JobState) -> AnomalyResult:
     if p.project is not None and p.media_id is not None:
         carry_feedback(events, load_events(p.project, p.media_id))
     p.timings["score"] = time.perf_counter() - t0
+    if curve.experts:
+        spent = ", ".join(f"{m} {v.mean():.2f} (range {v.min():.2f}–{v.max():.2f})" for m, v in curve.experts.items()
+                          if v.size)
+        p.notes.append(f"real experts per token ({p.model.ffn} blocks): {spent}")
     if req.thumbnails and fs.has_video and events:
         t0 = time.perf_counter()
         add_thumbnails(req.path, events, fs.window_s)
@@ -452,7 +484,9 @@ def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
               "window_s": fs.window_s, "normal": list(result.normal) if result.normal else None,
               "weights": {k: round(v, 4) for k, v in result.curve.weights.items()},
               "model_run": result.model.run_id if result.model is not None else None, "features": fs.params,
-              "baseline": result.baseline.source}
+              "baseline": result.baseline.source,
+              "ffn": result.model.ffn if result.model is not None else None,
+              "experts": result.model.experts if result.model is not None else None}
     run_id = project.record_run(kind=SCORE_KIND, producer="core.anomaly.pipeline", version=PIPELINE_VERSION,
                                 params=params, media_id=media_id, started_at=result.started_at,
                                 duration_s=result.compute_s)
@@ -460,7 +494,44 @@ def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
             "notes": result.notes[:20], "modalities": [m for m, ok in (("video", fs.has_video),
                                                                        ("audio", fs.has_audio)) if ok]}
     store_events(project, media_id, result.curve, result.events, run_id, meta)
+    store_experts(project, media_id, experts_tracks(result.curve, result.model, run_id))
     return run_id
+
+
+def experts_tracks(curve: ScoreCurve, model: TrainedModel | None = None, run_id: int | None = None) -> list[Track]:
+    """The experts the network spent, as curve tracks of kind ``"experts"``, one per modality:
+    one item per window, ``data["real"]`` = real experts per token (mean over the layers),
+    confidence = that / the most a token can get (K_max, or k for top-k), so every track
+    shares one vertical scale. Empty for dense blocks."""
+    if not curve.experts:
+        return []
+    ex = (model.experts if model is not None else None) or {}
+    top = ex.get("k_max") if ex.get("kind") == "dynamic" else ex.get("k")
+    scale = float(top or max((float(v.max()) for v in curve.experts.values() if v.size), default=1.0) or 1.0)
+    meta = {"scale": scale, "unit": "real experts per token", "ffn": model.ffn if model is not None else None,
+            "experts": ex or None}
+    tracks = []
+    for m, spent in curve.experts.items():
+        items = [Item(float(t), float(t) + curve.window_s, f"{x:.2f} real experts per token ({m})",
+                      round(min(1.0, float(x) / scale), 4), run_id, {"real": round(float(x), 3)})
+                 for t, x in zip(curve.times, spent)]
+        tracks.append(Track(EXPERTS_KIND, m, items, run_id=run_id, meta=dict(meta)))
+    return tracks
+
+
+def store_experts(project: Any, media_id: int, tracks: Sequence[Track]) -> None:
+    """Replace the anomaly pass's stored "experts" tracks (named by modality) with ``tracks``;
+    a dense pass (no tracks) removes stale ones. Other networks' tracks of the kind — under
+    other names — are left alone."""
+    from core import ops
+
+    keep = {t.name for t in tracks}
+    for old in ops.load_tracks(project, media_id):
+        if old.kind == EXPERTS_KIND and old.name in ("video", "audio") and old.name not in keep \
+                and old.id is not None:
+            project.delete_track(old.id)
+    for t in tracks:
+        ops.save_track(project, media_id, t)
 
 
 def run_anomalies(project: Any, path: str, state: JobState, **request: Any) -> AnomalyResult:

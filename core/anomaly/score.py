@@ -82,6 +82,9 @@ class ScoreCurve:
     reasons: dict[str, list[str]]
     z: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+    # modality -> real experts per token the network spent on each window (a mixture of
+    # experts only; empty for dense blocks and without a network)
+    experts: dict[str, np.ndarray] = field(default_factory=dict)
 
     def top_cue(self, i: int) -> str:
         best = max(self.contrib, key=lambda c: self.contrib[c][i], default="")
@@ -126,11 +129,14 @@ def score_features(fs: FeatureSet, base: Baseline, model: Any = None,
     if z is None and model is not None:
         z = model.zscores(fs)
     zz: dict[str, np.ndarray] = {}
+    spent: dict[str, np.ndarray] = {}
     if z is not None:
         cues.update(network_cues(z))
         zz = {m: np.asarray(z[m], np.float64) for m in ("video", "audio") if m in z}
+        spent = {m: np.asarray(z[f"experts_{m}"], np.float64) for m in ("video", "audio") if f"experts_{m}" in z}
     final, contrib = combine({k: v[0] for k, v in cues.items()}, w)
-    return ScoreCurve(fs.times.copy(), fs.window_s, final, contrib, {k: v[1] for k, v in cues.items()}, zz, w)
+    return ScoreCurve(fs.times.copy(), fs.window_s, final, contrib, {k: v[1] for k, v in cues.items()}, zz, w,
+                      spent)
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class WindowScore:
     contrib: dict[str, float]
     reasons: dict[str, str]
     z: dict[str, float]
+    experts: dict[str, float] = field(default_factory=dict)  # real experts per token, per modality
 
 
 class OnlineScorer:
@@ -181,4 +188,5 @@ class OnlineScorer:
         i = len(fs) - 1
         contrib, reasons = curve.window(i)
         return WindowScore(float(t), float(curve.score[i]), contrib, reasons,
-                           {m: float(v[i]) for m, v in curve.z.items()})
+                           {m: float(v[i]) for m, v in curve.z.items()},
+                           {m: float(v[i]) for m, v in curve.experts.items()})

@@ -17,6 +17,14 @@ video and audio errors; a window's z-score is its error measured in those units.
 out: on its own training windows a small network is near-perfect (measured: in-sample
 calibration on 15 s of a film trailer put every later window at z ≈ 20–180), while held-out
 windows carry the real "normal surprise" of the scene.
+
+Feed-forward blocks (``ffn``, with ``experts``): ``"dense"`` (fusion's own MLP, the default),
+``"moe-topk"`` (a fixed top-k mixture) or ``"anyexperts"`` (dynamic experts, arXiv 2511.18314),
+shaped by a ``models.experts.ExpertsConfig``; :func:`resolve_ffn` turns the pair into the
+registered name and factory, refusing a configuration that cannot work (a budget below
+K_min…) with a sentence (:class:`AnomalyError`) before anything is computed. The factory's
+config is stored in the checkpoint (``config["experts"]``) and the run's parameters, so the
+model reloads in a fresh process and the provenance says which layer and shape made it.
 """
 from __future__ import annotations
 
@@ -55,6 +63,67 @@ class TrainRequest:
     params: Any = None  # models.fusion.TrainParams; None: defaults
     ffn_factory: Any = field(default=None, compare=False)  # overrides the registry lookup of ``ffn``
     media_hash: str = ""
+    experts: Any = None  # models.experts.ExpertsConfig (or its dict) for a mixture; None: defaults
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "experts", expert_config(self.ffn, self.experts))
+
+    def factory(self) -> Any:
+        """The FFN factory this request trains with (see :func:`resolve_ffn`)."""
+        return resolve_ffn(self.ffn, self.experts, self.ffn_factory)
+
+
+# The CLI's words for the layer types, and the mixture kind behind each registered base name.
+FFN_ALIASES = {"dense": "dense", "topk": "moe-topk", "dynamic": "anyexperts"}
+EXPERT_KINDS = {"moe-topk": "topk", "anyexperts": "dynamic"}
+
+
+def expert_config(ffn: str, experts: Any = None) -> Any:
+    """The ``ExpertsConfig`` of a request's feed-forward choice, or None (fusion's dense block,
+    or a block registered under a name of its own).
+
+    ``ffn`` is ``"dense"``, ``"moe-topk"``/``"topk"`` or ``"anyexperts"``/``"dynamic"`` (or
+    any registered name); ``experts`` an ``ExpertsConfig`` or a dict of its fields (its
+    ``kind`` defaults to ``ffn``'s; with ``ffn="dense"`` the config's kind decides). Raises
+    :class:`AnomalyError` with the config's own sentence when it cannot work.
+    """
+    from models.experts import BASE_NAMES, ExpertsConfig, ExpertsConfigError, ffn_name_for
+
+    name = FFN_ALIASES.get(ffn, ffn)
+    if experts is None:
+        return ExpertsConfig(kind=EXPERT_KINDS[name]) if name in EXPERT_KINDS else None
+    try:
+        if not isinstance(experts, ExpertsConfig):
+            d = dict(experts)
+            d.setdefault("kind", EXPERT_KINDS.get(name, "dynamic"))
+            experts = ExpertsConfig.from_dict(d)
+    except ExpertsConfigError as e:
+        raise AnomalyError(f"The feed-forward configuration cannot work: {e}.") from None
+    except (TypeError, ValueError) as e:
+        raise AnomalyError(f"The expert configuration {experts!r} is not a set of ExpertsConfig fields ({e}).") \
+            from None
+    if name not in ("dense", BASE_NAMES[experts.kind], ffn_name_for(experts)):
+        raise AnomalyError(f"The feed-forward type {ffn!r} and the expert configuration (kind {experts.kind!r}, "
+                           f"a {BASE_NAMES[experts.kind]!r} block) disagree; ask for one of them.")
+    return None if experts.kind == "dense" else experts
+
+
+def resolve_ffn(ffn: str, experts: Any = None, ffn_factory: Any = None) -> Any:
+    """The factory for ``ffn`` shaped by ``experts`` (an explicit ``ffn_factory`` wins). Its
+    registered name (``models.fusion.ffn_name_of``) goes into the net's config and its
+    ``config`` attribute (when it has one) into the checkpoint's provenance."""
+    from models import fusion
+
+    if ffn_factory is not None:
+        return ffn_factory
+    cfg = expert_config(ffn, experts)
+    if cfg is not None:
+        from models.experts import make_ffn_factory
+        return make_ffn_factory(cfg)
+    try:
+        return fusion.ffn_factory(FFN_ALIASES.get(ffn, ffn))
+    except fusion.CheckpointError as e:
+        raise AnomalyError(f"Unknown feed-forward type {ffn!r}: {e}.") from None
 
 
 def _kind(col: str) -> str:
@@ -112,6 +181,11 @@ class TrainedModel:
         return str(self.config["net"]["ffn"])
 
     @property
+    def experts(self) -> dict[str, Any] | None:
+        """The mixture's ``ExpertsConfig`` as stored (None: a block without one, e.g. dense)."""
+        return self.config.get("experts")
+
+    @property
     def normal(self) -> tuple[float, float]:
         a, b = self.config["data"]["normal"]
         return float(a), float(b)
@@ -139,14 +213,23 @@ class TrainedModel:
 
     def errors(self, fs: FeatureSet, targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-column squared reconstruction errors of the target windows (all by default)."""
-        from models.fusion import reconstruction_errors
+        got = self.judge(fs, targets)
+        return got.video, got.audio
+
+    def judge(self, fs: FeatureSet, targets: np.ndarray | None = None) -> Any:
+        """``models.fusion.WindowErrors`` of the target windows: the errors and, with a mixture
+        of experts, the real experts each window's video and audio token used."""
+        from models.fusion import score_windows
         v, a = self.inputs(fs)
-        return reconstruction_errors(self.load(), v, a, targets)
+        return score_windows(self.load(), v, a, targets)
 
     def zscores(self, fs: FeatureSet, targets: np.ndarray | None = None) -> dict[str, Any]:
-        """Calibrated robust z-scores per modality and the column that erred most, per window."""
+        """Calibrated robust z-scores per modality and the column that erred most, per window;
+        with a mixture of experts also ``experts_video``/``experts_audio``: real experts per
+        token spent on each window (see ``models.fusion.score_windows``)."""
         from models.fusion import robust_z
-        ev, ea = self.errors(fs, targets)
+        got = self.judge(fs, targets)
+        ev, ea = got.video, got.audio
         cal = self.config["calibration"]
         out: dict[str, Any] = {}
         for name, e, cols in (("video", ev, self.config["columns"]["video"]),
@@ -158,6 +241,8 @@ class TrainedModel:
             med, mad = cal[name]
             out[name] = robust_z(e.mean(axis=1), med, mad)
             out[f"{name}_top"] = [cols[j] for j in e.argmax(axis=1)]
+        for name, spent in got.experts.items():
+            out[f"experts_{name}"] = spent
         return out
 
 
@@ -181,6 +266,7 @@ def train_model(req: TrainRequest, state: JobState) -> TrainedModel:
             f"least {MIN_NORMAL_S:.0f} s. Until more normal footage is marked, anomalies come from the "
             "detectors alone.")
     params = req.params or fusion.TrainParams()
+    factory = req.factory()
     state.set_progress(0.0, "preparing the normal footage")
     vcols, acols, seen = network_columns(fs, normal)
     v_raw, a_raw = design(fs, vcols, seen), design(fs, acols, seen)
@@ -200,8 +286,8 @@ def train_model(req: TrainRequest, state: JobState) -> TrainedModel:
     seg = np.cumsum(np.diff(train_idx, prepend=train_idx[0]) != 1)  # gaps split sequences
     cfg = fusion.FusionConfig(video_dim=len(vcols), audio_dim=len(acols), dim=req.dim, heads=req.heads,
                               layers=req.layers, hidden=req.hidden, context=req.context, dropout=req.dropout,
-                              ffn=req.ffn if req.ffn_factory is None else fusion.ffn_name_of(req.ffn_factory))
-    net = fusion.build_model(cfg, req.ffn_factory, seed=params.seed)
+                              ffn=fusion.ffn_name_of(factory))
+    net = fusion.build_model(cfg, factory, seed=params.seed)
     check(state)
 
     def progress(f: float, loss: float) -> None:
@@ -212,18 +298,21 @@ def train_model(req: TrainRequest, state: JobState) -> TrainedModel:
     check(state)
     state.set_progress(0.93, "calibrating on the normal footage")
     ev, ea = fusion.reconstruction_errors(net, v_all, a_all, cal_idx)
+    # a mixture whose held-out windows all went to one expert (the blocks also warn once)
+    collapsed = [name for name, m in net.named_modules() if getattr(m, "collapsed", False) is True]
     calibration = {"video": list(fusion.robust_stats(ev.mean(axis=1))) if len(vcols) else [0.0, 1.0],
                    "audio": list(fusion.robust_stats(ea.mean(axis=1))) if len(acols) else [0.0, 1.0],
                    "windows": int(len(cal_idx)), "how": "held-out"}
     train_s = time.perf_counter() - t0
     config = {
         "net": cfg.to_dict(),
+        "experts": getattr(factory, "config", None),  # the mixture's shape: rebuilds it on load
         "columns": {"video": vcols, "audio": acols},
         "classes_seen": seen,
         "norm": norm,
         "calibration": calibration,
         "training": {**asdict(params), **stats, "train_s": round(train_s, 3), "windows": int(len(train_idx)),
-                     "parameters": fusion.param_count(net)},
+                     "parameters": fusion.param_count(net), "collapsed_blocks": collapsed},
         "data": {"normal": [float(a), float(b)], "window_s": fs.window_s, "features": fs.params,
                  "media_hash": req.media_hash},
         "created_at": datetime.fromtimestamp(t_start, tz=timezone.utc).isoformat(timespec="seconds"),
@@ -236,8 +325,10 @@ def train_model(req: TrainRequest, state: JobState) -> TrainedModel:
 def store_model(project: Any, media_id: int, model: TrainedModel) -> int:
     """Record the training run and replace the stored model in one write; returns the run id."""
     c = model.config
-    params = {"ffn": c["net"]["ffn"], "normal": c["data"]["normal"], "features": c["data"]["features"],
-              "training": {k: v for k, v in c["training"].items() if k not in ("final_loss", "first_loss", "train_s")}}
+    params = {"ffn": c["net"]["ffn"], "experts": c.get("experts"), "normal": c["data"]["normal"],
+              "features": c["data"]["features"],
+              "training": {k: v for k, v in c["training"].items()
+                           if k not in ("final_loss", "first_loss", "train_s", "collapsed_blocks")}}
     run_id = project.record_run(kind=MODEL_KIND, producer="models.fusion", version=f"{c['net']['arch_version']}",
                                 params=params, media_id=media_id,
                                 started_at=datetime.fromisoformat(c["created_at"]).timestamp(),
@@ -275,9 +366,14 @@ def matches(model: TrainedModel, fs: FeatureSet, normal: tuple[float, float], re
     from models.fusion import ffn_name_of
 
     net = c["net"]
-    ffn = req.ffn if req.ffn_factory is None else ffn_name_of(req.ffn_factory)
+    factory = req.factory()
+    ffn = ffn_name_of(factory)
     if net["ffn"] != ffn:
         return f"the stored model uses {net['ffn']!r} feed-forward blocks, {ffn!r} were asked for"
+    asked = getattr(factory, "config", None)
+    if asked is not None and c.get("experts") != asked:  # same shape, other training-only settings
+        diff = sorted(k for k in asked if (c.get("experts") or {}).get(k) != asked[k])
+        return f"the stored model's experts were trained with other settings ({', '.join(diff)})"
     for k in ("dim", "layers", "heads", "hidden", "context"):
         if net[k] != getattr(req, k):
             return f"the stored model has {k}={net[k]}, {getattr(req, k)} was asked for"

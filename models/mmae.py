@@ -399,7 +399,10 @@ def _fit(net, xs, pres, usable, params: TrainParams, progress, check) -> dict[st
     per_epoch = -(-n // params.batch)
     total = params.epochs * per_epoch
     opt = torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.lr, total_steps=total, pct_start=0.1)
+    # OneCycle divides by its warm-up length: at least 2 steps of it (short runs on small archives)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.lr, total_steps=total,
+                                                 pct_start=max(0.1, 2.5 / total)) if total >= 6
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0))
     net.train()
     history: list[float] = []
     step = 0
@@ -475,6 +478,31 @@ def _run(net: Any, zs: list[np.ndarray], visible: np.ndarray, batch: int, thread
     lat_a = np.concatenate(lat) if lat else np.zeros((0, L), np.float32)
     rec_a = [np.concatenate(r) if r else np.zeros((0, d), np.float32) for r, (_, d) in zip(recs, net.cfg.modalities)]
     return lat_a, rec_a
+
+
+def expert_usage(net: Any, data: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray] | None = None, *,
+                 threads: int = 1) -> dict[str, np.ndarray] | None:
+    """Real experts each shot's encoder spent, per modality: ``{name: [N]}`` (mean over the
+    encoder's blocks; NaN where the shot lacks that modality), or None for dense blocks.
+
+    All shots go through in one batch, so a mixture with a per-batch budget shares it over
+    the whole archive as it would in training.
+    """
+    zs, P, _ = _prepare(net, data, masks)
+    torch = _torch().torch
+    net.eval()
+    with torch.inference_mode(), _threads(threads):
+        net.encode([torch.as_tensor(z) for z in zs], torch.as_tensor(P))
+    out: dict[str, np.ndarray] = {}
+    for k, (name, _d) in enumerate(net.cfg.modalities):
+        per = [b.ffn.last_stats["real_slots"].float().numpy() for b in net.encoders[k].blocks
+               if isinstance(getattr(b.ffn, "last_stats", None), dict) and "real_slots" in b.ffn.last_stats]
+        if not per:
+            return None
+        v = np.mean(per, axis=0).astype(np.float32)
+        v[~P[:, k]] = np.nan
+        out[name] = v
+    return out
 
 
 def _empty_shots(P: np.ndarray, on_empty: str) -> np.ndarray:

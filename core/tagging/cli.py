@@ -36,6 +36,9 @@ def cmd_tag(argv: list[str]) -> int:
     ap.add_argument("--no-ocr", action="store_true", help="leave on-screen text reading out")
     ap.add_argument("--no-speech", action="store_true", help="leave speech transcription out")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    ap.add_argument("--experts", choices=("dense", "topk", "dynamic"), default="dense",
+                    help="the multimodal autoencoder's feed-forward blocks: dense, fixed top-k experts, or "
+                         "dynamic experts (AnyExperts); recorded with the model")
     ap.add_argument("--search", metavar="QUERY", help="print the shots that best match this text")
     ap.add_argument("--k", type=int, default=10, help="with --search: how many hits (default 10)")
     ap.add_argument("--export", metavar="DIR", help="write shots.json, shots.csv, subtitles and sidecars here")
@@ -86,8 +89,10 @@ def _tag(project: Any, args: argparse.Namespace) -> int:
     cfg = FeatureConfig(faces=None if args.no_faces else FeatureConfig.faces,
                         ocr=None if args.no_ocr else FeatureConfig.ocr,
                         asr=None if args.no_speech else FeatureConfig.asr)
+    from core.tagging.index import EXPERTS, IndexParams
     req = ArchiveRequest(project, folder=args.folder, features=cfg, ray_address=args.ray,
-                         ray_workers=max(1, args.workers), device=args.device)
+                         ray_workers=max(1, args.workers), device=args.device,
+                         index=IndexParams(ffn=EXPERTS[args.experts]))
     state = HeadlessState(bar=True, label=Path(args.folder).name[:24] or "tag")
     try:
         result = tag_archive(req, state)

@@ -47,6 +47,9 @@ N_IMAGENET = 64
 TEXT_WEIGHT = 0.7  # search: share of the tag/description match beside the shared-latent match
 
 
+EXPERTS = {"dense": "dense", "topk": "moe-topk", "dynamic": "anyexperts"}  # --experts → FFN type
+
+
 @dataclass(frozen=True)
 class IndexParams:
     latent: int = 16
@@ -54,8 +57,12 @@ class IndexParams:
     width: int = 64
     epochs: int = 80
     seed: int = 0
-    ffn: str = "dense"
+    ffn: str = "dense"  # the MMAE's feed-forward blocks: dense, moe-topk or anyexperts (see EXPERTS)
     max_clusters: int = 12
+
+    def __post_init__(self) -> None:
+        if self.ffn not in EXPERTS.values():
+            raise TaggingError(f"Unknown feed-forward type {self.ffn!r}; choose one of {', '.join(EXPERTS)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -91,6 +98,7 @@ class ArchiveIndex:
     timings: dict[str, float] = field(default_factory=dict)
     text_emb: np.ndarray | None = None  # [N, 384] what is said and shown, where present
     text_present: np.ndarray | None = None
+    experts: dict[str, np.ndarray] | None = None  # mixture-of-experts encoders: real experts per shot, per modality
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -239,7 +247,7 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
     imagenet = stored[1].get("imagenet") if stored else None
     data, masks, imagenet = mmae_inputs(feats, imagenet)
     usable = np.stack(list(masks.values()), axis=1).any(axis=1)
-    net, info = None, {}
+    net, info, experts = None, {}, None
     little = mmae.too_little_data(int(usable.sum()))
     if little:
         notes.append(little)
@@ -265,6 +273,9 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
                     "media": sorted({r.media_id for r in refs}), "params": params.to_dict(),
                     "final_loss": float(hist.get("final_loss", float("nan"))),
                     "parameters": mmae.param_count(net)}
+            if params.ffn != "dense":
+                from models.fusion import ffn_factory
+                info["experts"] = getattr(ffn_factory(params.ffn), "config", None)
             blob = mmae.to_bytes(net, {"digest": digest, **info})
             project.set_setting(MODEL_SETTING, {"digest": digest, "imagenet": imagenet, "info": info,
                                                 "checkpoint": base64.b64encode(blob).decode()})
@@ -273,6 +284,7 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
         latent = mmae.encode(net, data, masks, on_empty="nan")
         latent = np.nan_to_num(latent)
         method = "mmae"
+        experts = mmae.expert_usage(net, data, masks)
     timings["model"] = time.perf_counter() - t0
     state.set_progress(0.86, "tagging: clustering")
     t1 = time.perf_counter()
@@ -286,7 +298,8 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
     timings["tags"] = time.perf_counter() - t1
     check(state)
     idx = ArchiveIndex(refs, latent.astype(np.float32), labels, names, tags, method, describe, None, notes, net,
-                       {**info, "imagenet": imagenet, "digest": digest}, timings, data["text"], masks["text"])
+                       {**info, "imagenet": imagenet, "digest": digest}, timings, data["text"], masks["text"],
+                       experts)
     if embedder is not None:
         idx.desc_emb = _embed(embedder, describe)
     state.set_progress(0.95, "tagging: storing")
@@ -346,12 +359,16 @@ def store_index(project: Any, idx: ArchiveIndex) -> None:
                           meta={"tags": [[t.to_dict() for t in idx.tags[i]] for i in rows],
                                 "clusters": [int(idx.clusters[i]) for i in rows],
                                 "names": {str(k): v for k, v in idx.names.items()}, "method": idx.method,
-                                "notes": idx.notes})
+                                "notes": idx.notes, "ffn": (idx.model_info.get("params") or {}).get("ffn", "dense"),
+                                "experts": None if idx.experts is None else {
+                                    m: [None if not np.isfinite(v[i]) else round(float(v[i]), 3) for i in rows]
+                                    for m, v in idx.experts.items()}})
 
 
 def load_index(project: Any) -> ArchiveIndex | None:
     """The stored index (latent, tags, clusters) of every tagged media file, or None."""
     refs, lat, clus, tags, texts, tpres = [], [], [], [], [], []
+    experts: dict[str, list[float]] = {}
     names: dict[int, str] = {}
     method, notes = "mmae", []
     for m in project.list_media():
@@ -365,6 +382,13 @@ def load_index(project: Any) -> ArchiveIndex | None:
             tags.append([Tag.from_dict(d) for d in meta["tags"][j]])
             clus.append(int(meta["clusters"][j]))
         lat.append(z[0])
+        ex = meta.get("experts")
+        if isinstance(ex, dict):
+            for mod, vals in ex.items():
+                experts.setdefault(mod, [float("nan")] * (len(refs) - len(rows)))
+                experts[mod] += [float("nan") if v is None else float(v) for v in vals]
+        for mod in experts:
+            experts[mod] += [float("nan")] * (len(refs) - len(experts[mod]))
         tx = project.get_array(m.id, TEXT_KEY)
         ok = tx is not None and len(tx[0]) == len(rows)
         texts.append(tx[0] if ok else np.zeros((len(rows), 384), np.float32))
@@ -375,7 +399,8 @@ def load_index(project: Any) -> ArchiveIndex | None:
         return None
     idx = ArchiveIndex(refs, np.concatenate(lat).astype(np.float32), np.asarray(clus), names, tags, method,
                        [description(t) for t in tags], notes=notes, text_emb=np.concatenate(texts).astype(np.float32),
-                       text_present=np.asarray(tpres, bool))
+                       text_present=np.asarray(tpres, bool),
+                       experts={m: np.asarray(v, np.float32) for m, v in experts.items()} or None)
     got = project.get_setting(MODEL_SETTING)
     if isinstance(got, dict) and method == "mmae":
         from models import mmae

@@ -9,6 +9,10 @@
   then again (the model is reused while the features are unchanged). Goal: ≥ 20× real time.
   The features come from ``tag_archive(build_index=False)`` over real sample clips, kept in
   a bench project under ``~/.cache/kestrel/bench/`` (incremental: a second run reuses them).
+- ``clustering_quality(project)``: following MMAE's own measure, k-means on the latent
+  against each shot's source file (NMI, ARI) and the silhouette of the sources in the latent,
+  for the MMAE latent and for the linear baseline (PCA of the standardised concatenated
+  features) in the same run, over three seeds.
 - ``ray_speedup(paths)``: the same files tagged from scratch through a local Ray instance
   with 1 worker CPU, then with 2, each in a fresh project; wall time of the per-file part
   (Ray's own start apart) and its ratio. Each Ray worker loads the models once, so with
@@ -34,7 +38,7 @@ from core.jobs import HeadlessState  # noqa: E402
 from core.tagging.features import FeatureConfig  # noqa: E402
 
 CACHE = Path(os.environ.get("KESTREL_BENCH_CACHE", Path.home() / ".cache" / "kestrel" / "bench"))
-MEDIA = ("sintel", "iscc_mp4", "bikes", "chaplin", "city_mpg", "failing_audio", "bbb_6ch")
+MEDIA = ("sintel", "iscc_mp4", "bikes", "chaplin", "city_mpg", "failing_audio", "bbb_6ch", "bbb_webm", "fire2")
 RAY_MEDIA = ("bikes", "chaplin", "failing_audio")
 FAST = FeatureConfig(faces=None, ocr=None)
 
@@ -128,6 +132,48 @@ def ray_speedup(paths: Sequence[str], workers: Sequence[int] = (1, 2), cfg: Feat
     return out
 
 
+def clustering_quality(project: Any, seeds: Sequence[int] = (0, 1, 2), ffn: str = "dense",
+                       params: Any = None) -> dict[str, Any]:
+    """MMAE latent vs the linear baseline (PCA of the concatenated standardised features) on the
+    project's tagged shots, against the source file of each shot: silhouette (of the latent,
+    with the source labels), and NMI/ARI of k-means (k = number of sources) to the sources."""
+    import time
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+    from core.tagging import index
+    from models import mmae
+
+    refs, feats = index.gather(project)
+    data, masks, _ = index.mmae_inputs(feats)
+    from core.tagging.index import IndexParams
+    p = params or IndexParams(ffn=ffn)  # as build_index trains it
+    latent, epochs = p.latent, p.epochs
+    src = np.array([r.media_id for r in refs])
+    k = len(set(src.tolist()))
+
+    def measure(z, seed):
+        z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-9)
+        lab = KMeans(k, n_init=8, random_state=seed).fit_predict(z)
+        return (silhouette_score(z, src), normalized_mutual_info_score(src, lab), adjusted_rand_score(src, lab))
+
+    rows = {"pca": [], "mmae": []}
+    train_s = []
+    for seed in seeds:
+        rows["pca"].append(measure(index.pca_latent(data, masks, latent), seed))
+        cfg = mmae.MMAEConfig({m: x.shape[1] for m, x in data.items()}, latent=latent, hidden=p.hidden,
+                              width=p.width, ffn=p.ffn)
+        net = mmae.build(cfg, seed=seed)
+        t = time.perf_counter()
+        hist = mmae.fit(net, data, masks, mmae.TrainParams(epochs=epochs, seed=seed))
+        train_s.append(time.perf_counter() - t)
+        rows["mmae"].append(measure(np.nan_to_num(mmae.encode(net, data, masks, on_empty="nan")), seed))
+    return {"shots": len(refs), "sources": k, "train_s": float(np.mean(train_s)), "epochs": epochs,
+            "seeds": list(seeds),
+            **{m: np.asarray(v).mean(0).tolist() for m, v in rows.items()},
+            **{m + "_sd": np.asarray(v).std(0).tolist() for m, v in rows.items()}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--media", default=",".join(MEDIA), help="samples for the throughput part")
@@ -139,6 +185,7 @@ def main() -> int:
     project = featured_project([m for m in args.media.split(",") if m], cfg)
     try:
         t = throughput(project)
+        q = clustering_quality(project)
     finally:
         project.close()
     print(f"\nthroughput of build_index on stored features: {t['media']} files, {t['media_s']:.1f} s of media, "
@@ -148,6 +195,13 @@ def main() -> int:
         print(f"  {what:18s}: {t[f'{run}_s']:6.2f} s  → {t[f'{run}_x']:6.1f}× real time   ({tm})")
     for n in t["notes"]:
         print(f"  note: {n}")
+    print(f"\nclustering quality against each shot's source file ({q['shots']} shots, {q['sources']} files; "
+          f"k-means with k = {q['sources']}; mean of seeds {q['seeds']}; MMAE {q['epochs']} epochs, "
+          f"{q['train_s']:.1f} s training):")
+    print(f"  {'latent':34s} {'silhouette':>10s} {'NMI':>6s} {'ARI':>6s}")
+    for m, name in (("pca", "linear baseline: PCA of features"), ("mmae", "MMAE shared latent")):
+        sil, nmi, ari = q[m]
+        print(f"  {name:34s} {sil:10.3f} {nmi:6.3f} {ari:6.3f}   (sd {', '.join(f'{v:.3f}' for v in q[m + '_sd'])})")
     if not args.no_ray:
         paths = [sample_name(m) for m in args.ray_media.split(",") if m]
         r = ray_speedup(paths, (1, 2), cfg)

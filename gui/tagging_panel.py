@@ -530,7 +530,7 @@ class TaggingPanel(QWidget):
             self.shot_label.setText(f"<b>Shot {n} of {len(self._rows) or '?'}</b> · {format_time(r.start)} – "
                                     f"{format_time(r.end)} ({r.end - r.start:.1f} s)"
                                     + (f"<br><span style='color:#9aa0aa'>archive group: {_esc(cluster)}</span>"
-                                       if cluster else ""))
+                                       if cluster else "") + _experts_line(idx, i))
             # rejected last, the archive's clusters after the rest, else by confidence
             tags = sorted(idx.tags[i], key=lambda t: (t.state == "rejected", t.kind == "cluster", -t.confidence))
             self.table.setRowCount(len(tags))
@@ -792,3 +792,9 @@ def _table(headers: list[str], fixed: Mapping[int, int | None]) -> QTableWidget:
 
 def _esc(s: str) -> str:
     return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _experts_line(idx, i: int) -> str:
+    """With mixture-of-experts encoders: how many real experts each modality's encoder spent."""
+    parts = [f"{m} {v[i]:.1f}" for m, v in (idx.experts or {}).items() if i < len(v) and v[i] == v[i]]
+    return f"<br><span style='color:#7fd1b9'>experts spent: {' · '.join(parts)}</span>" if parts else ""

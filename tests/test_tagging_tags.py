@@ -79,3 +79,51 @@ def test_edits_and_vocabulary_are_stored_in_the_project(tmp_path):
         e = p.get_setting(EDITS_SETTING)[ref.key]
         out = {t.name: t.state for t in merge_edits([Tag("person", "object", .9), Tag("kite", "object", .3)], e)}
         assert out == {"reporter": "accepted", "kite": "rejected", "interview": "user"}
+
+
+def _fake_archive(p, n_files=3, shots_per=12, seed=0):
+    """Stored features for media rows (no models run): three 'sources' with distinct statistics."""
+    from core.tagging.features import (FeatureConfig, ShotFeatures, TEXT_DIM, audio_columns, feature_params,
+                                       store_features, visual_columns)
+    from core.tagging.index import set_current
+    from core.tagging.shots import Shot, shot_params
+
+    rng = np.random.default_rng(seed)
+    cfg = FeatureConfig(faces=None, ocr=None)
+    vc, ac = visual_columns(cfg), audio_columns(cfg)
+    for f in range(n_files):
+        mid = p.add_media(f"/archive/file{f}.mp4", f"qs256:{f:064x}", 1000, 60.0, "mp4", [])
+        shots = [Shot(i, i * 5.0, i * 5.0 + 5.0, i * 125, i * 125 + 125) for i in range(shots_per)]
+        base_v, base_a = rng.normal(f * 2, 1, len(vc)), rng.normal(-f * 2, 1, len(ac))
+        vals = {"visual": (base_v + rng.normal(0, .3, (shots_per, len(vc)))).astype(np.float32),
+                "audio": (base_a + rng.normal(0, .3, (shots_per, len(ac)))).astype(np.float32),
+                "text": rng.normal(0, 1, (shots_per, TEXT_DIM)).astype(np.float32)}
+        pres = {"visual": np.ones(shots_per, bool), "audio": np.ones(shots_per, bool),
+                "text": rng.random(shots_per) > .5}
+        feats = ShotFeatures(shots, vals, pres, {"visual": vc, "audio": ac,
+                                                 "text": tuple(f"minilm:{i}" for i in range(TEXT_DIM))},
+                             [{"start": s.start, "end": s.end, "objects": {"car": 1} if f == 0 else {}} for s in shots],
+                             params=feature_params(shots, cfg))
+        store_features(p, mid, feats)
+        set_current(p, mid, shots, feats.params, shot_params())
+
+
+def test_index_with_dynamic_experts_shows_what_each_encoder_spent(tmp_path):
+    from core.jobs import HeadlessState
+    from core.project import Project
+    from core.tagging.index import IndexParams, build_index, load_index
+
+    with Project.create(tmp_path / "p.kestrel") as p:
+        _fake_archive(p)
+        idx = build_index(p, HeadlessState(), IndexParams(ffn="anyexperts", epochs=5))
+        assert idx.method == "mmae" and idx.model_info["params"]["ffn"] == "anyexperts"
+        assert idx.model_info["experts"]["kind"] == "dynamic"  # the layer's config is in the provenance
+        ex = idx.experts
+        assert set(ex) == {"visual", "audio", "text"}
+        assert np.isnan(ex["text"]).any() and np.isfinite(ex["visual"]).all()  # no text: no text encoder spent
+        fin = np.concatenate([v[np.isfinite(v)] for v in ex.values()])
+        assert ((fin >= 1) & (fin <= 4)).all()
+        again = load_index(p)
+        np.testing.assert_allclose(np.nan_to_num(again.experts["visual"]), np.nan_to_num(ex["visual"]), atol=1e-3)
+        dense = build_index(p, HeadlessState(), IndexParams(epochs=5))
+        assert dense.experts is None

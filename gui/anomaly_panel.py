@@ -162,8 +162,8 @@ class AnomalyPanel(QWidget):
         for tr in experts_tracks(res.curve, res.model):
             self.session.timeline.set_track(tr)
         self._set_events(res.events)
-        notes = " ".join(res.notes)
-        self.info.setText(f"{len(res.events)} events (threshold {res.threshold:.2f}) in {res.compute_s:.1f} s. {notes}")
+        notes = "".join(f"\n• {n.rstrip('.')}." for n in res.notes)
+        self.info.setText(f"{len(res.events)} events (threshold {res.threshold:.2f}) in {res.compute_s:.1f} s.{notes}")
         self.session.timeline.set_track(events_track(res.events))
 
     def _on_sensitivity(self, v: int) -> None:

@@ -104,7 +104,10 @@ def test_experts_spent_per_modality_over_time(dynamic, project):
         assert tr is not None and len(tr.items) == WINDOWS  # one value per window, stored with the run
         np.testing.assert_allclose([it.data["real"] for it in tr.items], spent, atol=1e-3)
         np.testing.assert_allclose([it.start for it in tr.items], r.curve.times)
-        assert all(0.0 < it.confidence <= 1.0 for it in tr.items) and tr.meta["scale"] == DYNAMIC.k_max
+        assert all(0.0 <= it.confidence <= 1.0 for it in tr.items) and tr.meta["scale"] == DYNAMIC.k_max
+        assert tr.meta["floor"] == DYNAMIC.k_min  # drawn on K_min..K_max
+        np.testing.assert_allclose([it.confidence for it in tr.items],
+                                   (spent - DYNAMIC.k_min) / (DYNAMIC.k_max - DYNAMIC.k_min), atol=1e-3)
     # the budget binds: some windows got more real experts than others somewhere
     assert max(float(np.ptp(v)) for v in r.experts.values()) > 0
     # partial results carry them too, window for window

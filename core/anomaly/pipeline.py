@@ -501,19 +501,24 @@ def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
 def experts_tracks(curve: ScoreCurve, model: TrainedModel | None = None, run_id: int | None = None) -> list[Track]:
     """The experts the network spent, as curve tracks of kind ``"experts"``, one per modality:
     one item per window, ``data["real"]`` = real experts per token (mean over the layers),
-    confidence = that / the most a token can get (K_max, or k for top-k), so every track
+    confidence = that on the scale K_min..K_max (dynamic) or 0..k (top-k), so every track
     shares one vertical scale. Empty for dense blocks."""
     if not curve.experts:
         return []
     ex = (model.experts if model is not None else None) or {}
     top = ex.get("k_max") if ex.get("kind") == "dynamic" else ex.get("k")
     scale = float(top or max((float(v.max()) for v in curve.experts.values() if v.size), default=1.0) or 1.0)
-    meta = {"scale": scale, "unit": "real experts per token", "ffn": model.ffn if model is not None else None,
-            "experts": ex or None}
+    # dynamic experts spend K_min..K_max: draw that range full height (1 expert at 0 of 32 px
+    # rows read as flat lines when drawn from 0)
+    lo = float(ex.get("k_min", 0) or 0) if ex.get("kind") == "dynamic" else 0.0
+    lo = lo if lo < scale else 0.0
+    meta = {"scale": scale, "floor": lo, "unit": "real experts per token",
+            "ffn": model.ffn if model is not None else None, "experts": ex or None}
     tracks = []
     for m, spent in curve.experts.items():
         items = [Item(float(t), float(t) + curve.window_s, f"{x:.2f} real experts per token ({m})",
-                      round(min(1.0, float(x) / scale), 4), run_id, {"real": round(float(x), 3)})
+                      round(min(1.0, max(0.0, (float(x) - lo) / (scale - lo))), 4), run_id,
+                      {"real": round(float(x), 3)})
                  for t, x in zip(curve.times, spent)]
         tracks.append(Track(EXPERTS_KIND, m, items, run_id=run_id, meta=dict(meta)))
     return tracks

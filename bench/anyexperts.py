@@ -49,8 +49,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the planted clips of tests/test_anomaly_real.py
 
-import av  # noqa: E402
-import cv2  # noqa: E402
 
 from core import samples  # noqa: E402
 from core.anomaly.pipeline import AnomalyRequest, detect_anomalies, run_anomalies  # noqa: E402
@@ -87,17 +85,9 @@ class Row:
 
 def bus_clip(path: Path) -> Path:
     """tests/conftest.py's ``bus_clip``: 3 s at 10 fps of the real bus photo, panning slowly."""
-    img = cv2.cvtColor(cv2.imread(str(samples.sample_path("bus_jpg"))), cv2.COLOR_BGR2RGB)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 640, 864, "yuv420p"
-        for i in range(30):
-            frame = cv2.resize(img[i * 2: i * 2 + 1000, :], (640, 864))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path
+    from core.chat.selftest import make_bus_clip
+
+    return make_bus_clip(path, samples.sample_path("bus_jpg"))
 
 
 def planted_clips(d: Path) -> dict[str, tuple[Path, tuple[float, float], list]]:

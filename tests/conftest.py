@@ -19,8 +19,6 @@ for _p in (ROOT, ROOT / "tests"):  # `core` package and the `mediagen` helper mo
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import av  # noqa: E402
-import cv2  # noqa: E402
 import pytest  # noqa: E402
 
 import mediagen  # noqa: E402
@@ -62,19 +60,9 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bus_clip(tmp_path_factory, sample):
     """3 s at 10 fps of the real bus photo (ultralytics bus.jpg), panning slowly: a real scene
     with a bus and four people for the detectors."""
-    img = cv2.cvtColor(cv2.imread(str(sample("bus_jpg"))), cv2.COLOR_BGR2RGB)
-    path = tmp_path_factory.mktemp("bus") / "bus.mp4"
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 640, 864, "yuv420p"
-        for i in range(30):
-            crop = img[i * 2: i * 2 + 1000, :]
-            frame = cv2.resize(crop, (640, 864))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path
+    from core.chat.selftest import make_bus_clip
+
+    return make_bus_clip(tmp_path_factory.mktemp("bus") / "bus.mp4", sample("bus_jpg"))
 
 
 @pytest.fixture

@@ -370,3 +370,23 @@ def corrupt_copy(src: str | Path, dst: str | Path, seed: int = 0) -> Path:
         data[start:start + run] = rng.randbytes(run)
     dst.write_bytes(bytes(data))
     return dst
+
+
+def speak(text: str, rate: int = 16000) -> np.ndarray:
+    """espeak-ng saying ``text``: mono float32 at ``rate`` (fails the test clearly without espeak-ng)."""
+    import io
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)", pytrace=False)
+    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True, timeout=60).stdout
+    out = []
+    with av.open(io.BytesIO(wav)) as c:
+        rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        for frame in c.decode(audio=0):
+            out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
+        out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
+    return np.concatenate(out).astype(np.float32)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.jobs import HeadlessState
 from core.project import (
     ItemRecord,
     Project,
@@ -137,3 +138,14 @@ def fast_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Project, "BUSY_TIMEOUT_S", 0.3)
 
 
+class CancelAfter(HeadlessState):
+    """A headless job state that cancels itself once progress reaches ``after``."""
+
+    def __init__(self, after: float):
+        super().__init__()
+        self.after = after
+
+    def set_progress(self, fraction: float, text: str = "") -> None:
+        super().set_progress(fraction, text)
+        if fraction >= self.after:
+            self.cancel()

@@ -8,10 +8,8 @@ no assertion here needs them, and they are the costliest models on two cores.
 """
 from __future__ import annotations
 
-import io
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -38,18 +36,7 @@ BARE = FeatureConfig(tagger=None, detector=None, faces=None, vad=None, asr=None,
 
 
 def speak(text: str) -> np.ndarray:
-    import av
-
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)", pytrace=False)
-    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True, timeout=60).stdout
-    out = []
-    with av.open(io.BytesIO(wav)) as c:
-        rs = av.AudioResampler(format="flt", layout="mono", rate=SR)
-        for frame in c.decode(audio=0):
-            out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
-        out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
-    x = np.concatenate(out).astype(np.float32)
+    x = mediagen.speak(text, SR)
     return 0.5 * x / max(1e-6, float(np.abs(x).max()))
 
 

@@ -6,16 +6,14 @@ Models are loaded once for the module (one ModelPool), as an archive run would.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 import mediagen
+from projectkit import CancelAfter
 from bench.shots import make_montage
 from core import ops
 from core.jobs import Cancelled, HeadlessState
@@ -47,18 +45,7 @@ SPOKEN = ((2.2, FOX, 1), (6.8, GATE, 2))  # (start s, sentence, shot it lies in)
 
 
 def speak(text: str) -> np.ndarray:
-    import av
-
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)", pytrace=False)
-    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True, timeout=60).stdout
-    out = []
-    with av.open(io.BytesIO(wav)) as c:
-        rs = av.AudioResampler(format="flt", layout="mono", rate=SR)
-        for frame in c.decode(audio=0):
-            out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
-        out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
-    return np.concatenate(out).astype(np.float32)
+    return mediagen.speak(text, SR)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +60,8 @@ def speech_clip(tmp_path_factory, sample):
     total = sum(n for _, _, n in SPEECH_SEGMENTS) / 25
     audio = np.zeros(int(total * SR), np.float32)
     for start, text, _ in SPOKEN:
-        x = 0.5 * speak(text) / max(1e-6, float(np.abs(speak(text)).max()))
+        x = speak(text)
+        x = 0.5 * x / max(1e-6, float(np.abs(x).max()))
         a = int(start * SR)
         audio[a:a + x.size] = x[:audio.size - a]
     path = tmp_path_factory.mktemp("speech") / "speech.mp4"
@@ -195,17 +183,6 @@ def test_bad_input(tmp_path, sample, pool):
     with pytest.raises(Cancelled):
         shot_features(str(sample("bikes")), shots, mid, FeatureConfig(faces=None, ocr=None), pool)
     assert 0.3 <= mid.progress < 1.0
-
-
-class CancelAfter(HeadlessState):
-    def __init__(self, after: float):
-        super().__init__()
-        self.after = after
-
-    def set_progress(self, fraction: float, text: str = "") -> None:
-        super().set_progress(fraction, text)
-        if fraction >= self.after:
-            self.cancel()
 
 
 def test_stored_and_reused(tmp_path, speech_clip, speech_feats):

@@ -12,6 +12,7 @@ import pytest
 import mediagen
 from bench.shots import make_montage
 from core import ops
+from projectkit import CancelAfter
 from core.jobs import Cancelled, HeadlessState
 from core.media import frame_times, probe
 from core.project import Project
@@ -148,17 +149,6 @@ def test_damaged_middle_still_gives_shots(tmp_path, sample):
     shots = detect_shots(str(p), HeadlessState())
     assert shots and shots[-1].end > 9.0
     assert abs(shots[1].start_frame - 30) <= 1  # the first cut lies before the damage
-
-
-class CancelAfter(HeadlessState):
-    def __init__(self, after: float):
-        super().__init__()
-        self.after = after
-
-    def set_progress(self, fraction: float, text: str = "") -> None:
-        super().set_progress(fraction, text)
-        if fraction >= self.after:
-            self.cancel()
 
 
 def test_cancel_before_and_during(montage):

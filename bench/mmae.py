@@ -159,13 +159,14 @@ def clustering_quality(project: Any, seeds: Sequence[int] = (0, 1, 2), ffn: str 
 
     rows = {"pca": [], "mmae": []}
     train_s = []
+    pca = index.pca_latent(data, masks, latent)  # deterministic: only k-means' seed varies
     for seed in seeds:
-        rows["pca"].append(measure(index.pca_latent(data, masks, latent), seed))
+        rows["pca"].append(measure(pca, seed))
         cfg = mmae.MMAEConfig({m: x.shape[1] for m, x in data.items()}, latent=latent, hidden=p.hidden,
                               width=p.width, ffn=p.ffn)
         net = mmae.build(cfg, seed=seed)
         t = time.perf_counter()
-        hist = mmae.fit(net, data, masks, mmae.TrainParams(epochs=epochs, seed=seed))
+        mmae.fit(net, data, masks, mmae.TrainParams(epochs=epochs, seed=seed))
         train_s.append(time.perf_counter() - t)
         rows["mmae"].append(measure(np.nan_to_num(mmae.encode(net, data, masks, on_empty="nan")), seed))
     return {"shots": len(refs), "sources": k, "train_s": float(np.mean(train_s)), "epochs": epochs,

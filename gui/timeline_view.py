@@ -130,7 +130,7 @@ class TimelineView(QWidget):
             msg = ("No tracks yet — analysis results (detections, speech, anomalies, shots…) appear here"
                    if self.session.info else "Timeline")
             p.drawText(QRectF(HEADER_W, RULER_H, self.width() - HEADER_W, self.height() - RULER_H),
-                       Qt.AlignmentFlag.AlignCenter, msg)
+                       Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, msg)
         p.setPen(QPen(QColor(60, 62, 70), 1))
         p.drawLine(HEADER_W, 0, HEADER_W, self.height())
         if self.session.info is not None:

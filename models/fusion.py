@@ -137,14 +137,19 @@ class FusionConfig:
         if int(d.get("arch_version", -1)) != ARCH_VERSION:
             raise CheckpointError(f"the stored model has layout version {d.get('arch_version')}; this Kestrel "
                                   f"reads version {ARCH_VERSION}: retrain it on the normal footage.")
-        names = {f.name for f in fields(cls)}
-        missing = names - set(d)
-        if missing:
-            raise CheckpointError(f"the stored model's config lacks {', '.join(sorted(missing))}; retrain it.")
-        try:
-            return cls(**{k: d[k] for k in names})
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"the stored model's config is invalid ({e}); retrain it.") from e
+        return config_from_fields(cls, d, "model")
+
+
+def config_from_fields(cls: Any, d: Any, what: str) -> Any:
+    """``cls(**d)`` for a stored config dataclass, or a CheckpointError naming the stored ``what``."""
+    names = {f.name for f in fields(cls)}
+    missing = names - set(d)
+    if missing:
+        raise CheckpointError(f"the stored {what}'s config lacks {', '.join(sorted(missing))}; retrain it.")
+    try:
+        return cls(**{k: d[k] for k in names})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the stored {what}'s config is invalid ({e}); retrain it.") from e
 
 
 @dataclass(frozen=True)

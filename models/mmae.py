@@ -30,14 +30,15 @@ caller's provenance as JSON in the header metadata. torch is imported only insid
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from models.fusion import CheckpointError, FFNFactory, _header_metadata, _threads, ffn_factory, ffn_name_of, ffn_names
+from models.fusion import (CheckpointError, FFNFactory, _header_metadata, _threads, config_from_fields, ffn_factory,
+                           ffn_name_of, ffn_names)
 
 ARCH = "kestrel-mmae"
 ARCH_VERSION = 1
@@ -124,15 +125,7 @@ class MMAEConfig:
         if int(d.get("arch_version", -1)) != ARCH_VERSION:
             raise CheckpointError(f"the stored multimodal model has layout version {d.get('arch_version')}; "
                                   f"this Kestrel reads version {ARCH_VERSION}: retrain it.")
-        names = {f.name for f in fields(cls)}
-        missing = names - set(d)
-        if missing:
-            raise CheckpointError(f"the stored multimodal model's config lacks {', '.join(sorted(missing))}; "
-                                  f"retrain it.")
-        try:
-            return cls(**{k: d[k] for k in names})
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"the stored multimodal model's config is invalid ({e}); retrain it.") from e
+        return config_from_fields(cls, d, "multimodal model")
 
 
 @dataclass(frozen=True)

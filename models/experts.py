@@ -31,11 +31,13 @@ saturate, where ranking tokens would stop working). Balance: the Switch loss ove
 experts. ``aux_loss = balance_weight · balance + importance_weight · calibration``; fusion's
 training multiplies it by ``TrainParams.aux_weight`` (0.01, the Switch paper's weight).
 
-Why the defaults: ``budget = 2.0`` slots per token is top-2's count, so ``topk`` (k=2) and
-``dynamic`` spend at most the same slots and their *real* activations compare directly;
-``expert_hidden = hidden // 2`` makes two experts cost one dense FFN. ``rho_max = 0.25``, not
-the paper's 0.2: with ``k_max = 4`` a cap of ``floor(0.2 × s)`` is 0 for every ``s ≤ 4`` and
-the virtual experts could never be chosen (such a config is refused with a message saying so).
+Why the defaults: ``budget = 1.4`` slots per token against top-2's 2: the setting
+bench/anyexperts.py measured at 30% fewer real activations than fixed top-2 with the task
+metrics held (anomaly F1 −0.6% ± 2.7%, MMAE clustering NMI +6%); pass ``budget=2.0`` to spend
+top-2's slots. ``expert_hidden = hidden // 2`` makes two experts cost one dense FFN.
+``rho_max = 0.25``, not the paper's 0.2: with ``k_max = 4`` a cap of ``floor(0.2 × s)`` is 0
+for every ``s ≤ 4`` and the virtual experts could never be chosen (such a config is refused
+with a message saying so).
 
 Every block records ``last_stats`` (detached) of its last forward: real slots per token (a
 tensor of the input's leading shape, so callers can map it to time and modality), virtual
@@ -96,7 +98,7 @@ class ExpertsConfig:
     k_min: int = 1  # slots per token ("dynamic")
     k_max: int = 4
     rho_max: float = 0.25  # cap on a token's virtual share of slots: floor(rho_max × s)
-    budget: float = 2.0  # average slots per token over a batch
+    budget: float = 1.4  # average slots per token over a batch (top-2 spends 2)
     virtual: tuple[str, ...] = ("zero", "copy")
     alpha: float = 0.5  # residual fusion h' = h + alpha · w · h
     importance_hidden: int = 16

@@ -215,7 +215,7 @@ def test_collapse_is_flagged_once_and_the_balance_loss_spreads_the_load(kind):
 
     m = X.build_ffn(X.ExpertsConfig(kind=kind), 16, 32)
     _collapsed_router(m)
-    with pytest.warns(X.ExpertCollapseWarning, match=r"expert 0 carries 9\d% of the real expert load"):
+    with pytest.warns(X.ExpertCollapseWarning, match=r"expert 0 carries (9\d|100)% of the real expert load"):
         m(x)
     assert m.collapsed and m.last_stats["collapsed"]
     before_share, before_h = m.last_stats["max_share"], _entropy(m.last_stats["gate_share"])

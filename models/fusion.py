@@ -499,6 +499,9 @@ def from_bytes(blob: bytes, config: dict[str, Any], ffn_factory: FFNFactory | No
                 f"were asked for: retrain the model with {asked!r} blocks (or load it with {cfg.ffn!r}).")
     elif config.get("experts"):
         ffn_factory = stored_ffn_factory(cfg.ffn, config["experts"])
+    elif cfg.ffn.startswith(("moe-topk", "anyexperts")):
+        raise CheckpointError(f"this anomaly model's {cfg.ffn!r} blocks were saved without their expert settings "
+                              f"(budget, slots per token), so it cannot be run as it was trained; retrain it.")
     elif _ensure_known(cfg.ffn) or cfg.ffn not in _FFN:
         raise CheckpointError(f"this anomaly model was trained with {cfg.ffn!r} feed-forward blocks, which this "
                               f"Kestrel does not have (known: {', '.join(_FFN)}); retrain it.")

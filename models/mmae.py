@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from models.fusion import (CheckpointError, FFNFactory, _header_metadata, _threads, config_from_fields, ffn_factory,
-                           ffn_name_of, ffn_names)
+                           ffn_name_of, ffn_names, stored_ffn_factory)
 
 ARCH = "kestrel-mmae"
 ARCH_VERSION = 1
@@ -246,7 +246,9 @@ def build(cfg: MMAEConfig, seed: int | None = None, ffn_factory: FFNFactory | No
         raise CheckpointError(f"the FFN factory given is {name!r} but the config says {cfg.ffn!r}")
     if seed is not None:
         T.torch.manual_seed(seed)
-    return T.MMAE(cfg, factory)
+    net = T.MMAE(cfg, factory)
+    net.ffn_config = getattr(factory, "config", None)  # a mixture's settings, saved with the weights
+    return net
 
 
 def _lookup(name: str) -> FFNFactory:
@@ -593,7 +595,8 @@ def to_bytes(net: Any, provenance: Mapping[str, Any] | None = None) -> bytes:
     ``provenance`` (JSON-serialisable: which media, which features, when) in its header."""
     from safetensors.torch import save
 
-    meta = {"net": net.cfg.to_dict(), "train": net.train_info, "provenance": dict(provenance or {})}
+    meta = {"net": net.cfg.to_dict(), "train": net.train_info, "provenance": dict(provenance or {}),
+            "experts": getattr(net, "ffn_config", None)}
     state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
     return save(state, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
 
@@ -630,9 +633,17 @@ def from_bytes(blob: bytes, ffn_factory: FFNFactory | None = None) -> Any:
             raise CheckpointError(
                 f"this multimodal model was trained with {cfg.ffn!r} feed-forward blocks, but {asked!r} blocks were "
                 f"asked for: retrain it with {asked!r} blocks (or load it with {cfg.ffn!r}).")
-    elif cfg.ffn not in ffn_names():
-        raise CheckpointError(f"this multimodal model was trained with {cfg.ffn!r} feed-forward blocks, which this "
-                              f"Kestrel does not have (known: {', '.join(ffn_names())}); retrain it.")
+    experts = info.get("experts") or (info.get("provenance") or {}).get("experts")
+    if experts:  # a mixture's settings (budget, K, rho…) must be the ones its name stands for
+        stored = stored_ffn_factory(cfg.ffn, experts)
+        ffn_factory = ffn_factory or stored
+    elif cfg.ffn != "dense" and ffn_factory is None:
+        if cfg.ffn not in ffn_names():
+            raise CheckpointError(f"this multimodal model was trained with {cfg.ffn!r} feed-forward blocks, which this "
+                                  f"Kestrel does not have (known: {', '.join(ffn_names())}); retrain it.")
+        if cfg.ffn.startswith(("moe-topk", "anyexperts")):
+            raise CheckpointError(f"this multimodal model's {cfg.ffn!r} blocks were saved without their expert settings "
+                                  f"(budget, slots per token), so it cannot be run as it was trained; retrain it.")
     try:
         state = load(bytes(blob))
     except (SafetensorError, ValueError) as e:

@@ -340,6 +340,37 @@ def test_checkpoint_round_trip_and_refusals(trained, test):
         mmae.from_bytes(save(load(blob), metadata={"other": "{}"}))
 
 
+def test_a_mixture_checkpoint_keeps_its_expert_settings():
+    """A dynamic-experts MMAE is rebuilt with the budget it was trained at; a header whose
+    settings were changed, or that lacks them, is refused rather than run at other settings."""
+    from safetensors.torch import load, save
+
+    from models.experts import ExpertsConfig, make_ffn_factory
+
+    factory = make_ffn_factory(ExpertsConfig(kind="dynamic", budget=1.7, n_experts=4))
+    data, masks, _ = synth(60, seed=2)
+    net = mmae.build(mmae.MMAEConfig(SMALL.dims, latent=8, width=16, hidden=32, ffn=factory.ffn_name), seed=0,
+                     ffn_factory=factory)
+    mmae.fit(net, data, masks, mmae.TrainParams(epochs=3, seed=0))
+    blob = mmae.to_bytes(net)
+    info = mmae.checkpoint_info(blob)
+    assert info["experts"]["budget"] == 1.7 and info["net"]["ffn"].startswith("anyexperts-")
+    again = mmae.from_bytes(blob)
+    assert again.encoders[0].blocks[0].ffn.cfg.budget == 1.7
+    np.testing.assert_array_equal(mmae.encode(again, data, masks), mmae.encode(net, data, masks))
+
+    def rewrite(experts):
+        return save(load(blob), metadata={mmae.META_KEY: json.dumps({**info, "experts": experts})})
+
+    with pytest.raises(mmae.CheckpointError, match="expert configuration describes"):
+        mmae.from_bytes(rewrite({**info["experts"], "budget": 2.0}))
+    default = mmae.to_bytes(mmae.build(mmae.MMAEConfig(SMALL.dims, latent=8, width=16, hidden=32,
+                                                       ffn="anyexperts"), seed=0))
+    bare = {**mmae.checkpoint_info(default), "experts": None}
+    with pytest.raises(mmae.CheckpointError, match="saved without their expert settings"):
+        mmae.from_bytes(save(load(default), metadata={mmae.META_KEY: json.dumps(bare)}))
+
+
 def test_cancel_leaves_the_net_exactly_as_it_was():
     data, masks, _ = synth(60, seed=2)
     net = mmae.build(SMALL, seed=0)

@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from core.live import LiveChunk, LiveError, LiveSource, RingBuffer, describe
+from core.live import LiveError, LiveSource, RingBuffer, describe
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from core.jobs import JobState, check
 from core.tagging import TaggingError
-from core.tagging.features import FeatureConfig, ShotFeatures, load_features
+from core.tagging.features import ShotFeatures, load_features
 from core.tagging.shots import Shot, shots_from_rows
 from core.tagging.tags import Tag, cluster_names, keywords, merge_edits, shot_tags, voice_name, voices
 

@@ -31,15 +31,18 @@ the training shots (what the net memorised), the median per-shot reconstruction 
 never saw (5-fold over shots, ``--folds``), and k-means clustering of the latent against each
 shot's source file (NMI, ARI, silhouette).
 
-Measured (2-core shared CPU, seeds 0–9 anomaly / 0–7 MMAE, ``--budgets 1.4 --dynamic "budget=1.4
-k_max=3 rho_max=0.34"``), dynamic B=1.4 K1–4 against fixed top-2:
-- anomaly: 1.39 real experts/token (−30%); F1 0.71 vs 0.71 (−0.6%, s.e. 2.7%); network AUC −1.0%;
-  held-out MSE +2.5%; wall 47.5 s vs 41.9 s (+13%: the allocation's extra small ops). K1–3
-  rho_max 0.34: −31%, F1 +0.6% (s.e. 1.8%), AUC −1.1%.
-- MMAE: 1.40 (−30%); NMI 0.701 vs 0.659 (+6.4%, s.e. 3.2%); unseen-shot reconstruction −2.2%
-  (s.e. 4.7%); training-shot reconstruction +8.6% (s.e. 1.5%): with fewer experts per token it
+Measured (2-core shared CPU, seeds 0–9, defaults: ``.venv/bin/python bench/anyexperts.py --seeds
+0,1,2,3,4,5,6,7,8,9 --no-dense``), dynamic B=1.4 K1–4 against fixed top-2, both at balance_weight 4:
+- anomaly: 1.39 real experts/token (−30%); F1 0.70 vs 0.71 (−1.7%, s.e. 2.4%) → goal NOT shown;
+  network AUC 0.709 vs 0.702 (+1.0%); held-out MSE +0.5%; wall 51.3 s vs 43.2 s (+19%: the
+  allocation's extra small ops outweigh 30% less expert work at these sizes). Runs differ by more
+  than the 1% asked: at balance_weight 1 the same comparison gave F1 −0.6% (s.e. 2.7%), with 5
+  seeds at 4 it gave +1.8% (s.e. 3.0%). Resolving 1% needs ~20× the seeds or planted events.
+- MMAE: 1.40 (−30%); NMI 0.680 vs 0.660 (+3.0%, s.e. 2.4%); unseen-shot reconstruction +0.6%
+  (s.e. 4.3%); training-shot reconstruction +9.7% (s.e. 1.1%): with fewer experts per token it
   memorises the 45 shots less well (at 200 epochs both memorise further and generalise worse).
-- Virtual experts are almost never chosen (share ≤ 0.001): the router ranks them below the real ones.
+- Virtual experts are almost never chosen (share ≤ 0.001): at a 1.4 budget most tokens get 1–2
+  slots, where the cap floor(0.25 × s) allows none; only 4-slot tokens may use one.
 """
 from __future__ import annotations
 
@@ -441,8 +444,9 @@ def report_mmae(rows: list[dict[str, Any]], reference: str = "fixed top-2") -> N
         if r["held"] and ref["held"]:
             d_held, s_held = _rel(r["held"], ref["held"])
             met = fewer >= 0.30 and d_held <= 0.01 and d_nmi >= -0.01
-            line += (f", of unseen shots {d_held:+.1%} (s.e. {s_held:.1%}) → goal (≥30% fewer; unseen-shot "
-                     f"reconstruction and NMI ≤1% worse) {'MET' if met else 'NOT met'}")
+            line += (f", of unseen shots {d_held:+.1%} (s.e. {s_held:.1%}) → goal (≥30% fewer, ≤1% worse) on "
+                     f"unseen shots and NMI {'MET' if met else 'NOT met'}, on the training shots' fit "
+                     f"{'MET' if met and d_rec <= 0.01 else 'NOT met'}")
         print(line)
 
 

@@ -347,13 +347,18 @@ def _torch() -> SimpleNamespace:
 
         def route(self, probs, slots):
             """Chosen real [N, E] and virtual [N, V] candidates: the top ``slots`` of each row,
-            with no more virtual ones than the token's cap (then the next real ones)."""
+            with no more virtual ones than the token's cap (then the next real ones). One sort
+            per row: walking it in rank order, the real candidates come in their own rank order."""
             e = self.cfg.n_experts
-            picked = ranks(probs) < slots[:, None]
-            v = torch.minimum(picked[:, e:].sum(1), self._caps[slots])
-            real = ranks(probs[:, :e]) < (slots - v)[:, None]
-            virt = ranks(probs[:, e:]) < v[:, None]
-            return real, virt
+            order = torch.argsort(probs, dim=-1, descending=True, stable=True)
+            is_v = order >= e  # [N, C], in rank order
+            pos = torch.arange(probs.shape[-1], device=probs.device)
+            v = torch.minimum((is_v & (pos < slots[:, None])).sum(1), self._caps[slots])
+            seen_v = is_v.cumsum(1)  # virtual candidates up to and including this rank
+            seen_r = pos + 1 - seen_v
+            take = torch.where(is_v, seen_v <= v[:, None], seen_r <= (slots - v)[:, None])
+            chosen = torch.zeros_like(take).scatter_(1, order, take)
+            return chosen[:, :e], chosen[:, e:]
 
         def forward(self, x):
             c = self.cfg

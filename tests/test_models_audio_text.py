@@ -8,7 +8,6 @@ backend that tried to download anything would fail here instead of in a user's h
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 import shutil
 import socket
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+import mediagen
 from models import catalogue
 from models.catalogue import ModelError, ModelSpec, get_spec, load_model, package_dir
 from models.types import ImageTagger, SpeechSegment, TextEmbedder, TextReader, Transcriber, VoiceActivity
@@ -35,19 +35,7 @@ BUS_LIKE = {"minibus", "school bus", "trolleybus", "passenger car"}
 # --- helpers ------------------------------------------------------------------------------
 def speak(text: str) -> np.ndarray:
     """espeak-ng speech as mono float32 at 16 kHz, leading and trailing silence trimmed."""
-    import av
-
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)",
-                    pytrace=False)
-    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True, timeout=60).stdout
-    chunks = []
-    with av.open(io.BytesIO(wav)) as c:
-        rs = av.AudioResampler(format="flt", layout="mono", rate=SR)
-        for frame in c.decode(audio=0):
-            chunks += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
-        chunks += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
-    audio = np.concatenate(chunks).astype(np.float32)
+    audio = mediagen.speak(text, SR)
     loud = np.flatnonzero(np.abs(audio) > 0.01)
     return audio[loud[0]:loud[-1] + 1]
 

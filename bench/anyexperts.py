@@ -47,13 +47,14 @@ Measured (2-core shared CPU, seeds 0–9, defaults: ``.venv/bin/python bench/any
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,6 @@ def anomaly_configs(args: argparse.Namespace) -> list[tuple[str, str, ExpertsCon
 
 def parse_pairs(text: str) -> dict[str, Any]:
     """``"budget=1.4 k_max=3"`` → {"budget": 1.4, "k_max": 3}."""
-    import json
-
     out: dict[str, Any] = {}
     for pair in text.split():
         k, _, v = pair.partition("=")
@@ -324,11 +323,12 @@ def report(rows: list[Row], network: str, reference: str = "fixed top-2") -> Non
             continue
         fewer = 1 - statistics.mean(r.real_all) / statistics.mean(ref.real_all)
         d_f1, s_f1 = _rel(r.f1, ref.f1)
-        d_auc = statistics.mean(r.auc) / max(1e-9, statistics.mean(ref.auc)) - 1
-        d_mse = statistics.mean(r.heldout) / max(1e-9, statistics.mean(ref.heldout)) - 1
+        d_auc, s_auc = _rel(r.auc, ref.auc)
+        d_mse, s_mse = _rel(r.heldout, ref.heldout)
         met = fewer >= 0.30 and d_f1 >= -0.01
         print(f"{r.config}: {fewer:.0%} fewer real activations than {ref.config}; F1 {d_f1:+.1%} (s.e. {s_f1:.1%}), "
-              f"network AUC {d_auc:+.1%}, held-out MSE {d_mse:+.1%}, wall (median) {statistics.median(r.wall_s):.1f} s "
+              f"network AUC {d_auc:+.1%} (s.e. {s_auc:.1%}), held-out MSE {d_mse:+.1%} (s.e. {s_mse:.1%}), "
+              f"wall (median) {statistics.median(r.wall_s):.1f} s "
               f"vs {statistics.median(ref.wall_s):.1f} s → goal (≥30% fewer, F1 ≤1% worse) {'MET' if met else 'NOT met'}")
     for r in rows:
         if r.collapses or r.collapsed_end:
@@ -451,9 +451,15 @@ def report_mmae(rows: list[dict[str, Any]], reference: str = "fixed top-2") -> N
 
 
 def _rel(xs: list[float], ref: list[float]) -> tuple[float, float]:
-    """mean(xs)/mean(ref) − 1 and its standard error (independent seeds)."""
+    """mean(xs)/mean(ref) − 1 and its standard error. Both lists run the same seeds in the
+    same order (the same data, folds and training order; only the blocks differ), so the
+    error is that of the paired per-seed differences: what the seed does to both configs
+    alike cancels. Lists of unequal length fall back to independent samples."""
     m, m0 = statistics.mean(xs), statistics.mean(ref)
-    var = sum(statistics.pvariance(v) / len(v) for v in (xs, ref) if len(v) > 1)
+    if len(xs) == len(ref) > 1:
+        var = statistics.variance([a - b for a, b in zip(xs, ref)]) / len(xs)
+    else:
+        var = sum(statistics.variance(v) / len(v) for v in (xs, ref) if len(v) > 1)
     return m / max(1e-12, m0) - 1, math.sqrt(var) / max(1e-12, abs(m0))
 
 
@@ -473,6 +479,7 @@ def main() -> int:
                     help="MMAE held-out reconstruction: k-fold over shots (each fold trains a net; 1: skip)")
     ap.add_argument("--clips", choices=("wide", "test"), default="wide",
                     help="planted clips for the anomaly part: 13 events over 5 clips (wide) or the test's 4")
+    ap.add_argument("--save", type=Path, metavar="FILE.json", help="also write every per-seed number here")
     args = ap.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
@@ -480,13 +487,20 @@ def main() -> int:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available; training uses "
           f"{TrainParams().threads} (TrainParams.threads); CPU")
+    saved: dict[str, Any] = {"seeds": args.seeds}
     if args.only != "mmae":
         with tempfile.TemporaryDirectory(prefix="kestrel-anyexperts-") as tmp:
             rows = anomaly_part(args, Path(tmp))
         report(rows, "anomaly")
+        saved["anomaly"] = [asdict(r) for r in rows]
     if args.only != "anomaly":
         sys.path.insert(0, str(ROOT / "bench"))
-        report_mmae(mmae_part(args))
+        mrows = mmae_part(args)
+        report_mmae(mrows)
+        saved["mmae"] = mrows
+    if args.save:
+        args.save.write_text(json.dumps(saved, indent=1, default=float))
+        print(f"per-seed numbers: {args.save}")
     return 0
 
 

@@ -74,6 +74,7 @@ ARCH_FIELDS = {
                 "importance_hidden"),
 }
 _EPS = 1e-9
+BATCHED_PAIRS = 3072  # routed (token, expert) pairs up to which all experts run as one batched matmul
 
 
 class ExpertsConfigError(ValueError):
@@ -279,8 +280,43 @@ def _torch() -> SimpleNamespace:
             return logits
 
         def _dispatch(self, xf, assign, gates):
-            """Σ_e gate[t, e] · expert_e(x_t) over the chosen (t, e); a loop over experts, each
-            expert runs once on the tokens routed to it."""
+            """Σ_e gate[t, e] · expert_e(x_t) over the chosen (t, e): every expert runs only on
+            the tokens routed to it. Up to ``BATCHED_PAIRS`` (token, expert) pairs, all experts
+            at once (:meth:`_dispatch_batched`); above, a loop over experts (the same numbers)."""
+            if int(assign.sum()) <= BATCHED_PAIRS:
+                return self._dispatch_batched(xf, assign, gates)
+            return self._dispatch_loop(xf, assign, gates)
+
+        def _dispatch_batched(self, xf, assign, gates):
+            """The experts' weights stacked, each expert's tokens packed into its row of a
+            [E, most tokens any expert got, dim] batch, two batched matmuls, and the rows
+            unpacked: a few large ops instead of ~10 small ones per expert. The padding is
+            the load imbalance (the balancing loss keeps it small). bench/experts_dispatch.py
+            (CPU, one thread, forward + backward): 0.5–0.8× the loop's time from 32 to 1,024
+            tokens, ~0.9× at ~2,900 pairs, 1.1–1.2× from 4,096 pairs on: hence the threshold."""
+            n_e = len(self.experts)
+            tok, exp = assign.nonzero(as_tuple=True)
+            order = torch.argsort(exp, stable=True)
+            tok, exp = tok[order], exp[order]
+            counts = torch.bincount(exp, minlength=n_e)
+            cap = int(counts.max()) if tok.numel() else 0
+            if cap == 0:
+                return xf * 0
+            slot = torch.arange(tok.numel(), device=xf.device) - (torch.cumsum(counts, 0) - counts)[exp]
+            first = [m[0] for m in self.experts]
+            second = [m[2] for m in self.experts]
+            w1 = torch.stack([m.weight for m in first]).transpose(1, 2)  # [E, dim, hidden]
+            b1 = torch.stack([m.bias for m in first])[:, None]
+            w2 = torch.stack([m.weight for m in second]).transpose(1, 2)  # [E, hidden, dim]
+            b2 = torch.stack([m.bias for m in second])[:, None]
+            packed = xf.new_zeros(n_e, cap, xf.shape[1]).index_put((exp, slot), xf.index_select(0, tok))
+            hid = F.gelu(torch.baddbmm(b1, packed, w1))
+            out = torch.baddbmm(b2, hid, w2)[exp, slot]
+            out = out * gates[tok, exp][:, None].to(out.dtype)
+            return out.new_zeros(xf.shape[0], out.shape[-1]).index_add(0, tok, out)
+
+        def _dispatch_loop(self, xf, assign, gates):
+            """The same sum as a loop over experts, each running once on its tokens."""
             y = None
             for e, expert in enumerate(self.experts):
                 idx = assign[:, e].nonzero(as_tuple=True)[0]

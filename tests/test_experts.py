@@ -157,6 +157,46 @@ def test_the_three_kinds_share_the_interface_and_eval_is_deterministic():
     assert not torch.equal(m(x), m(x))
 
 
+@pytest.mark.parametrize("kind", ["topk", "dynamic"])
+@pytest.mark.parametrize("skew", [0.0, 4.0], ids=["balanced", "one-expert-heavy"])
+def test_batched_and_looped_dispatch_compute_the_same_thing(kind, skew):
+    """The batched path (all experts in two bmm's) and the loop over experts give the same
+    output and the same gradients, also when one expert takes most tokens (padding)."""
+    torch.manual_seed(1)
+    m = X.build_ffn(X.ExpertsConfig(kind=kind), 16, 32)
+    if skew:
+        _collapsed_router(m, bias=skew)
+    x = torch.randn(5, 40, 16)
+    runs = []
+    for path in (m._dispatch_batched, m._dispatch_loop):
+        m._dispatch = path  # instance attribute: this forward takes that path
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        y = m(xi)
+        (y.pow(2).sum() + m.aux_loss).backward()
+        runs.append((y.detach(), xi.grad, [p.grad.clone() if p.grad is not None else None
+                                            for p in m.parameters()]))
+    (ya, ga, pa), (yb, gb, pb) = runs
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+    for a, b in zip(pa, pb):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if skew:
+        assert m.last_stats["max_share"] > 0.5  # the padding case really was exercised
+
+
+def test_dispatch_takes_the_batched_path_for_small_batches_only(monkeypatch):
+    m = X.build_ffn(X.ExpertsConfig(kind="topk"), 8, 16)
+    took = []
+    monkeypatch.setattr(m, "_dispatch_batched", lambda *a: took.append("batched") or a[0] * 0)
+    monkeypatch.setattr(m, "_dispatch_loop", lambda *a: took.append("loop") or a[0] * 0)
+    m(torch.randn(X.BATCHED_PAIRS // 2, 8))  # k=2: exactly BATCHED_PAIRS pairs
+    m(torch.randn(X.BATCHED_PAIRS // 2 + 1, 8))
+    assert took == ["batched", "loop"]
+
+
 def test_empty_input_gives_empty_output():
     for kind in X.KINDS:
         m = X.build_ffn(X.ExpertsConfig(kind=kind), 8, 16)

@@ -166,6 +166,14 @@ class AnomalyPanel(QWidget):
         self.info.setText(f"{len(res.events)} events (threshold {res.threshold:.2f}) in {res.compute_s:.1f} s.{notes}")
         self.session.timeline.set_track(events_track(res.events))
 
+    def show_stored(self, events) -> None:
+        """A file was opened: list its events stored by the last pass (with their verdicts),
+        or none, so replay and feedback never act on another file's events."""
+        self.result = None
+        self._set_events(events)
+        self.info.setText(f"{len(events)} events stored by the last pass over this file; "
+                          f"Find anomalies runs a new one." if events else "")
+
     def _on_sensitivity(self, v: int) -> None:
         if self.result is None:
             return

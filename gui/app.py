@@ -33,6 +33,7 @@ def setup_logging() -> Path | None:
         root.addHandler(fh)
     except OSError as e:
         log.warning("no log file: %s", e)
+    logging.captureWarnings(True)  # Python warnings (e.g. an expert collapse) reach the log file too
     root._kestrel = True  # type: ignore[attr-defined]
     return path
 

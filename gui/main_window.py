@@ -491,17 +491,19 @@ class MainWindow(QMainWindow):
             proj = self.project
 
             def load():
-                return ops.load_waveform(proj, media_id), ops.load_tracks(proj, media_id)
+                from core.anomaly.events import load_events
+                return ops.load_waveform(proj, media_id), ops.load_tracks(proj, media_id), load_events(proj, media_id)
             self._db(load, name="load cached results").on_done(
                 lambda res: self._cached_loaded(info, res)).on_error(
-                lambda e: (log.warning("cache load failed: %s", e), self._cached_loaded(info, (None, []))))
+                lambda e: (log.warning("cache load failed: %s", e), self._cached_loaded(info, (None, [], []))))
         else:
-            self._cached_loaded(info, (None, []))
+            self._cached_loaded(info, (None, [], []))
 
     def _cached_loaded(self, info: MediaInfo, res) -> None:
         if self.session.info is not info:
             return
-        pyr, tracks = res
+        pyr, tracks, events = res
+        self.anomalies.show_stored(events)  # this file's events, not the previous file's
         for tr in tracks:
             self.session.timeline.set_track(tr)
         if not info.has_audio:

@@ -1,4 +1,5 @@
-"""Anomalies in the window: the pass, the events list, replay in a loop, feedback, export."""
+"""Anomalies in the window: the pass, the events list, replay in a loop, feedback, export,
+and the stored events coming back when the file is opened again."""
 from __future__ import annotations
 
 import mediagen
@@ -38,3 +39,14 @@ def test_anomaly_pass_events_replay_feedback(qtbot, window, media_dir, tmp_path)
     qtbot.waitUntil(lambda: task.finished, timeout=60000)
     names = {p.suffix for p in out.iterdir()}
     assert {".csv", ".json", ".mp4"} <= names
+    # another file: its own (no) events, never the previous file's
+    n = panel.table.rowCount()
+    with qtbot.waitSignal(window.media_ready, timeout=30000):
+        window.open_media(str(media_dir / "clip.mkv"))
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 0 and not panel.events, timeout=10000)
+    # the first file again: the stored events are listed, with the verdict given above
+    with qtbot.waitSignal(window.media_ready, timeout=30000):
+        window.open_media(str(media_dir / "clip.mp4"))
+    qtbot.waitUntil(lambda: panel.table.rowCount() == n, timeout=10000)
+    assert "confirmed" in {panel.table.item(r, 4).text() for r in range(n)}
+    assert "stored by the last pass" in panel.info.text()

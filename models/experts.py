@@ -32,13 +32,14 @@ experts. ``aux_loss = balance_weight · balance + importance_weight · calibrati
 training multiplies it by ``TrainParams.aux_weight`` (0.01, the Switch paper's weight).
 ``balance_weight = 4``: at 1 the anomaly network's mixtures collapsed (one expert over 60% of
 the gate mass) in 47 of 50 dynamic and 22 of 50 top-2 trainings in bench/anyexperts.py; at 4,
-in 31 and 20 of 50, the task metrics moving within their noise.
+in 31 and 20 of 50, the task metrics moving within their noise (a later 100-model run: 63 and 37).
 
 Why the defaults: ``budget = 1.4`` slots per token against top-2's 2: 30% fewer real
-activations. bench/anyexperts.py measured it against fixed top-2 (10 seeds): anomaly F1 −1.7%
-(s.e. 2.4%, so not shown to be within 1%), network AUC +1.0%; MMAE clustering NMI +3.0%,
-reconstruction of unseen shots +0.6%, of the training shots +8.6–9.7% (it memorises less).
-Pass ``budget=2.0`` to spend top-2's slots. ``expert_hidden = hidden // 2`` makes two experts cost one dense FFN.
+activations. bench/anyexperts.py measured it against fixed top-2 (paired over seeds): anomaly
+F1 −0.8% (s.e. 2.4%, 20 seeds), network AUC +0.9%; MMAE clustering NMI +2.3%, but
+reconstruction ~10% worse on training and unseen shots alike (10 seeds): the small
+autoencoder needs the activations the budget takes away. Pass ``budget=2.0`` to spend
+top-2's slots. ``expert_hidden = hidden // 2`` makes two experts cost one dense FFN.
 ``rho_max = 0.25``, not the paper's 0.2: with ``k_max = 4`` a cap of ``floor(0.2 × s)`` is 0
 for every ``s ≤ 4`` and the virtual experts could never be chosen (such a config is refused
 with a message saying so).

@@ -293,8 +293,8 @@ def _torch() -> SimpleNamespace:
             [E, most tokens any expert got, dim] batch, two batched matmuls, and the rows
             unpacked: a few large ops instead of ~10 small ones per expert. The padding is
             the load imbalance (the balancing loss keeps it small). bench/experts_dispatch.py
-            (CPU, one thread, forward + backward): 0.5–0.8× the loop's time from 32 to 1,024
-            tokens, ~0.9× at ~2,900 pairs, 1.1–1.2× from 4,096 pairs on: hence the threshold."""
+            (CPU, one thread, forward + backward): 0.6–0.8× the loop's time up to 512 tokens,
+            0.9–1.0× at 1,400–2,900 pairs, 1.1–1.4× from 4,096 pairs on: hence the threshold."""
             n_e = len(self.experts)
             tok, exp = assign.nonzero(as_tuple=True)
             order = torch.argsort(exp, stable=True)

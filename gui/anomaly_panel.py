@@ -171,8 +171,9 @@ class AnomalyPanel(QWidget):
         or none, so replay and feedback never act on another file's events."""
         self.result = None
         self._set_events(events)
-        self.info.setText(f"{len(events)} events stored by the last pass over this file; "
-                          f"Find anomalies runs a new one." if events else "")
+        n = len(events)
+        self.info.setText(f"{n} event{'s' if n != 1 else ''} stored by the last pass over this file; "
+                          f"Find anomalies runs a new one." if n else "")
 
     def _on_sensitivity(self, v: int) -> None:
         if self.result is None:

@@ -163,4 +163,10 @@ def _dark_palette(app) -> None:
     p.setColor(QPalette.ColorRole.Highlight, QColor(76, 155, 232))
     p.setColor(QPalette.ColorRole.HighlightedText, QColor(255, 255, 255))
     p.setColor(QPalette.ColorRole.PlaceholderText, QColor(130, 130, 140))
+    # setColor(role, …) sets every colour group, so without this a disabled button's text is as
+    # bright as an enabled one's and "Export…" with nothing to export looks clickable
+    off = QColor(112, 114, 122)
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+        p.setColor(QPalette.ColorGroup.Disabled, role, off)
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Button, QColor(46, 48, 54))
     app.setPalette(p)

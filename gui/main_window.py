@@ -492,7 +492,8 @@ class MainWindow(QMainWindow):
 
             def load():
                 from core.anomaly.events import load_events
-                return ops.load_waveform(proj, media_id), ops.load_tracks(proj, media_id), load_events(proj, media_id)
+                tracks = ops.load_tracks(proj, media_id)
+                return ops.load_waveform(proj, media_id), tracks, load_events(proj, media_id, tracks)
             self._db(load, name="load cached results").on_done(
                 lambda res: self._cached_loaded(info, res)).on_error(
                 lambda e: (log.warning("cache load failed: %s", e), self._cached_loaded(info, (None, [], []))))

@@ -284,11 +284,14 @@ def store_events(project: Any, media_id: int, curve: ScoreCurve, events: Sequenc
     ops.save_track(project, media_id, events_track(events, run_id, meta))
 
 
-def load_events(project: Any, media_id: int) -> list[AnomalyEvent]:
-    """The stored events (with thumbnails and feedback), in time order."""
+def load_events(project: Any, media_id: int, tracks: Sequence[Any] | None = None) -> list[AnomalyEvent]:
+    """The stored events (with thumbnails and feedback), in time order. ``tracks``: the
+    media's tracks when the caller has loaded them already (not read again)."""
     from core import ops
 
-    tr = next((t for t in ops.load_tracks(project, media_id) if t.key == EVENTS_TRACK), None)
+    if tracks is None:
+        tracks = ops.load_tracks(project, media_id)
+    tr = next((t for t in tracks if t.key == EVENTS_TRACK), None)
     if tr is None:
         return []
     events = []

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from core.errors import KestrelError
 from core.jobs import JobState, Throttle, check
 
 ARM_SECONDS = 16.0  # the release's clip length: A = max(8, ceil(duration / 16 s))
@@ -35,7 +36,7 @@ POLICIES = ("bernstein", "greedy", "random")  # greedy and random exist for abla
 ScoreFn = Callable[[list[float]], Sequence[float | None]]
 
 
-class FocusError(Exception):
+class FocusError(KestrelError):
     """A selection cannot be made; str() is a sentence for the analyst."""
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from core.errors import KestrelError
 from core.media import MediaError, fit_size, rotate_image
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 NETWORK = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt|rtp)://", re.I)
 
 
-class LiveError(Exception):
+class LiveError(KestrelError):
     """The source cannot be used; str() says what to do."""
 
 

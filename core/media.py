@@ -20,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
+from core.errors import KestrelError
+
 log = logging.getLogger(__name__)
 
 #: Containers an analyst can open from the file dialog (anything FFmpeg reads works too).
@@ -37,7 +39,7 @@ _FORWARD_WINDOW_S = 1.5
 _RECENT_FRAMES = 48
 
 
-class MediaError(Exception):
+class MediaError(KestrelError):
     """A file cannot be used; str() is a clear sentence for the analyst."""
 
 

@@ -63,6 +63,7 @@ from core.dbschema import (
     ItemRecord, MediaRecord, Mode, RunRecord, StrPath, TrackRecord, arrays_table, items_table,
     media_table, meta_table, runs_table, settings_table, tracks_table,
 )
+from core.errors import KestrelError
 
 __all__ = [
     "FILE_EXTENSION", "MIGRATIONS", "SCHEMA_VERSION", "ARRAY_DTYPES", "Project", "MediaRecord",
@@ -74,7 +75,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 # ----------------------------------------------------------------------------- errors
-class ProjectError(Exception):
+class ProjectError(KestrelError):
     """A project file could not be opened, read or written; ``str()`` is for the analyst."""
 
     def __init__(self, message: str, path: StrPath | None = None) -> None:

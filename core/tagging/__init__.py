@@ -6,6 +6,8 @@ Importing this package is free: models and decoders load inside the functions th
 """
 from __future__ import annotations
 
+from core.errors import KestrelError
 
-class TaggingError(Exception):
+
+class TaggingError(KestrelError):
     """A file cannot be tagged; str() is a clear sentence for the analyst."""

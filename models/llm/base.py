@@ -17,8 +17,10 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
+from models.errors import KestrelError
 
-class LLMError(Exception):
+
+class LLMError(KestrelError):
     """The backend cannot answer; str() says what happened and what to do, for the chat panel."""
 
 

@@ -1,0 +1,40 @@
+"""Kestrel's errors, one root for all of them, and how they reach the analyst.
+
+* :class:`KestrelError` (defined in :mod:`models.errors`, re-exported here) is the root of
+  every error whose ``str()`` is a sentence for the analyst: a damaged file, a missing model,
+  a locked project, a bad argument. Those are shown in one line (dialog, status bar,
+  ``kestrel: …`` on stderr) and never with a traceback.
+* Anything else is unexpected: a bug. It is reported in one line too, and its traceback goes
+  to the log file (see :func:`describe`).
+"""
+from __future__ import annotations
+
+import sys
+
+from models.errors import KestrelError
+
+__all__ = ["KestrelError", "is_expected", "describe", "print_error"]
+
+
+def is_expected(exc: BaseException) -> bool:
+    """True for Kestrel's own errors (and the OS's "file not found"-style errors, whose
+    message already names the file), which get one line and no traceback."""
+    return isinstance(exc, (KestrelError, FileNotFoundError, PermissionError, IsADirectoryError,
+                            NotADirectoryError))
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the analyst."""
+    if isinstance(exc, KestrelError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = f"an unexpected error ({type(exc).__name__}: {exc}); details are in the log file"
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def print_error(exc: BaseException | str, stream=None) -> None:
+    """``kestrel: <one line>`` on stderr: the one place the command line reports an error."""
+    text = exc if isinstance(exc, str) else describe(exc)
+    print(f"kestrel: {text}", file=stream or sys.stderr)

@@ -23,6 +23,7 @@ recomputed from the whole log every time, so changing a verdict never counts twi
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
@@ -89,9 +90,15 @@ class AnomalyEvent:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AnomalyEvent":
-        return cls(float(d["start"]), float(d["end"]), float(d["peak"]), float(d["peak_time"]),
-                   [Reason(str(r["cue"]), str(r["modality"]), float(r["score"]), str(r["text"]), float(r["time"]))
-                    for r in d.get("reasons", [])], None, d.get("feedback"))
+        """From stored data, trusting none of it: times and scores must be finite numbers
+        (ValueError otherwise), and a feedback that is not one of :data:`VERDICTS` is read
+        as no feedback (logged)."""
+        nums = [float(d[k]) for k in ("start", "end", "peak", "peak_time")]
+        reasons = [Reason(str(r["cue"]), str(r["modality"]), float(r["score"]), str(r["text"]), float(r["time"]))
+                   for r in d.get("reasons", [])]
+        if not all(math.isfinite(x) for x in nums + [v for r in reasons for v in (r.score, r.time)]):
+            raise ValueError("an anomaly event has a time or score that is not a finite number")
+        return cls(*nums, reasons, None, known_verdict(d.get("feedback"), "a stored anomaly event"))
 
 
 class EventBuilder:
@@ -186,9 +193,31 @@ def weights_from_feedback(entries: Sequence[Mapping[str, Any]],
     return {c: float(min(W_MAX, max(W_MIN, v))) for c, v in w.items()}
 
 
+def known_verdict(value: Any, where: str = "the feedback log") -> str | None:
+    """``value`` if it is one of :data:`VERDICTS`, else None: a verdict read from a project is
+    trusted only when it is one Kestrel writes (anything else is logged and read as none)."""
+    if value is None or (isinstance(value, str) and value in VERDICTS):
+        return value
+    log.warning("ignoring an unknown anomaly verdict in %s: %.80r", where, value)
+    return None
+
+
 def feedback_log(project: Any) -> list[dict[str, Any]]:
+    """The stored verdicts: entries with a known verdict and a list of cue names; anything
+    else in the setting is skipped (logged)."""
     got = project.get_setting(FEEDBACK_KEY, [])
-    return [e for e in got if isinstance(e, dict)] if isinstance(got, list) else []
+    if not isinstance(got, list):
+        if got:
+            log.warning("ignoring the anomaly feedback log: it is not a list")
+        return []
+    out = []
+    for e in got:
+        if (isinstance(e, dict) and known_verdict(e.get("verdict"), f"setting {FEEDBACK_KEY!r}") is not None
+                and isinstance(e.get("cues", []), list) and all(isinstance(c, str) for c in e.get("cues", []))):
+            out.append(e)
+        elif not (isinstance(e, dict) and e.get("verdict") not in VERDICTS):
+            log.warning("ignoring a damaged entry of the anomaly feedback log")
+    return out
 
 
 def current_weights(project: Any | None) -> dict[str, float]:

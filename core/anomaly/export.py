@@ -5,9 +5,9 @@ interrupted export never leaves a truncated file under the name the analyst aske
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from core.anomaly.events import AnomalyEvent
+from core.anomaly.score import CUES
+from core.exportsafe import fixed, inside, unique_names, writer
 from core.media import MediaError, fit_size, probe, rotate_image
 
 CSV_FIELDS = ("id", "start", "end", "peak", "peak_time", "modality", "cues", "reasons", "feedback")
@@ -31,12 +33,13 @@ def _atomic_write(path: Path, data: bytes) -> Path:
 
 
 def events_csv(events: Sequence[AnomalyEvent]) -> str:
-    """One row per event; cues and reasons joined with " | "."""
+    """One row per event; cues and reasons joined with " | ". Every cell is neutralised against
+    spreadsheet formulas (:mod:`core.exportsafe`): reasons carry text from the footage."""
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = writer(buf)
     w.writerow(CSV_FIELDS)
     for e in events:
-        w.writerow([e.id, f"{e.start:.3f}", f"{e.end:.3f}", f"{e.peak:.4f}", f"{e.peak_time:.3f}", e.modality,
+        w.writerow([e.id, fixed(e.start, 3), fixed(e.end, 3), fixed(e.peak, 4), fixed(e.peak_time, 3), e.modality,
                     " | ".join(e.cues), " | ".join(f"{r.modality}/{r.cue}: {r.text}" for r in e.reasons),
                     e.feedback or ""])
     return buf.getvalue()
@@ -169,14 +172,22 @@ def _frames(inp, streams):
 
 def export_event_clips(src: str | os.PathLike, events: Sequence[AnomalyEvent], folder: str | os.PathLike, *,
                        pad: float = 2.0, limit: int = 10) -> list[Path]:
-    """A clip per event (the ``limit`` highest-scoring), named by start time and top cue."""
+    """A clip per event (the ``limit`` highest-scoring), named by start time and top cue, in
+    ``folder`` whatever the stored events say: a cue Kestrel does not know is named "event",
+    and two events that would share a name get ``-<n>``."""
     chosen = sorted(events, key=lambda e: -e.peak)[:max(0, limit)]
-    paths = []
-    for e in sorted(chosen, key=lambda e: e.start):
-        cue = (e.cues[0] if e.cues else "event").replace("_", "-")
-        name = f"anomaly_{int(e.start // 60):02d}m{e.start % 60:05.2f}s_{cue}.mp4".replace(".", "_", 1)
-        paths.append(export_clip(src, e.start, e.end, Path(folder) / name, pad=pad))
-    return paths
+    chosen = sorted(chosen, key=lambda e: e.start)
+    names = unique_names({k: clip_stem(e) for k, e in enumerate(chosen, 1)})
+    return [export_clip(src, e.start, e.end, inside(folder, names[k] + ".mp4"), pad=pad)
+            for k, e in enumerate(chosen, 1)]
+
+
+def clip_stem(e: AnomalyEvent) -> str:
+    """``anomaly_01m05_20s_loud-sound``: start time and top cue (one of Kestrel's cues)."""
+    cue = e.cues[0] if e.cues and e.cues[0] in CUES else "event"
+    t = float(e.start)
+    t = min(t, 1e7) if math.isfinite(t) and t > 0 else 0.0
+    return f"anomaly_{int(t // 60):02d}m{t % 60:05.2f}s_{cue.replace('_', '-')}".replace(".", "_", 1)
 
 
 def thumbnail_png(img: np.ndarray) -> bytes:

@@ -9,17 +9,22 @@ at most two lines of about 42 characters, about 7 s, never across a cut or a pau
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
+import logging
+import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from core.exportsafe import dict_writer, inside, safe_name, unique_names
 from core.tagging import TaggingError
+
+log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".kestrel-tags.json"
 SIDECAR_FORMAT = "kestrel-tags"
@@ -52,7 +57,7 @@ def shot_records(project: Any, idx: Any = None, *, include_rejected: bool = Fals
         c = int(idx.clusters[i])
         out.append({"file": ref.path, "media_id": ref.media_id, "shot": ref.index + 1,
                     "start": round(ref.start, 3), "end": round(ref.end, 3), "duration": round(ref.end - ref.start, 3),
-                    "cluster": idx.names.get(c, f"group {c + 1}"), "cluster_id": c,
+                    "cluster": idx.names.get(c, f"group {c + 1}" if c >= 0 else ""), "cluster_id": c,
                     "description": idx.describe[i] if i < len(idx.describe) else "",
                     "tags": [{"name": t.name, "kind": t.kind, "confidence": round(float(t.confidence), 3),
                               "state": t.state, "low": bool(t.low), "detail": t.detail} for t in tags]})
@@ -65,9 +70,10 @@ def records_json(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] |
 
 
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """CSV with one row per shot; ``tags`` is ``name|kind|confidence|state`` joined by "; "."""
+    """CSV with one row per shot; ``tags`` is ``name|kind|confidence|state`` joined by "; ".
+    Every cell is neutralised against spreadsheet formulas (:mod:`core.exportsafe`)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w = dict_writer(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in records:
         w.writerow({**r, "tags": "; ".join(f"{t['name']}|{t['kind']}|{t['confidence']:.3f}|{t['state']}"
@@ -162,14 +168,33 @@ def to_srt(cs: Sequence[Cue]) -> str:
 
 
 def media_cues(project: Any, media_id: int) -> list[Cue]:
-    """Cues of one media file from its current stored transcript (none: no words)."""
+    """Cues of one media file from its current stored transcript (none: no words). A stored
+    word that is not (start, end, text) with finite times is skipped (logged); shots or
+    features that cannot be read at all raise :class:`TaggingError`."""
+    from core.project import ProjectCorruptError
     from core.tagging.index import current
 
-    got = current(project, media_id)
-    if got is None:
-        return []
-    shots, feats = got
-    return cues(feats.words, [s.start for s in shots])
+    try:
+        got = current(project, media_id)
+        if got is None:
+            return []
+        shots, feats = got
+        starts = [float(s.start) for s in shots]
+        words = list(feats.words)
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError, ProjectCorruptError) as e:
+        log.warning("the stored shots or transcript of media %s cannot be read: %s: %s", media_id,
+                    type(e).__name__, e)
+        raise TaggingError(f"The stored transcript of media {media_id} is damaged.") from e
+    good = [w for w in words if _is_word(w)]
+    if len(good) != len(words):
+        log.warning("skipping %d damaged words of the stored transcript of media %s", len(words) - len(good), media_id)
+    return cues(good, [t for t in starts if math.isfinite(t)])
+
+
+def _is_word(w: Any) -> bool:
+    return (isinstance(w, (list, tuple)) and len(w) == 3 and isinstance(w[2], str)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in w[:2])
+            and w[0] <= w[1])
 
 
 # -- sidecars and the whole export ----------------------------------------------------------------
@@ -184,7 +209,7 @@ def sidecar(project: Any, media_id: int, records: Sequence[Mapping[str, Any]], i
                       "duration_s": m.duration_s},
             "method": getattr(idx, "method", None), "shots": shots,
             "transcript": [{"start": round(c.start, 3), "end": round(c.end, 3), "text": " ".join(c.lines)}
-                           for c in media_cues(project, media_id)]}
+                           for c in _cues_or_none(project, media_id, "", []) or []]}
 
 
 @dataclass
@@ -214,20 +239,22 @@ def export_archive(project: Any, folder: str | os.PathLike, *, include_rejected:
     out.files.append(_write(out.folder / "shots.json", records_json(records, meta)))
     out.files.append(_write(out.folder / "shots.csv", records_csv(records)))
     media_ids = list(dict.fromkeys(r["media_id"] for r in records))
+    beside = _beside_media(project, media_ids) if sidecars == "media" else {}
     for mid, stem in _stems(project, media_ids).items():
         if subtitles:
-            cs = media_cues(project, mid)
+            cs = _cues_or_none(project, mid, stem, out.notes)
             if cs:
-                out.files.append(_write(out.folder / f"{stem}.vtt", to_webvtt(cs)))
-                out.files.append(_write(out.folder / f"{stem}.srt", to_srt(cs)))
-            else:
+                out.files.append(_write(inside(out.folder, f"{stem}.vtt"), to_webvtt(cs)))
+                out.files.append(_write(inside(out.folder, f"{stem}.srt"), to_srt(cs)))
+            elif cs is not None:
                 out.notes.append(f"{stem}: no speech transcribed, no subtitles")
         if sidecars == "none":
             continue
+        path = inside(out.folder, stem + SIDECAR_SUFFIX) if sidecars == "export" else beside[mid]
+        if isinstance(path, str):
+            out.notes.append(path)
+            continue
         text = json.dumps(sidecar(project, mid, records, idx), indent=1, ensure_ascii=False)
-        path = (out.folder / f"{stem}{SIDECAR_SUFFIX}" if sidecars == "export"
-                else Path(project.get_media(mid).path).with_name(Path(project.get_media(mid).path).stem
-                                                                  + SIDECAR_SUFFIX))
         try:
             out.files.append(_write(path, text))
         except OSError as e:
@@ -235,13 +262,53 @@ def export_archive(project: Any, folder: str | os.PathLike, *, include_rejected:
     return out
 
 
+def _cues_or_none(project: Any, media_id: int, stem: str, notes: list[str]) -> list[Cue] | None:
+    """The media's cues; None (and a note) when its stored transcript or shots are damaged."""
+    try:
+        return media_cues(project, media_id)
+    except TaggingError:
+        notes.append(f"{stem}: the stored transcript cannot be read (damaged), no subtitles")
+        return None
+
+
+def _stem_of(path: Any) -> str:
+    """The stem of a stored path's last component, whichever separator it uses."""
+    name = re.split(r"[\\/]", str(path))[-1]
+    head, dot, _ext = name.rpartition(".")
+    return head if dot and head.strip(".") else name
+
+
 def _stems(project: Any, media_ids: Sequence[int]) -> dict[int, str]:
-    """A file name stem per media file, unique in the export folder (``-<id>`` on a clash)."""
-    stems = {mid: Path(project.get_media(mid).path).stem for mid in media_ids}
-    seen: dict[str, int] = {}
-    for s in stems.values():
-        seen[s] = seen.get(s, 0) + 1
-    return {mid: (s if seen[s] == 1 else f"{s}-{mid}") for mid, s in stems.items()}
+    """A file name stem per media file, made safe from its stored path (no separators, ``..``,
+    control characters, reserved or overlong names: :func:`core.exportsafe.safe_name`) and
+    unique in the export folder (``-<id>`` on a clash)."""
+    return unique_names({mid: safe_name(_stem_of(project.get_media(mid).path), "media") for mid in media_ids})
+
+
+def _beside_media(project: Any, media_ids: Sequence[int]) -> dict[int, Path | str]:
+    """Per media file, the sidecar path beside it (``sidecars="media"``), or why there is none:
+    only beside a media file that exists here, named by its absolute stored path without
+    ``..``, with a safe stem unique in its folder."""
+    out: dict[int, Path | str] = {}
+    groups: dict[Path, dict[int, str]] = {}
+    for mid in media_ids:
+        raw = str(project.get_media(mid).path)
+        p = Path(raw)
+        try:
+            ok = "\x00" not in raw and p.is_absolute() and ".." not in p.parts and p.is_file()
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            out[mid] = f"no sidecar beside {raw[:200]!r}: not a media file on this machine"
+            continue
+        groups.setdefault(p.parent, {})[mid] = safe_name(_stem_of(p.name), "media")
+    for folder, names in groups.items():
+        for mid, stem in unique_names(names).items():
+            try:
+                out[mid] = inside(folder, stem + SIDECAR_SUFFIX)
+            except ValueError as e:
+                out[mid] = f"no sidecar beside {folder}: {e}"
+    return out
 
 
 def _write(path: Path, text: str) -> Path:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -227,7 +228,7 @@ def _stored_model(project: Any, digest: str) -> tuple[Any, dict[str, Any]] | Non
     from models.fusion import CheckpointError
     try:
         return mmae.from_bytes(base64.b64decode(got["checkpoint"])), got
-    except (CheckpointError, KeyError, ValueError) as e:
+    except (CheckpointError, KeyError, ValueError, TypeError) as e:
         log.warning("stored tagging model unusable, retraining: %s", e)
         return None
 
@@ -367,54 +368,107 @@ def store_index(project: Any, idx: ArchiveIndex) -> None:
 
 
 def load_index(project: Any) -> ArchiveIndex | None:
-    """The stored index (latent, tags, clusters) of every tagged media file, or None."""
-    refs, lat, clus, tags, texts, tpres = [], [], [], [], [], []
-    experts: dict[str, list[float]] = {}
-    names: dict[int, str] = {}
-    method, notes = "mmae", []
+    """The stored index (latent, tags, clusters) of every tagged media file, with the analyst's
+    edits laid over it, or None when nothing is tagged. The one reading path of search, export
+    and the Tags panel: stored data is checked (:mod:`core.tagging.stored`), damaged parts are
+    skipped with a logged warning, and when tags are stored but none can be used, a
+    :class:`TaggingError` says so."""
+    from core.project import ProjectCorruptError
+    from core.tagging.stored import Damaged, read_edits, read_media_tags
+
+    chunks: list[tuple[Any, Any]] = []
+    damaged: list[str] = []
     for m in project.list_media():
-        t = project.get_array(m.id, TAGS_KEY)
-        z = project.get_array(m.id, LATENT_KEY)
-        if t is None or z is None or len(t[0]) != len(z[0]):
-            continue
-        rows, meta = t
-        for j, (a, b) in enumerate(rows):
-            refs.append(ShotRef(m.id, str(m.path), j, float(a), float(b), m.content_hash))
-            tags.append([Tag.from_dict(d) for d in meta["tags"][j]])
-            clus.append(int(meta["clusters"][j]))
-        lat.append(z[0])
-        ex = meta.get("experts")
-        if isinstance(ex, dict):
-            for mod, vals in ex.items():
-                experts.setdefault(mod, [float("nan")] * (len(refs) - len(rows)))
-                experts[mod] += [float("nan") if v is None else float(v) for v in vals]
-        for mod in experts:
-            experts[mod] += [float("nan")] * (len(refs) - len(experts[mod]))
-        tx = project.get_array(m.id, TEXT_KEY)
-        ok = tx is not None and len(tx[0]) == len(rows)
-        texts.append(tx[0] if ok else np.zeros((len(rows), 384), np.float32))
-        tpres += (list(tx[1].get("present", [])) if ok else [False] * len(rows))
-        names.update({int(k): v for k, v in meta.get("names", {}).items()})
-        method, notes = meta.get("method", method), list(meta.get("notes", []))
-    if not refs:
-        return None
-    idx = ArchiveIndex(refs, np.concatenate(lat).astype(np.float32), np.asarray(clus), names, tags, method,
-                       [description(t) for t in tags], notes=notes, text_emb=np.concatenate(texts).astype(np.float32),
-                       text_present=np.asarray(tpres, bool),
-                       experts={m: np.asarray(v, np.float32) for m, v in experts.items()} or None)
-    got = project.get_setting(MODEL_SETTING)
-    if isinstance(got, dict) and method == "mmae":
-        from models import mmae
-        from models.fusion import CheckpointError
+        where = f"the tags of {str(m.path)[-120:]!r}"
         try:
-            idx.net = mmae.from_bytes(base64.b64decode(got["checkpoint"]))
-            idx.model_info = {**got.get("info", {}), "imagenet": got.get("imagenet"), "digest": got.get("digest")}
-        except (CheckpointError, KeyError, ValueError) as e:
-            idx.notes.append(f"the stored tagging model cannot be loaded ({e}); text search uses descriptions only")
-    edits = project.get_setting(EDITS_SETTING, {}) or {}
+            got = read_media_tags(project.get_array(m.id, TAGS_KEY), project.get_array(m.id, LATENT_KEY),
+                                  project.get_array(m.id, TEXT_KEY), where)
+        except (Damaged, ProjectCorruptError) as e:
+            log.warning("skipping %s: %s", where, e)
+            damaged.append(f"{where[12:]} ({e})")
+            continue
+        if got is not None and len(got):
+            chunks.append((m, got))
+    if chunks:  # one latent width (the most common one): a file whose latent differs is skipped
+        width = Counter(c.latent.shape[1] for _m, c in chunks).most_common(1)[0][0]
+        for m, c in chunks:
+            if c.latent.shape[1] != width:
+                log.warning("skipping the tags of %r: its latent has %d values per shot, the others %d",
+                            str(m.path)[-120:], c.latent.shape[1], width)
+                damaged.append(f"{str(m.path)[-120:]!r} (a latent of another width)")
+        chunks = [(m, c) for m, c in chunks if c.latent.shape[1] == width]
+    if not chunks:
+        if damaged:
+            raise TaggingError(f"The tags stored in this project are damaged and cannot be used "
+                               f"({len(damaged)} file{'s' if len(damaged) != 1 else ''}, e.g. {damaged[0]}); "
+                               "tag the media again.")
+        return None
+    refs: list[ShotRef] = []
+    tags: list[list[Tag]] = []
+    names: dict[int, str] = {}
+    for m, c in chunks:
+        refs += [ShotRef(m.id, str(m.path), j, float(a), float(b), m.content_hash) for j, (a, b) in enumerate(c.rows)]
+        tags += c.tags
+        names.update(c.names)
+    n_of = [len(c) for _m, c in chunks]
+    mods = list(dict.fromkeys(k for _m, c in chunks for k in c.experts))
+    experts = {k: np.concatenate([np.asarray(c.experts.get(k, [float("nan")] * len(c)), np.float32)
+                                  for _m, c in chunks]) for k in mods}
+    last = chunks[-1][1]
+    idx = ArchiveIndex(refs, np.concatenate([c.latent for _m, c in chunks]).astype(np.float32),
+                       np.asarray([k for _m, c in chunks for k in c.clusters], np.int64), names, tags, last.method,
+                       [description(t) for t in tags], notes=list(last.notes),
+                       text_emb=np.concatenate([c.text if c.text is not None else np.zeros((k, 384), np.float32)
+                                                for (_m, c), k in zip(chunks, n_of)]).astype(np.float32),
+                       text_present=np.asarray([p for _m, c in chunks for p in c.present], bool),
+                       experts=experts or None)
+    if damaged:
+        idx.notes.append(f"the tags of {len(damaged)} file{'s' if len(damaged) != 1 else ''} are damaged and "
+                         "were left out; tag them again")
+    _load_model(project, idx)
+    try:
+        edits = read_edits(project.get_setting(EDITS_SETTING, {}))
+    except ProjectCorruptError as e:
+        log.warning("the analyst's tag edits cannot be read: %s", e)
+        idx.notes.append("the analyst's tag edits are damaged and were left out")
+        edits = {}
     idx.tags = [merge_edits(t, edits.get(r.key)) for t, r in zip(idx.tags, idx.refs)]
     idx.describe = [description(t) for t in idx.tags]
     return idx
+
+
+def _load_model(project: Any, idx: ArchiveIndex) -> None:
+    """The stored MMAE, when the index is its latent and it fits that latent (else a note:
+    text search then matches descriptions and words only)."""
+    from core.project import ProjectCorruptError
+
+    if idx.method != "mmae":
+        return
+    try:
+        got = project.get_setting(MODEL_SETTING)
+    except ProjectCorruptError as e:
+        got, why = None, str(e)
+    else:
+        if got is None:
+            return
+        why = "it is not a model"
+    if isinstance(got, dict) and isinstance(got.get("checkpoint"), str):
+        from models import mmae
+        from models.fusion import CheckpointError
+        try:
+            net = mmae.from_bytes(base64.b64decode(got["checkpoint"], validate=True))
+            dims = net.cfg.dims
+            if net.cfg.latent != idx.latent.shape[1] or not 0 < int(dims.get("text", 0)) <= 384:
+                raise CheckpointError("it does not fit the stored latent")
+            info = got.get("info")
+            idx.net = net
+            idx.model_info = {**(info if isinstance(info, dict) else {}), "imagenet": got.get("imagenet"),
+                              "digest": got.get("digest")}
+            return
+        except (CheckpointError, KeyError, ValueError, TypeError) as e:
+            why = str(e) or type(e).__name__
+    log.warning("the stored tagging model cannot be loaded: %s", why)
+    idx.notes.append(f"the stored tagging model cannot be loaded ({why}); text search uses descriptions only")
 
 
 # -- the analyst's edits and vocabulary -------------------------------------------------------
@@ -423,7 +477,9 @@ def edit_tag(project: Any, ref: ShotRef, action: str, name: str, new_name: str |
              kind: str = "user") -> dict[str, Any]:
     """``action``: accept | reject | reset | rename | add | remove. Stored by file content and
     shot start, so they survive re-tagging and moving the file."""
-    edits = dict(project.get_setting(EDITS_SETTING, {}) or {})
+    from core.tagging.stored import read_edits
+
+    edits = read_edits(project.get_setting(EDITS_SETTING, {}))
     e = dict(edits.get(ref.key, {}))
     state, renamed, added = dict(e.get("state", {})), dict(e.get("renamed", {})), list(e.get("added", []))
     if action in ("accept", "reject"):

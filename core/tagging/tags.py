@@ -21,6 +21,7 @@ import numpy as np
 
 LOW = 0.35  # below: shown greyed
 KINDS = ("object", "scene", "people", "speech", "voice", "keyword", "text", "shot", "cluster", "user")
+STATES = ("auto", "accepted", "rejected", "user")
 
 STOPWORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being below between both but
@@ -48,8 +49,19 @@ class Tag:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Tag":
-        return cls(str(d["name"]), str(d.get("kind", "user")), float(d.get("confidence", 1.0)),
-                   str(d.get("detail", "")), str(d.get("state", "auto")))
+        """A tag from stored data, trusting none of it: ValueError when it has no name or its
+        confidence is not a finite number; a kind or state Kestrel does not know reads as
+        "user" / "auto", a confidence outside [0, 1] is clipped."""
+        if not isinstance(d, Mapping):
+            raise ValueError("a stored tag is not an object")
+        name, conf = d.get("name"), d.get("confidence", 1.0)
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a stored tag has no name")
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not math.isfinite(conf):
+            raise ValueError(f"the tag {name[:60]!r} has a confidence that is not a number")
+        kind, state, detail = d.get("kind", "user"), d.get("state", "auto"), d.get("detail", "")
+        return cls(name, kind if kind in KINDS else "user", min(1.0, max(0.0, float(conf))),
+                   detail if isinstance(detail, str) else "", state if state in STATES else "auto")
 
     @property
     def low(self) -> bool:
@@ -228,10 +240,13 @@ def cluster_names(tag_lists: Sequence[Sequence[Tag]], labels: np.ndarray, top: i
 def merge_edits(tags: list[Tag], edits: Mapping[str, Any] | None) -> list[Tag]:
     """The analyst's edits over automatic tags: {"renamed": {old: new}, "state": {name: accepted|rejected},
     "added": [tag dicts]}."""
+    from core.tagging.stored import read_edit
+
+    edits = read_edit(edits) if edits else None
     if not edits:
         return tags
-    renamed = dict(edits.get("renamed", {}))
-    states = dict(edits.get("state", {}))
+    renamed = edits["renamed"]
+    states = edits["state"]
     out = []
     for t in tags:
         name = renamed.get(t.name, t.name)

@@ -35,10 +35,11 @@ from core.session import format_time
 from core.tagging import TaggingError
 from core.tagging.archive import FileResult, describe_file, scan_media
 from core.tagging.features import FeatureConfig, feature_params, load_features, store_features
-from core.tagging.index import (EDITS_SETTING, TAGS_KEY, ArchiveIndex, Hit, IndexParams, ShotRef, build_index,
-                                description, edit_tag, load_index, search_shot, search_text, set_current,
-                                set_vocabulary, vocabulary)
+from core.tagging.index import (EDITS_SETTING, ArchiveIndex, Hit, IndexParams, ShotRef, build_index, description,
+                                edit_tag, load_index, search_shot, search_text, set_current, set_vocabulary,
+                                stored_shot_tags, vocabulary)
 from core.tagging.shots import Shot, load_shots, shot_params, shots_track, store_shots
+from core.tagging.stored import read_edits
 from core.tagging.tags import Tag, merge_edits
 from core.timeline import Item, Track
 
@@ -184,7 +185,7 @@ def commit_index(project: Any, idx: ArchiveIndex, view: ReadOnlyProject) -> Arch
     """Database writer: store the index built on the compute worker, lay the analyst's edits
     over its tags (as load_index does), store each file's tags track."""
     view.apply(project)
-    edits = project.get_setting(EDITS_SETTING, {}) or {}
+    edits = read_edits(project.get_setting(EDITS_SETTING, {}))  # checked, as load_index reads them
     idx.tags = [merge_edits(t, edits.get(r.key)) for t, r in zip(idx.tags, idx.refs)]
     idx.describe = [description(t) for t in idx.tags]
     for mid in sorted({r.media_id for r in idx.refs}):
@@ -200,12 +201,7 @@ def load_job(project: Any, state: JobState) -> tuple[ArchiveIndex | None, list[s
 def edit_job(project: Any, ref: ShotRef, action: str, name: str, new_name: str | None = None) -> list[Tag]:
     """Database writer: store one edit; returns the shot's tags with all its edits laid over them."""
     edits = edit_tag(project, ref, action, name, new_name)
-    got = project.get_array(ref.media_id, TAGS_KEY)
-    rows = got[0] if got is not None else np.zeros((0, 2))
-    j = int(np.argmin(np.abs(rows[:, 0] - ref.start))) if len(rows) else -1
-    if j < 0 or abs(rows[j, 0] - ref.start) > 1e-3:
-        raise TaggingError("This shot is no longer in the project's index; tag the file again.")
-    return merge_edits([Tag.from_dict(d) for d in got[1]["tags"][j]], edits)
+    return merge_edits(stored_shot_tags(project, ref), edits)  # read as load_index reads
 
 
 @dataclass(frozen=True)

@@ -144,10 +144,12 @@ def test_planted_project_exports_no_live_formula(proj, tmp_path, capsys):
             tags = [{"name": x, "kind": "keyword", "confidence": 0.9} for x in PLANTED[k:] + PLANTED[:k]]
             plant_media(p, s + (f"{k}.mp4" if k else ""), first, tags=tags, names={"0": s})
     # an analyst's own renames and additions, through the API the Tags panel uses
+        from gui.tagging_panel import edit_job
+
         idx = load_index(p)
         ref = idx.refs[0]
-        edit_tag(p, ref, "rename", idx.tags[0][0].name, RENAME)
-        edit_tag(p, ref, "add", "-2+3")
+        assert RENAME in [t.name for t in edit_job(p, ref, "rename", idx.tags[0][0].name, RENAME)]
+        edit_job(p, ref, "add", "-2+3")
         edit_tag(p, idx.refs[1], "rename", idx.tags[1][0].name, "@SUM(A1)")
     out = tmp_path / "out"
     rc = cmd_tag(["--project", str(proj), "--export", str(out)])
@@ -458,8 +460,14 @@ def test_all_tag_metadata_damaged_is_one_sentence_and_rc_1(proj, tmp_path, capsy
     assert not (tmp_path / "out" / "shots.csv").exists()
 
 
-def test_rename_on_damaged_edits_is_stored_clean(proj):
+def test_rename_on_damaged_edits_and_vocabulary_is_stored_clean(proj):
+    from gui.tagging_panel import edit_job, load_job
+
     with Project.open(proj) as p:
+        p.set_setting("tagging/vocabulary", {"not": "a list"})
+        assert load_job(p, HeadlessState())[1] == []
+        p.set_setting("tagging/vocabulary", ["ok", 5, None, ""])
+        assert load_job(p, HeadlessState())[1] == ["ok"]
         p.set_setting(EDITS_SETTING, ["not", "edits"])
         idx = load_index(p)
         e = edit_tag(p, idx.refs[0], "rename", idx.tags[0][0].name, RENAME)
@@ -467,3 +475,16 @@ def test_rename_on_damaged_edits_is_stored_clean(proj):
         p.set_setting(EDITS_SETTING, {idx.refs[0].key: {"state": "x", "renamed": [], "added": {}}})
         edit_tag(p, idx.refs[0], "accept", idx.tags[0][1].name)
         assert load_index(p).tags[0][1].state == "accepted"
+
+
+def test_window_edit_on_damaged_stored_tags_is_a_sentence(proj):
+    from gui.tagging_panel import edit_job
+
+    with Project.open(proj) as p:
+        idx = load_index(p)
+        ref = idx.refs[0]
+        DAMAGE["tags key missing"](p, ref.media_id)
+        with pytest.raises(TaggingError, match="damaged"):
+            edit_job(p, ref, "accept", idx.tags[0][0].name)
+        DAMAGE["tags of a shot not a list"](p, idx.refs[1].media_id)  # shots whose tags are unreadable: none
+        assert [(t.name, t.state) for t in edit_job(p, idx.refs[1], "add", "gate")] == [("gate", "user")]

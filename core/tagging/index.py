@@ -471,6 +471,25 @@ def _load_model(project: Any, idx: ArchiveIndex) -> None:
     idx.notes.append(f"the stored tagging model cannot be loaded ({why}); text search uses descriptions only")
 
 
+def stored_shot_tags(project: Any, ref: ShotRef) -> list[Tag]:
+    """The stored automatic tags of one shot (found by its start), read through the checks of
+    :func:`load_index`; TaggingError when the shot is no longer stored or its tags are damaged."""
+    from core.project import ProjectCorruptError
+    from core.tagging.stored import Damaged, read_media_tags
+
+    where = f"the tags of {ref.path[-120:]!r}"
+    try:
+        got = read_media_tags(project.get_array(ref.media_id, TAGS_KEY), project.get_array(ref.media_id, LATENT_KEY),
+                              None, where)
+    except (Damaged, ProjectCorruptError) as e:
+        log.warning("%s cannot be read: %s", where, e)
+        raise TaggingError(f"The stored tags of this file are damaged ({e}); tag the file again.") from e
+    j = int(np.argmin(np.abs(got.rows[:, 0] - ref.start))) if got is not None and len(got) else -1
+    if j < 0 or abs(got.rows[j, 0] - ref.start) > 1e-3:
+        raise TaggingError("This shot is no longer in the project's index; tag the file again.")
+    return got.tags[j]
+
+
 # -- the analyst's edits and vocabulary -------------------------------------------------------
 
 def edit_tag(project: Any, ref: ShotRef, action: str, name: str, new_name: str | None = None,
@@ -512,7 +531,12 @@ def edit_tag(project: Any, ref: ShotRef, action: str, name: str, new_name: str |
 
 
 def vocabulary(project: Any) -> list[str]:
-    return list(project.get_setting(VOCAB_SETTING, []) or [])
+    """The project's tag vocabulary: its words (anything stored there that is not one is skipped)."""
+    got = project.get_setting(VOCAB_SETTING, [])
+    words = [w for w in got if isinstance(w, str) and w.strip()] if isinstance(got, list) else []
+    if got and len(words) != (len(got) if isinstance(got, list) else -1):
+        log.warning("skipping damaged entries of the tag vocabulary")
+    return words
 
 
 def set_vocabulary(project: Any, words: Sequence[str]) -> list[str]:

@@ -488,3 +488,24 @@ def test_window_edit_on_damaged_stored_tags_is_a_sentence(proj):
             edit_job(p, ref, "accept", idx.tags[0][0].name)
         DAMAGE["tags of a shot not a list"](p, idx.refs[1].media_id)  # shots whose tags are unreadable: none
         assert [(t.name, t.state) for t in edit_job(p, idx.refs[1], "add", "gate")] == [("gate", "user")]
+
+
+@pytest.mark.parametrize("latent", [2, 5])
+def test_a_stored_model_that_does_not_fit_the_latent_is_left_out(proj, tmp_path, capsys, latent):
+    """A real MMAE checkpoint in the setting: used when it fits the stored latent (2 values per
+    shot here), left out with a note when it does not (search would multiply mismatched shapes)."""
+    import base64
+
+    from models import mmae
+
+    net = mmae.build(mmae.MMAEConfig({"visual": 4, "audio": 3, "text": 384}, latent=latent, hidden=8, width=8), seed=0)
+    with Project.open(proj) as p:
+        assert load_index(p).latent.shape[1] == 2
+        for m in p.list_media():
+            _set_meta(p, m.id, TAGS_KEY, lambda a, meta: {**meta, "method": "mmae"})
+        p.set_setting(MODEL_SETTING, {"checkpoint": base64.b64encode(mmae.to_bytes(net)).decode(), "info": {}})
+        idx = load_index(p)
+        assert (idx.net is not None) == (latent == 2)
+        assert any("cannot be loaded" in n for n in idx.notes) == (latent != 2)
+    rc, out, err = _run_cli(proj, tmp_path / "out", capsys)
+    assert rc == 0 and "shots for 'camera moving' (latent: mmae)" in out, err

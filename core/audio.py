@@ -12,7 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-from core.media import MediaError, _check_readable, _open
+from core.media import MediaError, _check_readable, _open, _settle, _usable
+from core.mediacheck import MAX_AUDIO_GAP_S, display_name
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,28 @@ class AudioReader:
         self._av = av
         self.path = _check_readable(path)
         self._c = _open(self.path)
+        name = display_name(self.path)
         if not self._c.streams.audio:
             self._c.close()
-            raise MediaError(f"{self.path.name} has no audio stream.")
-        self._s = self._c.streams.audio[stream]
+            raise MediaError(f"{name} has no audio stream.")
+        # ``stream`` counts the audio streams that can be decoded (0: the first of them)
+        good = [s for s in self._c.streams.audio if _usable(s) is None]
+        if stream >= len(good):
+            why = _usable(self._c.streams.audio[0]) or "it has no such audio stream"
+            self._c.close()
+            raise MediaError(f"{name}: the audio cannot be read: {why}.")
+        self._s = good[stream]
         cc = self._s.codec_context
         self.sample_rate = int(cc.sample_rate or 0)
         self.channels = int(cc.channels or 0)
-        if self.sample_rate <= 0 or self.channels <= 0:
-            self._c.close()
-            raise MediaError(f"{self.path.name}: the audio stream declares no sample rate or channels.")
         self._tb = float(self._s.time_base)
         self._origin = float(self._c.start_time) / 1e6 if self._c.start_time is not None else 0.0
-        self.duration = float(self._c.duration) / 1e6 if self._c.duration else 0.0
-        self._resampler = None
         self._used = False
+        try:
+            self.duration, _note, self._used = _settle(self._c, self.path)
+        except av.error.FFmpegError:
+            self.duration = 0.0
+        self._resampler = None
 
     def _reopen(self) -> None:
         idx = self._s.index
@@ -97,7 +105,12 @@ class AudioReader:
         """Decode forward from ``start_s`` (seeking first when > 0). Damaged packets are skipped."""
         av = self._av
         if start_s > 0:
-            self._c.seek(int((start_s + self._origin) / self._tb), stream=self._s, backward=True)
+            try:
+                self._c.seek(int(min((start_s + self._origin) / self._tb, 2.0 ** 62)), stream=self._s,
+                             backward=True)
+            except (av.error.FFmpegError, OverflowError) as e:
+                log.warning("%s: audio seek to %.3f s failed (%s)", display_name(self.path), start_s, e)
+                return
         elif self._used:
             # From the start, reopen rather than seek: after a seek some decoders (Vorbis)
             # swallow the first packet, and the first samples would be lost.
@@ -111,32 +124,46 @@ class AudioReader:
                 packet = next(demux)
             except StopIteration:
                 break
-            except (av.error.InvalidDataError, av.error.EOFError, OSError) as e:
-                log.warning("%s: audio demux stopped early: %s", self.path.name, e)
+            except (av.error.FFmpegError, OSError) as e:
+                log.warning("%s: audio demux stopped early: %s", display_name(self.path), e)
                 break
             try:
                 frames = packet.decode()
-            except av.error.FFmpegError as e:
+            except (av.error.FFmpegError, ValueError) as e:
                 log.debug("skipping undecodable audio packet: %s", e)
                 continue
             for frame in frames:
-                arr = self._to_planar(frame)
+                try:
+                    arr = self._to_planar(frame)
+                except (av.error.FFmpegError, ValueError) as e:
+                    log.debug("skipping an audio frame that cannot be converted: %s", e)
+                    continue
                 if cursor is None:
                     cursor = self._frame_start(frame, 0)
                 else:
                     # Trust timestamps only when they jump (a gap); otherwise count samples so
                     # rounding never opens one-sample holes between frames.
                     s = self._frame_start(frame, cursor)
+                    if s - cursor > MAX_AUDIO_GAP_S * self.sample_rate:
+                        # a jump of hours or days: a damaged timestamp, not a pause
+                        log.warning("%s: the audio timestamps jump from %.1f s to %.1f s; the audio "
+                                    "is taken to end there", display_name(self.path),
+                                    cursor / self.sample_rate, s / self.sample_rate)
+                        return
                     if abs(s - cursor) > self.sample_rate // 10:
                         cursor = s
                 yield AudioBlock(cursor, arr)
                 cursor += arr.shape[1]
 
     def read(self, start_s: float, end_s: float, *, mono: bool = False) -> np.ndarray:
-        """Samples in [start_s, end_s) as [channels, n] (or [1, n] mixed). Pads silence past the end."""
+        """Samples in [start_s, end_s) as [channels, n] (or [1, n] mixed). Pads silence past the end
+        (by up to a second); a window is at most ``MAX_AUDIO_GAP_S`` long."""
         sr = self.sample_rate
+        if self.duration > 0:  # silence past the end, but not days of it
+            end_s = min(end_s, max(start_s, self.duration) + 1.0)
         a = max(0, int(round(start_s * sr)))
-        b = max(a, int(round(end_s * sr)))
+        # a window, not a whole file: at most MAX_AUDIO_GAP_S and 2^28 samples in all
+        b = max(a, min(int(round(end_s * sr)), a + int(MAX_AUDIO_GAP_S * sr), a + (1 << 28) // self.channels))
         out = np.zeros((self.channels, b - a), np.float32)
         # Start well before: the first frames after a seek lack their decoder history
         # (overlapped transforms) and come out slightly wrong.
@@ -183,16 +210,20 @@ def load_mono(path: str | os.PathLike, rate: int = 16000, start_s: float = 0.0,
     """Mono float32 audio at ``rate`` Hz for [start_s, end_s), resampled by FFmpeg.
 
     What speech models want (16 kHz mono). Sample 0 is ``start_s``; missing audio at the
-    end (a stream that stops early) is padded with silence so times stay aligned.
+    end (a stream that stops early) is padded with silence so times stay aligned, by up to
+    ``MAX_AUDIO_GAP_S``: the buffer follows what decodes, never what a header promises.
     """
     import av
 
     with AudioReader(path) as r:
-        end = r.duration if end_s is None else min(end_s, max(r.duration, end_s))
+        end = r.duration if end_s is None else end_s
+        if r.duration > 0:
+            end = min(end, max(start_s, r.duration) + 1.0)
         n_out = max(0, int(round((end - start_s) * rate)))
-        out = np.zeros(n_out, np.float32)
+        out = _Buffer(n_out)
         rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
         src_rate = r.sample_rate
+        layout = _layout_name(r.channels)
         pos = None
         for k, blk in enumerate(r.blocks(max(0.0, start_s))):
             if cancelled is not None and k % 200 == 0 and cancelled():
@@ -202,26 +233,48 @@ def load_mono(path: str | os.PathLike, rate: int = 16000, start_s: float = 0.0,
                 break
             if pos is None:
                 pos = int(round((t0 - start_s) * rate))
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples), format="fltp",
-                                               layout=_layout_name(r.channels))
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples), format="fltp", layout=layout)
             frame.sample_rate = src_rate
             for o in rs.resample(frame):
                 y = o.to_ndarray().reshape(-1)
-                _place(out, pos, y)
+                out.place(pos, y)
                 pos += len(y)
         if pos is not None:
             for o in rs.resample(None):
                 y = o.to_ndarray().reshape(-1)
-                _place(out, pos, y)
+                out.place(pos, y)
                 pos += len(y)
+        res = out.result(pad_to=n_out, max_pad=int(MAX_AUDIO_GAP_S * rate))
         # a down-mix of loud stereo can exceed full scale; models expect [-1, 1]
-        return np.clip(out, -1.0, 1.0, out=out)
+        return np.clip(res, -1.0, 1.0, out=res)
 
 
-def _place(out: np.ndarray, pos: int, y: np.ndarray) -> None:
-    a, b = max(0, pos), min(len(out), pos + len(y))
-    if b > a:
-        out[a:b] = y[a - pos:b - pos]
+class _Buffer:
+    """A float32 buffer of at most ``limit`` samples that grows with what is placed in it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.data = np.zeros(min(limit, 1 << 20), np.float32)
+        self.filled = 0
+
+    def place(self, pos: int, y: np.ndarray) -> None:
+        a, b = max(0, pos), min(self.limit, pos + len(y))
+        if b <= a:
+            return
+        if b > len(self.data):
+            new = np.zeros(min(self.limit, max(b, 2 * len(self.data))), np.float32)
+            new[:self.filled] = self.data[:self.filled]
+            self.data = new
+        self.data[a:b] = y[a - pos:b - pos]
+        self.filled = max(self.filled, b)
+
+    def result(self, pad_to: int, max_pad: int) -> np.ndarray:
+        n = pad_to if pad_to - self.filled <= max_pad else self.filled
+        if n <= len(self.data):
+            return self.data[:n]
+        out = np.zeros(n, np.float32)
+        out[:self.filled] = self.data[:self.filled]
+        return out
 
 
 def _layout_name(channels: int) -> str:

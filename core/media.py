@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from core.errors import KestrelError
+from core.mediacheck import MAX_CHANNELS, MAX_SAMPLE_RATE, check_path, display_name, finite_seconds, settle_duration
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class MediaError(KestrelError):
 @dataclass(frozen=True)
 class StreamInfo:
     index: int
-    kind: str  # "video" | "audio" | "subtitle" | "data"
+    kind: str  # "video" | "audio" | "subtitle" | "data" | "unusable" (a stream that cannot be decoded)
     codec: str
     duration_s: float | None = None
     # video
@@ -72,6 +73,8 @@ class MediaInfo:
     container: str
     streams: tuple[StreamInfo, ...] = field(default_factory=tuple)
     content_hash: str = ""
+    # what was wrong with the file but did not stop it opening, one sentence each
+    notes: tuple[str, ...] = ()
 
     @property
     def video(self) -> StreamInfo | None:
@@ -128,88 +131,188 @@ def quick_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _check_readable(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(f"{p} does not exist.")
-    if p.is_dir():
-        raise MediaError(f"{p} is a folder, not a media file.")
-    if not os.access(p, os.R_OK):
-        raise MediaError(f"{p} cannot be read (permission denied).")
-    if p.stat().st_size == 0:
-        raise MediaError(f"{p} is empty (0 bytes).")
+    p, problem = check_path(path)
+    if problem is not None:
+        raise MediaError(f"{display_name(p)} {problem}")
     return p
 
 
 def _open(path: Path):
     import av
 
+    name = display_name(path)
     try:
-        return av.open(str(path), mode="r", timeout=10.0)
+        # Damaged tags are shown as replacement characters rather than failing the open.
+        return av.open(str(path), mode="r", timeout=10.0, metadata_errors="replace")
     except av.error.InvalidDataError as e:
-        raise MediaError(f"{path.name} is not a media file FFmpeg can read ({e.strerror or e}).") from e
+        raise MediaError(f"{name} is not a media file FFmpeg can read ({e.strerror or e}).") from e
     except (av.error.FFmpegError, OSError) as e:
-        raise MediaError(f"{path.name} could not be opened: {e}.") from e
+        raise MediaError(f"{name} could not be opened: {getattr(e, 'strerror', None) or e}.") from e
+    except (UnicodeError, ValueError, OverflowError, MemoryError) as e:
+        raise MediaError(f"{name} could not be opened: its header is damaged ({type(e).__name__}).") from e
+
+
+# (path, size, mtime) -> (duration, note): measuring a lying file's real end reads its
+# packets, and every reader of the file needs the same answer.
+_DURATIONS: dict[tuple[str, int, int], tuple[float, str | None]] = {}
+
+
+def _usable(s) -> str | None:
+    """Why stream ``s`` cannot be decoded (None if it can)."""
+    cc = s.codec_context
+    if cc is None:
+        tag = ""
+        try:
+            tag = s.codec_tag or ""
+        except Exception:
+            pass
+        return f"its {s.type} stream uses a codec FFmpeg cannot decode{f' ({tag})' if tag else ''}"
+    if s.type == "audio":
+        rate, ch = int(cc.sample_rate or 0), int(cc.channels or 0)
+        if rate <= 0 or ch <= 0:
+            return "its audio stream declares no sample rate or no channels"
+        if rate > MAX_SAMPLE_RATE:
+            return f"its audio stream declares {rate:,} samples per second (at most {MAX_SAMPLE_RATE:,} are read)"
+        if ch > MAX_CHANNELS:
+            return f"its audio stream declares {ch} channels (at most {MAX_CHANNELS} are read)"
+    if s.type == "video" and (int(cc.width or 0) > 32768 or int(cc.height or 0) > 32768):
+        return f"its video stream declares a {cc.width}×{cc.height} picture"
+    return None
+
+
+def usable_stream(container, kind: str):
+    """The first stream of ``kind`` ("video"/"audio") that can be decoded, or None."""
+    group = container.streams.video if kind == "video" else container.streams.audio
+    return next((s for s in group if _usable(s) is None), None)
+
+
+def media_duration(container, path: Path, streams=None) -> tuple[float, str | None]:
+    """``(seconds, note)``: the file's duration as its bytes can back it (see
+    :func:`core.mediacheck.settle_duration`); the same answer for every reader of the file."""
+    return _settle(container, path, streams)[:2]
+
+
+def _settle(container, path: Path, streams=None) -> tuple[float, str | None, bool]:
+    """:func:`media_duration`, and whether packets were read (the container then needs a
+    seek, or a reopen, before use)."""
+    try:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key, st = None, None
+    if key is not None and key in _DURATIONS:
+        return (*_DURATIONS[key], False)
+    if streams is None:
+        streams = [s for s in (usable_stream(container, "video"), usable_stream(container, "audio")) if s]
+    kind = "video" if any(s.type == "video" for s in streams) else "audio"
+    got, moved = settle_duration(container, streams, st.st_size if st else 0, display_name(path), kind)
+    if got[1]:
+        log.warning("%s", got[1])
+    if key is not None:
+        if len(_DURATIONS) > 256:
+            _DURATIONS.clear()
+        _DURATIONS[key] = got
+    return (*got, moved)
 
 
 def probe(path: str | os.PathLike, *, with_hash: bool = True) -> MediaInfo:
-    """Read what a file holds, and prove it decodes: a header alone is not enough."""
+    """Read what a file holds, and prove it decodes: a header alone is not enough.
+
+    Whatever the file holds, the outcome is a MediaInfo or a MediaError whose text says
+    what is wrong; what was doubtful but usable (a duration the bytes cannot back, a
+    stream that cannot be decoded beside one that can) is in ``MediaInfo.notes``.
+    """
+    import av
+
     p = _check_readable(path)
+    name = display_name(p)
     container = _open(p)
     try:
-        streams: list[StreamInfo] = []
-        for s in container.streams:
-            kind = s.type
-            codec = s.codec_context.name if s.codec_context else "?"
-            dur = float(s.duration * s.time_base) if s.duration and s.time_base else None
-            if kind == "video":
-                cc = s.codec_context
-                rate = s.average_rate or s.guessed_rate or s.base_rate
-                streams.append(StreamInfo(
-                    index=s.index, kind="video", codec=codec, duration_s=dur,
-                    width=int(cc.width or 0), height=int(cc.height or 0),
-                    fps=float(rate) if rate else 0.0, frames=int(s.frames or 0),
-                ))
-            elif kind == "audio":
-                cc = s.codec_context
-                streams.append(StreamInfo(
-                    index=s.index, kind="audio", codec=codec, duration_s=dur,
-                    sample_rate=int(cc.sample_rate or 0), channels=int(cc.channels or 0),
-                    layout=cc.layout.name if cc.layout else "",
-                ))
-            else:
-                streams.append(StreamInfo(index=s.index, kind=kind, codec=codec, duration_s=dur))
-        playable = [s for s in streams if s.kind in ("video", "audio")]
-        if not playable:
-            raise MediaError(f"{p.name} has neither a video nor an audio stream.")
-        duration = float(container.duration) / 1e6 if container.duration else 0.0
-        if duration <= 0:
-            duration = max((s.duration_s or 0.0) for s in playable)
-        # Decode the first frame of each playable stream: truncated or corrupt files often
-        # have a perfectly good header.
-        rotation = 0
-        for s in playable:
-            first = _first_frame(container, s.index)
-            if first is None:
-                raise MediaError(f"{p.name}: the {s.kind} stream holds no decodable frame "
-                                 "(the file may be truncated or corrupt).")
-            if s.kind == "video":
-                rotation = _frame_rotation(first)
-        if rotation:
-            streams = [StreamInfo(**{**st.to_dict(), "rotation": rotation}) if st.kind == "video" else st
-                       for st in streams]
-        if duration <= 0:
-            raise MediaError(f"{p.name} has no duration (the file may be truncated).")
-        names = container.format.name.split(",")
-        ext = p.suffix.lower().lstrip(".")
-        fmt = ext if ext in names else names[0]
-        return MediaInfo(path=str(p.resolve()), size_bytes=p.stat().st_size, duration_s=duration,
-                         container=fmt, streams=tuple(streams),
-                         content_hash=quick_hash(p) if with_hash else "")
+        return _probe(p, name, container, with_hash)
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, OSError, UnicodeError, ValueError, OverflowError, MemoryError) as e:
+        log.warning("probing %s failed", name, exc_info=True)
+        raise MediaError(f"{name} cannot be read: {getattr(e, 'strerror', None) or e} "
+                         "(the file may be damaged).") from e
     finally:
         container.close()
 
 
-def _first_frame(container, index: int):
+def _probe(p: Path, name: str, container, with_hash: bool) -> MediaInfo:
+    streams: list[StreamInfo] = []
+    notes: list[str] = []
+    unusable: list[str] = []
+    for s in container.streams:
+        kind = s.type
+        cc = s.codec_context
+        codec = (cc.name if cc is not None else None) or "?"
+        dur = finite_seconds(s.duration * s.time_base) if s.duration and s.time_base else None
+        why = _usable(s) if kind in ("video", "audio") else None
+        if why is not None:
+            unusable.append(why)
+            notes.append(f"{name}: {why}; it is ignored.")
+            streams.append(StreamInfo(index=s.index, kind="unusable", codec=codec, duration_s=dur))
+        elif kind == "video":
+            rate = s.average_rate or s.guessed_rate or s.base_rate
+            fps = finite_seconds(rate) if rate else 0.0
+            streams.append(StreamInfo(
+                index=s.index, kind="video", codec=codec, duration_s=dur,
+                width=int(cc.width or 0), height=int(cc.height or 0),
+                fps=fps if fps <= 1000 else 0.0, frames=max(0, int(s.frames or 0)),
+            ))
+        elif kind == "audio":
+            layout = ""
+            try:
+                layout = cc.layout.name if cc.layout else ""
+            except (ValueError, AttributeError):
+                pass
+            streams.append(StreamInfo(
+                index=s.index, kind="audio", codec=codec, duration_s=dur,
+                sample_rate=int(cc.sample_rate or 0), channels=int(cc.channels or 0), layout=layout,
+            ))
+        else:
+            streams.append(StreamInfo(index=s.index, kind=kind, codec=codec, duration_s=dur))
+    # the streams the player and the analysis will use: the first decodable of each kind
+    playable = [st for st in (next((x for x in streams if x.kind == k), None) for k in ("video", "audio")) if st]
+    if not playable:
+        if unusable:
+            raise MediaError(f"{name} cannot be opened: {'; '.join(unusable)}.")
+        raise MediaError(f"{name} has neither a video nor an audio stream.")
+    size = p.stat().st_size
+    duration, note = media_duration(container, p, [container.streams[st.index] for st in playable])
+    if note:
+        notes.append(note)
+    # Decode the first frame of each playable stream: truncated or corrupt files often
+    # have a perfectly good header.
+    rotation = 0
+    for st in playable:
+        first = _first_frame(container, st.index)
+        if first is None:
+            raise MediaError(f"{name}: the {st.kind} stream holds no decodable frame "
+                             "(the file may be truncated or corrupt).")
+        if st.kind == "video":
+            rotation = _frame_rotation(first)
+    if rotation:
+        streams = [StreamInfo(**{**st.to_dict(), "rotation": rotation}) if st.kind == "video" else st
+                   for st in streams]
+    if duration <= 0:
+        raise MediaError(f"{name} has no duration (the file may be truncated).")
+    names = container.format.name.split(",")
+    ext = p.suffix.lower().lstrip(".")
+    fmt = ext if ext in names else names[0]
+    try:
+        content_hash = quick_hash(p) if with_hash else ""
+    except OSError as e:
+        raise MediaError(f"{name} cannot be read: {e.strerror or e}.") from e
+    return MediaInfo(path=str(p.resolve()), size_bytes=size, duration_s=duration,
+                     container=fmt, streams=tuple(streams), content_hash=content_hash,
+                     notes=tuple(notes))
+
+
+def _first_frame(container, index: int, max_packets: int = 2000):
+    """The first frame of stream ``index`` that decodes; damaged packets before it are
+    skipped (as players do), up to ``max_packets`` of them."""
     import av
 
     stream = container.streams[index]
@@ -217,12 +320,20 @@ def _first_frame(container, index: int):
         container.seek(0)
     except av.error.FFmpegError:
         pass
+    cc = stream.codec_context
     try:
-        for n, frame in enumerate(container.decode(stream)):
-            return frame
+        for n, pkt in enumerate(container.demux(stream)):
+            if n > max_packets:
+                break
+            try:
+                frames = cc.decode(pkt)
+            except (av.error.FFmpegError, ValueError) as e:
+                log.debug("skipping an undecodable packet of stream %d: %s", index, e)
+                continue
+            if frames:
+                return frames[0]
     except (av.error.FFmpegError, OSError, ValueError) as e:
         log.warning("decoding the first frame of stream %d failed: %s", index, e)
-        return None
     return None
 
 
@@ -280,10 +391,10 @@ class VideoDecoder:
         self.path = _check_readable(path)
         self._av = av
         self._c = _open(self.path)
-        if not self._c.streams.video:
+        self._s = usable_stream(self._c, "video")
+        if self._s is None:
             self._c.close()
-            raise MediaError(f"{self.path.name} has no video stream.")
-        self._s = self._c.streams.video[0]
+            raise MediaError(f"{display_name(self.path)} has no video stream that can be decoded.")
         cc = self._s.codec_context
         if threads is None:
             # Frame threads add latency to every seek (measured: p50 22 → 27 ms at 640×360)
@@ -294,9 +405,15 @@ class VideoDecoder:
         self._tb = float(self._s.time_base)
         self._origin = float(self._c.start_time) / 1e6 if self._c.start_time is not None else 0.0
         rate = self._s.average_rate or self._s.guessed_rate or self._s.base_rate
-        self.fps = float(rate) if rate else 25.0
+        fps = finite_seconds(rate) if rate else 0.0
+        self.fps = fps if 0 < fps <= 1000 else 25.0
         self.max_size = max_size
-        self.duration = float(self._c.duration) / 1e6 if self._c.duration else 0.0
+        try:
+            self.duration, _note, moved = _settle(self._c, self.path)
+            if moved:
+                self._c.seek(0)
+        except av.error.FFmpegError:
+            self.duration = 0.0
         self._demux: Iterator | None = None
         self._queue: collections.deque = collections.deque()  # decoded, not yet consumed
         self._target = 0.0  # the time being decoded towards (decides which frames to skip)
@@ -329,7 +446,18 @@ class VideoDecoder:
         self.close()
 
     def frame_at(self, t: float) -> Frame:
-        t = max(0.0, float(t))
+        t = float(t)
+        t = max(0.0, t) if t == t else 0.0
+        try:
+            return self._frame_at(t)
+        except MediaError:
+            raise
+        except (self._av.error.FFmpegError, OSError, ValueError, OverflowError, MemoryError) as e:
+            log.debug("decoding at %.3f s failed", t, exc_info=True)
+            raise MediaError(f"{display_name(self.path)}: no frame could be decoded at {t:.3f} s "
+                             f"({getattr(e, 'strerror', None) or e}).") from e
+
+    def _frame_at(self, t: float) -> Frame:
         hit = self._cached(t)
         if hit is not None:
             return hit
@@ -353,7 +481,7 @@ class VideoDecoder:
                 if frame is not None or start == 0.0:
                     break
         if frame is None:
-            raise MediaError(f"{self.path.name}: no frame could be decoded at {t:.3f} s.")
+            raise MediaError(f"{display_name(self.path)}: no frame could be decoded at {t:.3f} s.")
         return frame
 
     def next_frame(self) -> Frame | None:
@@ -404,13 +532,13 @@ class VideoDecoder:
 
     def _seek(self, t: float, skip: bool = True) -> None:
         av = self._av
-        pts = int((t + self._origin) / self._tb)
+        pts = int(min((t + self._origin) / self._tb, 2.0 ** 62))
         try:
             if t <= 0.0:
                 self._c.seek(0)  # the very start (timestamp searches in MPEG-PS can overshoot)
             else:
                 self._c.seek(pts, stream=self._s, backward=True, any_frame=False)
-        except av.error.FFmpegError as e:
+        except (av.error.FFmpegError, OverflowError) as e:
             log.warning("seek to %.3f s failed (%s); decoding from the start", t, e)
             self._c.seek(0)
         self.seeks += 1
@@ -437,7 +565,7 @@ class VideoDecoder:
             except StopIteration:
                 self._eof = True
                 return None
-            except (av.error.InvalidDataError, OSError) as e:
+            except (av.error.FFmpegError, OSError) as e:
                 log.debug("demux error, treating as end: %s", e)
                 self._eof = True
                 return None
@@ -450,7 +578,7 @@ class VideoDecoder:
                 cc.skip_frame = want
             try:
                 frames = cc.decode(pkt)
-            except (av.error.InvalidDataError, av.error.EOFError, ValueError) as e:
+            except (av.error.FFmpegError, ValueError) as e:
                 # A damaged packet: skip it, as players do, rather than failing the seek.
                 log.debug("skipping undecodable data: %s", e)
                 continue
@@ -523,18 +651,25 @@ def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.nd
     No decoding: this reads packet headers, so even an hour of video takes about a second.
     Gives exact frame numbers for variable frame rate files.
     """
+    import av
+
     p = _check_readable(path)
     c = _open(p)
     try:
-        if not c.streams.video:
+        s = usable_stream(c, "video")
+        if s is None:
             return np.zeros(0)
-        s = c.streams.video[0]
         tb = float(s.time_base)
         origin = float(c.start_time) / 1e6 if c.start_time is not None else 0.0
-        dur = float(c.duration) / 1e6 if c.duration else 0.0
+        dur = media_duration(c, p)[0]
         pts: list[int] = []
         first_key: int | None = None
-        for n, pkt in enumerate(c.demux(s)):
+        try:
+            c.seek(0)
+            packets = enumerate(c.demux(s))
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{display_name(p)} cannot be read: {e}.") from e
+        for n, pkt in _until_damaged(packets, p):
             if pkt.pts is not None and pkt.size:
                 # Packets before the first keyframe (a stream cut mid-GOP), and leading
                 # frames of an open GOP that show before it, cannot be decoded: decoders
@@ -554,6 +689,21 @@ def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.nd
         return arr
     finally:
         c.close()
+
+
+def _until_damaged(packets, p: Path):
+    """Packets until the demuxer meets data it cannot read: that is the end of the file as
+    far as anyone can play it."""
+    import av
+
+    while True:
+        try:
+            yield next(packets)
+        except StopIteration:
+            return
+        except (av.error.FFmpegError, OSError) as e:
+            log.warning("%s: reading stopped at damaged data (%s)", display_name(p), e)
+            return
 
 
 def frame_index(times: np.ndarray, t: float) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.audio import AudioReader, sparse_peaks
+from core.mediacheck import MAX_AUDIO_GAP_S
 from core.jobs import JobState, check
 
 BASE_BLOCK = 256
@@ -106,7 +107,9 @@ class PyramidBuilder:
     def __init__(self, sample_rate: int, channels: int, expected_samples: int = 0):
         self.sample_rate = sample_rate
         self.channels = channels
-        cap = max(16, expected_samples // BASE_BLOCK + 16)
+        # what the header promises sizes the first allocation only: the buffer grows with
+        # what decodes (a damaged header may promise years)
+        cap = max(16, min(expected_samples // BASE_BLOCK + 16, 1 << 20))
         self._peaks = np.zeros((channels + 1, cap, 2), np.float32)
         self._n = 0  # completed base blocks
         self._carry = np.zeros((channels, 0), np.float32)
@@ -117,10 +120,10 @@ class PyramidBuilder:
         return self._cursor
 
     def feed(self, start: int, x: np.ndarray) -> None:
-        if start > self._cursor:  # a hole in the stream: silence
-            gap = start - self._cursor
+        while start > self._cursor:  # a hole in the stream: silence, a slice at a time
+            gap = min(start - self._cursor, 1 << 20)
             self.feed(self._cursor, np.zeros((self.channels, gap), np.float32))
-        elif start < self._cursor:  # overlap: drop what we already have
+        if start < self._cursor:  # overlap: drop what we already have
             x = x[:, self._cursor - start:]
             if x.shape[1] == 0:
                 return
@@ -179,6 +182,8 @@ def build_waveform(req: WaveformRequest, state: JobState) -> PeakPyramid:
         b = PyramidBuilder(r.sample_rate, r.channels, total)
         last = time.monotonic()
         for start, x in _batched(r.blocks(), r.sample_rate * 4):
+            if start - b.samples > MAX_AUDIO_GAP_S * r.sample_rate:
+                break  # audio that starts days later: a damaged timestamp (blocks() ends such jumps)
             b.feed(start, x)
             now = time.monotonic()
             if now - last > 0.5:

@@ -390,3 +390,118 @@ def speak(text: str, rate: int = 16000) -> np.ndarray:
             out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
         out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
     return np.concatenate(out).astype(np.float32)
+
+
+# --- lying headers and odd streams (tests/test_robust_media.py, tests/test_fuzz_media.py) ---
+
+def patch_mkv_duration(src: str | Path, dst: str | Path, duration_ms: float) -> Path:
+    """Copy a Matroska/WebM file with its Segment Info *Duration* (milliseconds at the
+    default timecode scale) overwritten: a header that lies about the length."""
+    import struct
+
+    data = bytearray(Path(src).read_bytes())
+    i = data.find(b"\x44\x89")  # EBML id of Duration, then its size byte (float of 4 or 8 bytes)
+    if i < 0 or data[i + 2] not in (0x84, 0x88):
+        raise ValueError(f"{src} has no Duration element to patch")
+    if data[i + 2] == 0x88:
+        data[i + 3:i + 11] = struct.pack(">d", duration_ms)
+    else:
+        data[i + 3:i + 7] = struct.pack(">f", duration_ms)
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def patch_wav_header(src: str | Path, dst: str | Path, *, channels: int | None = None,
+                     sample_rate: int | None = None) -> Path:
+    """Copy a WAV file with its ``fmt`` chunk's channel count and/or sample rate replaced
+    (the data chunk is unchanged): 255 channels, 0 channels, a rate of 2 GHz…"""
+    import struct
+
+    data = bytearray(Path(src).read_bytes())
+    i = data.find(b"fmt ")
+    if i < 0:
+        raise ValueError(f"{src} has no fmt chunk")
+    if channels is not None:
+        data[i + 10:i + 12] = struct.pack("<H", channels)
+    if sample_rate is not None:
+        data[i + 12:i + 16] = struct.pack("<I", sample_rate)
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def replace_bytes(src: str | Path, dst: str | Path, old: bytes, new: bytes) -> Path:
+    """Copy *src* with every *old* replaced by *new* (same length: offsets stay valid), e.g.
+    an ``avc1`` sample entry renamed to a codec tag no decoder knows."""
+    if len(old) != len(new):
+        raise ValueError("old and new must have the same length")
+    data = Path(src).read_bytes()
+    if old not in data:
+        raise ValueError(f"{old!r} does not occur in {src}")
+    dst = Path(dst)
+    dst.write_bytes(data.replace(old, new))
+    return dst
+
+
+def make_bad_tags(path: str | Path, *, duration: float = 1.0) -> Path:
+    """An audio file (mkv or mp4, AAC) whose title tags (container and stream) hold bytes
+    that are not UTF-8, as some recorders and taggers write them."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        out.metadata["title"] = "QQQQ container title"
+        stream = out.add_stream("aac", rate=48000)
+        stream.layout = "stereo"
+        stream.metadata["title"] = "QQQQ stream title"
+        _write_audio(out, stream, audio_signal(duration, 48000, 2, STANDARD_TONE))
+    data = path.read_bytes()
+    if data.count(b"QQQQ") < 1:
+        raise ValueError(f"the muxer for {path.suffix} did not write the title tag")
+    path.write_bytes(data.replace(b"QQQQ", b"\xff\xfe\xc3\x28"))
+    return path
+
+
+def make_sparse_video(path: str | Path, *, gap_s: float = 1e6, size: tuple[int, int] = (160, 120)) -> Path:
+    """Two H.264 frames, the second ``gap_s`` seconds after the first (real timestamps, not
+    a lying header): mp4/mov (track timescale 25) or mkv."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    opts = {"video_track_timescale": "25"} if ext in (".mp4", ".mov", ".m4v") else {}
+    with av.open(str(path), "w", options=opts) as out:
+        vs = out.add_stream("libx264", rate=25, options={"preset": "veryfast", "bf": "0"})
+        vs.width, vs.height = size
+        vs.pix_fmt = "yuv420p"
+        packets = []
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(render_frame(i, size), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            packets += vs.encode(frame)
+        packets += vs.encode(None)
+        for pkt in packets:
+            if pkt.pts:  # the second frame: days later
+                pkt.pts = pkt.dts = int(round(gap_s / pkt.time_base))
+            out.mux(pkt)
+    return path
+
+
+def make_sparse_audio(path: str | Path, *, gap_s: float = 1e6, duration: float = 1.0) -> Path:
+    """Matroska AAC: ``duration`` s of tone from 0 s, then the same again ``gap_s`` s later
+    (real timestamps): a stream whose packets span days but hold two seconds of sound."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=48000)
+        stream.layout = "mono"
+        cc = stream.codec_context
+        signal = audio_signal(duration, 48000, 1, (0.0, duration, 440.0, 0.5))
+        packets = []
+        for offset in (0, int(gap_s * 48000)):
+            for start in range(0, signal.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(signal[:, start:start + 1024]),
+                                                   format="fltp", layout="mono")
+                frame.sample_rate = cc.sample_rate
+                frame.pts, frame.time_base = offset + start, Fraction(1, 48000)
+                packets += stream.encode(frame)
+        packets += stream.encode(None)
+        for pkt in packets:
+            out.mux(pkt)
+    return path

@@ -509,3 +509,20 @@ def test_a_stored_model_that_does_not_fit_the_latent_is_left_out(proj, tmp_path,
         assert any("cannot be loaded" in n for n in idx.notes) == (latent != 2)
     rc, out, err = _run_cli(proj, tmp_path / "out", capsys)
     assert rc == 0 and "shots for 'camera moving' (latent: mmae)" in out, err
+
+
+def test_damaged_event_thumbnails_are_ignored(tmp_path, caplog):
+    from core.anomaly.events import THUMBS_KEY
+
+    with Project.create(tmp_path / "p.kestrel") as p:
+        mid = p.add_media("/v.mp4", "h", 1, 60.0, "mp4", [])
+        _planted_events(p, mid)
+        for arr, meta in ((np.zeros(5, np.float32), {"events": 7}), (np.zeros((1, 4, 4, 3), np.uint8), {"events": 7}),
+                          (np.zeros((1, 4, 4), np.uint8), {"events": ["ev-1000"]})):
+            p.put_array(mid, THUMBS_KEY, arr, meta=meta)
+            with caplog.at_level(logging.WARNING):
+                events = load_events(p, mid)
+            assert len(events) == 3 and all(e.thumbnail is None for e in events)
+        assert "ignoring the stored anomaly thumbnails" in caplog.text
+        p.put_array(mid, THUMBS_KEY, np.full((1, 4, 4, 3), 9, np.uint8), meta={"events": ["ev-3000"]})
+        assert [e.thumbnail is not None for e in load_events(p, mid)] == [False, True, False]

@@ -332,7 +332,10 @@ def load_events(project: Any, media_id: int, tracks: Sequence[Any] | None = None
     got = project.get_array(media_id, THUMBS_KEY)
     if got is not None:
         arr, meta = got
-        ids = meta.get("events", [])
+        ids = meta.get("events")
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or not isinstance(ids, list):
+            log.warning("ignoring the stored anomaly thumbnails: they are not RGB pictures with event ids")
+            return events
         for e in events:
             if e.id in ids and ids.index(e.id) < len(arr):
                 e.thumbnail = arr[ids.index(e.id)]

@@ -230,7 +230,7 @@ def export_archive(project: Any, folder: str | os.PathLike, *, include_rejected:
 
     idx = idx if idx is not None else load_index(project)
     records = shot_records(project, idx, include_rejected=include_rejected)
-    out = ExportResult(Path(folder))
+    out = ExportResult(Path(folder), notes=list(getattr(idx, "problems", [])))
     try:
         out.folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

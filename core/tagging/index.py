@@ -103,6 +103,11 @@ class ArchiveIndex:
     text_emb: np.ndarray | None = None  # [N, 384] what is said and shown, where present
     text_present: np.ndarray | None = None
     experts: dict[str, np.ndarray] | None = None  # mixture-of-experts encoders: real experts per shot, per modality
+    problems: list[str] = field(default_factory=list)  # stored data left out as damaged (also in notes)
+
+    def problem(self, text: str) -> None:
+        self.notes.append(text)
+        self.problems.append(text)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -423,14 +428,14 @@ def load_index(project: Any) -> ArchiveIndex | None:
                        text_present=np.asarray([p for _m, c in chunks for p in c.present], bool),
                        experts=experts or None)
     if damaged:
-        idx.notes.append(f"the tags of {len(damaged)} file{'s' if len(damaged) != 1 else ''} are damaged and "
+        idx.problem(f"the tags of {len(damaged)} file{'s' if len(damaged) != 1 else ''} are damaged and "
                          "were left out; tag them again")
     _load_model(project, idx)
     try:
         edits = read_edits(project.get_setting(EDITS_SETTING, {}))
     except ProjectCorruptError as e:
         log.warning("the analyst's tag edits cannot be read: %s", e)
-        idx.notes.append("the analyst's tag edits are damaged and were left out")
+        idx.problem("the analyst's tag edits are damaged and were left out")
         edits = {}
     idx.tags = [merge_edits(t, edits.get(r.key)) for t, r in zip(idx.tags, idx.refs)]
     idx.describe = [description(t) for t in idx.tags]
@@ -468,7 +473,7 @@ def _load_model(project: Any, idx: ArchiveIndex) -> None:
         except (CheckpointError, KeyError, ValueError, TypeError) as e:
             why = str(e) or type(e).__name__
     log.warning("the stored tagging model cannot be loaded: %s", why)
-    idx.notes.append(f"the stored tagging model cannot be loaded ({why}); text search uses descriptions only")
+    idx.problem(f"the stored tagging model cannot be loaded ({why}); text search uses descriptions only")
 
 
 def stored_shot_tags(project: Any, ref: ShotRef) -> list[Tag]:

@@ -152,7 +152,11 @@ def _search(project: Any, query: str, k: int) -> int:
     from core.tagging.features import FeatureConfig
     from core.tagging.index import load_index, search_text
 
-    idx = load_index(project)
+    try:
+        idx = load_index(project)
+    except TaggingError as e:  # tags stored but all damaged
+        print(f"kestrel: {e}", file=sys.stderr)
+        return 1
     if idx is None:
         print("kestrel: nothing is tagged in this project yet (tag a folder first).", file=sys.stderr)
         return 1

@@ -33,9 +33,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sqlite3
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as _importlib_metadata
@@ -66,7 +69,7 @@ from sqlalchemy.pool import QueuePool
 #: ``PRAGMA application_id`` of every Kestrel project: the ASCII bytes "KSTR".
 APPLICATION_ID = 0x4B535452
 #: Layout version written by this build; files with a larger number are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILE_EXTENSION = ".kestrel"
 RUN_STATUSES = ("running", "ok", "failed", "cancelled")
 FINISHED_STATUSES = RUN_STATUSES[1:]
@@ -120,6 +123,10 @@ runs_table = Table(
     Column("duration_s", Float, nullable=True),
     Column("status", Text, nullable=False, server_default="running"),
     Column("error", Text, nullable=True),
+    # v2: which process runs a 'running' run (host name, pid), so a run left 'running' by
+    # a process that died can be marked failed when the project is next opened.
+    Column("owner_host", Text, nullable=True),
+    Column("owner_pid", Integer, nullable=True),
     CheckConstraint(
         "status IN ('running', 'ok', 'failed', 'cancelled')", name="ck_runs_status"
     ),
@@ -185,8 +192,14 @@ def create_schema(conn: Connection) -> None:
 
 Migration = Callable[[Connection], None]
 
+def _v1_to_v2(conn: Connection) -> None:
+    """v2: runs record the process that runs them (nullable ``owner_host``/``owner_pid``)."""
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN owner_host TEXT")
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
+
+
 #: ``MIGRATIONS[n]`` upgrades a version-``n`` file to version ``n + 1`` (see module doc).
-MIGRATIONS: dict[int, Migration] = {}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
 
 
 # ------------------------------------------------------------------------ records
@@ -429,39 +442,164 @@ def abspath(path: StrPath) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
-def connect(path: Path, mode: Mode, timeout: float) -> sqlite3.Connection:
-    """Open with a URI so SQLite never creates a missing file (mode=rw/ro)."""
+def connect(path: Path, mode: Mode, timeout: float, *, defensive: bool = True) -> sqlite3.Connection:
+    """Open with a URI so SQLite never creates a missing file (mode=rw/ro), with SQLite's
+    defensive settings: schema objects may not call functions with side effects
+    (``trusted_schema=OFF``), cell sizes are checked on read (``cell_size_check``), and
+    the schema cannot be edited behind SQLite's back (``SQLITE_DBCONFIG_DEFENSIVE``, which
+    Python exposes only from 3.12 on: used where ``setconfig`` exists)."""
     query = {"rw": "mode=rw", "ro": "mode=ro", "immutable": "mode=ro&immutable=1"}[mode]
-    return sqlite3.connect(
+    conn = sqlite3.connect(
         f"{path.as_uri()}?{query}", uri=True, timeout=timeout,
         isolation_level=None, check_same_thread=False,
     )
+    try:
+        conn.execute("PRAGMA trusted_schema=OFF")
+        conn.execute("PRAGMA cell_size_check=ON")
+        if defensive and hasattr(conn, "setconfig") and hasattr(sqlite3, "SQLITE_DBCONFIG_DEFENSIVE"):
+            conn.setconfig(sqlite3.SQLITE_DBCONFIG_DEFENSIVE, True)  # Python >= 3.12
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
-def make_engine(path: Path, mode: Mode, timeout: float) -> Engine:
+def make_engine(path: Path, mode: Mode, timeout: float, write_timeout: float | None = None) -> Engine:
+    """A pool of connections; reads wait ``timeout`` for a lock, write transactions (the
+    ``kestrel_immediate`` execution option) ``write_timeout``, so a second writer waits for
+    another one's long transaction instead of failing and losing its results."""
     read_only = mode != "rw"
+    waits = {False: int(timeout * 1000), True: int((write_timeout or timeout) * 1000)}
     engine = create_engine(
         "sqlite://", creator=lambda: connect(path, mode, timeout),
         poolclass=QueuePool, pool_size=4, max_overflow=8,
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA trusted_schema=OFF")  # schema objects may not call functions
-        cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout={waits[False]}")
         cur.execute("PRAGMA query_only=ON" if read_only else "PRAGMA synchronous=FULL")
         cur.close()
+        record.info["kestrel_busy_ms"] = waits[False]
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # pysqlite runs in autocommit (isolation_level=None); we issue BEGIN ourselves so
         # reads get a snapshot and writes take the write lock up front.
-        immediate = conn.get_execution_options().get("kestrel_immediate", False)
+        immediate = bool(conn.get_execution_options().get("kestrel_immediate", False))
+        info = conn.connection.info
+        if info.get("kestrel_busy_ms") != waits[immediate]:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={waits[immediate]}")
+            info["kestrel_busy_ms"] = waits[immediate]
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def this_owner() -> tuple[str, int]:
+    """(host name, pid) of this process: the owner recorded with a 'running' run."""
+    return socket.gethostname(), os.getpid()
+
+
+def owner_alive(host: Any, pid: Any) -> bool:
+    """Could the process that owns a 'running' run still be running it?  False when it
+    has no owner or is a process of this host that no longer exists; True when unsure
+    (another host, no permission to signal it, or Windows, where signal 0 is not a probe).
+    A recycled pid reads as alive: the run is then left alone, never wrongly failed."""
+    if not isinstance(host, str) or isinstance(pid, bool) or not isinstance(pid, int):
+        return False
+    if host != socket.gethostname() or pid == os.getpid() or os.name == "nt":
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def build_file(tmp: Path, schema_version: int, timeout: float) -> None:
+    """Turn the empty file ``tmp`` into a new, complete project (WAL mode)."""
+    raw = sqlite3.connect(tmp, isolation_level=None)
+    try:  # the header (and so the application id) is written before anything else
+        raw.execute(f"PRAGMA application_id={APPLICATION_ID:d}")
+    finally:
+        raw.close()
+    engine = make_engine(tmp, "rw", timeout)
+    try:
+        with engine.execution_options(kestrel_immediate=True).begin() as conn:
+            create_schema(conn)
+            conn.execute(meta_table.insert(), [
+                {"key": "schema_version", "value": str(schema_version)},
+                {"key": "created_at", "value": now_iso()},
+                {"key": "app_version", "value": app_version()},
+            ])
+    finally:
+        engine.dispose()
+    raw = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        raw.execute("PRAGMA journal_mode=WAL")
+    finally:
+        raw.close()
+
+
+@contextmanager
+def folder_lock(folder: Path, timeout_s: float = 30.0) -> Iterator[None]:
+    """Make the processes creating projects in ``folder`` take turns (``flock`` on the folder
+    itself; best effort: where that is impossible, hard links still never replace a file).
+    TimeoutError when another one holds it for ``timeout_s``."""
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{folder} is locked") from None
+                time.sleep(0.01)
+            except OSError:
+                break  # no locks on this file system
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def publish(tmp: Path, target: Path, *, replace: bool) -> bool:
+    """Move the finished file ``tmp`` to ``target``.  Without ``replace`` a file that exists
+    (or appeared meanwhile: another process creating the same project) is never replaced
+    -- False, and ``tmp`` is left for the caller -- except an empty one.  Call it holding
+    :func:`folder_lock`."""
+    if replace or (target.exists() and target.stat().st_size == 0):
+        remove_sidecars(target)
+        os.replace(tmp, target)
+        return True
+    if target.exists():
+        return False
+    remove_sidecars(target)  # stale ones would be replayed into the new file
+    try:  # unlike a rename, a link fails when the name exists
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (FAT, some shares): only the folder lock guards it
+        if target.exists():
+            return False
+        os.replace(tmp, target)
+        return True
+    unlink_db(tmp)
+    return True
 
 
 def remove_sidecars(path: Path) -> None:

@@ -76,10 +76,12 @@ class RunInfo:
 
 
 def store_waveform(project: Project, media_id: int, pyr: wf.PeakPyramid, run: RunInfo) -> int:
-    run_id = record_run(project, run, media_id)
-    meta = pyr.meta()
-    for key, arr in pyr.to_arrays().items():
-        project.put_array(media_id, f"{WAVEFORM_KEY}/{key}", arr, meta=meta, run_id=run_id)
+    """The run and every level of the pyramid, in one transaction."""
+    with project.batch():
+        run_id = record_run(project, run, media_id)
+        meta = pyr.meta()
+        for key, arr in pyr.to_arrays().items():
+            project.put_array(media_id, f"{WAVEFORM_KEY}/{key}", arr, meta=meta, run_id=run_id)
     return run_id
 
 
@@ -143,17 +145,19 @@ def cached_analysis(project: Project, media_id: int, req, duration: float) -> di
 
 
 def store_analysis(project: Project, media_id: int, out, step: float) -> int:
-    """Record the run (failed ones too, with their error) and, if it worked, its tracks."""
+    """Record the run (failed ones too, with their error) and, if it worked, its tracks -- in
+    ONE transaction, so an 'ok' run (which cached_analysis reuses) never lacks a track."""
     from core.analysis import tracks_for
 
     run = RunInfo(kind=analysis_kind(out.task), producer=out.name, version=out.version or "1",
                   params=out.params, started_at=out.started_at, duration_s=out.duration_s,
                   status="failed" if out.error else "ok", error=out.error)
-    run_id = record_run(project, run, media_id)
-    if not out.error:
-        for tr in tracks_for(out, step, run_id):
-            tr.run_id = run_id
-            save_track(project, media_id, tr)
+    with project.batch():
+        run_id = record_run(project, run, media_id)
+        if not out.error:
+            for tr in tracks_for(out, step, run_id):
+                tr.run_id = run_id
+                save_track(project, media_id, tr)
     return run_id
 
 

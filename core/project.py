@@ -15,10 +15,19 @@ Opening a file someone else sent
     table and the schema version are verified, ``trusted_schema`` is switched off and
     every JSON value / number / blob read back is type-checked (ProjectCorruptError).
 
+    Before anything is written, the whole schema is compared with what Kestrel creates
+    (:mod:`core.dbcheck`): a missing or changed table, column or index is
+    ProjectCorruptError; SQL that Kestrel did not create (triggers, views, extra tables
+    or indexes) is ProjectForeignSqlError, and :meth:`Project.strip_foreign_objects`
+    removes it when the analyst agrees.  Connections run with SQLite's defensive settings.
+
 Durability
     Every public write method is one ``BEGIN IMMEDIATE ... COMMIT`` transaction with
     ``synchronous=FULL``, so there is no separate "save": a committed write survives a
-    crash.  "Save As" is a consistent copy made with the sqlite3 backup API.
+    crash.  ``with project.batch():`` groups several write calls into ONE transaction (a
+    run and everything it produced commit together, or not at all).  A run left
+    'running' by a process that died is marked failed when the file is next opened
+    read-write.  "Save As" is a consistent copy made with the sqlite3 backup API.
 
 Threads
     The engine uses a QueuePool of ``check_same_thread=False`` connections: every call
@@ -28,8 +37,9 @@ Threads
     the last committed state and never wait for the writer).  Write methods (``add_*``,
     ``start_run``/``finish_run``, ``save_track``, ``append_items``, ``delete_*``,
     ``remove_media``, ``put_array``, ``set_setting``) should be called from ONE thread
-    (the GUI's writer worker); SQLite would serialise concurrent writers anyway, but a
-    second writer can hit the 2 s busy timeout (ProjectLockedError).  ``open``,
+    (the GUI's writer worker); SQLite serialises concurrent writers (threads or processes):
+    a write waits up to WRITE_BUSY_TIMEOUT_S (60 s) for another one's transaction, reads
+    never wait for writers.  ``open``,
     ``create``, ``save_as``, ``close`` and ``discard`` belong to the thread that owns the
     Project, and ``close`` must only be called once the workers have stopped using it.
 
@@ -45,6 +55,7 @@ import os
 import secrets
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -57,84 +68,29 @@ from sqlalchemy import Connection, CursorResult, Table, delete, insert, select, 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core import dbcheck
 from core import dbschema as db
 from core.dbschema import (
     APPLICATION_ID, ARRAY_DTYPES, FILE_EXTENSION, FINISHED_STATUSES, MIGRATIONS, SCHEMA_VERSION,
     ItemRecord, MediaRecord, Mode, RunRecord, StrPath, TrackRecord, arrays_table, items_table,
     media_table, meta_table, runs_table, settings_table, tracks_table,
 )
-from core.errors import KestrelError
+from core.projecterrors import (
+    NotAProjectError, ProjectCorruptError, ProjectError, ProjectForeignSqlError, ProjectLockedError,
+    ProjectNewerSchemaError, ProjectReadOnlyError, _CannotOpen, _check_header, _ExistsError, _ReadOnlyFile,
+)
 
 __all__ = [
     "FILE_EXTENSION", "MIGRATIONS", "SCHEMA_VERSION", "ARRAY_DTYPES", "Project", "MediaRecord",
     "RunRecord", "ItemRecord", "TrackRecord", "ProjectError", "NotAProjectError",
     "ProjectCorruptError", "ProjectNewerSchemaError", "ProjectLockedError", "ProjectReadOnlyError",
+    "ProjectForeignSqlError",
 ]
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-# ----------------------------------------------------------------------------- errors
-class ProjectError(KestrelError):
-    """A project file could not be opened, read or written; ``str()`` is for the analyst."""
-
-    def __init__(self, message: str, path: StrPath | None = None) -> None:
-        super().__init__(message)
-        self.path: str | None = None if path is None else os.fspath(path)
-
-
-class NotAProjectError(ProjectError):
-    """The file is not a Kestrel project (empty, text, random bytes, another app's db)."""
-
-
-class ProjectCorruptError(ProjectError):
-    """The file is a Kestrel project but damaged (truncated, malformed, invalid rows)."""
-
-
-class ProjectNewerSchemaError(ProjectError):
-    """The project was written by a newer Kestrel; it was not touched."""
-
-
-class ProjectLockedError(ProjectError):
-    """Another program holds the write lock on the project."""
-
-
-class ProjectReadOnlyError(ProjectError):
-    """A write was attempted on a project that is open read-only."""
-
-
-class _ReadOnlyFile(Exception):
-    """Internal: SQLite opened the file but cannot write to it."""
-
-
-class _CannotOpen(Exception):
-    """Internal: a plain read-only open failed (WAL side files cannot be created)."""
-
 
 def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
-
-
-def _check_header(path: Path) -> None:
-    """Reject non-projects from the raw header, before SQLite opens (and could touch) them."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(100)
-    except OSError as exc:
-        raise ProjectError(f"Could not read '{path}' ({exc.strerror}).", path) from exc
-    if not head:
-        raise NotAProjectError(f"'{path}' is empty, so it is not a Kestrel project.", path)
-    if not head.startswith(_SQLITE_MAGIC):
-        raise NotAProjectError(f"'{path}' is not a Kestrel project file.", path)
-    if len(head) < 100:
-        raise ProjectCorruptError(f"The project file '{path}' is cut short and cannot be opened.", path)
-    if int.from_bytes(head[68:72], "big") != APPLICATION_ID:
-        raise NotAProjectError(
-            f"'{path}' is a database of another program, not a Kestrel project; it was left untouched.",
-            path,
-        )
 
 
 # ----------------------------------------------------------------------------- project
@@ -145,7 +101,8 @@ class Project:
     SCHEMA_VERSION: int = SCHEMA_VERSION
     APPLICATION_ID: int = APPLICATION_ID
     FILE_EXTENSION: str = FILE_EXTENSION
-    BUSY_TIMEOUT_S: float = 2.0
+    BUSY_TIMEOUT_S: float = 2.0  # reads, and the write-lock check when opening
+    WRITE_BUSY_TIMEOUT_S: float = 60.0  # how long a write waits for another writer
 
     def __init__(self, path: Path, *, mode: Mode, schema_version: int,
                  warnings: list[str], is_temporary: bool = False) -> None:
@@ -157,7 +114,8 @@ class Project:
         self._saved_elsewhere = False
         self.warnings: list[str] = warnings
         self.is_temporary = is_temporary
-        self._engine = db.make_engine(path, mode, self.BUSY_TIMEOUT_S)
+        self._engine = db.make_engine(path, mode, self.BUSY_TIMEOUT_S, self.WRITE_BUSY_TIMEOUT_S)
+        self._batch = threading.local()  # .conn: this thread's open batch transaction
         self._write_engine = self._engine.execution_options(kestrel_immediate=True)
 
     # -- properties / lifecycle -------------------------------------------------------
@@ -208,10 +166,27 @@ class Project:
     @classmethod
     def create(cls, path: StrPath, *, overwrite: bool = False) -> Project:
         """Create a new empty project; an existing non-empty file is refused unless
-        ``overwrite``.  The file appears atomically (built next to it, then renamed)."""
+        ``overwrite``.  The file appears atomically (built next to it, then hard-linked in
+        place), and never replaces a file that appeared meanwhile (another process
+        creating the same project): see :meth:`open_or_create`."""
         target = db.abspath(path)
         cls._create_file(target, overwrite=overwrite)
         return cls._open(target, read_only=False, is_temporary=False)
+
+    @classmethod
+    def open_or_create(cls, path: StrPath) -> Project:
+        """Open the project at ``path``, or create it if there is none (or only an empty
+        file).  Safe when several processes do it at once: one creates the file, the
+        others open that same file, and nobody's results are replaced."""
+        target = db.abspath(path)
+        for _ in range(3):
+            if target.exists() and not (target.is_file() and target.stat().st_size == 0):
+                return cls.open(target)
+            try:
+                return cls.create(target)
+            except _ExistsError:
+                continue  # someone else created it meanwhile: open theirs
+        return cls.open(target)
 
     @classmethod
     def create_temporary(cls, directory: StrPath) -> Project:
@@ -239,8 +214,9 @@ class Project:
             raise ProjectError(f"'{target}' is a folder; choose a file name for the project.", target)
         if not target.parent.is_dir():
             raise ProjectError(f"The folder '{target.parent}' does not exist.", target)
+        exists = _ExistsError(f"'{target}' already exists; choose another name or confirm overwriting it.", target)
         if target.exists() and target.stat().st_size > 0 and not overwrite:
-            raise ProjectError(f"'{target}' already exists; choose another name or confirm overwriting it.", target)
+            raise exists
         try:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".new", dir=target.parent)
         except OSError as exc:
@@ -248,31 +224,18 @@ class Project:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            raw = sqlite3.connect(tmp, isolation_level=None)
-            try:  # the header (and so the application id) is written before anything else
-                raw.execute(f"PRAGMA application_id={APPLICATION_ID:d}")
-            finally:
-                raw.close()
-            engine = db.make_engine(tmp, "rw", cls.BUSY_TIMEOUT_S)
-            try:
-                with engine.execution_options(kestrel_immediate=True).begin() as conn:
-                    db.create_schema(conn)
-                    conn.execute(insert(meta_table), [
-                        {"key": "schema_version", "value": str(cls.SCHEMA_VERSION)},
-                        {"key": "created_at", "value": db.now_iso()},
-                        {"key": "app_version", "value": db.app_version()},
-                    ])
-            finally:
-                engine.dispose()
-            raw = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                raw.execute("PRAGMA journal_mode=WAL")
-            finally:
-                raw.close()
-            db.remove_sidecars(target)
-            os.replace(tmp, target)
+            db.build_file(tmp, cls.SCHEMA_VERSION, cls.BUSY_TIMEOUT_S)
+            with db.folder_lock(target.parent):  # creators in this folder take turns from here
+                if not db.publish(tmp, target, replace=overwrite):
+                    raise exists
+        except TimeoutError:
+            db.unlink_db(tmp)
+            raise ProjectLockedError(f"Another program is creating a project in '{target.parent}'; try "
+                                     "again in a moment.", target) from None
         except BaseException as exc:
             db.unlink_db(tmp)
+            if isinstance(exc, ProjectError):
+                raise
             if isinstance(exc, (OSError, sqlite3.Error, sa_exc.SQLAlchemyError)):
                 raise ProjectError(f"Could not create the project '{target}' ({exc}).", target) from exc
             raise
@@ -314,6 +277,8 @@ class Project:
         try:
             if version < cls.SCHEMA_VERSION:
                 project._migrate(version)
+            if not project._read_only:
+                project._fail_dead_runs()
         except BaseException:
             project._engine.dispose()
             raise
@@ -321,13 +286,13 @@ class Project:
 
     @classmethod
     def _probe(cls, path: Path, mode: Mode) -> int:
-        """Check integrity, identity and version; in rw mode also the write lock and WAL.
-        Returns the file's schema version.  Writes nothing, except switching a rw file that
-        somebody converted to another journal mode back to WAL (after all checks passed)."""
+        """Check integrity, identity, version and the whole schema; in rw mode then the write
+        lock and WAL.  Returns the file's schema version.  Writes nothing, except switching a
+        rw file that somebody converted to another journal mode back to WAL (after all
+        checks passed)."""
         conn: sqlite3.Connection | None = None
         try:
             conn = db.connect(path, mode, cls.BUSY_TIMEOUT_S)
-            conn.execute("PRAGMA trusted_schema=OFF")
             rows = conn.execute("PRAGMA quick_check").fetchall()
             if rows != [("ok",)]:
                 raise ProjectCorruptError(f"The project file '{path}' is damaged and cannot be opened; "
@@ -346,8 +311,9 @@ class Project:
             if version > cls.SCHEMA_VERSION:
                 raise ProjectNewerSchemaError(f"'{path}' was saved by a newer version of Kestrel; update "
                                               "Kestrel to open it (the file was not changed).", path)
+            cls._refuse(path, dbcheck.inspect(conn, version))
             if mode == "rw":
-                conn.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout
+                conn.execute("BEGIN IMMEDIATE")  # waits up to BUSY_TIMEOUT_S: opening says "locked" soon
                 try:  # a no-op write: SQLite may have opened a write-protected file read-only
                     conn.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
                 finally:
@@ -373,6 +339,53 @@ class Project:
             if conn is not None:
                 conn.close()
 
+    @staticmethod
+    def _refuse(path: Path, found: dbcheck.Findings) -> None:
+        if found.problems:
+            raise ProjectCorruptError(f"The project file '{path}' is damaged and cannot be opened: "
+                                      f"{'; '.join(found.problems[:6])}. Try a backup copy.", path)
+        if found.foreign:
+            names = [f.what for f in found.foreign]
+            raise ProjectForeignSqlError(
+                f"'{path}' contains SQL that Kestrel did not create: {', '.join(names[:8])}"
+                f"{f' and {len(names) - 8} more' if len(names) > 8 else ''}; it was not opened (nothing "
+                "was run or changed). Open it in the Kestrel window, which offers to remove them after "
+                "keeping a copy of the file (Project.strip_foreign_objects does the same).", path, names)
+
+    @classmethod
+    def strip_foreign_objects(cls, path: StrPath) -> list[str]:
+        """Remove the SQL that Kestrel did not create (triggers, views, virtual or extra tables
+        and indexes, generated columns) from the project at ``path`` -- only with the analyst's
+        consent, which is the caller's to ask.  A copy ``<name>.bak-foreign-sql`` is kept
+        first.  Returns what was removed (empty: nothing to remove, nothing written)."""
+        target = db.abspath(path)
+        if not target.is_file():
+            raise ProjectError(f"The project file '{target}' does not exist.", target)
+        _check_header(target)
+        try:
+            return dbcheck.strip(target, cls.BUSY_TIMEOUT_S, cls.WRITE_BUSY_TIMEOUT_S)
+        except dbcheck.Damaged as exc:
+            raise ProjectCorruptError(f"The project file '{target}' is damaged ({exc}); nothing was "
+                                      "removed.", target) from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise ProjectError(f"Could not remove the foreign SQL from '{target}' ({exc}); the file was "
+                               "left unchanged.", target) from exc
+
+    def _fail_dead_runs(self) -> None:
+        """Mark failed the runs left 'running' by a process of this host that has ended (or
+        by nobody known): their results are incomplete and must never be reused."""
+        c = runs_table.c
+        with self._reading() as conn:
+            rows = conn.execute(select(c.id, c.owner_host, c.owner_pid).where(c.status == "running")).all()
+        dead = [r.id for r in rows if not db.owner_alive(r.owner_host, r.owner_pid)]
+        if dead:
+            try:
+                with self._writing() as conn:
+                    conn.execute(update(runs_table).where(c.id.in_(dead), c.status == "running").values(
+                        status="failed", error="the process that ran it ended before it finished"))
+            except (ProjectLockedError, ProjectReadOnlyError):
+                pass  # never found by find_run anyway; marked on a later open
+
     def _migrate(self, old: int) -> None:
         """Back the file up, then apply MIGRATIONS[old .. SCHEMA_VERSION-1] in ONE transaction."""
         path, new = self._path, type(self).SCHEMA_VERSION
@@ -396,6 +409,10 @@ class Project:
                 with conn.begin():
                     for version in range(old, new):
                         MIGRATIONS[version](conn)
+                    found = dbcheck.inspect(dbapi_conn, new)
+                    if found.problems or found.foreign:
+                        raise ValueError("the upgraded file does not have the expected layout: " + "; ".join(
+                            found.problems + [f.what for f in found.foreign]))
                     if conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                         raise ValueError("foreign key check failed after upgrading")
                     conn.execute(update(meta_table).where(meta_table.c.key == "schema_version")
@@ -456,9 +473,44 @@ class Project:
         return ProjectError(f"A database error occurred in '{path}' ({exc.orig}).", path)
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the write calls made in the block (on this thread) into ONE transaction:
+        it commits at the end, or rolls back entirely on any exception -- so a run and
+        everything it produced are stored together or not at all.  Each call inside stays
+        atomic on its own (a savepoint); reads inside the block see the block's writes.
+        Nested batches join the outer one.  Other threads' writes wait for the commit."""
+        if getattr(self._batch, "conn", None) is not None:
+            with self._writing():
+                yield
+            return
+        self._check_writable()
+        try:
+            with self._write_engine.begin() as conn:
+                self._batch.conn = conn
+                try:
+                    yield
+                finally:
+                    self._batch.conn = None
+        except db.BadValue as exc:
+            raise ProjectCorruptError(f"Part of the project '{self._path}' is damaged ({exc}).",
+                                      self._path) from exc
+        except sa_exc.DBAPIError as exc:
+            raise self._translate(exc) from exc
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            raise ProjectReadOnlyError(f"The project '{self._path}' is open read-only, so changes cannot "
+                                       "be saved; use Save As to keep them in a new file.", self._path)
+
+    @contextmanager
     def _reading(self) -> Iterator[Connection]:
         self._check_open()
         try:
+            batch = getattr(self._batch, "conn", None)
+            if batch is not None:  # read this thread's uncommitted batch
+                yield batch
+                return
             with self._engine.connect() as conn:
                 yield conn
         except db.BadValue as exc:
@@ -469,12 +521,15 @@ class Project:
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        """One BEGIN IMMEDIATE transaction; committed on success, rolled back on any error."""
-        self._check_open()
-        if self._read_only:
-            raise ProjectReadOnlyError(f"The project '{self._path}' is open read-only, so changes cannot "
-                                       "be saved; use Save As to keep them in a new file.", self._path)
+        """One BEGIN IMMEDIATE transaction; committed on success, rolled back on any error.
+        Inside a batch of this thread: a savepoint of the batch's transaction instead."""
+        self._check_writable()
         try:
+            batch = getattr(self._batch, "conn", None)
+            if batch is not None:
+                with batch.begin_nested():
+                    yield batch
+                return
             with self._write_engine.begin() as conn:
                 yield conn
         except db.BadValue as exc:
@@ -551,12 +606,13 @@ class Project:
                   media_id: int | None = None) -> int:
         """Record that a computation started (status 'running'); returns the run id."""
         params_json = db.dumps(db.check_dict(params, "params"))
+        host, pid = db.this_owner()
         with self._writing() as conn:
             if media_id is not None:
                 self._require(conn, media_table, media_id, "media")
             result = conn.execute(insert(runs_table).values(
                 kind=str(kind), producer=str(producer), version=str(version), params_json=params_json,
-                media_id=media_id, started_at=db.now_iso(), status="running"))
+                media_id=media_id, started_at=db.now_iso(), status="running", owner_host=host, owner_pid=pid))
             return _new_id(result)
 
     def finish_run(self, run_id: int, status: str = "ok", error: str | None = None) -> None:

@@ -136,6 +136,7 @@ def filled(project_path: Path) -> tuple[Path, dict[str, Any]]:
 @pytest.fixture
 def fast_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Project, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(Project, "WRITE_BUSY_TIMEOUT_S", 0.3)
 
 
 class CancelAfter(HeadlessState):

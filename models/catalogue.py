@@ -32,14 +32,17 @@ class ModelError(KestrelError):
 
 
 def set_offline_switches() -> None:
-    """Keep every library off the network, before any of them is imported."""
+    """Keep every library off the network, before any of them is imported; and make ultralytics
+    load .pt files weights-only whatever the environment says (a user's .pt is never unpickled
+    freely, so ``ULTRALYTICS_SAFE_LOAD=0`` is overridden, not respected)."""
     for k, v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                  "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_VERBOSE": "False",
-                 "ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS": "1", "ULTRALYTICS_SAFE_LOAD": "1",
+                 "ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS": "1",
                  "TORCH_HOME": os.environ.get("TORCH_HOME", ""),
                  "TOKENIZERS_PARALLELISM": "false"}.items():
         if v:
             os.environ.setdefault(k, v)
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
 
 
 @dataclass(frozen=True)

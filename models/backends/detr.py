@@ -49,7 +49,8 @@ class DETRDetector:
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
         try:
-            model = AutoModelForObjectDetection.from_pretrained(str(folder), local_files_only=True)
+            model, info = AutoModelForObjectDetection.from_pretrained(str(folder), local_files_only=True,
+                                                                      output_loading_info=True)
             processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
         except ImportError as e:  # e.g. a checkpoint whose backbone is a timm model
             raise ModelError(f"{spec.title}: the {model_type} model in {folder.name} needs a package that is "
@@ -57,6 +58,7 @@ class DETRDetector:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise ModelError(f"{spec.title}: the {model_type} model in {folder} could not be loaded "
                              f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}).") from e
+        check_loaded_weights(spec.title, folder, model, info)
         if not hasattr(processor, "post_process_object_detection"):
             raise ModelError(f"{spec.title}: {folder.name}'s image processor ({type(processor).__name__}) cannot "
                              "turn the model's output into boxes.")
@@ -101,7 +103,7 @@ class DETRDetector:
         return sorted(dets, key=lambda d: -d.score)
 
 
-from models.backends.hfconfig import read_config  # noqa: E402
+from models.backends.hfconfig import check_loaded_weights, read_config  # noqa: E402
 
 
 def _check_folder(spec: ModelSpec, folder: Path) -> str:

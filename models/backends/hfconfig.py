@@ -1,4 +1,5 @@
-"""Reading a user's transformers folder config before torch is imported (shared by backends)."""
+"""A user's transformers folder, shared by the backends: its config read before torch is
+imported, and its weights checked after loading (none left random, none foreign)."""
 from __future__ import annotations
 
 import json
@@ -21,3 +22,45 @@ def read_config(spec: ModelSpec, folder: Path, needs: str) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise ModelError(f"{spec.title}: {cfg_file} is not a readable model config ({e}).") from e
     return cfg
+
+
+#: how much of a model may be left at its random initialisation (or loaded from tensors the model
+#: does not have) before the folder is refused: a checkpoint saved by another library version
+#: may lack a buffer or two, never a real share of the weights
+WEIGHT_TOLERANCE = 0.01
+
+
+def check_loaded_weights(title: str, folder: Path, model: Any, info: dict[str, Any] | None, *,
+                         tolerance: float = WEIGHT_TOLERANCE, ignore: tuple[str, ...] = ("position_ids",)) -> None:
+    """Refuse a transformers model whose folder did not provide its weights.
+
+    ``from_pretrained`` fills every weight the folder lacks with random numbers and only logs a
+    warning, so a folder of unrelated tensors "loads" into a model that produces noise. With
+    ``output_loading_info=True`` it says which weights were missing, unexpected or of the wrong
+    shape: more than ``tolerance`` of the model's parameters (by count of numbers) missing or
+    mis-shaped, or more than ``tolerance`` of the folder's tensors unknown to the model, is a
+    ModelError naming the folder.
+    """
+    info = info or {}
+    state = model.state_dict()
+    total = sum(int(t.numel()) for t in state.values()) or 1
+
+    def keep(keys) -> list[str]:
+        return [str(k) for k in keys or () if not any(s in str(k) for s in ignore)]
+
+    missing = keep(info.get("missing_keys"))
+    mismatched = keep(k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys") or ())
+    unexpected = keep(info.get("unexpected_keys"))
+    random = [k for k in dict.fromkeys(missing + mismatched) if k in state]
+    random_share = sum(int(state[k].numel()) for k in random) / total
+    unknown_share = len(unexpected) / max(1, len(state) - len(random) + len(unexpected))
+    if random_share > tolerance:
+        example = random[0]
+        raise ModelError(f"{title}: the weights in {folder} do not fit its {type(model).__name__}: "
+                         f"{random_share:.0%} of its parameters ({len(random)} tensors, e.g. {example}) are "
+                         "missing or of the wrong shape and would be random. Pick the folder the model was "
+                         "saved to (save_pretrained), not one of another model.")
+    if unknown_share > tolerance:
+        raise ModelError(f"{title}: {folder} holds {len(unexpected)} tensors its {type(model).__name__} does not "
+                         f"have (e.g. {unexpected[0]}); these weights belong to another model. Pick the folder "
+                         "the model was saved to (save_pretrained).")

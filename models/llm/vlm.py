@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from models.backends.hfconfig import check_loaded_weights
 from models.catalogue import ModelError, ModelSpec
 from models.llm.base import ChatImage, LLMError, StopLike, Timing, _Flag, stopped
 
@@ -47,10 +48,13 @@ class TransformersVLM:
         self._torch = torch
         try:
             self.processor: Any = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
-            self.model: Any = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True)
+            self.model: Any
+            self.model, info = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True,
+                                                                           output_loading_info=True)
         except Exception as e:  # OSError, ValueError for an unknown architecture, safetensors errors
             raise ModelError(f"The vision-language model in {folder} could not be loaded: "
                              f"{type(e).__name__}: {e}") from e
+        check_loaded_weights("The vision-language model", folder, self.model, info)
         self.device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
         self.model.eval().to(self.device)
         self.name = folder.name

@@ -5,7 +5,6 @@ import logging
 import logging.handlers
 import os
 import sys
-import traceback
 from pathlib import Path
 
 from core.settings import Settings, data_dir
@@ -13,26 +12,61 @@ from core.settings import Settings, data_dir
 log = logging.getLogger("kestrel")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+class OneLineFormatter(logging.Formatter):
+    """The console's formatter: one line per record and never a traceback.
+
+    Kestrel's own errors are logged as one sentence; an unexpected error is logged with its
+    ``exc_info``, which the log file's formatter writes out in full and this one leaves out
+    (as it leaves out a traceback pasted into a message by a library)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            record = logging.makeLogRecord(record.__dict__)
+            record.exc_info = record.exc_text = record.stack_info = None
+        text = super().format(record)
+        cut = text.find(_TRACEBACK)
+        if cut >= 0:
+            text = text[:cut].rstrip() + " (the traceback is in the log file)"
+        return " ".join(text.split())
+
+
+def logging_handlers(stream=None, log_file: Path | None = None) -> list[logging.Handler]:
+    """The GUI's two log handlers: warnings and errors in one line each on ``stream``
+    (stderr), and everything from INFO up, tracebacks included, in ``log_file``."""
+    err = logging.StreamHandler(stream or sys.stderr)
+    err.setFormatter(OneLineFormatter(LOG_FORMAT))
+    err.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [err]
+    if log_file is not None:
+        fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=2_000_000, backupCount=2,
+                                                  encoding="utf-8")
+        fh.setFormatter(logging.Formatter(LOG_FORMAT))
+        fh.setLevel(logging.INFO)
+        handlers.append(fh)
+    return handlers
+
+
 def setup_logging() -> Path | None:
     root = logging.getLogger()
     if getattr(root, "_kestrel", False):
         return None
     root.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    err = logging.StreamHandler(sys.stderr)
-    err.setFormatter(fmt)
-    err.setLevel(logging.WARNING)
-    root.addHandler(err)
-    path = None
+    path, problem = None, None
     try:
         d = data_dir()
         d.mkdir(parents=True, exist_ok=True)
         path = d / "kestrel.log"
-        fh = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2)
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
+        handlers = logging_handlers(sys.stderr, path)
     except OSError as e:
-        log.warning("no log file: %s", e)
+        path, problem, handlers = None, e, logging_handlers(sys.stderr)
+    for h in handlers:
+        root.addHandler(h)
+    if problem is not None:
+        log.warning("no log file: %s", problem)
     logging.captureWarnings(True)  # Python warnings (e.g. an expert collapse) reach the log file too
     root._kestrel = True  # type: ignore[attr-defined]
     return path
@@ -72,10 +106,7 @@ def run(media: str | None = None, project: str | None = None, screenshot: str | 
     _dark_palette(app)
     win = MainWindow(Settings())
 
-    def excepthook(kind, value, tb):
-        log.error("uncaught: %s", "".join(traceback.format_exception(kind, value, tb)))
-        win.show_error(f"Internal error: {value}")
-    sys.excepthook = excepthook
+    sys.excepthook = make_excepthook(win)
 
     exit_code = {"code": 0}
     if seek is not None:
@@ -86,8 +117,9 @@ def run(media: str | None = None, project: str | None = None, screenshot: str | 
     if project:
         win.open_project(project)
     elif isinstance(last, str) and Path(last).exists() and not screenshot:
-        # pick up where the analyst left off (untitled work included: it was autosaved)
-        win.open_project(last).on_error(lambda _e: win.new_project())
+        # pick up where the analyst left off (untitled work included: it was autosaved); a
+        # project that is refused now leaves an untitled one open (MainWindow.open_project)
+        win.open_project(last)
     else:
         win.new_project()
     win.show()
@@ -95,6 +127,20 @@ def run(media: str | None = None, project: str | None = None, screenshot: str | 
         QTimer.singleShot(0, lambda: win.open_media(media))
     rc = app.exec()
     return exit_code["code"] or rc
+
+
+def make_excepthook(win):
+    """An exception escaping a Qt slot: one line on the console and in the window (the
+    traceback only in the log file, and only for an unexpected error)."""
+    from core.errors import describe, is_expected
+
+    def excepthook(kind, value, tb):
+        if is_expected(value):
+            log.error("uncaught: %s", describe(value))
+        else:
+            log.error("uncaught: %s", describe(value), exc_info=(kind, value, tb))
+        win.show_error(f"Internal error: {describe(value)}")
+    return excepthook
 
 
 def _arm_screenshot(app, win, out: str, has_media: bool, timeout_s: float, exit_code: dict,

@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QL
                                QSplitter, QVBoxLayout, QWidget)
 
 from core import ops
+from core import project as project_module
+from core.errors import describe, is_expected
 from core.media import MEDIA_EXTENSIONS, MediaInfo, VideoDecoder
 from core.overlay import OverlayModel
 from core.project import Project, ProjectError
@@ -208,7 +210,7 @@ class MainWindow(QMainWindow):
         self.project_label = QLabel("")
         self.statusBar().addPermanentWidget(self.jobbar)
         self.statusBar().addPermanentWidget(self.project_label)
-        self.tasks.task_failed.connect(lambda t, e: self.show_error(f"{t.name} failed: {e}"))
+        self.tasks.task_failed.connect(lambda t, e: self.show_error(f"{t.name} failed: {describe(e)}"))
 
         self._build_menus()
         self._build_shortcuts()
@@ -353,19 +355,35 @@ class MainWindow(QMainWindow):
         dlg.exec()
 
     # -- errors --------------------------------------------------------------------------
+    #: errors kept in the one open error dialog (older ones are counted, not listed)
+    MAX_ERRORS_SHOWN = 5
+
     def show_error(self, message: str) -> None:
-        """One dialog at a time: further errors are appended, never stacked."""
-        log.error(message)
+        """One line in the status bar and one dialog at a time: further errors are added to
+        the open dialog (the last few, a repeat only once), never stacked in new ones.
+        Logged at INFO (the log file): the failure itself was logged where it happened."""
+        message = " ".join(str(message).split()) or "An error occurred."
+        log.info("shown: %s", message)
         self.statusBar().showMessage(message, 15000)
         self.error_shown.emit(message)
         if os.environ.get("KESTREL_NO_DIALOGS"):
             return
         box = self._error_box
         if box is not None and box.isVisible():
-            box.setText(box.text() + "\n\n" + message)
+            shown = box.property("kestrel_messages") or []
+            if shown and shown[-1] == message:
+                return
+            shown = [*shown, message]
+            earlier = int(box.property("kestrel_earlier") or 0) + max(0, len(shown) - self.MAX_ERRORS_SHOWN)
+            shown = shown[-self.MAX_ERRORS_SHOWN:]
+            box.setProperty("kestrel_messages", shown)
+            box.setProperty("kestrel_earlier", earlier)
+            box.setText("\n\n".join(([f"({earlier} earlier errors are in the log file)"] if earlier else [])
+                                     + shown))
             return
         box = QMessageBox(QMessageBox.Icon.Warning, "Kestrel", message, QMessageBox.StandardButton.Ok, self)
         box.setModal(False)
+        box.setProperty("kestrel_messages", [message])
         self._error_box = box
         box.show()
 
@@ -380,7 +398,7 @@ class MainWindow(QMainWindow):
             folder.mkdir(parents=True, exist_ok=True)
             return Project.create_temporary(folder)
         self._db(create, name="new project").on_done(self._set_project).on_error(
-            lambda e: self.show_error(f"Could not create a project: {e}"))
+            lambda e: self.show_error(f"Could not create a project: {describe(e)}"))
 
     def choose_project(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open project", "", PROJECT_FILTER)
@@ -388,8 +406,44 @@ class MainWindow(QMainWindow):
             self.open_project(path)
 
     def open_project(self, path: str) -> Task:
+        """Open a project; one that is refused (damaged, foreign, locked…) leaves the current
+        project open (or an untitled one) and says why. A project carrying SQL that Kestrel did
+        not create (triggers, views) is opened only after the analyst agrees to remove it."""
         return self._db(Project.open, path, name="open project").on_done(self._set_project).on_error(
-            lambda e: self.show_error(str(e) if isinstance(e, ProjectError) else f"Could not open {path}: {e}"))
+            lambda e: self._project_refused(path, e))
+
+    def _project_refused(self, path: str, e: BaseException, *, stripped: bool = False) -> None:
+        foreign = getattr(project_module, "ProjectForeignSqlError", None)
+        strip = getattr(Project, "strip_foreign_objects", None)
+        message = describe(e) if isinstance(e, ProjectError) or is_expected(e) else \
+            f"Could not open {path}: {describe(e)}"
+        if not stripped and foreign is not None and strip is not None and isinstance(e, foreign):
+            objects = ", ".join(getattr(e, "objects", None) or []) or "triggers or views"
+            message = (f"{Path(path).name} was not opened: it contains SQL that Kestrel did not create "
+                       f"({objects}), and Kestrel never runs such SQL.")
+            if self._ask_strip_foreign(message):
+                def strip_and_open():
+                    strip(path)
+                    return Project.open(path)
+                self._db(strip_and_open, name="open project").on_done(self._set_project).on_error(
+                    lambda e2: self._project_refused(path, e2, stripped=True))
+                return
+        self.show_error(message)
+        if self.project is None:  # nothing open (e.g. at start-up): carry on in an untitled project
+            self.new_project()
+
+    def _ask_strip_foreign(self, message: str) -> bool:
+        """Ask whether to remove a project's foreign SQL objects; False without dialogs."""
+        if os.environ.get("KESTREL_NO_DIALOGS"):
+            return False
+        box = QMessageBox(QMessageBox.Icon.Warning, "Kestrel", message, QMessageBox.StandardButton.NoButton, self)
+        box.setInformativeText("Kestrel can remove these objects from the file, keeping a copy of it first; the "
+                               "media, results and caches in it are kept. Then it opens the project.")
+        remove = box.addButton("Remove them and open", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is remove
 
     def choose_save_as(self) -> None:
         if self.project is None:
@@ -410,7 +464,7 @@ class MainWindow(QMainWindow):
             old.close()
             return new
         return self._db(work, name="save project").on_done(self._set_project).on_error(
-            lambda e: self.show_error(f"Could not save the project as {path}: {e}"))
+            lambda e: self.show_error(f"Could not save the project as {path}: {describe(e)}"))
 
     def _set_project(self, project: Project) -> None:
         old, self.project = self.project, project
@@ -456,7 +510,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opening {path}…")
         return self.tasks.run(ops.probe_job, str(path), pool="io", name="open media",
                               key="open-media").on_done(self._media_probed).on_error(
-            lambda e: self.show_error(f"Cannot open {path}: {e}"))
+            lambda e: self.show_error(describe(e) if is_expected(e) and str(path) in describe(e)
+                                      else f"Cannot open {path}: {describe(e)}"))
 
     def _media_probed(self, info: MediaInfo) -> None:
         self.fetcher.forget()
@@ -471,7 +526,7 @@ class MainWindow(QMainWindow):
         if self.project is not None and not self.project.read_only:
             self._db(ops.register_media, self.project, info, name="add media").on_done(
                 lambda mid: self._media_registered(info, mid)).on_error(
-                lambda e: self.show_error(f"Could not add {Path(info.path).name} to the project: {e}"))
+                lambda e: self.show_error(f"Could not add {Path(info.path).name} to the project: {describe(e)}"))
         elif self.project is not None:
             rec_task = self._db(self.project.find_media, info.path, name="find media")
             rec_task.on_done(lambda rec: self._media_registered(info, rec.id if rec else None))
@@ -530,11 +585,11 @@ class MainWindow(QMainWindow):
             if mid is not None and proj is not None and not proj.read_only:
                 self._db(ops.store_waveform, proj, mid, pyr, run, name="store waveform").on_done(
                     lambda _run_id: self.waveform_stored.emit(mid)).on_error(
-                    lambda e: self.show_error(f"Could not store the waveform in the project: {e}"))
+                    lambda e: self.show_error(f"Could not store the waveform in the project: {describe(e)}"))
 
         self.tasks.run(ops.timed_waveform, WaveformRequest(info.path), pool="compute",
                        name="waveform", key="waveform").on_partial(partial).on_done(done).on_error(
-            lambda e: self.show_error(f"Cannot read the audio of {Path(info.path).name}: {e}"))
+            lambda e: self.show_error(f"Cannot read the audio of {Path(info.path).name}: {describe(e)}"))
 
     def _on_media_changed(self, info) -> None:
         if info is None:

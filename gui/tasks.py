@@ -23,11 +23,22 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
 
+from core.errors import describe, is_expected
 from core.jobs import Cancelled
 
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+
+
+def log_failure(what: str, exc: BaseException) -> None:
+    """``<what> failed: <one line>`` in the log. Kestrel's own errors (a missing file, a
+    damaged project) are that one line and nothing more; an unexpected error carries its
+    traceback, which only the log file writes out (see gui.app.logging_handlers)."""
+    if is_expected(exc):
+        log.warning("%s failed: %s", what, describe(exc))
+    else:
+        log.error("%s failed: %s", what, describe(exc), exc_info=exc)
 
 
 class _Bridge(QObject):
@@ -158,9 +169,10 @@ class TaskManager(QObject):
         except (Cancelled, InterruptedError):
             return
         except BaseException as e:  # reported on the UI thread
-            log.error("task %s failed: %s\n%s", task.name, e, traceback.format_exc())
+            tb = traceback.format_exc()
+            log_failure(f"task {task.name}", e)
             if not self._closed:
-                self._bridge.failed.emit(task.id, e, traceback.format_exc())
+                self._bridge.failed.emit(task.id, e, tb)
             return
         if not self._closed:
             self._bridge.done.emit(task.id, result)
@@ -218,8 +230,8 @@ class TaskManager(QObject):
     def _safe(cb: Callable, *args: Any) -> None:
         try:
             cb(*args)
-        except Exception:
-            log.exception("callback %r failed", cb)
+        except Exception as e:
+            log_failure(f"callback {getattr(cb, '__qualname__', cb)!r}", e)
 
     def shutdown(self, wait: bool = True) -> None:
         """Cancel everything, let the database writer finish its queue, stop the pools."""

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QHeaderView, QLabel, QPushButton, QSlider, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
+from core.errors import describe
 from core.session import format_time
 
 log = logging.getLogger(__name__)
@@ -139,13 +140,13 @@ class AnomalyPanel(QWidget):
             if proj is not None and mid is not None and not proj.read_only:
                 from core.anomaly.pipeline import store_result
                 self.w.tasks.call(store_result, proj, mid, res, pool="db", name="store anomalies").on_error(
-                    lambda e: self.w.show_error(f"Could not store the anomaly results: {e}"))
+                    lambda e: self.w.show_error(f"Could not store the anomaly results: {describe(e)}"))
             self.pass_finished.emit(res)
 
         def failed(e) -> None:
             self.run_btn.setEnabled(True)
             self.info.setText("")
-            self.w.show_error(f"Anomaly detection failed: {e}")
+            self.w.show_error(f"Anomaly detection failed: {describe(e)}")
 
         def cancelled() -> None:
             self.run_btn.setEnabled(True)
@@ -245,7 +246,7 @@ class AnomalyPanel(QWidget):
             if proj is not None and mid is not None and not proj.read_only:
                 from core.anomaly.events import set_feedback
                 self.w.tasks.call(set_feedback, proj, mid, ev, verdict, pool="db", name="feedback").on_error(
-                    lambda e: self.w.show_error(f"Could not store the feedback: {e}"))
+                    lambda e: self.w.show_error(f"Could not store the feedback: {describe(e)}"))
 
     # -- export --------------------------------------------------------------------------
     def choose_export(self) -> None:
@@ -266,7 +267,7 @@ class AnomalyPanel(QWidget):
             return files
         return self.w.tasks.call(work, pool="io", name="export events").on_done(
             lambda files: self.w.statusBar().showMessage(f"exported {len(files)} files to {folder}", 8000)).on_error(
-            lambda e: self.w.show_error(f"Export failed: {e}"))
+            lambda e: self.w.show_error(f"Export failed: {describe(e)}"))
 
     # -- live ----------------------------------------------------------------------------
     def _toggle_live(self, on: bool) -> None:
@@ -281,7 +282,7 @@ class AnomalyPanel(QWidget):
                 self.monitor = LiveMonitor.create(FeatureConfig(window_s=0.5), has_video=True, has_audio=True,
                                                   sensitivity=self.sens.value() / 100.0)
             except Exception as e:
-                self.w.show_error(f"Live anomaly detection cannot start: {e}")
+                self.w.show_error(f"Live anomaly detection cannot start: {describe(e)}")
                 self.live_btn.setChecked(False)
                 return
             live.processors.append(self.monitor)

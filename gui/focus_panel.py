@@ -14,6 +14,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from core.errors import describe
 from core.focus import FocusPartial, FocusRequest, select_frames
 from core.session import MediaSession
 from core.timeline import Item, Track
@@ -134,13 +135,13 @@ class FocusPanel(QWidget):
             if mid is not None and proj is not None and not proj.read_only:
                 from core.focus_store import store_selection
                 self.w.tasks.call(store_selection, proj, mid, res, pool="db", name="store selection").on_error(
-                    lambda e: self.w.show_error(f"Could not store the selection: {e}"))
+                    lambda e: self.w.show_error(f"Could not store the selection: {describe(e)}"))
             self.search_finished.emit(res)
 
         def failed(e) -> None:
             self.go.setEnabled(True)
             self.info.setText("")
-            self.w.show_error(f"Frame search failed: {e}")
+            self.w.show_error(f"Frame search failed: {describe(e)}")
 
         def cancelled() -> None:
             self.go.setEnabled(True)
@@ -182,5 +183,5 @@ class FocusPanel(QWidget):
         return self.w.tasks.call(export_frames, res, res.request.path, folder, pool="io",
                                  name="export frames").on_done(
             lambda files: self.w.statusBar().showMessage(f"exported {len(files)} files to {folder}", 8000)).on_error(
-            lambda e: self.w.show_error(f"Export failed: {e}"))
+            lambda e: self.w.show_error(f"Export failed: {describe(e)}"))
 

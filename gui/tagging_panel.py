@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from core import ops
+from core.errors import describe
 from core.jobs import JobState, check
 from core.media import MediaInfo
 from core.session import format_time
@@ -344,7 +345,7 @@ class TaggingPanel(QWidget):
             return None
         return self.w.tasks.run(load_job, proj, pool="io", name="load tags", key="tagging-load",
                                 visible=False).on_done(lambda res: self._loaded(proj, *res)).on_error(
-            lambda e: self.w.show_error(f"Could not read the project's tags: {e}"))
+            lambda e: self.w.show_error(f"Could not read the project's tags: {describe(e)}"))
 
     def _loaded(self, proj, idx: ArchiveIndex | None, vocab: list[str]) -> None:
         if proj is self.w.project:
@@ -406,7 +407,7 @@ class TaggingPanel(QWidget):
             if self._is_open(done.info.path):  # the shots show now; their tags follow with the index
                 self.session.timeline.set_track(shots_track(done.result.shots))
         self.w.tasks.call(store_file, proj, done, pool="db", name="store tags").on_error(
-            lambda e: self.w.show_error(f"Could not store the tags of {name}: {e}"))
+            lambda e: self.w.show_error(f"Could not store the tags of {name}: {describe(e)}"))
 
     def _after_files(self, run: int, proj, skipped) -> None:
         self._report["skipped"] = list(skipped)
@@ -446,7 +447,7 @@ class TaggingPanel(QWidget):
 
     def _failed(self, run: int, e: BaseException) -> None:
         if self._end(run):
-            self.w.show_error(f"Tagging failed: {e}")
+            self.w.show_error(f"Tagging failed: {describe(e)}")
             self.tagging_finished.emit(None)
 
     def _cancelled(self, run: int, what: str = "") -> None:
@@ -610,7 +611,7 @@ class TaggingPanel(QWidget):
             return None
         return self.w.tasks.call(edit_job, proj, idx.refs[i], action, name, new_name, pool="db",
                                  name="edit tag").on_done(lambda tags: self._edited(idx, i, tags)).on_error(
-            lambda e: (self.w.show_error(f"Could not {action} “{name}”: {e}"), self._show_shot()))
+            lambda e: (self.w.show_error(f"Could not {action} “{name}”: {describe(e)}"), self._show_shot()))
 
     def _edited(self, idx: ArchiveIndex, i: int, tags: list[Tag]) -> None:
         if idx is not self.idx:
@@ -650,7 +651,7 @@ class TaggingPanel(QWidget):
         if not self._writable(proj):
             return None
         return self.w.tasks.call(set_vocabulary, proj, list(words), pool="db", name="store vocabulary").on_done(
-            self._vocab_stored).on_error(lambda e: self.w.show_error(f"Could not store the vocabulary: {e}"))
+            self._vocab_stored).on_error(lambda e: self.w.show_error(f"Could not store the vocabulary: {describe(e)}"))
 
     def _vocab_stored(self, words: list[str]) -> None:
         self.vocab = list(words)
@@ -683,7 +684,7 @@ class TaggingPanel(QWidget):
         self.search_btn.setEnabled(False)
         self.w.tasks.run(search_job, req, pool="compute", name="tag search", key="tag-search").on_done(
             lambda res: self._found(idx, *res)).on_error(
-            lambda e: (self.search_btn.setEnabled(True), self.w.show_error(f"Search failed: {e}"))).on_cancel(
+            lambda e: (self.search_btn.setEnabled(True), self.w.show_error(f"Search failed: {describe(e)}"))).on_cancel(
             lambda: self.search_btn.setEnabled(True))
 
     def _found(self, idx: ArchiveIndex, hits: list[Hit], emb) -> None:
@@ -740,7 +741,7 @@ class TaggingPanel(QWidget):
             return None
         return self.w.tasks.call(export_archive, proj, folder, idx=idx, pool="io", name="export tags").on_done(
             lambda out: self.w.statusBar().showMessage(f"exported {len(out.files)} files to {folder}" + "".join(
-                f"; {n}" for n in out.notes), 10000)).on_error(lambda e: self.w.show_error(f"Export failed: {e}"))
+                f"; {n}" for n in out.notes), 10000)).on_error(lambda e: self.w.show_error(f"Export failed: {describe(e)}"))
 
 
 def _button(text: str, slot, tip: str = "") -> QPushButton:

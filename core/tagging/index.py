@@ -30,7 +30,7 @@ import numpy as np
 
 from core.jobs import JobState, check
 from core.tagging import TaggingError
-from core.tagging.features import ShotFeatures, load_features
+from core.tagging.features import TEXT_DIM, ShotFeatures, load_features
 from core.tagging.shots import Shot, shots_from_rows
 from core.tagging.tags import Tag, cluster_names, keywords, merge_edits, shot_tags, voice_name, voices
 
@@ -420,10 +420,16 @@ def load_index(project: Any) -> ArchiveIndex | None:
     experts = {k: np.concatenate([np.asarray(c.experts.get(k, [float("nan")] * len(c)), np.float32)
                                   for _m, c in chunks]) for k in mods}
     last = chunks[-1][1]
+    widths = Counter(c.text.shape[1] for _m, c in chunks if c.text is not None)
+    tw = widths.most_common(1)[0][0] if widths else TEXT_DIM
+    for m, c in chunks:
+        if c.text is not None and c.text.shape[1] != tw:
+            log.warning("the text embeddings of %r have another width; search uses its tags only", str(m.path)[-120:])
+            c.text, c.present = None, [False] * len(c)
     idx = ArchiveIndex(refs, np.concatenate([c.latent for _m, c in chunks]).astype(np.float32),
                        np.asarray([k for _m, c in chunks for k in c.clusters], np.int64), names, tags, last.method,
                        [description(t) for t in tags], notes=list(last.notes),
-                       text_emb=np.concatenate([c.text if c.text is not None else np.zeros((k, 384), np.float32)
+                       text_emb=np.concatenate([c.text if c.text is not None else np.zeros((k, tw), np.float32)
                                                 for (_m, c), k in zip(chunks, n_of)]).astype(np.float32),
                        text_present=np.asarray([p for _m, c in chunks for p in c.present], bool),
                        experts=experts or None)
@@ -463,7 +469,7 @@ def _load_model(project: Any, idx: ArchiveIndex) -> None:
         try:
             net = mmae.from_bytes(base64.b64decode(got["checkpoint"], validate=True))
             dims = net.cfg.dims
-            if net.cfg.latent != idx.latent.shape[1] or not 0 < int(dims.get("text", 0)) <= 384:
+            if net.cfg.latent != idx.latent.shape[1] or not 0 < int(dims.get("text", 0)) <= TEXT_DIM:
                 raise CheckpointError("it does not fit the stored latent")
             info = got.get("info")
             idx.net = net
@@ -578,7 +584,8 @@ def search_text(idx: ArchiveIndex, query: str, embedder: Any, k: int = 10) -> li
         scores += (1 - TEXT_WEIGHT) * lat_sim
         parts.append("latent")
     desc_sim = description_match(idx, q[0], embedder)
-    if idx.text_emb is not None and idx.text_present is not None and idx.text_present.any():
+    if (idx.text_emb is not None and idx.text_present is not None and idx.text_present.any()
+            and idx.text_emb.shape[1] >= q.shape[1]):
         # what is said or shown in the shot, word for word (a paraphrase of the transcript)
         t = idx.text_emb[:, :q.shape[1]]
         said = (t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-9)) @ (q[0] / max(float(

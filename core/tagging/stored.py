@@ -27,7 +27,6 @@ from core.tagging.tags import STATES, Tag
 
 log = logging.getLogger("core.tagging.index")
 
-TEXT_DIM = 384  # MiniLM's embedding: the text modality of every shot
 MAX_CLUSTER = 100_000  # a cluster id beyond this is damage (k-means runs with at most a few dozen)
 
 
@@ -45,7 +44,7 @@ class MediaTags:
     clusters: list[int]
     latent: np.ndarray
     names: dict[int, str] = field(default_factory=dict)
-    text: np.ndarray | None = None  # [n, TEXT_DIM] or None
+    text: np.ndarray | None = None  # [n, d] (MiniLM: d = 384) or None
     present: list[bool] = field(default_factory=list)
     experts: dict[str, list[float]] = field(default_factory=dict)
     method: str = "mmae"
@@ -94,8 +93,8 @@ def read_media_tags(tags_arr: tuple[np.ndarray, dict[str, Any]] | None,
         raise Damaged(f"its shot times have the shape {list(rows.shape)}, not [shots, 2]")
     n = len(rows)
     rows = rows.astype(np.float64)
-    if not np.isfinite(rows).all() or (rows[:, 1] < rows[:, 0]).any() or (rows < 0).any():
-        raise Damaged("its shot times are not finite, ordered, non-negative numbers")
+    if not np.isfinite(rows).all() or (rows[:, 1] < rows[:, 0]).any():
+        raise Damaged("its shot times are not finite numbers, each shot ending after it starts")
     if not isinstance(meta, dict):
         raise Damaged("its tag metadata is not an object")
     z = np.asarray(z)
@@ -139,7 +138,7 @@ def read_media_tags(tags_arr: tuple[np.ndarray, dict[str, Any]] | None,
     if text_arr is not None:
         t, tmeta = np.asarray(text_arr[0]), text_arr[1]
         pres = tmeta.get("present") if isinstance(tmeta, dict) else None
-        if (t.ndim == 2 and t.shape == (n, TEXT_DIM) and np.issubdtype(t.dtype, np.number)
+        if (t.ndim == 2 and len(t) == n and t.shape[1] >= 1 and np.issubdtype(t.dtype, np.number)
                 and isinstance(pres, list) and len(pres) == n and all(isinstance(p, bool) for p in pres)):
             out.text, out.present = _finite(t.astype(np.float32), where, "text embeddings"), list(pres)
         else:

@@ -17,11 +17,10 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QL
                                QSplitter, QVBoxLayout, QWidget)
 
 from core import ops
-from core import project as project_module
 from core.errors import describe, is_expected
 from core.media import MEDIA_EXTENSIONS, MediaInfo, VideoDecoder
 from core.overlay import OverlayModel
-from core.project import Project, ProjectError
+from core.project import Project, ProjectError, ProjectForeignSqlError
 from core.session import MediaSession
 from core.settings import Settings, data_dir
 from core.waveform import WaveformRequest
@@ -413,17 +412,15 @@ class MainWindow(QMainWindow):
             lambda e: self._project_refused(path, e))
 
     def _project_refused(self, path: str, e: BaseException, *, stripped: bool = False) -> None:
-        foreign = getattr(project_module, "ProjectForeignSqlError", None)
-        strip = getattr(Project, "strip_foreign_objects", None)
         message = describe(e) if isinstance(e, ProjectError) or is_expected(e) else \
             f"Could not open {path}: {describe(e)}"
-        if not stripped and foreign is not None and strip is not None and isinstance(e, foreign):
-            objects = ", ".join(getattr(e, "objects", None) or []) or "triggers or views"
+        if not stripped and isinstance(e, ProjectForeignSqlError):
+            objects = ", ".join(e.objects) or "triggers or views"
             message = (f"{Path(path).name} was not opened: it contains SQL that Kestrel did not create "
                        f"({objects}), and Kestrel never runs such SQL.")
             if self._ask_strip_foreign(message):
                 def strip_and_open():
-                    strip(path)
+                    Project.strip_foreign_objects(path)
                     return Project.open(path)
                 self._db(strip_and_open, name="open project").on_done(self._set_project).on_error(
                     lambda e2: self._project_refused(path, e2, stripped=True))

@@ -143,6 +143,23 @@ def test_a_refused_project_at_start_up_leaves_an_untitled_one(qtbot, env, tmp_pa
         win.close()
 
 
+def test_a_project_missing_a_table_is_refused_and_the_open_one_kept(window, qtbot, tmp_path):
+    from core.project import Project
+
+    path = tmp_path / "no-runs.kestrel"
+    Project.create(path).close()
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("DROP TABLE runs")
+    finally:
+        con.close()
+    before = window.project
+    with qtbot.waitSignal(window.error_shown, timeout=10000) as sig:
+        window.open_project(str(path))
+    assert "no-runs.kestrel" in sig.args[0] and "damaged" in sig.args[0] and "\n" not in sig.args[0]
+    assert window.project is before and not before.closed
+
+
 # -- a project carrying its own SQL --------------------------------------------------------
 def _planted_project(tmp_path: Path) -> Path:
     from core.project import Project
@@ -184,15 +201,7 @@ def _answer(monkeypatch, button_text: str) -> list[str]:
     return asked
 
 
-def _needs_foreign_sql_support():
-    from core import project
-
-    if not hasattr(project, "ProjectForeignSqlError") or not hasattr(project.Project, "strip_foreign_objects"):
-        pytest.skip("core.project has no ProjectForeignSqlError / strip_foreign_objects yet")
-
-
 def test_foreign_sql_cancel_keeps_the_open_project(window, qtbot, tmp_path, monkeypatch):
-    _needs_foreign_sql_support()
     path = _planted_project(tmp_path)
     monkeypatch.delenv("KESTREL_NO_DIALOGS")
     asked = _answer(monkeypatch, "Cancel")
@@ -206,7 +215,6 @@ def test_foreign_sql_cancel_keeps_the_open_project(window, qtbot, tmp_path, monk
 
 
 def test_foreign_sql_removed_with_consent_then_opened(window, qtbot, tmp_path, monkeypatch):
-    _needs_foreign_sql_support()
     path = _planted_project(tmp_path)
     monkeypatch.delenv("KESTREL_NO_DIALOGS")
     asked = _answer(monkeypatch, "Remove them and open")

@@ -72,31 +72,32 @@ def track_name(result: FocusResult) -> str:
 
 def store_selection(project: Any, media_id: int, result: FocusResult) -> int:
     """Record the run and save the markers, the arms track and every scored (time, score); returns the run id."""
-    run_id = project.record_run(kind=RUN_KIND, producer=result.scorer, version=VERSION,
-                                params=run_params(result.request), media_id=media_id,
-                                started_at=time.time() - result.wall_s, duration_s=result.wall_s)
-    name = track_name(result)
-    meta = {"query": result.request.query, "scorer": result.scorer, "frames_scored": result.frames_scored,
-            "total_frames": result.total_frames, "budget": result.budget, "share": result.share,
-            "seed": result.request.seed, "k": result.request.k, "warnings": list(result.warnings)}
-    marks = [{"start_s": f.time, "end_s": f.time, "label": f"{f.score:.2f}", "confidence": _finite(f.score),
-              "run_id": run_id, "data": {"arm": f.arm, "scored": f.scored, "reason": f.reason}}
-             for f in result.frames]
-    project.save_track(media_id, TRACK_KIND, name, marks, run_id=run_id, meta=meta)
-    ranks = np.array([a.rank for a in result.arms], float)
-    ok = np.isfinite(ranks)
-    lo, hi = (ranks[ok].min(), ranks[ok].max()) if ok.any() else (0.0, 1.0)
-    items = []
-    for a, r in zip(result.arms, ranks):
-        conf = ((r - lo) / (hi - lo) if hi > lo else 1.0) if math.isfinite(r) else 0.0
-        label = f"mean {a.mean:.2f} · bound {a.ucb:.2f} · {a.n} scored" if a.n else "not scored"
-        items.append({"start_s": a.start, "end_s": max(a.end, a.start), "label": label, "confidence": float(conf),
-                      "run_id": run_id, "data": {"mean": _finite(a.mean), "ucb": _finite(a.ucb), "rank": _finite(a.rank),
-                                                 "n": a.n}})
-    project.save_track(media_id, ARMS_KIND, name, items, run_id=run_id, meta=meta)
-    if result.scored:
-        project.put_array(media_id, f"focus/scored/{run_id}", np.asarray(result.scored, np.float64),
-                          meta={"columns": ["time", "score"], "query": result.request.query}, run_id=run_id)
+    with project.batch():  # the run and what it produced commit together
+        run_id = project.record_run(kind=RUN_KIND, producer=result.scorer, version=VERSION,
+                                    params=run_params(result.request), media_id=media_id,
+                                    started_at=time.time() - result.wall_s, duration_s=result.wall_s)
+        name = track_name(result)
+        meta = {"query": result.request.query, "scorer": result.scorer, "frames_scored": result.frames_scored,
+                "total_frames": result.total_frames, "budget": result.budget, "share": result.share,
+                "seed": result.request.seed, "k": result.request.k, "warnings": list(result.warnings)}
+        marks = [{"start_s": f.time, "end_s": f.time, "label": f"{f.score:.2f}", "confidence": _finite(f.score),
+                  "run_id": run_id, "data": {"arm": f.arm, "scored": f.scored, "reason": f.reason}}
+                 for f in result.frames]
+        project.save_track(media_id, TRACK_KIND, name, marks, run_id=run_id, meta=meta)
+        ranks = np.array([a.rank for a in result.arms], float)
+        ok = np.isfinite(ranks)
+        lo, hi = (ranks[ok].min(), ranks[ok].max()) if ok.any() else (0.0, 1.0)
+        items = []
+        for a, r in zip(result.arms, ranks):
+            conf = ((r - lo) / (hi - lo) if hi > lo else 1.0) if math.isfinite(r) else 0.0
+            label = f"mean {a.mean:.2f} · bound {a.ucb:.2f} · {a.n} scored" if a.n else "not scored"
+            items.append({"start_s": a.start, "end_s": max(a.end, a.start), "label": label, "confidence": float(conf),
+                          "run_id": run_id, "data": {"mean": _finite(a.mean), "ucb": _finite(a.ucb), "rank": _finite(a.rank),
+                                                     "n": a.n}})
+        project.save_track(media_id, ARMS_KIND, name, items, run_id=run_id, meta=meta)
+        if result.scored:
+            project.put_array(media_id, f"focus/scored/{run_id}", np.asarray(result.scored, np.float64),
+                              meta={"columns": ["time", "score"], "query": result.request.query}, run_id=run_id)
     return run_id
 
 

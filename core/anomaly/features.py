@@ -475,9 +475,10 @@ def load_features(project: Any, media_id: int, cfg: FeatureConfig, start: float,
 def store_features(project: Any, media_id: int, fs: FeatureSet, *, started_at: float, duration_s: float) -> int:
     """Record the run (provenance) and the feature matrix; returns the run id."""
     p = fs.params
-    run_id = project.record_run(kind=FEATURES_KIND, producer="core.anomaly.features", version=str(FEATURES_VERSION),
-                                params=p, media_id=media_id, started_at=started_at, duration_s=duration_s)
-    project.put_array(media_id, features_key(FeatureConfig(**{k: p[k] for k in (
-        "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track")}), p["start"], p["end"]),
-        fs.values.astype(np.float32), meta=fs.meta(), run_id=run_id)
+    with project.batch():  # the run and what it produced commit together
+        run_id = project.record_run(kind=FEATURES_KIND, producer="core.anomaly.features", version=str(FEATURES_VERSION),
+                                    params=p, media_id=media_id, started_at=started_at, duration_s=duration_s)
+        project.put_array(media_id, features_key(FeatureConfig(**{k: p[k] for k in (
+            "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track")}), p["start"], p["end"]),
+            fs.values.astype(np.float32), meta=fs.meta(), run_id=run_id)
     return run_id

@@ -475,26 +475,27 @@ def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
     """Write what the pass produced (new features, a new model, the tracks); returns the
     score run's id. Call it on the project's writer thread."""
     fs = result.features
-    if result.features_computed:
-        store_features(project, media_id, fs, started_at=result.started_at,
-                       duration_s=result.timings.get("features", 0.0))
-    if result.model is not None and result.model_trained:
-        store_model(project, media_id, result.model)
-    params = {"version": PIPELINE_VERSION, "sensitivity": result.sensitivity, "threshold": round(result.threshold, 4),
-              "window_s": fs.window_s, "normal": list(result.normal) if result.normal else None,
-              "weights": {k: round(v, 4) for k, v in result.curve.weights.items()},
-              "model_run": result.model.run_id if result.model is not None else None, "features": fs.params,
-              "baseline": result.baseline.source,
-              "ffn": result.model.ffn if result.model is not None else None,
-              "experts": result.model.experts if result.model is not None else None}
-    run_id = project.record_run(kind=SCORE_KIND, producer="core.anomaly.pipeline", version=PIPELINE_VERSION,
-                                params=params, media_id=media_id, started_at=result.started_at,
-                                duration_s=result.compute_s)
-    meta = {"threshold": round(result.threshold, 4), "sensitivity": result.sensitivity, "window_s": fs.window_s,
-            "notes": result.notes[:20], "modalities": [m for m, ok in (("video", fs.has_video),
-                                                                       ("audio", fs.has_audio)) if ok]}
-    store_events(project, media_id, result.curve, result.events, run_id, meta)
-    store_experts(project, media_id, experts_tracks(result.curve, result.model, run_id))
+    with project.batch():  # the runs and what they produced commit together
+        if result.features_computed:
+            store_features(project, media_id, fs, started_at=result.started_at,
+                           duration_s=result.timings.get("features", 0.0))
+        if result.model is not None and result.model_trained:
+            store_model(project, media_id, result.model)
+        params = {"version": PIPELINE_VERSION, "sensitivity": result.sensitivity, "threshold": round(result.threshold, 4),
+                  "window_s": fs.window_s, "normal": list(result.normal) if result.normal else None,
+                  "weights": {k: round(v, 4) for k, v in result.curve.weights.items()},
+                  "model_run": result.model.run_id if result.model is not None else None, "features": fs.params,
+                  "baseline": result.baseline.source,
+                  "ffn": result.model.ffn if result.model is not None else None,
+                  "experts": result.model.experts if result.model is not None else None}
+        run_id = project.record_run(kind=SCORE_KIND, producer="core.anomaly.pipeline", version=PIPELINE_VERSION,
+                                    params=params, media_id=media_id, started_at=result.started_at,
+                                    duration_s=result.compute_s)
+        meta = {"threshold": round(result.threshold, 4), "sensitivity": result.sensitivity, "window_s": fs.window_s,
+                "notes": result.notes[:20], "modalities": [m for m, ok in (("video", fs.has_video),
+                                                                           ("audio", fs.has_audio)) if ok]}
+        store_events(project, media_id, result.curve, result.events, run_id, meta)
+        store_experts(project, media_id, experts_tracks(result.curve, result.model, run_id))
     return run_id
 
 

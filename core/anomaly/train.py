@@ -329,11 +329,12 @@ def store_model(project: Any, media_id: int, model: TrainedModel) -> int:
               "features": c["data"]["features"],
               "training": {k: v for k, v in c["training"].items()
                            if k not in ("final_loss", "first_loss", "train_s", "collapsed_blocks")}}
-    run_id = project.record_run(kind=MODEL_KIND, producer="models.fusion", version=f"{c['net']['arch_version']}",
-                                params=params, media_id=media_id,
-                                started_at=datetime.fromisoformat(c["created_at"]).timestamp(),
-                                duration_s=float(c["training"]["train_s"]))
-    project.put_array(media_id, MODEL_KEY, np.frombuffer(model.weights, np.uint8), meta=c, run_id=run_id)
+    with project.batch():  # the run and what it produced commit together
+        run_id = project.record_run(kind=MODEL_KIND, producer="models.fusion", version=f"{c['net']['arch_version']}",
+                                    params=params, media_id=media_id,
+                                    started_at=datetime.fromisoformat(c["created_at"]).timestamp(),
+                                    duration_s=float(c["training"]["train_s"]))
+        project.put_array(media_id, MODEL_KEY, np.frombuffer(model.weights, np.uint8), meta=c, run_id=run_id)
     model.run_id = run_id
     return run_id
 

@@ -556,19 +556,20 @@ def store_features(project: Any, media_id: int, feats: ShotFeatures, params: Map
                    started_at: float | None = None, duration_s: float = 0.0) -> int:
     """Record the run and the matrices (one array per modality and mask); returns the run id."""
     params = dict(params if params is not None else feats.params)
-    run_id = project.record_run(kind=FEATURES_KIND, producer=FEATURES_PRODUCER, version=FEATURES_VERSION,
-                                params=params, media_id=media_id,
-                                started_at=time.time() if started_at is None else started_at,
-                                duration_s=duration_s)
-    key = _key(params)
-    meta = {"params": params, "run_id": run_id, "columns": {m: list(c) for m, c in feats.columns.items()
-                                                           if m != "text"},
-            "info": feats.info, "notes": feats.notes, "words": [list(w) for w in feats.words]}
-    project.put_array(media_id, f"{key}/shots", np.asarray([s.to_row() for s in feats.shots], np.float64),
-                      meta=meta, run_id=run_id)
-    for m in MODALITIES:
-        project.put_array(media_id, f"{key}/{m}", feats.values[m].astype(np.float32), run_id=run_id)
-        project.put_array(media_id, f"{key}/{m}/present", feats.present[m].astype(bool), run_id=run_id)
+    with project.batch():  # the run and what it produced commit together
+        run_id = project.record_run(kind=FEATURES_KIND, producer=FEATURES_PRODUCER, version=FEATURES_VERSION,
+                                    params=params, media_id=media_id,
+                                    started_at=time.time() if started_at is None else started_at,
+                                    duration_s=duration_s)
+        key = _key(params)
+        meta = {"params": params, "run_id": run_id, "columns": {m: list(c) for m, c in feats.columns.items()
+                                                               if m != "text"},
+                "info": feats.info, "notes": feats.notes, "words": [list(w) for w in feats.words]}
+        project.put_array(media_id, f"{key}/shots", np.asarray([s.to_row() for s in feats.shots], np.float64),
+                          meta=meta, run_id=run_id)
+        for m in MODALITIES:
+            project.put_array(media_id, f"{key}/{m}", feats.values[m].astype(np.float32), run_id=run_id)
+            project.put_array(media_id, f"{key}/{m}/present", feats.present[m].astype(bool), run_id=run_id)
     return run_id
 
 

@@ -277,18 +277,19 @@ def _key(params: Mapping[str, Any]) -> str:
 def store_shots(project: Any, media_id: int, shots: list[Shot], params: Mapping[str, Any], *,
                 started_at: float | None = None, duration_s: float = 0.0, track: bool = True) -> int:
     """Record the run, the shot table and (with ``track``) the timeline track; returns the run id."""
-    run_id = project.record_run(kind=SHOTS_KIND, producer=SHOTS_PRODUCER, version=SHOTS_VERSION,
-                                params=dict(params), media_id=media_id,
-                                started_at=time.time() if started_at is None else started_at,
-                                duration_s=duration_s)
-    rows = np.asarray([s.to_row() for s in shots], np.float64).reshape(-1, 4)
-    project.put_array(media_id, _key(params), rows, meta={"params": dict(params), "run_id": run_id},
-                      run_id=run_id)
-    if track:
-        tr = shots_track(shots, run_id)
-        project.save_track(media_id, tr.kind, tr.name,
-                           [{"start_s": i.start, "end_s": i.end, "label": i.label, "confidence": i.confidence,
-                             "run_id": i.run_id, "data": i.data} for i in tr.items], run_id=run_id, meta=tr.meta)
+    with project.batch():  # the run and what it produced commit together
+        run_id = project.record_run(kind=SHOTS_KIND, producer=SHOTS_PRODUCER, version=SHOTS_VERSION,
+                                    params=dict(params), media_id=media_id,
+                                    started_at=time.time() if started_at is None else started_at,
+                                    duration_s=duration_s)
+        rows = np.asarray([s.to_row() for s in shots], np.float64).reshape(-1, 4)
+        project.put_array(media_id, _key(params), rows, meta={"params": dict(params), "run_id": run_id},
+                          run_id=run_id)
+        if track:
+            tr = shots_track(shots, run_id)
+            project.save_track(media_id, tr.kind, tr.name,
+                               [{"start_s": i.start, "end_s": i.end, "label": i.label, "confidence": i.confidence,
+                                 "run_id": i.run_id, "data": i.data} for i in tr.items], run_id=run_id, meta=tr.meta)
     return run_id
 
 

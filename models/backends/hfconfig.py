@@ -28,10 +28,14 @@ def read_config(spec: ModelSpec, folder: Path, needs: str) -> dict[str, Any]:
 #: does not have) before the folder is refused: a checkpoint saved by another library version
 #: may lack a buffer or two, never a real share of the weights
 WEIGHT_TOLERANCE = 0.01
+#: buffers that are counters or computed at construction, not learnt weights: checkpoints of other
+#: library versions carry or lack them (the original DETR-ResNet-50 has 53 unused
+#: ``num_batches_tracked``; older Llama-style checkpoints ``rotary_emb.inv_freq``)
+COMPUTED_BUFFERS = ("position_ids", "num_batches_tracked", "inv_freq")
 
 
 def check_loaded_weights(title: str, folder: Path, model: Any, info: dict[str, Any] | None, *,
-                         tolerance: float = WEIGHT_TOLERANCE, ignore: tuple[str, ...] = ("position_ids",)) -> None:
+                         tolerance: float = WEIGHT_TOLERANCE, ignore: tuple[str, ...] = COMPUTED_BUFFERS) -> None:
     """Refuse a transformers model whose folder did not provide its weights.
 
     ``from_pretrained`` fills every weight the folder lacks with random numbers and only logs a

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.project import Project, ProjectError
         if not Path(project).exists():
             try:
-                Project.create(project).close()
+                Project.open_or_create(project).close()  # another process may create it meanwhile
             except ProjectError as e:
                 print(f"kestrel: {e}", file=sys.stderr)
                 return 1

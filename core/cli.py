@@ -17,8 +17,7 @@ from core.project import Project, ProjectError
 
 
 def open_or_create(path: str) -> Project:
-    p = Path(path)
-    return Project.open(p) if p.exists() and p.stat().st_size > 0 else Project.create(p, overwrite=p.exists())
+    return Project.open_or_create(path)  # safe when several processes create the same project
 
 
 def cmd_analyze(argv: list[str]) -> int:

@@ -376,6 +376,9 @@ DAMAGE = {
                                                         names={str(10 ** 30): "big"})),
     "negative huge cluster": _tags_meta(lambda m: m.update(clusters=[-(2 ** 70)] * len(m["clusters"]))),
     "float cluster": _tags_meta(lambda m: m.update(clusters=[1e308] * len(m["clusters"]))),
+    "integers beyond floats": _tags_meta(lambda m: m.update(
+        clusters=[10 ** 400] * len(m["clusters"]), tags=[[{"name": "a", "confidence": 10 ** 400}]] * len(m["tags"]),
+        experts={"visual": [10 ** 400] * len(m["tags"])})),
     "names not an object": _tags_meta(lambda m: m.update(names=["a", "b"])),
     "names with bad keys": _tags_meta(lambda m: m.update(names={"x": "a", "1": 5, "-9": "c"})),
     "experts damaged": _tags_meta(lambda m: m.update(experts={"visual": ["a"], "audio": 5, "3": [True] * 9})),
@@ -528,3 +531,14 @@ def test_damaged_event_thumbnails_are_ignored(tmp_path, caplog):
         assert "ignoring the stored anomaly thumbnails" in caplog.text
         p.put_array(mid, THUMBS_KEY, np.full((1, 4, 4, 3), 9, np.uint8), meta={"events": ["ev-3000"]})
         assert [e.thumbnail is not None for e in load_events(p, mid)] == [False, True, False]
+
+
+def test_stored_events_with_integers_beyond_floats_are_skipped(tmp_path):
+    from core import ops
+
+    with Project.create(tmp_path / "p.kestrel") as p:
+        mid = p.add_media("/v.mp4", "h", 1, 60.0, "mp4", [])
+        tr = events_track([AnomalyEvent(1.0, 2.0, 0.9, 1.5), AnomalyEvent(3.0, 4.0, 0.8, 3.5)])
+        tr.items[0].data["start"] = 10 ** 400
+        ops.save_track(p, mid, tr)
+        assert [e.id for e in load_events(p, mid)] == ["ev-3000"]

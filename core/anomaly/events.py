@@ -327,7 +327,7 @@ def load_events(project: Any, media_id: int, tracks: Sequence[Any] | None = None
     for it in tr.items:
         try:
             events.append(AnomalyEvent.from_dict(it.data))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             log.warning("skipping a stored anomaly event that cannot be read: %s", e)
     got = project.get_array(media_id, THUMBS_KEY)
     if got is not None:

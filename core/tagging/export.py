@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from core.exportsafe import dict_writer, inside, safe_name, unique_names
 from core.tagging import TaggingError
+from core.tagging.tags import finite_number
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def media_cues(project: Any, media_id: int) -> list[Cue]:
 
 def _is_word(w: Any) -> bool:
     return (isinstance(w, (list, tuple)) and len(w) == 3 and isinstance(w[2], str)
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in w[:2])
+            and all(finite_number(x) for x in w[:2])
             and w[0] <= w[1])
 
 

@@ -17,13 +17,12 @@ a logged warning, at the smallest grain that keeps the rest consistent:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from core.tagging.tags import STATES, Tag
+from core.tagging.tags import STATES, Tag, finite_number
 
 log = logging.getLogger("core.tagging.index")
 
@@ -54,10 +53,6 @@ class MediaTags:
         return len(self.rows)
 
 
-def finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def read_tags(items: Any, where: str) -> list[Tag]:
     """A shot's stored tag list: the tags that are tags (the rest skipped, logged)."""
     if not isinstance(items, list):
@@ -74,7 +69,7 @@ def read_tags(items: Any, where: str) -> list[Tag]:
 
 def cluster_id(v: Any) -> int:
     """A stored cluster id, or -1 (unclustered) when it is not a small whole number."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
+    if not finite_number(v) or v != int(v):
         return -1
     return int(v) if -1 <= v <= MAX_CLUSTER else -1
 

@@ -34,6 +34,15 @@ one two well really right thing things yes also back come came see said say says
 """.split())
 
 
+def finite_number(v: Any) -> bool:
+    """A JSON number that is a usable float: not a bool, not NaN/inf, not an integer beyond floats."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return abs(v) < 1e300
+    return isinstance(v, float) and math.isfinite(v)
+
+
 @dataclass
 class Tag:
     name: str
@@ -57,7 +66,7 @@ class Tag:
         name, conf = d.get("name"), d.get("confidence", 1.0)
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a stored tag has no name")
-        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not math.isfinite(conf):
+        if not finite_number(conf):
             raise ValueError(f"the tag {name[:60]!r} has a confidence that is not a number")
         kind, state, detail = d.get("kind", "user"), d.get("state", "auto"), d.get("detail", "")
         return cls(name, kind if kind in KINDS else "user", min(1.0, max(0.0, float(conf))),

@@ -267,6 +267,19 @@ def strip(path: Path, timeout: float, write_timeout: float) -> list[str]:
         conn.close()
 
 
+def _unlink_virtual(conn: sqlite3.Connection, name: str) -> None:
+    """Remove a virtual table whose module SQLite does not have (so DROP TABLE cannot run
+    it): a virtual table owns no pages (rootpage 0), so deleting its schema row is all
+    there is; the schema cookie is bumped so every connection re-reads the schema."""
+    cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+    conn.execute("PRAGMA writable_schema=ON")
+    try:
+        conn.execute("DELETE FROM sqlite_master WHERE type = 'table' AND name = ? AND rootpage = 0", (name,))
+        conn.execute(f"PRAGMA schema_version={cookie + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema=OFF")
+
+
 def drop_foreign(conn: sqlite3.Connection, foreign: list[Foreign]) -> None:
     """Drop every foreign object, inside the caller's transaction (triggers and views first,
     then virtual and extra tables, then indexes and generated columns)."""
@@ -277,7 +290,12 @@ def drop_foreign(conn: sqlite3.Connection, foreign: list[Foreign]) -> None:
         elif obj.kind == "view":
             conn.execute(f"DROP VIEW IF EXISTS {_q(obj.name)}")
         elif obj.kind in ("virtual table", "table"):
-            conn.execute(f"DROP TABLE IF EXISTS {_q(obj.name)}")
+            try:
+                conn.execute(f"DROP TABLE IF EXISTS {_q(obj.name)}")
+            except sqlite3.OperationalError as exc:
+                if obj.kind != "virtual table" or "no such module" not in str(exc):
+                    raise
+                _unlink_virtual(conn, obj.name)
         elif obj.kind == "index":
             conn.execute(f"DROP INDEX IF EXISTS {_q(obj.name)}")
         else:

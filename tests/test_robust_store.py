@@ -368,6 +368,9 @@ def test_a_planted_trigger_is_refused_then_stripped_with_consent(filled: tuple[P
     ("CREATE TABLE extra (x)", "table 'extra'"),
     ("CREATE INDEX ix_extra ON items (label)", "index 'ix_extra' on items"),
     ("CREATE VIRTUAL TABLE ft USING fts5(body)", "virtual table 'ft'"),
+    ("PRAGMA writable_schema=ON; INSERT INTO sqlite_master (type, name, tbl_name, rootpage, sql) VALUES "
+     "('table', 'vx', 'vx', 0, 'CREATE VIRTUAL TABLE vx USING nosuchmodule(a)'); PRAGMA writable_schema=OFF",
+     "virtual table 'vx'"),
     ("ALTER TABLE media ADD COLUMN g TEXT GENERATED ALWAYS AS (upper(path)) VIRTUAL", "generated column 'media.g'"),
 ])
 def test_foreign_objects_are_named_and_strippable(filled: tuple[Path, dict[str, Any]], sql: str, what: str) -> None:

@@ -22,6 +22,7 @@ from PySide6.QtCore import QUrl, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTextBrowser,
                                QVBoxLayout, QWidget)
 
+from core.errors import describe
 from core.session import format_time
 
 log = logging.getLogger(__name__)
@@ -434,7 +435,7 @@ class ChatPanel(QWidget):
         live = self.w.live.running
         info = self.session.info
         if not live and info is None:
-            self._failed(ValueError("Open a video or a stream first."))
+            self._failed("Open a video or a stream first.")
             return
         frames = None
         at = self._at()
@@ -504,8 +505,8 @@ class ChatPanel(QWidget):
                 lambda e: log.warning("could not store the chat: %s", e))
         self.answered.emit(ans)
 
-    def _failed(self, e) -> None:
-        self._add(f"<p style='color:#e06c75'>{html.escape(str(e))}</p>")
+    def _failed(self, e: BaseException | str) -> None:
+        self._add(f"<p style='color:#e06c75'>{html.escape(e if isinstance(e, str) else describe(e))}</p>")
         self._finish_ui(None)
 
     def _finish_ui(self, note: str | None) -> None:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QHBoxLayou
 
 from core.chat.selftest import (LADDER, QUESTIONS, UNCOMPRESSED, QA, Clip, RungResult, SelfTestPartial,
                                 SelfTestReport, SelfTestRequest, prepare_clips, run_selftest)
+from core.errors import describe
 from core.jobs import JobState
 
 log = logging.getLogger(__name__)
@@ -347,8 +348,9 @@ class SelfTestView(QDialog):
         self.report_ready.emit(report)
 
     def _on_error(self, e: BaseException) -> None:
-        log.warning("chat self-test failed: %s", e)
-        self._ended(f"failed: {e}", f"<span style='color:#e06c75'>The self-test failed: {html.escape(str(e))}</span>")
+        log.warning("chat self-test failed: %s", describe(e))
+        self._ended(f"failed: {describe(e)}",
+                    f"<span style='color:#e06c75'>The self-test failed: {html.escape(describe(e))}</span>")
 
     def _on_cancel(self) -> None:
         n = sum(len(r.results) for r in self._rungs.values())

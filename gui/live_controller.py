@@ -16,7 +16,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from core.live import LiveError, LiveSource, RingBuffer, describe
+from core.errors import describe as describe_error
+from core.live import LiveSource, RingBuffer, describe
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def live_job(req: LiveRequest, state) -> str:
             except Exception as e:  # a broken processor must not stop the camera
                 log.exception("live processor %r failed", proc)
                 state.set_partial_result(LiveUpdate("status", chunk.time, time.time(),
-                                                    text=f"{type(proc).__name__} stopped: {e}"))
+                                                    text=f"{type(proc).__name__} stopped: {describe_error(e)}"))
                 req = LiveRequest(req.spec, req.ring_seconds, req.realtime, req.loop,
                                   tuple(p for p in req.processors if p is not proc), ring)
         if chunk.kind == "video" and chunk.wall - last_frame >= 0.05:
@@ -98,7 +99,7 @@ class LiveController(QObject):
         self.task = self.tasks.run(live_job, req, pool="live", name=f"live: {describe(spec)}", key="live",
                                    visible=False)
         self.task.on_partial(self._on_update).on_done(lambda why: self.stopped.emit(why)).on_error(
-            lambda e: self.stopped.emit(str(e) if isinstance(e, LiveError) else f"{type(e).__name__}: {e}"))
+            lambda e: self.stopped.emit(describe_error(e)))
         self.task.on_cancel(lambda: self.stopped.emit("stopped"))
 
     def stop(self) -> None:

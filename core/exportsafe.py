@@ -12,7 +12,9 @@ with :func:`fixed` and passes when it is a plain number). Any other *string* is 
 stored label "-2" or "-0.5" is written ``'-2`` / ``'-0.5`` (OWASP: prefix it too when it is
 text — Kestrel cannot tell a planted "-2+3" from an honest "-2" by looking, and a label is
 not a quantity). Non-finite numbers (nan, ±inf) are written as text by the same rule
-(``'-inf``). Every cell is enclosed in double quotes (OWASP again): with ``csv``'s minimal
+(``'-inf``). Beyond OWASP's list, a cell whose first non-blank character is one of those
+(" =1"), or its full-width form ("＝1", which some spreadsheets take as "="), is
+neutralised too. Every cell is enclosed in double quotes (OWASP again): with ``csv``'s minimal
 quoting and a "\n" line end, a carriage return inside a cell is written bare, and a
 spreadsheet reads it as a new row whose first cell ("=1" after "x\r") runs.
 
@@ -37,6 +39,7 @@ __all__ = ["FORMULA_START", "Number", "fixed", "safe_cell", "safe_row", "writer"
            "unique_names", "inside", "MAX_NAME_BYTES"]
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_AFTER_SPACE = tuple("=+-@\uff1d\uff0b\uff0d\uff20")  # and their full-width forms, after leading blanks
 MAX_NAME_BYTES = 120  # of a stem: room left for "-<id>" and ".kestrel-tags.json" under the usual 255
 _WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", "conin$", "conout$"}
                               | {f"{p}{i}" for p in ("com", "lpt") for i in list(range(10)) + ["¹", "²", "³"]})
@@ -68,7 +71,7 @@ def safe_cell(value: Any) -> Any:
         if isinstance(value, numbers.Integral) or math.isfinite(float(value)):
             return value
     text = value if isinstance(value, str) else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    return "'" + text if text.startswith(FORMULA_START) or text.lstrip().startswith(_AFTER_SPACE) else text
 
 
 def safe_row(row: Iterable[Any]) -> list[Any]:

@@ -39,7 +39,16 @@ from core.tagging import TaggingError
 from core.tagging.archive import ArchiveRequest, tag_archive
 from core.tagging.export import SIDECAR_SUFFIX, export_archive
 from core.tagging.features import FeatureConfig
-from core.tagging.index import EDITS_SETTING, LATENT_KEY, MODEL_SETTING, TAGS_KEY, TEXT_KEY, edit_tag, load_index
+from core.tagging.index import (
+    EDITS_SETTING,
+    LATENT_KEY,
+    MODEL_SETTING,
+    TAGS_KEY,
+    TEXT_KEY,
+    edit_tag,
+    load_index,
+    set_vocabulary,
+)
 
 BARE = FeatureConfig(tagger=None, detector=None, faces=None, vad=None, asr=None, ocr=None, text_embed=None)
 PLANTED = ('=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1")
@@ -49,7 +58,8 @@ RENAME = "=cmd|' /C calc'!A0"
 def live_cells(path: Path) -> list[str]:
     """Every cell of a CSV file that a spreadsheet would run as a formula."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [c for row in csv.reader(f) for c in row if c.startswith(FORMULA_START)]
+        return [c for row in csv.reader(f) for c in row
+                if c.startswith(FORMULA_START) or c.lstrip().startswith(("=", "+", "-", "@", "\uff1d"))]
 
 
 def all_cells(path: Path) -> list[str]:
@@ -60,9 +70,9 @@ def all_cells(path: Path) -> list[str]:
 # -- the helper's rule --------------------------------------------------------------------------
 
 def test_safe_cell_neutralises_text_and_keeps_numbers():
-    for s in PLANTED + (RENAME, "-0.5", "-2", "+", "=", "@"):
+    for s in PLANTED + (RENAME, "-0.5", "-2", "+", "=", "@", " =1", "\n=1", "\uff1d1+1", "  @x"):
         assert safe_cell(s) == "'" + s
-    for s in ("plain", "", " =1", "a=b", "'=1", "1.5", "wide shot"):
+    for s in ("plain", "", " ", "a=b", "'=1", "1.5", "wide shot", " a -b"):
         assert safe_cell(s) == s
     assert safe_cell(-0.5) == -0.5 and safe_cell(-3) == -3 and safe_cell(np.float32(-1.25)) == np.float32(-1.25)
     assert safe_cell(np.int64(-7)) == -7 and safe_cell(None) == ""
@@ -428,15 +438,49 @@ def _run_cli(proj, out, capsys):
     return rc, got.out, got.err
 
 
-@pytest.mark.parametrize("damage", sorted(DAMAGE) + sorted(SETTINGS))
+RAW = {  # damage below the storage API, written straight into the SQLite file
+    "meta is a JSON list": ("UPDATE arrays SET meta_json = '[1, 2]' WHERE media_id = ? AND key = 'tagging/tags'", 1),
+    "meta not JSON": ("UPDATE arrays SET meta_json = '{\"tags\": [' WHERE media_id = ? AND key = 'tagging/tags'", 1),
+    "meta with NaN": ("UPDATE arrays SET meta_json = '{\"tags\": NaN}' WHERE media_id = ? AND key = 'tagging/tags'", 1),
+    "latent bytes truncated": ("UPDATE arrays SET data = x'00' WHERE media_id = ? AND key = 'tagging/latent'", 1),
+    "rows shape huge": ("UPDATE arrays SET shape_json = '[1000000000000, 2]' WHERE media_id = ? "
+                        "AND key = 'tagging/tags'", 1),
+    "edits setting not JSON": ("UPDATE settings SET value_json = '{' WHERE key = 'tagging/edits' AND ? > 0", 1),
+    "vocabulary not JSON": ("UPDATE settings SET value_json = '[' WHERE key = 'tagging/vocabulary' AND ? > 0", 1),
+}
+
+
+def _raw(proj, sql, mid):
+    import sqlite3
+
+    con = sqlite3.connect(proj)
+    try:
+        with con:
+            assert con.execute(sql, (mid,)).rowcount == 1, sql
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE) + sorted(SETTINGS) + sorted(RAW))
 def test_damaged_tag_metadata_search_and_export_give_a_sentence(proj, tmp_path, capsys, damage):
     """One damaged media file (or setting): the rest is searched and exported, rc 0."""
     with Project.open(proj) as p:
         mid = p.list_media()[0].id
         if damage in DAMAGE:
             DAMAGE[damage](p, mid)
-        else:
+        elif damage in SETTINGS:
             _apply_setting(p, damage, SETTINGS[damage])
+        else:
+            edit_tag(p, load_index(p).refs[0], "accept", "wide shot")
+            set_vocabulary(p, ["gate"])
+    if damage in RAW:
+        _raw(proj, RAW[damage][0], mid)
+        if "vocabulary" in damage:
+            from gui.tagging_panel import load_job
+
+            with Project.open(proj) as p:
+                idx, vocab = load_job(p, HeadlessState())
+                assert len(idx) == 3 and vocab == []
     rc, out, err = _run_cli(proj, tmp_path / "out", capsys)
     assert rc == 0, err
     assert "shots for 'camera moving'" in out and "exported" in out

@@ -543,7 +543,13 @@ def edit_tag(project: Any, ref: ShotRef, action: str, name: str, new_name: str |
 
 def vocabulary(project: Any) -> list[str]:
     """The project's tag vocabulary: its words (anything stored there that is not one is skipped)."""
-    got = project.get_setting(VOCAB_SETTING, [])
+    from core.project import ProjectCorruptError
+
+    try:
+        got = project.get_setting(VOCAB_SETTING, [])
+    except ProjectCorruptError as e:
+        log.warning("the tag vocabulary cannot be read: %s", e)
+        return []
     words = [w for w in got if isinstance(w, str) and w.strip()] if isinstance(got, list) else []
     if got and len(words) != (len(got) if isinstance(got, list) else -1):
         log.warning("skipping damaged entries of the tag vocabulary")

@@ -22,7 +22,10 @@ To change the layout (example: version 1 -> 2):
 3. write ``def _v1_to_v2(conn: Connection) -> None`` that turns a version-1 file into
    exactly that layout using plain SQL (``conn.exec_driver_sql("ALTER TABLE ...")``);
    do not use the tables below inside it: they describe the *newest* layout, not v1;
-4. register it: ``MIGRATIONS[1] = _v1_to_v2``, and add a test that opens a v1 file.
+4. register it: ``MIGRATIONS[1] = _v1_to_v2``, and add a test that opens a v1 file;
+5. tell :mod:`core.dbcheck` what the older layout lacks (``ADDED_COLUMNS[2]``; extend
+   ``dbcheck.expected`` if a version adds tables or indexes): files are validated against
+   the layout of their own version before the upgrade, and against METADATA after it.
 
 The migration function must not commit, roll back or change PRAGMAs; raising aborts the
 whole upgrade and leaves the file as it was.

@@ -8,10 +8,10 @@ via :func:`writer` / :func:`dict_writer`), which prefixes such a *text* cell wit
 quote ``'`` — the spreadsheet then shows it as text. Numbers Kestrel computes are passed as
 numbers (``int``/``float``, numpy scalars too) and written as they are, so a score of -0.5
 stays a number a spreadsheet can sum (a number Kestrel formats itself, "-0.500", is marked
-with :func:`fixed` and passes when it is a plain number). Any other *string* is always text, whatever it looks like: a
-stored label "-2" or "-0.5" is written ``'-2`` / ``'-0.5`` (OWASP: prefix it too when it is
-text — Kestrel cannot tell a planted "-2+3" from an honest "-2" by looking, and a label is
-not a quantity). Non-finite numbers (nan, ±inf) are written as text by the same rule
+with :func:`fixed` and passes when it is a plain number). Any other *string* is text,
+whatever it looks like: a stored label "-2" or "-0.5" is written ``'-2`` / ``'-0.5``
+(OWASP: prefix it too when it is text — Kestrel cannot tell a planted "-2+3" from an honest
+"-2" by looking, and a label is not a quantity). Non-finite numbers (nan, ±inf) are written as text by the same rule
 (``'-inf``). Beyond OWASP's list, a cell whose first non-blank character is one of those
 (" =1"), or its full-width form ("＝1", which some spreadsheets take as "="), is
 neutralised too. Every cell is enclosed in double quotes (OWASP again): with ``csv``'s minimal
@@ -23,7 +23,7 @@ no path separators (``/``, ``\\``), no ``..``, no NUL or control characters, no 
 Windows refuses, no Windows device name (CON, NUL, COM1…), no leading dot (no hidden files),
 at most :data:`MAX_NAME_BYTES` bytes of UTF-8, never empty. :func:`unique_names` makes a set
 of them distinct (case-insensitively, as on Windows and macOS), and :func:`inside` is the
-last check before a write: the path resolves to a direct child of the chosen folder.
+last check before a write: the path is a direct child of the chosen folder.
 """
 from __future__ import annotations
 

@@ -233,3 +233,41 @@ def test_the_check_reads_the_loading_info_of_any_model(tmp_path):
     with pytest.raises(ModelError, match="BERT: the weights in .*bert do not fit its BertModel"):
         check_loaded_weights("BERT", folder, model, info)
     assert json.loads((folder / "config.json").read_text())["model_type"] == "bert"
+
+
+def _tiny_llava(folder: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    words = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "a", "bus", "is", "there", "yes", "no"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    ftok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+    ftok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=16)
+    text = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=ftok.convert_tokens_to_ids("<image>"),
+                      vision_feature_layer=-1, vision_feature_select_strategy="full")
+    LlavaForConditionalGeneration(cfg).save_pretrained(folder)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                   tokenizer=ftok, patch_size=8, vision_feature_select_strategy="full",
+                   num_additional_image_tokens=1).save_pretrained(folder)
+    return folder
+
+
+def test_vlm_folder_with_unrelated_tensors_is_refused(tmp_path):
+    import torch
+
+    from models.llm.vlm import TransformersVLM
+
+    folder = _tiny_llava(tmp_path / "vlm")
+    assert TransformersVLM(folder).name == "vlm"  # its own weights: loads
+    own = _weights(folder)
+    _write_weights(folder, {f"blocks.{i}.w": torch.randn(v.shape) for i, v in enumerate(own.values())})
+    with pytest.raises(ModelError, match="do not fit") as e:
+        TransformersVLM(folder)
+    assert str(folder) in str(e.value)

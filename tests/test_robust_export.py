@@ -586,3 +586,17 @@ def test_stored_events_with_integers_beyond_floats_are_skipped(tmp_path):
         tr.items[0].data["start"] = 10 ** 400
         ops.save_track(p, mid, tr)
         assert [e.id for e in load_events(p, mid)] == ["ev-3000"]
+
+
+def test_links_planted_in_the_export_folder_are_replaced_not_followed(proj, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for name in ("shots.csv", "clip-1" + SIDECAR_SUFFIX, "clip-2" + SIDECAR_SUFFIX):
+        (out / name).symlink_to(victim)
+    with Project.open(proj) as p:
+        res = export_archive(p, out)
+    assert victim.read_text() == "keep me"
+    assert {"shots.csv", "clip-1" + SIDECAR_SUFFIX} <= {f.name for f in res.files}
+    assert not any((out / n).is_symlink() for n in ("shots.csv", "clip-1" + SIDECAR_SUFFIX, "clip-2" + SIDECAR_SUFFIX))

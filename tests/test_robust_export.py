@@ -600,3 +600,20 @@ def test_links_planted_in_the_export_folder_are_replaced_not_followed(proj, tmp_
     assert victim.read_text() == "keep me"
     assert {"shots.csv", "clip-1" + SIDECAR_SUFFIX} <= {f.name for f in res.files}
     assert not any((out / n).is_symlink() for n in ("shots.csv", "clip-1" + SIDECAR_SUFFIX, "clip-2" + SIDECAR_SUFFIX))
+
+
+def test_anomaly_exports_never_write_through_a_planted_link(tmp_path, media_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    ev = [AnomalyEvent(0.2, 0.6, 0.9, 0.3, [Reason("loud_sound", "audio", 0.9, "t", 0.3)])]
+    from core.anomaly.export import clip_stem
+
+    for name in (".events.csv.part", "events.csv", ".events.json.part", f".{clip_stem(ev[0])}.part.mp4"):
+        (out / name).symlink_to(victim)
+    export_events_csv(ev, out / "events.csv")
+    export_events_json(ev, out / "events.json")
+    export_event_clips(media_dir / "clip.mp4", ev, out, pad=0.1)
+    assert victim.read_text() == "keep me"
+    assert not (out / "events.csv").is_symlink() and live_cells(out / "events.csv") == []

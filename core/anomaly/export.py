@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -24,12 +25,24 @@ CSV_FIELDS = ("id", "start", "end", "peak", "peak_time", "modality", "cues", "re
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
+    """Write to a new temporary file beside ``path`` (created exclusively: a link planted under
+    a predictable name is never written through), then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = Path(_new_temp(path.parent, f".{path.name}.", ".part"))
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _new_temp(folder: Path, prefix: str, suffix: str) -> str:
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.close(fd)
+    return name
 
 
 def events_csv(events: Sequence[AnomalyEvent]) -> str:
@@ -70,7 +83,7 @@ def export_clip(src: str | os.PathLike, start: float, end: float, out: str | os.
         raise MediaError(f"empty clip range {a:.2f}–{b:.2f} s")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.part.mp4")
+    tmp = None
     info = probe(src, with_hash=False)
     rot = info.video.rotation if info.video is not None else 0  # applied to the pixels: players differ
     try:
@@ -83,6 +96,7 @@ def export_clip(src: str | os.PathLike, start: float, end: float, out: str | os.
         ain = inp.streams.audio[0] if inp.streams.audio else None
         if vin is None and ain is None:
             raise MediaError(f"{Path(src).name} has neither video nor audio")
+        tmp = Path(_new_temp(out.parent, f".{out.stem}.", ".part.mp4"))  # exclusively: never through a link
         with av.open(str(tmp), "w", format="mp4") as dst:
             vs = as_ = None
             rs = None
@@ -154,7 +168,8 @@ def export_clip(src: str | os.PathLike, start: float, end: float, out: str | os.
         os.replace(tmp, out)
         return out
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     finally:
         inp.close()

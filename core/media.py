@@ -145,7 +145,10 @@ def _open(path: Path):
         # Damaged tags are shown as replacement characters rather than failing the open.
         return av.open(str(path), mode="r", timeout=10.0, metadata_errors="replace")
     except av.error.InvalidDataError as e:
-        raise MediaError(f"{name} is not a media file FFmpeg can read ({e.strerror or e}).") from e
+        raise MediaError(f"{name} is not a media file FFmpeg can read, or is damaged "
+                         f"({e.strerror or e}).") from e
+    except av.error.EOFError as e:
+        raise MediaError(f"{name} ends before its header does (the file may be truncated).") from e
     except (av.error.FFmpegError, OSError) as e:
         raise MediaError(f"{name} could not be opened: {getattr(e, 'strerror', None) or e}.") from e
     except (UnicodeError, ValueError, OverflowError, MemoryError) as e:
@@ -252,6 +255,7 @@ def _probe(p: Path, name: str, container, with_hash: bool) -> MediaInfo:
         if why is not None:
             unusable.append(why)
             notes.append(f"{name}: {why}; it is ignored.")
+            log.warning("%s", notes[-1])
             streams.append(StreamInfo(index=s.index, kind="unusable", codec=codec, duration_s=dur))
         elif kind == "video":
             rate = s.average_rate or s.guessed_rate or s.base_rate

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -188,7 +189,10 @@ class PlayerView(QWidget):
         self.canvas.set_frame(None)
         self.canvas.set_boxes([])
         self.slider.blockSignals(True)
-        self.slider.setRange(0, int(self.session.duration * 1000) if info else 0)
+        dur = self.session.duration if info and math.isfinite(self.session.duration) else 0.0
+        # one step per millisecond while that fits the slider's int range (24 days), coarser beyond
+        self._unit = max(0.001, dur / 2_000_000_000)
+        self.slider.setRange(0, int(max(0.0, dur) / self._unit))
         self.slider.setValue(0)
         self.slider.blockSignals(False)
         if info is None:
@@ -204,7 +208,7 @@ class PlayerView(QWidget):
         self._update_labels(t)
         if not self._slider_busy:
             self.slider.blockSignals(True)
-            self.slider.setValue(int(t * 1000))
+            self.slider.setValue(int(min(max(t, 0.0), 2e9 * self._unit) / self._unit) if math.isfinite(t) else 0)
             self.slider.blockSignals(False)
         if self.session.playing and not self._clock_driven:
             # a seek during playback restarts the clock from there
@@ -215,6 +219,7 @@ class PlayerView(QWidget):
         self._request(t)
 
     _clock_driven = False
+    _unit = 0.001  # seconds per slider step
 
     def _request(self, t: float) -> None:
         info = self.session.info
@@ -252,7 +257,7 @@ class PlayerView(QWidget):
     def _on_slider(self, value: int) -> None:
         self._slider_busy = True
         try:
-            self.session.seek(value / 1000.0)
+            self.session.seek(value * self._unit)
         finally:
             self._slider_busy = False
 

@@ -35,10 +35,18 @@ _STEPS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15,
 
 
 def tick_step(span: float, pixels: int, min_px: int = 80) -> float:
+    """Seconds between ruler ticks: the smallest step that leaves ``min_px`` between labels.
+    Beyond two hours the steps go on in days, 10 days, 100 days… so that a ruler over any
+    span draws a bounded number of ticks (a file may claim years)."""
+    span = span if math.isfinite(span) and span > 0 else 1.0
+    pixels = max(1, pixels)
     for s in _STEPS:
         if s / max(span, 1e-9) * pixels >= min_px:
             return s
-    return _STEPS[-1]
+    s = 86400.0
+    while s / span * pixels < min_px:
+        s *= 10
+    return s
 
 
 def tick_label(t: float, step: float) -> str:
@@ -148,20 +156,24 @@ class TimelineView(QWidget):
         if self.session.info is None:
             return
         t0, t1 = self.session.view
+        if not (math.isfinite(t0) and math.isfinite(t1)):
+            return
         w = self.width() - HEADER_W
         step = tick_step(t1 - t0, w)
         f = QFont(self.font())
         f.setPointSizeF(max(7.0, f.pointSizeF() * 0.85))
         p.setFont(f)
-        t = math.floor(t0 / step) * step
-        while t <= t1 + step:
+        first = math.floor(t0 / step)
+        for n in range(int(min((t1 - t0) / step + 3, 10_000))):  # bounded, whatever the span
+            t = (first + n) * step
+            if t > t1 + step:
+                break
             x = self.t_to_x(t)
             if x >= HEADER_W:
                 p.setPen(QPen(DIM, 1))
                 p.drawLine(QPointF(x, RULER_H - 8), QPointF(x, RULER_H))
                 p.setPen(TEXT)
                 p.drawText(QPointF(x + 3, RULER_H - 10), tick_label(t, step))
-            t += step
         p.setPen(DIM)
         p.drawText(QRectF(8, 0, HEADER_W - 12, RULER_H), Qt.AlignmentFlag.AlignVCenter,
                    f"{format_time(t1 - t0)} shown")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pyqtgraph as pg
@@ -104,7 +105,8 @@ class WaveformView(QWidget):
             self.label.setText("No audio track in this file")
         else:
             self.label.setText("reading audio…")
-        dur = max(self.session.duration, 1e-3)
+        dur = self.session.duration
+        dur = dur if math.isfinite(dur) and dur > 1e-3 else 1e-3
         self._syncing = True
         self.vb.setLimits(xMin=0, xMax=dur, minXRange=1e-3)
         self.vb.setXRange(0, dur, padding=0)

@@ -505,3 +505,21 @@ def make_sparse_audio(path: str | Path, *, gap_s: float = 1e6, duration: float =
         for pkt in packets:
             out.mux(pkt)
     return path
+
+
+def cut_copy(src: str | Path, dst: str | Path, seconds: float) -> Path:
+    """The first *seconds* of *src* as a new file of the same container, packets copied
+    (no re-encoding, so a real clip keeps its real codecs): small real inputs for fuzzing."""
+    dst = Path(dst)
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format=inp.format.name.split(",")[0]) as out:
+        keep = [s for s in inp.streams if s.type in ("video", "audio")]
+        outs = {s.index: out.add_stream_from_template(s) for s in keep}
+        origin = (inp.start_time or 0) / 1e6
+        for pkt in inp.demux(keep):
+            if pkt.size == 0:
+                continue
+            if pkt.pts is not None and pkt.pts * pkt.time_base - origin >= seconds:
+                continue
+            pkt.stream = outs[pkt.stream.index]
+            out.mux(pkt)
+    return dst

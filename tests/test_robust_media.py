@@ -219,3 +219,34 @@ def test_audio_whose_timestamps_jump_a_million_seconds(made):
     assert 0.9 <= pyr.duration <= 2.0
     with AudioReader(path) as r:
         assert r.read(0.5, 1e9).shape == (1, 600 * 48000) and r.read(0.0, 0.5).shape == (1, 24000)
+
+
+# -- the window -----------------------------------------------------------------------------
+
+def test_the_window_opens_a_file_claiming_31688_years(qtbot, window, made):
+    with qtbot.waitSignals([window.media_ready, window.player.frame_shown, window.waveform_ready], timeout=30000):
+        window.open_media(str(made["huge_mkv"]))
+    assert window.session.duration == pytest.approx(2.0, abs=0.1)
+    assert "31,688 years" in window.statusBar().currentMessage()
+    assert window.player.slider.maximum() == pytest.approx(2000, abs=100)
+    window.timeline.grab()  # the ruler draws a bounded number of ticks
+
+
+@pytest.mark.parametrize("duration", [1e12, 1e6, 0.0, 1e-6])
+def test_player_timeline_and_waveform_cope_with_any_duration(qtbot, window, caplog, duration):
+    from core.media import MediaInfo, StreamInfo
+    from gui.timeline_view import tick_step
+
+    info = MediaInfo(path="/nowhere/odd.wav", size_bytes=1, duration_s=duration, container="wav",
+                     streams=(StreamInfo(index=0, kind="audio", codec="pcm_s16le", sample_rate=8000, channels=1),))
+    s = window.session
+    s.set_media(info)
+    for t in (duration / 2, duration, 0.0):
+        s.seek(t)
+        assert window.player.slider.value() * window.player._unit == pytest.approx(s.position, rel=1e-3, abs=2e-3)
+    s.set_view(0.0, duration)
+    window.timeline.grab()
+    window.waveform.grab()
+    step = tick_step(max(duration, 1e-3), 1000)
+    assert step * 1000 / max(duration, 1e-3) >= 80 and max(duration, 1e-3) / step <= 13
+    assert not [r for r in caplog.records if r.levelno >= 40], [r.getMessage() for r in caplog.records]

@@ -9,6 +9,7 @@ A model that fails to load or to run is reported and skipped; the others carry o
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -29,6 +30,8 @@ VISUAL_TASKS = ("detect", "faces", "ocr", "image-tags")
 AUDIO_TASKS = ("vad", "asr")
 DEFAULT_MODELS = ("ssd-mobilenet-v2-coco", "mtcnn-faces", "silero-vad", "whisper-tiny")
 ASR_CHUNK_S = 60.0
+# A frame on screen longer than this (a gap in the timestamps) is sampled this long only.
+HOLD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,46 @@ def run_params(req: AnalysisRequest, spec, end: float) -> dict[str, Any]:
     return p
 
 
-def sample_times(start: float, end: float, fps: float) -> np.ndarray:
-    n = max(1, int(math.floor((end - start) * fps + 1e-9)))
-    return start + np.arange(n) / fps
+def planned_frames(start: float, end: float, fps: float) -> int:
+    """How many frames the range asks for at ``fps`` (for progress: the plan itself is lazy)."""
+    return max(1, int(math.floor(min((end - start) * fps, 1e12) + 1e-9)))
+
+
+def sample_frames(dec: VideoDecoder, start: float, end: float, fps: float, *, hold_s: float = HOLD_S,
+                  max_failures: int = 50):
+    """``(t, frame)`` at ``start + k / fps`` for ``t < end``, decoded as the plan goes.
+
+    The plan follows what decodes, not what the header declares: a frame that stays on
+    screen for more than ``hold_s`` (a gap in the timestamps: one frame, then the next
+    days later) is sampled for ``hold_s`` and the plan jumps to the next frame; past the last
+    frame it stops; after ``max_failures`` samples in a row without a frame it gives up.
+    """
+    hold = max(2, int(math.ceil(hold_s * fps)))
+    k, same, failures, shown = 0, 0, 0, None
+    while True:
+        t = start + k / fps
+        if t >= end - 1e-9 and k > 0:
+            return
+        try:
+            frame = dec.frame_at(t)
+        except MediaError as e:
+            log.warning("no frame at %.2f s: %s", t, e)
+            failures += 1
+            if failures >= max_failures:
+                log.warning("%d samples in a row without a frame: the rest of the range is skipped", failures)
+                return
+            k += 1
+            continue
+        failures = 0
+        same = same + 1 if frame.time == shown else 0
+        shown = frame.time
+        if same >= hold:
+            if frame.end <= t:
+                return  # past the last frame: the video ends before the declared duration
+            k = max(k + 1, int(math.ceil((frame.end - start) * fps - 1e-9)))
+            continue
+        yield t, frame
+        k += 1
 
 
 def _load(name: str, req: AnalysisRequest):
@@ -149,15 +189,15 @@ def analyze(req: AnalysisRequest, state: JobState) -> AnalysisResult:
 
     audio = [n for n in loaded if outputs[n].task in AUDIO_TASKS]
     visual = [n for n in loaded if outputs[n].task in VISUAL_TASKS]
-    times = sample_times(req.start, end, req.fps) if visual else np.zeros(0)
+    n_frames = planned_frames(req.start, end, req.fps) if visual else 0
     # progress: audio counts as much as 10% of the frames it stands beside
-    work_audio = 0.1 * max(1, len(times)) if audio else 0
-    total = work_audio + len(times) or 1
+    work_audio = 0.1 * max(1, n_frames) if audio else 0
+    total = work_audio + n_frames or 1
 
     if audio:
         _run_audio(req, end, audio, loaded, outputs, state, work_audio / total)
     if visual:
-        _run_visual(req, times, visual, loaded, outputs, state, work_audio / total)
+        _run_visual(req, end, visual, loaded, outputs, state, work_audio / total)
     state.set_progress(1.0, "done")
     return AnalysisResult(outputs, info.duration_s, time.perf_counter() - t_job)
 
@@ -222,7 +262,7 @@ def _shift(seg, offset: float):
     return replace(seg, start=seg.start + offset, end=seg.end + offset, words=words)
 
 
-def _run_visual(req, times, names, loaded, outputs, state, base: float) -> None:
+def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
     trackers = {}
     if req.track:
         for n in names:
@@ -232,22 +272,17 @@ def _run_visual(req, times, names, loaded, outputs, state, base: float) -> None:
                     trackers[n] = Tracker("bytetrack", frame_rate=req.fps)
                 except Exception as e:  # tracking is a bonus: detections still count
                     log.warning("tracking unavailable: %s", e)
-    total = len(times)
+    total = planned_frames(req.start, end, req.fps)
+    done = 0
     with VideoDecoder(req.path, max_size=req.max_size) as dec:
-        for b0 in range(0, total, max(1, req.batch)):
+        plan = sample_frames(dec, req.start, end, req.fps)
+        while True:
             check(state)
-            batch_t = times[b0:b0 + req.batch]
-            frames, ts = [], []
-            for t in batch_t:
-                try:
-                    f = dec.frame_at(float(t))
-                except MediaError as e:
-                    log.warning("no frame at %.2f s: %s", t, e)
-                    continue
-                frames.append(f.image)
-                ts.append(float(t))
-            if not frames:
-                continue
+            batch = list(itertools.islice(plan, max(1, req.batch)))
+            if not batch:
+                break
+            ts = [float(t) for t, _f in batch]
+            frames = [f.image for _t, f in batch]
             for name in names:
                 out = outputs[name]
                 if out.error:
@@ -267,8 +302,9 @@ def _run_visual(req, times, names, loaded, outputs, state, base: float) -> None:
                 new = list(zip(ts, res))
                 out.frames.extend(new)
                 state.set_partial_result(AnalysisPartial(name, out.task, frames=tuple(new), frame_size=(w, h)))
-            done = min(total, b0 + req.batch)
-            state.set_progress(base + (1 - base) * done / total, f"frame {done}/{total}")
+            done += len(batch)
+            frac = min(1.0, (ts[-1] - req.start) / max(end - req.start, 1e-9))
+            state.set_progress(base + (1 - base) * frac, f"frame {min(done, total)}/{total}")
 
 
 def _run_frames(model, task: str, frames: list[np.ndarray]) -> list[list]:

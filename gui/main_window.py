@@ -514,7 +514,7 @@ class MainWindow(QMainWindow):
         self.fetcher.forget()
         self.session.set_media(info)
         self.settings.add_recent("recent_media", info.path)
-        self.statusBar().showMessage(info.summary(), 8000)
+        self.statusBar().showMessage(" ".join((info.summary(), *info.notes)), 30000 if info.notes else 8000)
         self.info_label.setText(f"<b>{Path(info.path).name}</b><br>{info.summary()}")
         if info.has_video:
             self.tasks.run(ops.frame_times_job, info.path, pool="io", name="frame index",

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from core.media import MediaError, _check_readable, _open, _settle, _usable
-from core.mediacheck import MAX_AUDIO_GAP_S, display_name
+from core.mediacheck import MAX_AUDIO_GAP_S, MAX_CHANNELS, display_name, packets
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class AudioReader:
         except av.error.FFmpegError:
             self.duration = 0.0
         self._resampler = None
+        self._resampler_key = None
 
     def _reopen(self) -> None:
         idx = self._s.index
@@ -79,13 +80,18 @@ class AudioReader:
         return int(round(self.duration * self.sample_rate))
 
     def _to_planar(self, frame) -> np.ndarray:
+        ch = frame.layout.nb_channels
+        if not 0 < ch <= MAX_CHANNELS:  # damaged data decoded as another layout: never touch its planes
+            raise ValueError(f"an audio frame with {ch} channels")
         fmt = frame.format.name
         if fmt == "fltp":
             arr = frame.to_ndarray()
         else:
-            if self._resampler is None:
+            key = (fmt, frame.layout.name, frame.sample_rate)
+            if self._resampler is None or self._resampler_key != key:  # the layout may change mid-stream
                 self._resampler = self._av.AudioResampler(format="fltp", layout=frame.layout,
                                                           rate=frame.sample_rate)
+                self._resampler_key = key
             out = self._resampler.resample(frame)
             arr = np.concatenate([o.to_ndarray() for o in out], axis=1) if out else \
                 np.zeros((self.channels, 0), np.float32)
@@ -118,15 +124,7 @@ class AudioReader:
         self._used = True
         self._resampler = None
         cursor = None
-        demux = self._c.demux(self._s)
-        while True:
-            try:
-                packet = next(demux)
-            except StopIteration:
-                break
-            except (av.error.FFmpegError, OSError) as e:
-                log.warning("%s: audio demux stopped early: %s", display_name(self.path), e)
-                break
+        for packet in packets(self._c, self._s, display_name(self.path), log):  # damaged data ends it
             try:
                 frames = packet.decode()
             except (av.error.FFmpegError, ValueError) as e:

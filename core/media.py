@@ -21,7 +21,8 @@ from typing import Iterator
 import numpy as np
 
 from core.errors import KestrelError
-from core.mediacheck import MAX_CHANNELS, MAX_SAMPLE_RATE, check_path, display_name, finite_seconds, settle_duration
+from core.mediacheck import (MAX_CHANNELS, MAX_SAMPLE_RATE, check_path, display_name, finite_seconds, packets,
+                             settle_duration)
 
 log = logging.getLogger(__name__)
 
@@ -325,19 +326,16 @@ def _first_frame(container, index: int, max_packets: int = 2000):
     except av.error.FFmpegError:
         pass
     cc = stream.codec_context
-    try:
-        for n, pkt in enumerate(container.demux(stream)):
-            if n > max_packets:
-                break
-            try:
-                frames = cc.decode(pkt)
-            except (av.error.FFmpegError, ValueError) as e:
-                log.debug("skipping an undecodable packet of stream %d: %s", index, e)
-                continue
-            if frames:
-                return frames[0]
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        log.warning("decoding the first frame of stream %d failed: %s", index, e)
+    for n, pkt in enumerate(packets(container, stream)):
+        if n > max_packets:
+            break
+        try:
+            frames = cc.decode(pkt)
+        except (av.error.FFmpegError, ValueError) as e:
+            log.debug("skipping an undecodable packet of stream %d: %s", index, e)
+            continue
+        if frames:
+            return frames[0]
     return None
 
 
@@ -546,7 +544,7 @@ class VideoDecoder:
             log.warning("seek to %.3f s failed (%s); decoding from the start", t, e)
             self._c.seek(0)
         self.seeks += 1
-        self._demux = self._c.demux(self._s)
+        self._demux = packets(self._c, self._s, display_name(self.path), log)
         self._queue.clear()
         self._pending = None
         self._last = None
@@ -564,13 +562,8 @@ class VideoDecoder:
         while not self._queue:
             if self._eof:
                 return None
-            try:
-                pkt = next(self._demux)
-            except StopIteration:
-                self._eof = True
-                return None
-            except (av.error.FFmpegError, OSError) as e:
-                log.debug("demux error, treating as end: %s", e)
+            pkt = next(self._demux, None)  # damaged data ends the stream (see packets())
+            if pkt is None:
                 self._eof = True
                 return None
             # Frames that show well before the target and that nothing refers to need
@@ -670,10 +663,9 @@ def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.nd
         first_key: int | None = None
         try:
             c.seek(0)
-            packets = enumerate(c.demux(s))
         except av.error.FFmpegError as e:
             raise MediaError(f"{display_name(p)} cannot be read: {e}.") from e
-        for n, pkt in _until_damaged(packets, p):
+        for n, pkt in enumerate(packets(c, s, display_name(p), log)):
             if pkt.pts is not None and pkt.size:
                 # Packets before the first keyframe (a stream cut mid-GOP), and leading
                 # frames of an open GOP that show before it, cannot be decoded: decoders
@@ -693,21 +685,6 @@ def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.nd
         return arr
     finally:
         c.close()
-
-
-def _until_damaged(packets, p: Path):
-    """Packets until the demuxer meets data it cannot read: that is the end of the file as
-    far as anyone can play it."""
-    import av
-
-    while True:
-        try:
-            yield next(packets)
-        except StopIteration:
-            return
-        except (av.error.FFmpegError, OSError) as e:
-            log.warning("%s: reading stopped at damaged data (%s)", display_name(p), e)
-            return
 
 
 def frame_index(times: np.ndarray, t: float) -> int:

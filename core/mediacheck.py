@@ -17,10 +17,11 @@ from pathlib import Path
 # Below this many bits per second of media, a declared duration is not believed: even a
 # still-picture slideshow or a 6 kb/s voice codec needs far more bytes than that.
 MIN_PLAUSIBLE_BPS = 64.0
-# Audio a reader accepts (768 kHz is the highest rate converters record; 64 channels is
-# seventh-order ambisonics).
+# Audio a reader accepts: 768 kHz is the highest rate converters record; beyond 8 channels
+# PyAV walks a frame's planes past the end of FFmpeg's array (a segmentation fault), so
+# streams and frames with more are not read.
 MAX_SAMPLE_RATE = 768_000
-MAX_CHANNELS = 64
+MAX_CHANNELS = 8
 # Longest hole in an audio stream's timestamps that is filled with silence; a longer jump
 # (a damaged timestamp, or a packet parked days later) ends the audio there.
 MAX_AUDIO_GAP_S = 600.0
@@ -121,6 +122,30 @@ def plausible(duration: float, size_bytes: int) -> bool:
     return duration > 0 and size_bytes * 8.0 / duration >= MIN_PLAUSIBLE_BPS
 
 
+def packets(container, streams, name: str = "", log=None):
+    """``container.demux(streams)`` that never raises on damaged data: unreadable data ends it
+    (that is where the file ends for anyone playing it), and a packet of a stream that appears
+    mid-file (MPEG-PS/TS; PyAV raises IndexError for it) is skipped."""
+    import av
+
+    restarts = 0
+    it = container.demux(streams)
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except IndexError:  # the packet was read; a fresh demux goes on after it
+            restarts += 1
+            if restarts > 1000:
+                return
+            it = container.demux(streams)
+        except (av.error.FFmpegError, OSError, ValueError, OverflowError) as e:
+            if log is not None:
+                log.warning("%s: reading stopped at damaged data (%s)", name, e)
+            return
+
+
 def _packet_end(pkt, origin: float) -> float | None:
     ts = pkt.pts if pkt.pts is not None else pkt.dts
     if ts is None or pkt.time_base is None:
@@ -131,19 +156,14 @@ def _packet_end(pkt, origin: float) -> float | None:
 
 def _scan(container, streams, origin: float, *, limit: int | None, deadline: float) -> tuple[float | None, bool]:
     """Latest packet end seen from the current position, and whether the end was reached."""
-    import av
-
     latest: float | None = None
-    try:
-        for n, pkt in enumerate(container.demux(streams)):
-            if pkt.size:
-                e = _packet_end(pkt, origin)
-                if e is not None and (latest is None or e > latest):
-                    latest = e
-            if (limit is not None and n >= limit) or (n % 512 == 0 and time.monotonic() > deadline):
-                return latest, False
-    except (av.error.FFmpegError, OSError, ValueError, OverflowError):
-        return latest, True  # damaged data ends the file as far as anyone can play it
+    for n, pkt in enumerate(packets(container, streams)):  # damaged data ends the file
+        if pkt.size:
+            e = _packet_end(pkt, origin)
+            if e is not None and (latest is None or e > latest):
+                latest = e
+        if (limit is not None and n >= limit) or (n % 512 == 0 and time.monotonic() > deadline):
+            return latest, False
     return latest, True
 
 

@@ -250,3 +250,45 @@ def test_player_timeline_and_waveform_cope_with_any_duration(qtbot, window, capl
     step = tick_step(max(duration, 1e-3), 1000)
     assert step * 1000 / max(duration, 1e-3) >= 80 and max(duration, 1e-3) / step <= 13
     assert not [r for r in caplog.records if r.levelno >= 40], [r.getMessage() for r in caplog.records]
+
+
+READ_ALL = """
+import sys
+from core.audio import AudioReader, load_mono
+from core.jobs import HeadlessState
+from core.media import MediaError, probe
+from core.waveform import WaveformRequest, build_waveform
+for path in sys.argv[1:]:
+    try:
+        probe(path)
+        with AudioReader(path) as r:
+            r.read(0.0, 2.0)
+        load_mono(path)
+        build_waveform(WaveformRequest(path), HeadlessState())
+        print("read", path)
+    except MediaError as e:
+        print("refused", path, e)
+"""
+
+
+def test_audio_with_more_than_8_channels_is_never_a_crash(tmp_path, sample, made):
+    """PyAV walks the planes of a frame with more than 8 channels past the end of FFmpeg's
+    array (a segmentation fault): such streams are refused, such frames (damaged AAC that
+    decodes as 57 channels mid-stream) skipped. Run in a child process: a crash fails the test."""
+    import random
+    import subprocess
+    import sys
+
+    wav12 = mediagen.patch_wav_header(made["wav"], tmp_path / "ch12.wav", channels=12)
+    data = bytearray(mediagen.cut_copy(sample("bbb_6ch"), tmp_path / "6ch.mp4", 3.0).read_bytes())
+    rng = random.Random(3)  # this damage makes the AAC decoder return a frame of 57 channels
+    for _ in range(len(data) // 200):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    damaged = tmp_path / "6ch-damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", READ_ALL, str(wav12), str(damaged)], capture_output=True, text=True,
+                       timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"refused {wav12} ch12.wav cannot be opened: its audio stream declares 12 channels" in p.stdout
+    assert f"read {damaged}" in p.stdout

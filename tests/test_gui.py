@@ -268,7 +268,10 @@ def test_live_stream_plays_in_the_player(qtbot, window, media_dir):
     with qtbot.waitSignal(window.live.stopped, timeout=20000) as blocker:
         window.open_stream(str(media_dir / "clip.mp4"))  # a file played as live, paced in real time
     assert blocker.args[0] == "ended"
-    assert len(frames) > 30 and frames == sorted(frames)
+    # Paced in real time, a live view drops frames when the machine cannot keep up (it shows
+    # the newest), so the count depends on the load: assert that it played through, in order.
+    assert len(frames) >= 5 and frames == sorted(frames)
+    assert frames[-1] >= mediagen.STANDARD_DURATION - 0.5 and frames[0] <= 1.0
     assert window.player.live and window.player.time_label.text().startswith("LIVE")
     t, img = window.live.ring.frame_at(frames[-1])
     assert img.shape[2] == 3

@@ -309,6 +309,21 @@ HOSTILE_PATHS = ["../../etc/x.mp4", "/abs/dir/..", "a\\..\\..\\b.mp4", "/tmp/../
                  "/d/..\\..\\aux.txt.mp4", "\r\n.mp4", "/lpt1"]
 
 
+def test_no_sidecar_beside_a_file_the_project_did_not_analyse(proj, tmp_path):
+    """A planted row naming a real file elsewhere (another size and hash) gets no sidecar there."""
+    victim = tmp_path / "elsewhere" / "notes.mp4"
+    victim.parent.mkdir()
+    victim.write_bytes(b"the analyst's own file")
+    with Project.open(proj) as p:
+        plant_media(p, str(victim), p.list_media()[0].id)
+        res = export_archive(p, tmp_path / "out", sidecars="media", subtitles=False)
+    assert sorted(f.name for f in victim.parent.iterdir()) == ["notes.mp4"]
+    assert any("not the one this project analysed" in n for n in res.notes), res.notes
+    for f in res.files:  # the real clips' sidecars: the shared clips stay as other tests expect
+        if f.name.endswith(SIDECAR_SUFFIX):
+            f.unlink()
+
+
 @pytest.mark.parametrize("mode", ["export", "media"])
 def test_sidecar_names_from_hostile_media_paths_stay_in_the_folder(base, proj, tmp_path, mode):
     with Project.open(proj) as p:

@@ -292,15 +292,24 @@ def _beside_media(project: Any, media_ids: Sequence[int]) -> dict[int, Path | st
     ``..``, with a safe stem unique in its folder."""
     out: dict[int, Path | str] = {}
     groups: dict[Path, dict[int, str]] = {}
+    from core.media import quick_hash
+
     for mid in media_ids:
-        raw = str(project.get_media(mid).path)
+        rec = project.get_media(mid)
+        raw = str(rec.path)
         p = Path(raw)
         try:
             ok = "\x00" not in raw and p.is_absolute() and ".." not in p.parts and p.is_file()
+            # A project names any path it likes: write only beside the very file it analysed
+            # (same size and content hash), never beside some other file of the same name.
+            same = ok and p.stat().st_size == rec.size_bytes and quick_hash(p) == rec.content_hash
         except (OSError, ValueError):
-            ok = False
+            ok = same = False
         if not ok:
             out[mid] = f"no sidecar beside {raw[:200]!r}: not a media file on this machine"
+            continue
+        if not same:
+            out[mid] = f"no sidecar beside {raw[:200]!r}: that file is not the one this project analysed"
             continue
         groups.setdefault(p.parent, {})[mid] = safe_name(_stem_of(p.name), "media")
     for folder, names in groups.items():

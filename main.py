@@ -20,49 +20,74 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+COMMANDS = {"analyze": ("core.cli", "cmd_analyze"), "models": ("core.cli", "cmd_models"),
+            "anomalies": ("core.anomaly.cli", "cmd_anomalies"), "chat": ("core.chat.cli", "cmd_chat"),
+            "tag": ("core.tagging.cli", "cmd_tag"), "select": ("core.focus_cli", "cmd_select")}
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """One headless command, with one way out for every failure: argparse's usage errors exit
+    2 (``usage: …`` and one ``error:`` line); a Kestrel error that escapes is one ``kestrel: …``
+    line and exit 1; anything else is one line naming the log file that holds its traceback,
+    exit 1; Ctrl+C is one line and exit 130. Never a traceback on the terminal."""
+    import importlib
+
+    from core.errors import is_expected, log_traceback, print_error
+
+    try:
+        module, func = COMMANDS[name]
+        return getattr(importlib.import_module(module), func)(argv)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        print_error("interrupted; stopped")
+        return 130
+    except SystemExit:
+        raise  # argparse: usage and one error line, exit 2
+    except Exception as e:
+        if is_expected(e):
+            from core.cliargs import UsageError
+            print_error(e)
+            return 2 if isinstance(e, UsageError) else 1
+        where = log_traceback(e, f"kestrel {name}")
+        print_error(f"an unexpected error ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
+                    + (f"details in {where}" if where else "the log file could not be written"))
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("analyze", "models"):
-        from core.cli import COMMANDS
-        return COMMANDS[argv[0]](argv[1:])
-    if argv and argv[0] == "anomalies":
-        from core.anomaly.cli import cmd_anomalies
-        return cmd_anomalies(argv[1:])
-    if argv and argv[0] == "chat":
-        from core.chat.cli import cmd_chat
-        return cmd_chat(argv[1:])
-    if argv and argv[0] == "tag":
-        from core.tagging.cli import cmd_tag
-        return cmd_tag(argv[1:])
-    if argv and argv[0] == "select":
-        from core.focus_cli import cmd_select
-        return cmd_select(argv[1:])
+    if argv and argv[0] in COMMANDS:
+        return run_command(argv[0], argv[1:])
+    from core.cliargs import seconds
+
     ap = argparse.ArgumentParser(prog="kestrel", description="A desktop workbench for video analysts.")
     ap.add_argument("media", nargs="?", help="a video or audio file to open")
     ap.add_argument("--project", metavar="FILE", help="open (or create) this .kestrel project")
     ap.add_argument("--screenshot", metavar="OUT.png",
                     help="open the window, wait for the first frame and waveform, save a PNG, exit")
-    ap.add_argument("--seek", type=float, metavar="SECONDS", help="start at this time")
+    ap.add_argument("--seek", type=seconds, metavar="SECONDS", help="start at this time")
     ap.add_argument("--sample", nargs="?", const="sintel", metavar="NAME",
                     help="open a real sample clip from the registries (default: sintel)")
     args = ap.parse_args(argv)
     media = args.media
     if args.sample:
+        from core.errors import print_error
         from core.samples import SampleError, sample_path
         try:
             media = str(sample_path(args.sample))
         except SampleError as e:
-            print(f"kestrel: {e}", file=sys.stderr)
+            print_error(e)
             return 1
     project = args.project
     if project:
         from pathlib import Path
+        from core.errors import print_error
         from core.project import Project, ProjectError
         if not Path(project).exists():
             try:
                 Project.open_or_create(project).close()  # another process may create it meanwhile
             except ProjectError as e:
-                print(f"kestrel: {e}", file=sys.stderr)
+                print_error(e)
                 return 1
     from gui.app import run
     return run(media=media, project=project, screenshot=args.screenshot, seek=args.seek)

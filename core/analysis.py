@@ -70,6 +70,9 @@ class AnalysisResult:
     outputs: dict[str, ModelOutput]
     media_duration: float
     compute_s: float = 0.0
+    # models that do not apply to this file (audio models on a file without audio, visual
+    # models on one without video): name → why. Not run, not in ``outputs``, nothing to store.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def errors(self) -> dict[str, str]:
@@ -161,6 +164,7 @@ def analyze(req: AnalysisRequest, state: JobState) -> AnalysisResult:
     if end <= req.start:
         raise MediaError(f"The range {req.start:.2f}–{end:.2f} s is empty.")
     outputs: dict[str, ModelOutput] = {}
+    skipped: dict[str, str] = {}
     loaded: dict[str, Any] = {}
     state.set_progress(0.0, "loading models")
     for name in req.models:
@@ -176,10 +180,12 @@ def analyze(req: AnalysisRequest, state: JobState) -> AnalysisResult:
         out = ModelOutput(name, spec.title, spec.task, spec.version or "1", run_params(req, spec, end),
                           started_at=time.time(), duration_s=time.perf_counter() - t0, error=err,
                           device=str(getattr(model, "device", req.device or "cpu")))
-        if err is None and spec.task in VISUAL_TASKS and not info.has_video:
-            out.error = f"{spec.title}: {info.path.rsplit('/', 1)[-1]} has no video."
-        if err is None and spec.task in AUDIO_TASKS and not info.has_audio:
-            out.error = f"{spec.title}: {info.path.rsplit('/', 1)[-1]} has no audio track."
+        missing = ("video" if spec.task in VISUAL_TASKS and not info.has_video else
+                   "audio track" if spec.task in AUDIO_TASKS and not info.has_audio else None)
+        if err is None and missing:
+            skipped[name] = f"skipped — {info.path.rsplit('/', 1)[-1]} has no {missing}"
+            log.info("%s: %s", name, skipped[name])
+            continue
         if out.error is None:
             loaded[name] = model
             out.classes = tuple(getattr(model, "classes", ()) or ())
@@ -199,7 +205,7 @@ def analyze(req: AnalysisRequest, state: JobState) -> AnalysisResult:
     if visual:
         _run_visual(req, end, visual, loaded, outputs, state, work_audio / total)
     state.set_progress(1.0, "done")
-    return AnalysisResult(outputs, info.duration_s, time.perf_counter() - t_job)
+    return AnalysisResult(outputs, info.duration_s, time.perf_counter() - t_job, skipped)
 
 
 def _fail(out: ModelOutput, e: BaseException) -> None:

@@ -9,8 +9,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core import ops
+from core import cliargs, ops
 from core.analysis import DEFAULT_MODELS, AnalysisRequest, analyze
+from core.errors import print_error
 from core.jobs import Cancelled, HeadlessState
 from core.media import MediaError, probe
 from core.project import Project, ProjectError
@@ -24,28 +25,42 @@ def cmd_analyze(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="kestrel analyze", description="Run perception models over a file.")
     ap.add_argument("video")
     ap.add_argument("--project", required=True, help="the .kestrel project to store results in")
-    ap.add_argument("--fps", type=float, default=2.0, help="frames analysed per second (default 2)")
-    ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
+    ap.add_argument("--fps", type=cliargs.fps, default=2.0,
+                    help=f"frames analysed per second, up to {cliargs.MAX_FPS:g} (default 2)")
+    ap.add_argument("--models", type=cliargs.model_list, default=DEFAULT_MODELS,
                     help="catalogue names, comma-separated (python main.py models lists them)")
-    ap.add_argument("--start", type=float, default=0.0)
-    ap.add_argument("--end", type=float, default=None)
+    ap.add_argument("--start", type=cliargs.seconds, default=0.0, help="seconds into the file (default 0)")
+    ap.add_argument("--end", type=cliargs.seconds, default=None, help="seconds into the file (default: its end)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    ap.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
-                    help="a local file or folder for a bring-your-own model (repeatable)")
+    ap.add_argument("--weights", type=cliargs.weights_pair, action="append", default=[], metavar="MODEL=PATH",
+                    help="a local file or folder for a bring-your-own model in --models (repeatable)")
     args = ap.parse_args(argv)
+    if args.end is not None and args.end <= args.start:
+        ap.error(f"argument --end: {args.end:g} s is not after --start ({args.start:g} s)")
+    unused = [name for name, _p in args.weights if name not in args.models]
+    if unused:
+        ap.error(f"argument --weights: {', '.join(unused)} is not in --models, so its weights would go unused")
+    cliargs.check_device(ap, args.device)
     try:
         info = probe(args.video)
+    except MediaError as e:
+        print_error(e)
+        return 1
+    past = cliargs.past_end("--start", args.start, info.duration_s, Path(info.path).name)
+    if past:
+        print_error(past)
+        return 2
+    try:
         project = open_or_create(args.project)
-    except (MediaError, ProjectError) as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+    except ProjectError as e:
+        print_error(e)
         return 1
     if project.read_only:
-        print(f"kestrel: {args.project} is read-only; results cannot be stored.", file=sys.stderr)
+        print_error(f"{args.project} is read-only; results cannot be stored.")
+        project.close()
         return 1
-    user_paths = tuple(tuple(w.split("=", 1)) for w in args.weights if "=" in w)
-    req = AnalysisRequest(path=info.path, models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-                          fps=args.fps, start=args.start, end=args.end, user_paths=user_paths,
-                          device=args.device)
+    req = AnalysisRequest(path=info.path, models=args.models, fps=args.fps, start=args.start, end=args.end,
+                          user_paths=tuple(args.weights), device=args.device)
     try:
         media_id = ops.register_media(project, info)
         cached = ops.cached_analysis(project, media_id, req, info.duration_s)
@@ -62,9 +77,11 @@ def cmd_analyze(argv: list[str]) -> int:
                 print("\ncancelled: nothing was stored for the unfinished models", file=sys.stderr)
                 return 130
             step = 1.0 / req.fps
+            for name, why in result.skipped.items():
+                print(f"{name}: {why}")
             for out in result.outputs.values():
                 if out.task == "?":
-                    print(f"{out.name}: {out.error}", file=sys.stderr)
+                    print_error(f"{out.name}: {out.error}")
                     rc = 2
                     continue
                 run_id = ops.store_analysis(project, media_id, out, step)
@@ -82,7 +99,7 @@ def cmd_analyze(argv: list[str]) -> int:
                 print(f"  track {tr.kind}/{tr.name}: {len(tr.items)} items")
         return rc
     except ProjectError as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     finally:
         project.close()

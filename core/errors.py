@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from models.errors import KestrelError
 
-__all__ = ["KestrelError", "is_expected", "describe", "print_error"]
+__all__ = ["KestrelError", "is_expected", "describe", "print_error", "log_traceback"]
 
 
 def is_expected(exc: BaseException) -> bool:
@@ -38,3 +39,31 @@ def print_error(exc: BaseException | str, stream=None) -> None:
     """``kestrel: <one line>`` on stderr: the one place the command line reports an error."""
     text = exc if isinstance(exc, str) else describe(exc)
     print(f"kestrel: {text}", file=stream or sys.stderr)
+
+
+def log_traceback(exc: BaseException, what: str = "kestrel") -> Path | None:
+    """Append ``exc``'s traceback to Kestrel's log file (the window's: ``kestrel.log`` in the
+    data folder, rotated the same way) and return its path; None when it cannot be written
+    (the caller still has its one line to print)."""
+    import logging
+    import logging.handlers
+
+    from core.settings import data_dir
+
+    try:
+        folder = data_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "kestrel.log"
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    record = logging.LogRecord("kestrel", logging.ERROR, __file__, 0, "%s failed: %s", (what, describe(exc)),
+                               (type(exc), exc, exc.__traceback__))
+    failed: list[bool] = []
+    handler.handleError = lambda _record: failed.append(True)  # type: ignore[method-assign]  # no traceback
+    try:
+        handler.emit(record)
+    finally:
+        handler.close()
+    return None if failed else path

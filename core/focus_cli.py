@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from core import cliargs
+from core.errors import print_error
 from core.focus import FocusError, FocusRequest, select_frames
 from core.focus_store import export_frames, store_selection, timecode
 from core.jobs import Cancelled, HeadlessState
@@ -28,10 +30,13 @@ def cmd_select(argv: list[str]) -> int:
                                                                     "(FOCUS, arXiv 2510.27280).")
     ap.add_argument("video")
     ap.add_argument("--query", default="", help="what to look for, e.g. \"a bus at the gate\"")
-    ap.add_argument("--k", type=int, default=16, help="frames to choose (default 16)")
-    ap.add_argument("--budget-share", type=float, default=0.02, help="at most this share of frames is scored (0.02)")
-    ap.add_argument("--budget-frames", type=int, default=None, help="or at most this many frames")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--k", type=cliargs.integer(1, 100_000, what="a number of frames"), default=16,
+                    help="frames to choose (default 16)")
+    ap.add_argument("--budget-share", type=cliargs.fraction(zero=False, what="a share of the frames"), default=0.02,
+                    help="at most this share of frames is scored, in (0, 1] (0.02)")
+    ap.add_argument("--budget-frames", type=cliargs.integer(1, 10_000_000, what="a number of frames"), default=None,
+                    help="or at most this many frames")
+    ap.add_argument("--seed", type=cliargs.integer(0, 2**32 - 1, what="a seed"), default=0)
     ap.add_argument("--project", help="store the selection in this .kestrel project (and use its transcript)")
     ap.add_argument("--export", metavar="DIR", help="write the chosen frames as PNGs and selection.json here")
     ap.add_argument("--scorer", default="embedded",
@@ -39,12 +44,21 @@ def cmd_select(argv: list[str]) -> int:
     ap.add_argument("--weights", metavar="PATH", help="the local model folder for a bring-your-own scorer")
     ap.add_argument("--ocr", action=argparse.BooleanOptionalAction, default=None,
                     help="read on-screen text (default: only when the query asks about text)")
-    ap.add_argument("--example-time", type=float, default=None, metavar="SECONDS",
+    ap.add_argument("--example-time", type=cliargs.seconds, default=None, metavar="SECONDS",
                     help="find frames that look like the frame at this time instead of matching text")
     args = ap.parse_args(argv)
+    if args.scorer != "embedded":
+        from models.catalogue import load_catalogue
+
+        choices = ["embedded"] + sorted(n for n, s in load_catalogue().items() if s.task == "image-text")
+        if args.scorer not in choices:
+            ap.error(f"argument --scorer: {args.scorer!r} is not a scorer (choose {', '.join(choices)})")
     if args.scorer != "embedded" and not args.weights:
-        print(f"kestrel: --scorer {args.scorer} needs --weights PATH, the local folder of your model.", file=sys.stderr)
+        print_error(f"--scorer {args.scorer} needs --weights PATH, the local folder of your model.")
         return 2
+    if args.weights and args.scorer == "embedded":
+        ap.error("argument --weights: the embedded scorer takes no weights (use it with --scorer blip-itm-user, "
+                 "clip-user or siglip-user)")
 
     from core.media import MediaError, probe
     from core.project import ProjectError
@@ -53,6 +67,10 @@ def cmd_select(argv: list[str]) -> int:
     project = media_id = None
     try:
         info = probe(args.video)
+        past = cliargs.past_end("--example-time", args.example_time, info.duration_s, Path(info.path).name)
+        if past:
+            print_error(past)
+            return 2
         transcript: tuple[tuple[float, float, str], ...] = ()
         if args.project:
             from core import ops
@@ -60,7 +78,7 @@ def cmd_select(argv: list[str]) -> int:
 
             project = open_or_create(args.project)
             if project.read_only:
-                print(f"kestrel: {args.project} is read-only; the selection cannot be stored.", file=sys.stderr)
+                print_error(f"{args.project} is read-only; the selection cannot be stored.")
                 return 1
             media_id = ops.register_media(project, info)
             transcript = _transcript(project, media_id)
@@ -87,10 +105,10 @@ def cmd_select(argv: list[str]) -> int:
             print(f"exported {len(paths) - 1} frames and {paths[-1].name} to {args.export}")
         return 0
     except ValueError as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(" ".join(str(e).split()))
         return 2
     except (MediaError, ProjectError, ModelError, FocusError, OSError) as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     finally:
         if project is not None:

@@ -80,7 +80,8 @@ class AnalysisController(QObject):
             ok = [o for o in result.outputs.values() if not o.error]
             summary = (f"analysed {len(ok)} model(s) in {result.compute_s:.1f} s"
                        + (f", reused {len(cached)}" if cached else "")
-                       + (f", {len(errors)} failed" if errors else ""))
+                       + (f", {len(errors)} failed" if errors else "")
+                       + "".join(f"; {n}: {why}" for n, why in result.skipped.items()))  # not applicable
             if media_id is None or w.project is None or w.project.read_only:
                 self._show_unsaved(result, step, summary)
                 return

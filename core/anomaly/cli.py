@@ -20,8 +20,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from core import cliargs
 from core.anomaly import AnomalyError
 from core.anomaly.events import AnomalyEvent
+from core.errors import print_error
 from core.jobs import Cancelled, HeadlessState
 
 _TIME = re.compile(r"^\s*(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)\s*$")
@@ -90,14 +92,18 @@ def cmd_anomalies(argv: list[str]) -> int:
     ap.add_argument("--normal", metavar="START-END",
                     help="footage that is normal (seconds or MM:SS); 'none': detectors only. "
                          "Default: the first --first-minutes")
-    ap.add_argument("--first-minutes", type=float, default=2.0,
+    ap.add_argument("--first-minutes", default=2.0,
+                    type=cliargs.number(0.0, 100_000.0, what="a number of minutes"),
                     help="without --normal: this many first minutes are normal (at most half the file)")
     ap.add_argument("--project", help="a .kestrel project: features and the model are stored and reused")
-    ap.add_argument("--sensitivity", type=float, default=0.5, help="0..1, higher finds more (default 0.5)")
-    ap.add_argument("--window", type=float, default=1.0, help="window length in seconds, 0.5..1 (default 1)")
+    ap.add_argument("--sensitivity", type=cliargs.fraction(what="a sensitivity"), default=0.5,
+                    help="0..1, higher finds more (default 0.5)")
+    ap.add_argument("--window", type=cliargs.number(0.5, 1.0, what="a window length in seconds"), default=1.0,
+                    help="window length in seconds, 0.5..1 (default 1)")
     ap.add_argument("--retrain", action="store_true", help="train a new model even if one is stored")
     ap.add_argument("--export", metavar="DIR", help="write events.csv, events.json and a clip per event here")
-    ap.add_argument("--clips", type=int, default=10, help="with --export: at most this many clips (default 10)")
+    ap.add_argument("--clips", type=cliargs.integer(0, 10_000, what="a number of clips"), default=10,
+                    help="with --export: at most this many clips (default 10)")
     ap.add_argument("--experts", choices=("dense", "topk", "dynamic"), default="dense",
                     help="the network's feed-forward blocks: dense (default), a fixed top-k mixture of experts, "
                          "or dynamic experts (AnyExperts: more experts where the footage is hard)")
@@ -108,15 +114,11 @@ def cmd_anomalies(argv: list[str]) -> int:
     try:
         normal = parse_range(args.normal) if args.normal is not None else None
     except ValueError as e:
-        ap.error(str(e))
+        ap.error(f"argument --normal: {e}")
     try:
         args.experts_config = experts_from_flags(args.experts, args.expert)
     except (ValueError, AnomalyError) as e:
-        ap.error(str(e))
-    if not 0.0 <= args.sensitivity <= 1.0:
-        ap.error("--sensitivity must be between 0 and 1")
-    if not 0.5 <= args.window <= 1.0:
-        ap.error("--window must be between 0.5 and 1 s")
+        ap.error(f"argument --expert: {e}")
     from models.experts import ExpertCollapseWarning
 
     with warnings.catch_warnings():
@@ -134,7 +136,25 @@ def experts_from_flags(kind: str, pairs: list[str]) -> object:
     opts = parse_expert_options(pairs)
     if opts and kind == "dense":
         raise ValueError("--expert settings need --experts topk or --experts dynamic")
+    _check_numbers(opts)
     return expert_config(FFN_ALIASES[kind], opts or None)
+
+
+def _check_numbers(opts: dict[str, object]) -> None:
+    """Whole numbers for ExpertsConfig's int fields, finite ones for its floats (``NaN``,
+    ``1e999`` and ``n_experts=1e9`` are refused here, not deep inside training)."""
+    import math
+    from dataclasses import fields
+
+    from models.experts import ExpertsConfig
+
+    types = {f.name: str(f.type) for f in fields(ExpertsConfig)}
+    for key, v in opts.items():
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if types.get(key) == "int" and not (number and isinstance(v, int) and 0 <= v <= 4096):
+            raise ValueError(f"{key}={v!r} is not a whole number in [0, 4096]")
+        if types.get(key) == "float" and not (number and math.isfinite(v) and abs(v) <= 1e6):
+            raise ValueError(f"{key}={v!r} is not a finite number")
 
 
 def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
@@ -144,10 +164,15 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
     from core.project import Project, ProjectError
 
     try:
-        probe(args.video, with_hash=False)
+        info = probe(args.video, with_hash=False)
     except MediaError as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
+    if normal is not None:
+        past = cliargs.past_end("--normal", normal[0], info.duration_s, Path(info.path).name)
+        if past:
+            print_error(past.replace("s is past", "s starts past", 1))
+            return 2
     tmpdir = None
     try:
         if args.project:
@@ -157,10 +182,10 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
             project = Project.create_temporary(tmpdir.name)
             print("no --project: working in a temporary project (nothing is kept for next time)", file=sys.stderr)
     except ProjectError as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     if project.read_only:
-        print(f"kestrel: {args.project} is read-only; results cannot be stored.", file=sys.stderr)
+        print_error(f"{args.project} is read-only; results cannot be stored.")
         project.close()
         return 1
     state = HeadlessState(bar=True, label=Path(args.video).name[:24])
@@ -177,7 +202,8 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
         print("\ncancelled: nothing was stored (a stored model is kept)", file=sys.stderr)
         return 130
     except (AnomalyError, MediaError, ProjectError) as e:
-        print(f"\nkestrel: {e}", file=sys.stderr)
+        print(file=sys.stderr)
+        print_error(e)
         return 1
     finally:
         if tmpdir is not None:
@@ -195,6 +221,7 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
         print(summary_line(e))
     if args.export:
         from core.anomaly.export import export_event_clips, export_events_csv, export_events_json
+        from core.errors import describe
 
         folder = Path(args.export)
         try:
@@ -204,7 +231,7 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
                                 "sensitivity": result.sensitivity, "normal": result.normal, "notes": result.notes})
             clips = export_event_clips(args.video, result.events, folder, limit=args.clips)
         except (OSError, MediaError) as e:
-            print(f"kestrel: export failed: {e}", file=sys.stderr)
+            print_error(f"export failed: {describe(e)}")
             return 1
         print(f"exported events.csv, events.json and {len(clips)} clips to {folder}")
     return 0

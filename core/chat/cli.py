@@ -9,12 +9,15 @@ for ``--listen`` seconds, running the detector as it goes, then asks).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
+from core import cliargs
 from core.chat.grounding import PerceptionLog, fmt_time
 from core.chat.session import ChatAnswer, ChatPartial, ChatRequest, EncoderSettings, answer, perceive_file
+from core.errors import KestrelError, describe, print_error
 from core.jobs import HeadlessState
 
 
@@ -22,51 +25,78 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kestrel chat", description="Ask a model about a video or a live feed.")
     ap.add_argument("source", help="a video file, a camera index (0) or a stream URL (rtsp://…, http://…)")
     ap.add_argument("--ask", required=True, help="the question")
-    ap.add_argument("--at", type=float, default=None, help="the moment asked about, in seconds (default: the end)")
-    ap.add_argument("--window", type=float, default=30.0, help="seconds before --at the answer looks at (30)")
+    ap.add_argument("--at", type=cliargs.seconds, default=None,
+                    help="the moment asked about, in seconds (default: the end)")
+    ap.add_argument("--window", type=cliargs.duration(hi=86_400.0), default=30.0,
+                    help="seconds before --at the answer looks at (30)")
     ap.add_argument("--server", help="an OpenAI-compatible server (Ollama, llama.cpp, vLLM), e.g. "
                                      "http://localhost:11434/v1; default: the embedded model")
     ap.add_argument("--model", help="the model name on --server")
     ap.add_argument("--key-env", default="KESTREL_LLM_API_KEY",
                     help="environment variable holding the server's API key (else the OS keyring)")
     ap.add_argument("--project", help="a .kestrel project: use its stored perception and keep the chat there")
-    ap.add_argument("--listen", type=float, default=10.0, help="seconds to watch a live source before asking (10)")
-    ap.add_argument("--max-side", type=int, default=640, help="longer side of the frames sent (640)")
-    ap.add_argument("--crf", type=int, default=36, help="codec quality, higher is fewer bits (36)")
+    ap.add_argument("--listen", type=cliargs.duration(hi=3600.0), default=10.0,
+                    help="seconds to watch a live source before asking (10)")
+    ap.add_argument("--connect-timeout", type=cliargs.duration(hi=600.0), default=20.0,
+                    help="seconds a live source may take to send its first frame before Kestrel gives up (20)")
+    ap.add_argument("--max-side", type=cliargs.integer(16, 4096, what="a frame side in pixels"), default=640,
+                    help="longer side of the frames sent (640)")
+    ap.add_argument("--crf", type=cliargs.integer(0, 51, what="a CRF"), default=36,
+                    help="codec quality 0..51, higher is fewer bits (36)")
     ap.add_argument("--codec", choices=("h264", "hevc"), default="h264")
-    ap.add_argument("--max-tokens", type=int, default=160)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds a server may stay silent (60)")
+    ap.add_argument("--max-tokens", type=cliargs.integer(1, 32_768, what="a number of tokens"), default=160)
+    ap.add_argument("--timeout", type=cliargs.duration(hi=3600.0), default=60.0,
+                    help="seconds a server may stay silent (60)")
     return ap
 
 
 def cmd_chat(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if not args.ask.strip():
+        ap.error("argument --ask: the question is empty")
+    if args.server and not args.model:
+        ap.error("argument --server: needs --model (the model's name on that server)")
+    src = args.source
+    is_file = not (src.isdigit() or "://" in src)
+    if is_file and not Path(src).exists():  # before loading a model: nothing to look at
+        print_error(no_frames(src, "it does not exist"))
+        return 1
+    if is_file and args.at is not None:
+        from core.media import MediaError, probe
+        try:
+            info = probe(src, with_hash=False)
+        except MediaError as e:
+            print_error(e)
+            return 1
+        past = cliargs.past_end("--at", args.at, info.duration_s + 1e-6, Path(info.path).name)
+        if past:
+            print_error(past)
+            return 2
     from models.catalogue import ModelError
     from models.llm.base import LLMError
 
     try:
         backend = _backend(args)
     except (ModelError, LLMError) as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     settings = EncoderSettings(max_side=args.max_side, crf=args.crf, codec=args.codec)
-    src = args.source
-    is_file = not (src.isdigit() or "://" in src)
     project = media_id = None
     frames = None
     try:
         if is_file:
-            if not Path(src).exists():
-                print(f"kestrel: {src} does not exist.", file=sys.stderr)
-                return 1
             project, media_id, log = _file_log(args)
         else:
-            frames, log = _listen(src, args.listen)
+            frames, log, problem = _listen(src, args.listen, args.connect_timeout)
+            if not frames:  # never an answer about a picture nobody saw
+                print_error(no_frames(src, problem or f"nothing arrived in {args.connect_timeout:g} s"))
+                return 1
     except KeyboardInterrupt:
         print("\ncancelled", file=sys.stderr)
         return 130
-    except Exception as e:  # MediaError, LiveError, ProjectError: one line, no traceback
-        print(f"kestrel: {e}", file=sys.stderr)
+    except KestrelError as e:  # MediaError, LiveError, ProjectError: one line, no traceback
+        print_error(e)
         return 1
     state = HeadlessState(on_partial=_print_token)
     req = ChatRequest(args.ask, backend, source=src if is_file else "", at=args.at, window_s=args.window,
@@ -84,11 +114,14 @@ def cmd_chat(argv: list[str]) -> int:
     return 2 if ans.error else 0
 
 
+def no_frames(source: str, why: str) -> str:
+    """The one line for a source that gave no frame: nothing is asked then."""
+    return f"no frames could be read from {source} ({why.rstrip('.')}); nothing was asked"
+
+
 def _backend(args):
     if args.server:
         from models.llm.openai_compat import OpenAICompatLLM
-        if not args.model:
-            raise SystemExit("kestrel chat: --server needs --model (the model's name on that server)")
         return OpenAICompatLLM(args.server, args.model, key_env=args.key_env, read_timeout=args.timeout)
     from models.llm.local import LocalLLM
     return LocalLLM()
@@ -127,9 +160,10 @@ def _file_log(args):
     return project, media_id, log
 
 
-def _listen(spec: str, seconds: float):
+def _listen(spec: str, seconds: float, connect_timeout: float = 20.0):
     """Watch a live source for ``seconds``: frames into a ring buffer, the detector at 2 fps into
-    the perception log (the live perception loop, headless)."""
+    the perception log (the live perception loop, headless). Gives up when no frame came in
+    ``connect_timeout`` s. Returns (frames, log, the last problem met or None)."""
     from core.live import LiveError, LiveSource, RingBuffer
     from models.catalogue import ModelError, load_model
 
@@ -138,16 +172,28 @@ def _listen(spec: str, seconds: float):
     try:
         det = load_model("ssd-mobilenet-v2-coco")
     except ModelError as e:
-        print(f"kestrel: no detector ({e}); answering from the frames alone", file=sys.stderr)
+        print_error(f"no detector ({e}); answering from the frames alone")
         det = None
-    src = LiveSource(spec, audio=False, give_up_s=20.0, backoff=(0.25, 2.0),
-                     on_status=lambda m: print(f"[{spec}] {m}", file=sys.stderr))
+    problems: list[str] = []
+
+    def status(msg: str) -> None:
+        print(f"[{spec}] {msg}", file=sys.stderr)
+        if msg.startswith("cannot connect"):  # keep the OS's words: "[Errno 111] Connection refused"
+            os_error = re.search(r"\[Errno \d+\] [^:'()]+", msg)
+            why = os_error.group(0).strip() if os_error else msg.split("; retrying")[0]
+            if "Immediate exit requested" in why:  # FFmpeg's word for its own timeout
+                why = f"no answer in {min(5.0, connect_timeout):g} s"
+            problems.append(f"cannot connect: {why}")
+
+    src = LiveSource(spec, audio=False, give_up_s=connect_timeout, backoff=(0.25, 2.0),
+                     open_timeout=min(5.0, connect_timeout), read_timeout=min(5.0, connect_timeout),
+                     on_status=status)
     began = time.monotonic()
     first: list[float] = []  # the watch starts with the first frame, not with the first try to connect
 
     def done() -> bool:
         now = time.monotonic()
-        return now - first[0] > seconds if first else now - began > seconds + 20.0
+        return now - first[0] > seconds if first else now - began > connect_timeout
 
     last = -1e9
     try:
@@ -162,8 +208,12 @@ def _listen(spec: str, seconds: float):
                 h, w = ch.image.shape[:2]
                 log.add_frame(ch.time, det.detect([ch.image])[0], size=(w, h))
     except LiveError as e:  # a camera that drops: answer from what was seen
-        print(f"kestrel: {e} — answering from the {ring.span[1] - ring.span[0]:.0f} s buffered", file=sys.stderr)
-    return ring.frames, log
+        if not problems:  # the OS's reason for the failed tries says more than "gave up"
+            problems.append(describe(e))
+        if first:
+            print_error(f"{describe(e)} — answering from the {ring.span[1] - ring.span[0]:.0f} s buffered")
+    # the ring's reader, or None when not one frame arrived
+    return (ring.frames if first else None), log, (problems[-1] if problems else None)
 
 
 def _print_token(p: object) -> None:
@@ -175,7 +225,7 @@ def _print_token(p: object) -> None:
 def _report(ans: ChatAnswer) -> None:
     out = sys.stdout
     if ans.error and not ans.text:
-        print(f"kestrel: {ans.error}", file=sys.stderr)
+        print_error(ans.error)
     else:
         out.write("\n")
         if ans.corrected:  # what was streamed was the model's count; the code's replaces it

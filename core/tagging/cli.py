@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from core import cliargs
+from core.errors import describe, print_error
 from core.jobs import Cancelled, HeadlessState
 from core.tagging import TaggingError
 
@@ -31,7 +33,8 @@ def cmd_tag(argv: list[str]) -> int:
     ap.add_argument("--project", required=True, help="the .kestrel project (created if missing)")
     ap.add_argument("--ray", metavar="ADDRESS", help="run the per-file work on a Ray cluster "
                     "(ADDRESS as ray.init takes it, e.g. auto or ray://host:10001; 'local': this machine)")
-    ap.add_argument("--workers", type=int, default=2, help="with --ray local: worker CPUs (default 2)")
+    ap.add_argument("--workers", type=cliargs.integer(1, 1024, what="a number of workers"), default=2,
+                    help="with --ray local: worker CPUs (default 2)")
     ap.add_argument("--no-faces", action="store_true", help="leave the face detector out (the costliest model)")
     ap.add_argument("--no-ocr", action="store_true", help="leave on-screen text reading out")
     ap.add_argument("--no-speech", action="store_true", help="leave speech transcription out")
@@ -40,7 +43,8 @@ def cmd_tag(argv: list[str]) -> int:
                     help="the multimodal autoencoder's feed-forward blocks: dense, fixed top-k experts, or "
                          "dynamic experts (AnyExperts); recorded with the model")
     ap.add_argument("--search", metavar="QUERY", help="print the shots that best match this text")
-    ap.add_argument("--k", type=int, default=10, help="with --search: how many hits (default 10)")
+    ap.add_argument("--k", type=cliargs.integer(1, 100_000, what="a number of hits"), default=10,
+                    help="with --search: how many hits (default 10)")
     ap.add_argument("--export", metavar="DIR", help="write shots.json, shots.csv, subtitles and sidecars here")
     ap.add_argument("--sidecars", choices=("export", "media", "none"), default="export",
                     help="where the <name>.kestrel-tags.json sidecars go (default: the export folder)")
@@ -48,15 +52,16 @@ def cmd_tag(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if not (args.folder or args.search or args.export):
         ap.error("give a FOLDER to tag, --search QUERY, or --export DIR")
-    if args.k < 1:
-        ap.error("--k must be at least 1")
+    if args.search is not None and not args.search.strip():
+        ap.error("argument --search: the query is empty")
+    cliargs.check_device(ap, args.device)
     from core.cli import open_or_create
     from core.project import ProjectError
 
     try:
         project = open_or_create(args.project)
     except ProjectError as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     try:
         rc = 0
@@ -70,7 +75,7 @@ def cmd_tag(argv: list[str]) -> int:
             rc = _export(project, args) or rc
         return rc
     except ProjectError as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     finally:
         project.close()
@@ -81,10 +86,10 @@ def _tag(project: Any, args: argparse.Namespace) -> int:
     from core.tagging.features import FeatureConfig
 
     if project.read_only:
-        print(f"kestrel: {args.project} is read-only; tags cannot be stored.", file=sys.stderr)
+        print_error(f"{args.project} is read-only; tags cannot be stored.")
         return 1
     if not Path(args.folder).is_dir():
-        print(f"kestrel: {args.folder} is not a folder.", file=sys.stderr)
+        print_error(f"{args.folder} is not a folder.")
         return 1
     cfg = FeatureConfig(faces=None if args.no_faces else FeatureConfig.faces,
                         ocr=None if args.no_ocr else FeatureConfig.ocr,
@@ -100,7 +105,8 @@ def _tag(project: Any, args: argparse.Namespace) -> int:
         print("\ncancelled: the files finished so far are stored; run again to go on", file=sys.stderr)
         return 130
     except TaggingError as e:
-        print(f"\nkestrel: {e}", file=sys.stderr)
+        print(file=sys.stderr)
+        print_error(e)
         return 1
     for line in report_lines(result):
         print(line)
@@ -155,15 +161,15 @@ def _search(project: Any, query: str, k: int) -> int:
     try:
         idx = load_index(project)
     except TaggingError as e:  # tags stored but all damaged
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     if idx is None:
-        print("kestrel: nothing is tagged in this project yet (tag a folder first).", file=sys.stderr)
+        print_error("nothing is tagged in this project yet (tag a folder first).")
         return 1
     try:
         hits = search_text(idx, query, worker_pool().get(FeatureConfig.text_embed), k=k)
     except TaggingError as e:
-        print(f"kestrel: {e}", file=sys.stderr)
+        print_error(e)
         return 1
     print(f"{len(hits)} shots for {query!r} (latent: {idx.method}):")
     for h in hits:
@@ -178,7 +184,7 @@ def _export(project: Any, args: argparse.Namespace) -> int:
     try:
         out = export_archive(project, args.export, include_rejected=args.include_rejected, sidecars=args.sidecars)
     except (TaggingError, OSError) as e:
-        print(f"kestrel: export failed: {e}", file=sys.stderr)
+        print_error(f"export failed: {describe(e)}")
         return 1
     for note in out.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -1,0 +1,151 @@
+"""Argument types for Kestrel's command lines: every number is checked where it is parsed.
+
+Each function here is an ``argparse`` ``type=``: it turns the text into a value or raises
+``argparse.ArgumentTypeError`` with a sentence, so argparse prints ``usage: …`` and
+``kestrel X: error: argument --fps: …`` and exits 2 — never a traceback, never a NaN or an
+infinity that travels on into a job. Checks that need the file itself (``--start`` past its
+end) are made by the command after probing it (:func:`past_end`).
+
+Nothing here imports torch: :func:`check_device` does, and only when CUDA was asked for.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from core.errors import KestrelError
+
+__all__ = ["UsageError", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
+           "check_device", "past_end", "MAX_FPS", "MAX_SECONDS"]
+
+class UsageError(KestrelError):
+    """A bad argument only the file could reveal (``--start`` past its end): one line, exit 2."""
+
+
+MAX_FPS = 120.0
+MAX_SECONDS = 1e7  # ~116 days: longer than any file Kestrel opens; stops 1e300 before it travels on
+
+
+def _show(x: float) -> str:
+    return f"{x:g}"
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+           what: str = "a number") -> Callable[[str], float]:
+    """A finite float in [lo, hi] (``lo_open``/``hi_open``: that end excluded)."""
+    lo_s = "" if lo is None else ("(" if lo_open else "[") + _show(lo)
+    hi_s = "" if hi is None else _show(hi) + (")" if hi_open else "]")
+    span = f"{lo_s}, {hi_s}" if lo is not None and hi is not None else (
+        f"{'>' if lo_open else '≥'} {_show(lo)}" if lo is not None else (
+            f"{'<' if hi_open else '≤'} {_show(hi)}" if hi is not None else "finite"))
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(x) or (lo is not None and (x < lo or (lo_open and x == lo))) or \
+                (hi is not None and (x > hi or (hi_open and x == hi))):
+            raise argparse.ArgumentTypeError(f"{text} is not {what} {_range(span)}")
+        return x
+
+    parse.__name__ = what
+    return parse
+
+
+def _range(span: str) -> str:
+    return f"(a finite number {span})" if span[0] in "≥≤<>f" else f"in {span}"
+
+
+def integer(lo: int | None = None, hi: int | None = None, *, what: str = "a whole number") -> Callable[[str], int]:
+    """An int in [lo, hi]."""
+    span = (f"in [{lo}, {hi}]" if lo is not None and hi is not None else
+            f"≥ {lo}" if lo is not None else f"≤ {hi}" if hi is not None else "")
+
+    def parse(text: str) -> int:
+        try:
+            x = int(str(text).strip())
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} (a whole number"
+                                             + (f" {span})" if span else ")")) from None
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
+            raise argparse.ArgumentTypeError(f"{text} is not {what} {span}")
+        return x
+
+    parse.__name__ = what
+    return parse
+
+
+fps = number(0.0, MAX_FPS, lo_open=True, what="a frame rate")
+"""Frames per second, in (0, 120]."""
+
+seconds = number(0.0, MAX_SECONDS, what="a time in seconds")
+"""A media time: finite, ≥ 0."""
+
+
+def duration(lo: float = 0.0, hi: float = MAX_SECONDS, what: str = "a duration in seconds") -> Callable[[str], float]:
+    """A length of time: finite, > ``lo``, ≤ ``hi``."""
+    return number(lo, hi, lo_open=True, what=what)
+
+
+def fraction(*, zero: bool = True, what: str = "a fraction") -> Callable[[str], float]:
+    """A share in [0, 1] (``zero=False``: (0, 1])."""
+    return number(0.0, 1.0, lo_open=not zero, what=what)
+
+
+def model_list(text: str) -> tuple[str, ...]:
+    """Comma-separated catalogue names: at least one, each in the catalogue."""
+    from models.catalogue import load_catalogue
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("no model named (give catalogue names, e.g. ssd-mobilenet-v2-coco; "
+                                         "python main.py models lists them)")
+    cat = load_catalogue()
+    unknown = [n for n in names if n not in cat]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"not in the model catalogue: {', '.join(unknown)} "
+                                         "(python main.py models lists the names)")
+    return names
+
+
+def weights_pair(text: str) -> tuple[str, str]:
+    """``MODEL=PATH``: MODEL a bring-your-own model of the catalogue, PATH not empty."""
+    from models.catalogue import load_catalogue
+
+    name, sep, path = text.partition("=")
+    name, path = name.strip(), path.strip()
+    cat = load_catalogue()
+    own = sorted(n for n, s in cat.items() if s.user_supplied)
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODEL=PATH (e.g. yolo-user=/models/best.pt)")
+    if name not in cat:
+        raise argparse.ArgumentTypeError(f"{name!r} is not in the model catalogue (models that take your "
+                                         f"weights: {', '.join(own)})")
+    if not cat[name].user_supplied:
+        raise argparse.ArgumentTypeError(f"{name} brings its own weights and takes none of yours (models "
+                                         f"that do: {', '.join(own)})")
+    return name, path
+
+
+def check_device(ap: argparse.ArgumentParser, device: str | None) -> None:
+    """``--device cuda`` on a machine without CUDA: a usage error (exit 2). Imports torch
+    only when CUDA was asked for."""
+    if device != "cuda":
+        return
+    try:
+        import torch
+        ok = bool(torch.cuda.is_available())
+    except Exception:  # no torch, or a broken CUDA install: either way there is no CUDA to use
+        ok = False
+    if not ok:
+        ap.error("argument --device: cuda was asked for, but CUDA is not available on this machine "
+                 "(use --device cpu, or leave --device out)")
+
+
+def past_end(option: str, value: float | None, duration_s: float, name: str) -> str | None:
+    """The sentence for ``option`` lying at or past the end of a file of ``duration_s``, or None."""
+    if value is None or value < duration_s:
+        return None
+    return f"{option} {value:g} s is past the end of {name} ({duration_s:.2f} s long)"

@@ -293,6 +293,15 @@ def test_chat_on_a_missing_camera_or_file_asks_nothing(data_dir, tmp_path):
         _assert_nothing_asked(_chat(source, data_dir), source)
 
 
+def test_chat_on_a_file_without_pictures_asks_nothing(clips, data_dir, capsys):
+    """An audio-only file: no frame to show the model, so no answer about a picture nobody saw."""
+    rc = main.main(["chat", str(clips["audio"]), "--ask", "Is anyone at the gate?"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert _one_error_line(err) == (f"kestrel: no frames could be read from {clips['audio']} "
+                                    "(it has no video stream); nothing was asked")
+
+
 # -- 4. files without audio, files without video ------------------------------------------------------
 
 @pytest.mark.parametrize("kind,skipped,ran", [

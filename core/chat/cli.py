@@ -62,7 +62,9 @@ def cmd_chat(argv: list[str]) -> int:
     if is_file and not Path(src).exists():  # before loading a model: nothing to look at
         print_error(no_frames(src, "it does not exist"))
         return 1
-    if is_file and args.at is not None:
+    frames = None
+    at = args.at
+    if is_file:  # the window's frames first: with none, there is nothing to perceive or ask
         from core.media import MediaError, probe
         try:
             info = probe(src, with_hash=False)
@@ -73,6 +75,10 @@ def cmd_chat(argv: list[str]) -> int:
         if past:
             print_error(past)
             return 2
+        frames, at, problem = _file_window(info, args.at, args.window)
+        if not frames:
+            print_error(no_frames(src, problem))
+            return 1
     from models.catalogue import ModelError
     from models.llm.base import LLMError
 
@@ -83,7 +89,6 @@ def cmd_chat(argv: list[str]) -> int:
         return 1
     settings = EncoderSettings(max_side=args.max_side, crf=args.crf, codec=args.codec)
     project = media_id = None
-    frames = None
     try:
         if is_file:
             project, media_id, log = _file_log(args)
@@ -98,20 +103,23 @@ def cmd_chat(argv: list[str]) -> int:
     except KestrelError as e:  # MediaError, LiveError, ProjectError: one line, no traceback
         print_error(e)
         return 1
-    state = HeadlessState(on_partial=_print_token)
-    req = ChatRequest(args.ask, backend, source=src if is_file else "", at=args.at, window_s=args.window,
-                      frames=frames, log=log, encoder=settings, max_tokens=args.max_tokens, reference=True)
     try:
-        ans = answer(req, state)
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
-        return 130
-    _report(ans)
-    if project is not None and media_id is not None and not project.read_only:
-        from core.chat.session import save_chat
-        save_chat(project, media_id, ans)
-        project.close()
-    return 2 if ans.error else 0
+        state = HeadlessState(on_partial=_print_token)
+        req = ChatRequest(args.ask, backend, source=src if is_file else "", at=at, window_s=args.window,
+                          frames=frames, log=log, encoder=settings, max_tokens=args.max_tokens, reference=True)
+        try:
+            ans = answer(req, state)
+        except KeyboardInterrupt:
+            print("\nstopped", file=sys.stderr)
+            return 130
+        _report(ans)
+        if project is not None and media_id is not None and not project.read_only:
+            from core.chat.session import save_chat
+            save_chat(project, media_id, ans)
+        return 2 if ans.error else 0
+    finally:
+        if project is not None:
+            project.close()
 
 
 def no_frames(source: str, why: str) -> str:
@@ -125,6 +133,24 @@ def _backend(args):
         return OpenAICompatLLM(args.server, args.model, key_env=args.key_env, read_timeout=args.timeout)
     from models.llm.local import LocalLLM
     return LocalLLM()
+
+
+def _file_window(info, at: float | None, window: float):
+    """The frames a file's answer looks at (``window`` s up to ``at``, its end by default), as
+    ``answer`` would decode them: (frames, at, why there are none or None)."""
+    from core.chat.session import ChatRequest, file_frames
+    from core.media import MediaError
+
+    end = info.duration_s if at is None else min(at, info.duration_s)
+    if not info.has_video:
+        return [], end, "it has no video stream"
+    fps = ChatRequest.__dataclass_fields__["sample_fps"].default
+    try:
+        frames = file_frames(info.path, max(0.0, end - window), end, fps)
+    except MediaError as e:
+        return [], end, describe(e)
+    t0 = max(0.0, end - window)
+    return frames, end, None if frames else f"no frame decodes in {fmt_time(t0)}–{fmt_time(end)}"
 
 
 def _file_log(args):

@@ -43,7 +43,7 @@ def logging_handlers(stream=None, log_file: Path | None = None) -> list[logging.
     handlers: list[logging.Handler] = [err]
     if log_file is not None:
         fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=2_000_000, backupCount=2,
-                                                  encoding="utf-8")
+                                                  encoding="utf-8", errors="backslashreplace")  # names not UTF-8
         fh.setFormatter(logging.Formatter(LOG_FORMAT))
         fh.setLevel(logging.INFO)
         handlers.append(fh)

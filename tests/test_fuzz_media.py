@@ -354,22 +354,34 @@ def open_in_window(qtbot, win, path: Path) -> tuple[str, list[str]]:
             sig.disconnect(fn)
 
 
-def test_fuzz_window_open_path(qtbot, window, fuzz_set, caplog, capfd):
+def test_fuzz_window_open_path(qtbot, window, fuzz_set, caplog, capfd, tmp_path):
     import logging
 
-    caplog.set_level(logging.WARNING)
+    from gui.app import logging_handlers
+
+    caplog.set_level(logging.INFO)
+    root = logging.getLogger()
+    handlers = logging_handlers(sys.stderr, tmp_path / "kestrel.log")  # the app's console and log file
+    for h in handlers:
+        root.addHandler(h)
     outcomes: Counter = Counter()
     t0 = time.monotonic()
-    for what, path in fuzz_set:
-        outcome, errors = open_in_window(qtbot, window, path)
-        outcomes[outcome] += 1
-        outcomes["with a message"] += bool(errors)
-        for m in errors:
-            assert "\n" not in m and "Traceback" not in m, (what, m)
-        if outcome == "refused":
-            assert errors, what
-    window.timeline.grab()
+    try:
+        for what, path in fuzz_set:
+            outcome, errors = open_in_window(qtbot, window, path)
+            outcomes[outcome] += 1
+            outcomes["with a message"] += bool(errors)
+            for m in errors:
+                assert "\n" not in m and "Traceback" not in m, (what, m)
+            if outcome == "refused":
+                assert errors, what
+        window.timeline.grab()
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
     took = time.monotonic() - t0
+    assert "not valid UTF-8" in (tmp_path / "kestrel.log").read_text(encoding="utf-8")
     tracebacks = [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
     _out, err = capfd.readouterr()
     print(f"\n[fuzz b] {len(fuzz_set)} damaged files opened in one window in {took:.1f} s: "

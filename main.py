@@ -31,9 +31,11 @@ def run_command(name: str, argv: list[str]) -> int:
     line and exit 1; anything else is one line naming the log file that holds its traceback,
     exit 1; Ctrl+C is one line and exit 130. Never a traceback on the terminal."""
     import importlib
+    import logging
 
     from core.errors import is_expected, log_traceback, print_error
 
+    handlers = _cli_logging()
     try:
         module, func = COMMANDS[name]
         return getattr(importlib.import_module(module), func)(argv)
@@ -52,6 +54,49 @@ def run_command(name: str, argv: list[str]) -> int:
         print_error(f"an unexpected error ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
                     + (f"details in {where}" if where else "the log file could not be written"))
         return 1
+    finally:
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+
+
+def _cli_logging() -> list:
+    """While a command runs, what Kestrel's modules log at WARNING and above goes to stderr in
+    one line each, never with a traceback (Python's last-resort handler would print one), and
+    to the log file with it. Returns the handlers added to the root logger."""
+    import logging
+
+    from core.errors import log_handler
+
+    class OneLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            text = record.getMessage()
+            cut = text.find("Traceback (most recent call last)")
+            if cut >= 0:
+                text = text[:cut]
+            return f"{record.levelname.lower()}: {' '.join(text.split())}"
+
+    class Stderr(logging.StreamHandler):  # the stderr of the moment (tests swap it)
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value) -> None:
+            pass
+
+    console = Stderr()
+    console.setFormatter(OneLine())
+    console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
+    file = log_handler()
+    if file is not None:
+        file.setLevel(logging.WARNING)
+        handlers.append(file)
+    root = logging.getLogger()
+    for h in handlers:
+        root.addHandler(h)
+    return handlers
 
 
 def main(argv: list[str] | None = None) -> int:

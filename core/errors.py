@@ -14,7 +14,7 @@ from pathlib import Path
 
 from models.errors import KestrelError
 
-__all__ = ["KestrelError", "is_expected", "describe", "print_error", "log_traceback"]
+__all__ = ["KestrelError", "is_expected", "describe", "print_error", "log_handler", "log_traceback"]
 
 
 def is_expected(exc: BaseException) -> bool:
@@ -41,10 +41,11 @@ def print_error(exc: BaseException | str, stream=None) -> None:
     print(f"kestrel: {text}", file=stream or sys.stderr)
 
 
-def log_traceback(exc: BaseException, what: str = "kestrel") -> Path | None:
-    """Append ``exc``'s traceback to Kestrel's log file (the window's: ``kestrel.log`` in the
-    data folder, rotated the same way) and return its path; None when it cannot be written
-    (the caller still has its one line to print)."""
+def log_handler() -> "logging.Handler | None":
+    """A handler for Kestrel's log file (the window's: ``kestrel.log`` in the data folder,
+    rotated the same way, tracebacks written out); None when the file cannot be opened. A
+    failure to write is dropped silently (the console must never get a "Logging error"
+    traceback for it)."""
     import logging
     import logging.handlers
 
@@ -53,17 +54,31 @@ def log_traceback(exc: BaseException, what: str = "kestrel") -> Path | None:
     try:
         folder = data_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "kestrel.log"
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2, encoding="utf-8")
+        handler = logging.handlers.RotatingFileHandler(folder / "kestrel.log", maxBytes=2_000_000, backupCount=2,
+                                                       encoding="utf-8", errors="backslashreplace", delay=True)
     except OSError:
         return None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.failed = False  # type: ignore[attr-defined]
+
+    def dropped(_record) -> None:
+        handler.failed = True  # type: ignore[attr-defined]
+    handler.handleError = dropped  # type: ignore[method-assign]
+    return handler
+
+
+def log_traceback(exc: BaseException, what: str = "kestrel") -> Path | None:
+    """Append ``exc``'s traceback to Kestrel's log file (see :func:`log_handler`) and return
+    its path; None when it cannot be written (the caller still has its one line to print)."""
+    import logging
+
+    handler = log_handler()
+    if handler is None:
+        return None
     record = logging.LogRecord("kestrel", logging.ERROR, __file__, 0, "%s failed: %s", (what, describe(exc)),
                                (type(exc), exc, exc.__traceback__))
-    failed: list[bool] = []
-    handler.handleError = lambda _record: failed.append(True)  # type: ignore[method-assign]  # no traceback
     try:
         handler.emit(record)
     finally:
         handler.close()
-    return None if failed else path
+    return None if handler.failed else Path(handler.baseFilename)  # type: ignore[attr-defined]

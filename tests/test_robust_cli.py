@@ -252,6 +252,30 @@ def test_kestrel_errors_and_interrupts_are_one_line(data_dir, capsys, monkeypatc
     assert not (data_dir / "kestrel.log").exists()  # expected errors leave no traceback anywhere
 
 
+def test_a_traceback_logged_during_a_command_stays_in_the_log(data_dir, capsys, monkeypatch):
+    """core.media logs a failed probe with exc_info: without handlers Python's last resort would
+    print that traceback on the terminal; a command prints one line and the log keeps it."""
+    import logging
+
+    import core.cli
+
+    def logs(argv):
+        try:
+            {}["missing"]
+        except KeyError:
+            logging.getLogger("core.media").warning("probing x.mp4 failed", exc_info=True)
+        return 0
+
+    monkeypatch.setattr(core.cli, "cmd_models", logs)
+    root = logging.getLogger()
+    before = list(root.handlers)
+    assert main.main(["models"]) == 0
+    assert capsys.readouterr().err == "warning: probing x.mp4 failed\n"
+    text = (data_dir / "kestrel.log").read_text()
+    assert "WARNING core.media: probing x.mp4 failed" in text and "KeyError: 'missing'" in text
+    assert root.handlers == before  # the command's handlers are gone with it
+
+
 # -- 3. chat with no frames ------------------------------------------------------------------------------
 
 def _chat(source: str, data_dir: Path) -> subprocess.CompletedProcess:

@@ -64,6 +64,9 @@ def check_path(path: str | os.PathLike) -> tuple[Path, str | None]:
     p = Path(path)
     bad = not_text(p)
     if bad is not None:
+        if not_text(p.name) is None:
+            return p, (f"is in a folder whose name is not valid UTF-8 text ({bad}); Kestrel keeps file "
+                       "paths as text in its projects: rename the folder or move the file, and open it again.")
         return p, (f"has a name that is not valid UTF-8 text ({bad}); Kestrel keeps file names as "
                    "text in its projects: rename the file and open it again.")
     longest = max((len(os.fsencode(part)) for part in p.parts), default=0)
@@ -150,7 +153,10 @@ def _packet_end(pkt, origin: float) -> float | None:
     ts = pkt.pts if pkt.pts is not None else pkt.dts
     if ts is None or pkt.time_base is None:
         return None
-    end = (ts + max(0, pkt.duration or 0)) * float(pkt.time_base) - origin
+    tb = float(pkt.time_base)
+    # a packet's own duration counts for at most a second: a patched sample table can give
+    # the last frame days
+    end = ts * tb + min(max(0, pkt.duration or 0) * tb, 1.0) - origin
     return end if math.isfinite(end) else None
 
 

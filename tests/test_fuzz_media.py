@@ -225,7 +225,8 @@ def check_one(path: str) -> dict:
         if bugs:
             return {"outcome": "bug", "message": "; ".join(bugs)}
         partial += [f"{k}: {v}" for k, v in res.errors.items()]
-        return {"outcome": "opened", "partial": partial, "notes": list(getattr(info, "notes", ())), "duration": info.duration_s}
+        return {"outcome": "opened", "partial": partial, "notes": list(getattr(info, "notes", ())),
+                "duration": info.duration_s}
     except Exception as e:
         return {"outcome": "bug", "message": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
 

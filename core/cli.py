@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core import cliargs, ops
-from core.analysis import DEFAULT_MODELS, AnalysisRequest, analyze
+from core.analysis import AUDIO_TASKS, DEFAULT_MODELS, VISUAL_TASKS, AnalysisRequest, analyze
 from core.errors import print_error
 from core.jobs import Cancelled, HeadlessState
 from core.media import MediaError, probe
@@ -27,7 +27,7 @@ def cmd_analyze(argv: list[str]) -> int:
     ap.add_argument("--project", required=True, help="the .kestrel project to store results in")
     ap.add_argument("--fps", type=cliargs.fps, default=2.0,
                     help=f"frames analysed per second, up to {cliargs.MAX_FPS:g} (default 2)")
-    ap.add_argument("--models", type=cliargs.model_list, default=DEFAULT_MODELS,
+    ap.add_argument("--models", type=cliargs.model_list(AUDIO_TASKS + VISUAL_TASKS), default=DEFAULT_MODELS,
                     help="catalogue names, comma-separated (python main.py models lists them)")
     ap.add_argument("--start", type=cliargs.seconds, default=0.0, help="seconds into the file (default 0)")
     ap.add_argument("--end", type=cliargs.seconds, default=None, help="seconds into the file (default: its end)")

@@ -94,20 +94,30 @@ def fraction(*, zero: bool = True, what: str = "a fraction") -> Callable[[str], 
     return number(0.0, 1.0, lo_open=not zero, what=what)
 
 
-def model_list(text: str) -> tuple[str, ...]:
-    """Comma-separated catalogue names: at least one, each in the catalogue."""
-    from models.catalogue import load_catalogue
+def model_list(tasks: tuple[str, ...] | None = None) -> Callable[[str], tuple[str, ...]]:
+    """Comma-separated catalogue names: at least one, each in the catalogue (and, with
+    ``tasks``, each a model for one of them)."""
 
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        raise argparse.ArgumentTypeError("no model named (give catalogue names, e.g. ssd-mobilenet-v2-coco; "
-                                         "python main.py models lists them)")
-    cat = load_catalogue()
-    unknown = [n for n in names if n not in cat]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"not in the model catalogue: {', '.join(unknown)} "
-                                         "(python main.py models lists the names)")
-    return names
+    def parse(text: str) -> tuple[str, ...]:
+        from models.catalogue import load_catalogue
+
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        if not names:
+            raise argparse.ArgumentTypeError("no model named (give catalogue names, e.g. ssd-mobilenet-v2-coco; "
+                                             "python main.py models lists them)")
+        cat = load_catalogue()
+        unknown = [n for n in names if n not in cat]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"not in the model catalogue: {', '.join(unknown)} "
+                                             "(python main.py models lists the names)")
+        other = [f"{n} ({cat[n].task})" for n in names if tasks is not None and cat[n].task not in tasks]
+        if other:
+            raise argparse.ArgumentTypeError(f"not a model for this command: {', '.join(other)}; "
+                                             f"it takes {', '.join(tasks or ())} models")
+        return names
+
+    parse.__name__ = "a list of models"
+    return parse
 
 
 def weights_pair(text: str) -> tuple[str, str]:

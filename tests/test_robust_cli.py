@@ -74,6 +74,8 @@ BAD = [
     (A + ["--models", ""], "--models"),
     (A + ["--models", " , "], "--models"),
     (A + ["--models", "ssd-mobilenet-v2-coco,no-such-model"], "--models"),
+    (A + ["--models", "minilm"], "--models"),  # a text embedder: nothing to run over a file
+    (A + ["--models", "qwen2.5-0.5b-chat"], "--models"),
     (A + ["--weights", "no-such-model=/tmp/x.pt"], "--weights"),
     (A + ["--weights", "yolo-user"], "--weights"),
     (A + ["--weights", "=/tmp/x.pt"], "--weights"),
@@ -202,7 +204,7 @@ def test_good_numbers_pass():
     assert cliargs.fps("120") == 120.0 and cliargs.fps("0.5") == 0.5
     assert cliargs.seconds("0") == 0.0 and cliargs.integer(0, 51)("51") == 51
     assert cliargs.weights_pair("yolo-user=/m/best.pt") == ("yolo-user", "/m/best.pt")
-    assert cliargs.model_list("ssd-mobilenet-v2-coco, silero-vad,") == ("ssd-mobilenet-v2-coco", "silero-vad")
+    assert cliargs.model_list()("ssd-mobilenet-v2-coco, silero-vad,") == ("ssd-mobilenet-v2-coco", "silero-vad")
 
 
 # -- 2. one way to report errors ------------------------------------------------------------------------

@@ -58,6 +58,8 @@ def cmd_chat(argv: list[str]) -> int:
     if args.server and not args.model:
         ap.error("argument --server: needs --model (the model's name on that server)")
     src = args.source
+    if not src.strip():
+        ap.error("argument source: it is empty (give a video file, a camera index or a stream URL)")
     is_file = not (src.isdigit() or "://" in src)
     if is_file and not Path(src).exists():  # before loading a model: nothing to look at
         print_error(no_frames(src, "it does not exist"))
@@ -211,9 +213,12 @@ def _listen(spec: str, seconds: float, connect_timeout: float = 20.0):
                 why = f"no answer in {min(5.0, connect_timeout):g} s"
             problems.append(f"cannot connect: {why}")
 
-    src = LiveSource(spec, audio=False, give_up_s=connect_timeout, backoff=(0.25, 2.0),
-                     open_timeout=min(5.0, connect_timeout), read_timeout=min(5.0, connect_timeout),
-                     on_status=status)
+    try:
+        src = LiveSource(spec, audio=False, give_up_s=connect_timeout, backoff=(0.25, 2.0),
+                         open_timeout=min(5.0, connect_timeout), read_timeout=min(5.0, connect_timeout),
+                         on_status=status)
+    except LiveError as e:  # not a source at all (e.g. an unknown scheme taken for a file)
+        return None, log, describe(e)
     began = time.monotonic()
     first: list[float] = []  # the watch starts with the first frame, not with the first try to connect
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from core.errors import KestrelError
 
 __all__ = ["UsageError", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
-           "check_device", "past_end", "MAX_FPS", "MAX_SECONDS"]
+           "check_device", "past_end", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
 
 class UsageError(KestrelError):
     """A bad argument only the file could reveal (``--start`` past its end): one line, exit 2."""
@@ -77,8 +77,9 @@ def integer(lo: int | None = None, hi: int | None = None, *, what: str = "a whol
     return parse
 
 
-fps = number(0.0, MAX_FPS, lo_open=True, what="a frame rate")
-"""Frames per second, in (0, 120]."""
+MIN_FPS = 0.01  # a frame every 100 s; below it a frame's step (1/fps) runs past any file
+fps = number(MIN_FPS, MAX_FPS, what="a frame rate")
+"""Frames per second, in [0.01, 120]."""
 
 seconds = number(0.0, MAX_SECONDS, what="a time in seconds")
 """A media time: finite, ≥ 0."""

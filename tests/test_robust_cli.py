@@ -64,6 +64,7 @@ BAD = [
     (A + ["--fps", "1e9"], "--fps"),
     (A + ["--fps", "-1"], "--fps"),
     (A + ["--fps", "two"], "--fps"),
+    (A + ["--fps", "1e-300"], "--fps"),  # positive, but a frame's step would be 1e300 s
     (A + ["--end", "nan"], "--end"),
     (A + ["--end", "inf"], "--end"),
     (A + ["--start", "-1"], "--start"),

@@ -45,6 +45,12 @@ def run_command(name: str, argv: list[str]) -> int:
         return 130
     except SystemExit:
         raise  # argparse: usage and one error line, exit 2
+    except BrokenPipeError:  # `kestrel … | head`: the reader has gone, nobody is left to tell
+        try:  # and Python's own flush at exit must not print a second error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
     except Exception as e:
         if is_expected(e):
             from core.cliargs import UsageError

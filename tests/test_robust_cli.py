@@ -279,6 +279,24 @@ def test_a_traceback_logged_during_a_command_stays_in_the_log(data_dir, capsys, 
     assert root.handlers == before  # the command's handlers are gone with it
 
 
+def test_a_reader_that_goes_away_is_no_error(tmp_path):
+    """``kestrel … | head -1``: the pipe closes under a long listing; no traceback, no "Exception
+    ignored" at exit."""
+    code = ("import sys, main, core.cli\n"
+            "def listing(argv):\n"
+            "    for i in range(200000):\n"
+            "        print(f'line {i}')\n"
+            "    return 0\n"
+            "core.cli.cmd_models = listing\n"
+            "sys.exit(main.main(['models']))\n")
+    p = subprocess.Popen([PY, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "KESTREL_DATA_DIR": str(tmp_path / "data")})
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 1 and err == ""
+
+
 # -- 3. chat with no frames ------------------------------------------------------------------------------
 
 def _chat(source: str, data_dir: Path) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from core.errors import KestrelError
-from core.mediacheck import (MAX_CHANNELS, MAX_SAMPLE_RATE, check_path, display_name, finite_seconds, packets,
+from core.mediacheck import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_path, display_name, finite_seconds, packets,
                              settle_duration)
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,9 @@ def _usable(s) -> str | None:
         rate, ch = int(cc.sample_rate or 0), int(cc.channels or 0)
         if rate <= 0 or ch <= 0:
             return "its audio stream declares no sample rate or no channels"
-        if rate > MAX_SAMPLE_RATE:
-            return f"its audio stream declares {rate:,} samples per second (at most {MAX_SAMPLE_RATE:,} are read)"
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            return (f"its audio stream declares a sample rate of {rate:,} Hz (Kestrel reads "
+                    f"{MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,} Hz)")
         if ch > MAX_CHANNELS:
             return f"its audio stream declares {ch} channels (at most {MAX_CHANNELS} are read)"
     if s.type == "video" and (int(cc.width or 0) > 32768 or int(cc.height or 0) > 32768):

@@ -46,6 +46,7 @@ def made(tmp_path_factory) -> dict[str, Path]:
         "ch255": mediagen.patch_wav_header(wav, d / "ch255.wav", channels=255),
         "ch0": mediagen.patch_wav_header(wav, d / "ch0.wav", channels=0),
         "rate_2ghz": mediagen.patch_wav_header(wav, d / "rate.wav", sample_rate=2**31 - 1),
+        "rate_1hz": mediagen.patch_wav_header(wav, d / "rate1.wav", sample_rate=1),
     }
 
 
@@ -95,6 +96,12 @@ def test_a_name_that_is_not_utf8_is_refused_with_a_printable_sentence(tmp_path, 
     msgs = every_reader(path)
     assert len(msgs) == 5
     assert "clip\\xff\\nnew.mp4" in msgs[0] and "UTF-8" in msgs[0] and "rename" in msgs[0]
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(folder)
+    with open(folder + b"/ok.mp4", "wb") as f:
+        f.write(made["clip"].read_bytes())
+    msgs = every_reader(os.fsdecode(folder + b"/ok.mp4"))
+    assert len(msgs) == 5 and msgs[0].startswith("ok.mp4 is in a folder whose name is not valid UTF-8 text (byte 0xe9)")
 
 
 def test_folders_pipes_empty_and_unreadable_files(tmp_path, made):
@@ -135,7 +142,8 @@ def test_a_stream_no_decoder_knows_is_ignored_with_a_note(made):
 
 
 @pytest.mark.parametrize("name, words", [("ch255", "255 channels"), ("ch0", "no channels"),
-                                         ("rate_2ghz", "2,147,483,647 samples per second")])
+                                         ("rate_2ghz", "a sample rate of 2,147,483,647 Hz"),
+                                         ("rate_1hz", "a sample rate of 1 Hz (Kestrel reads 1,000 to 768,000 Hz)")])
 def test_wav_headers_with_absurd_channels_or_rates(made, name, words):
     msgs = every_reader(made[name])
     assert len(msgs) == 4  # probe, decoder (no video), audio reader, load_mono; frame_times gives []

@@ -19,6 +19,7 @@ from core.errors import KestrelError
 __all__ = ["UsageError", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
            "check_device", "past_end", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
 
+
 class UsageError(KestrelError):
     """A bad argument only the file could reveal (``--start`` past its end): one line, exit 2."""
 
@@ -55,7 +56,9 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
 
 
 def _range(span: str) -> str:
-    return f"(a finite number {span})" if span[0] in "≥≤<>f" else f"in {span}"
+    if span == "finite":
+        return "(a finite number)"
+    return f"(a finite number {span})" if span[0] in "≥≤<>" else f"in {span}"
 
 
 def integer(lo: int | None = None, hi: int | None = None, *, what: str = "a whole number") -> Callable[[str], int]:

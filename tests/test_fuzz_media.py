@@ -247,7 +247,9 @@ def worker_main(list_file: str) -> None:
     catalogue.load_catalogue = lambda: {**real, "counting": spec}
     for i, path in json.loads(Path(list_file).read_text()):
         print(json.dumps({"i": i, "start": True}), flush=True)
-        print(json.dumps({"i": i, **check_one(path)}), flush=True)
+        t0 = time.monotonic()
+        result = check_one(path)
+        print(json.dumps({"i": i, **result, "seconds": round(time.monotonic() - t0, 2)}), flush=True)
 
 
 def run_workers(paths: list[str], tmp: Path) -> tuple[dict[int, dict], float]:
@@ -313,7 +315,8 @@ def test_fuzz_core_readers(fuzz_set, tmp_path):
     print(f"\n[fuzz a] {len(fuzz_set)} damaged files through probe, frame index, decoding, audio, waveform and "
           f"analyze in {took:.1f} s: {counts['opened']} opened ({partial} with a clean error in a later step, "
           f"{noted} with a note about the file), {counts['refused']} refused with a MediaError sentence, "
-          f"{counts['bug']} other exceptions, {counts['hang']} hangs, {counts['crash']} crashes")
+          f"{counts['bug']} other exceptions, {counts['hang']} hangs, {counts['crash']} crashes; "
+          f"slowest file {max((r.get('seconds', 0) for r in results.values()), default=0):.1f} s")
     bad = {fuzz_set[i][0]: r for i, r in results.items() if r["outcome"] not in ("opened", "refused")}
     assert not bad, json.dumps(bad, indent=1, ensure_ascii=False)[:6000]
     assert len(results) == len(fuzz_set)

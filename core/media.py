@@ -77,6 +77,10 @@ class MediaInfo:
     # what was wrong with the file but did not stop it opening, one sentence each
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # every view divides by it or draws to it: never NaN, infinite or negative
+        object.__setattr__(self, "duration_s", finite_seconds(self.duration_s))
+
     @property
     def video(self) -> StreamInfo | None:
         return next((s for s in self.streams if s.kind == "video"), None)

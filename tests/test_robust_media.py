@@ -240,7 +240,7 @@ def test_the_window_opens_a_file_claiming_31688_years(qtbot, window, made):
     window.timeline.grab()  # the ruler draws a bounded number of ticks
 
 
-@pytest.mark.parametrize("duration", [1e12, 1e6, 0.0, 1e-6])
+@pytest.mark.parametrize("duration", [1e12, 1e6, 0.0, 1e-6, float("nan"), float("inf"), -5.0])
 def test_player_timeline_and_waveform_cope_with_any_duration(qtbot, window, caplog, duration):
     from core.media import MediaInfo, StreamInfo
     from gui.timeline_view import tick_step
@@ -249,6 +249,8 @@ def test_player_timeline_and_waveform_cope_with_any_duration(qtbot, window, capl
                      streams=(StreamInfo(index=0, kind="audio", codec="pcm_s16le", sample_rate=8000, channels=1),))
     s = window.session
     s.set_media(info)
+    duration = info.duration_s  # NaN, infinite and negative durations are 0 (unknown)
+    assert duration == duration and duration >= 0 and duration != float("inf")
     for t in (duration / 2, duration, 0.0):
         s.seek(t)
         assert window.player.slider.value() * window.player._unit == pytest.approx(s.position, rel=1e-3, abs=2e-3)

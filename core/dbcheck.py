@@ -234,6 +234,18 @@ class Damaged(Exception):
     """The file failed SQLite's integrity check or has no version: nothing is removed."""
 
 
+def stored_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version the file's ``meta`` table states, or None when it is missing or odd."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    value = row[0] if row else None
+    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
 def strip(path: Path, timeout: float, write_timeout: float) -> list[str]:
     """Drop every foreign object of the project at ``path`` in one transaction, after
     keeping a copy ``<name>.bak-foreign-sql``; returns what was dropped (empty: nothing
@@ -242,14 +254,10 @@ def strip(path: Path, timeout: float, write_timeout: float) -> list[str]:
     try:
         if conn.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
             raise Damaged("it fails SQLite's integrity check")
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.OperationalError:
-            row = None
-        value = row[0] if row else None
-        if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+        version = stored_version(conn)
+        if version is None:
             raise Damaged("it has lost its version information")
-        found = inspect(conn, int(value))
+        found = inspect(conn, version)
         if not found.foreign:
             return []
         backup = db.unique_path(path.with_name(f"{path.name}.bak-foreign-sql"))

@@ -299,15 +299,10 @@ class Project:
                                           "try a backup copy.", path)
             if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
                 raise NotAProjectError(f"'{path}' is not a Kestrel project file.", path)
-            try:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            except sqlite3.OperationalError:
-                row = None
-            value = row[0] if row else None
-            if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+            version = dbcheck.stored_version(conn)
+            if version is None:
                 raise ProjectCorruptError(f"The project file '{path}' has lost its version information "
                                           "and cannot be opened.", path)
-            version = int(value)
             if version > cls.SCHEMA_VERSION:
                 raise ProjectNewerSchemaError(f"'{path}' was saved by a newer version of Kestrel; update "
                                               "Kestrel to open it (the file was not changed).", path)

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from core.media import MediaError, _check_readable, _open, _settle, _usable
-from core.mediacheck import MAX_AUDIO_GAP_S, MAX_CHANNELS, display_name, packets
+from core.mediacheck import MAX_AUDIO_GAP_S, MAX_CHANNELS, display_name, packets, time_base
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class AudioReader:
         cc = self._s.codec_context
         self.sample_rate = int(cc.sample_rate or 0)
         self.channels = int(cc.channels or 0)
-        self._tb = float(self._s.time_base)
+        self._tb = time_base(self._s)
         self._origin = float(self._c.start_time) / 1e6 if self._c.start_time is not None else 0.0
         self._used = False
         try:

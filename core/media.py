@@ -21,8 +21,8 @@ from typing import Iterator
 import numpy as np
 
 from core.errors import KestrelError
-from core.mediacheck import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_path, display_name, finite_seconds, packets,
-                             settle_duration)
+from core.mediacheck import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_path, display_name,
+                             finite_seconds, packets, settle_duration, time_base)
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +409,7 @@ class VideoDecoder:
             threads = (cc.width or 0) * (cc.height or 0) > 1280 * 720
         if threads:
             self._s.thread_type = "AUTO"
-        self._tb = float(self._s.time_base)
+        self._tb = time_base(self._s)
         self._origin = float(self._c.start_time) / 1e6 if self._c.start_time is not None else 0.0
         rate = self._s.average_rate or self._s.guessed_rate or self._s.base_rate
         fps = finite_seconds(rate) if rate else 0.0
@@ -661,7 +661,7 @@ def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.nd
         s = usable_stream(c, "video")
         if s is None:
             return np.zeros(0)
-        tb = float(s.time_base)
+        tb = time_base(s)
         origin = float(c.start_time) / 1e6 if c.start_time is not None else 0.0
         dur = media_duration(c, p)[0]
         pts: list[int] = []

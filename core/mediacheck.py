@@ -107,6 +107,12 @@ def finite_seconds(x) -> float:
     return v if math.isfinite(v) and v > 0 else 0.0
 
 
+def time_base(stream) -> float:
+    """A stream's time base in seconds (1/90000 when the header gives none that is usable)."""
+    tb = finite_seconds(stream.time_base) if stream.time_base else 0.0
+    return tb or 1 / 90000
+
+
 def human_duration(s: float) -> str:
     """'2 s', '3.5 min', '27.8 h', '11.6 days', '31,688 years'."""
     if not math.isfinite(s):

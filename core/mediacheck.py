@@ -221,8 +221,9 @@ def settle_duration(container, streams, size_bytes: int, name: str,
         return (declared, None), True
     if declared <= 0:
         return (measured, None), True
-    if measured >= 0.9 * declared:
-        return (declared, None), True  # the timestamps really do span it (a sparse file)
+    if measured >= 0.9 * declared:  # the timestamps really do span it: a sparse file, or damaged timestamps
+        return (declared, f"{name} spreads {size_bytes:,} bytes of {kind} over {human_duration(declared)}: "
+                          "its timestamps may be damaged."), True
     note = (f"{name} declares a duration of {human_duration(declared)} but holds "
             f"{human_duration(measured)} of {kind}; using {human_duration(measured)}.")
     return (measured, note), True

@@ -201,6 +201,7 @@ def test_two_frames_a_million_seconds_apart_plan_what_decodes(made, counting, na
     path = made[name]
     info = probe(path)
     assert info.duration_s == pytest.approx(1e6, rel=1e-3)  # real timestamps: the span is true
+    assert "bytes of video over 11.6 days: its timestamps may be damaged." in info.notes[0]
     assert len(frame_times(path)) == 2
     seen = []
 

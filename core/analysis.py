@@ -280,6 +280,7 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
                     log.warning("tracking unavailable: %s", e)
     total = planned_frames(req.start, end, req.fps)
     done = 0
+    last: dict[str, tuple[float, list]] = {}  # model → (frame time, result) of its last frame
     with VideoDecoder(req.path, max_size=req.max_size) as dec:
         plan = sample_frames(dec, req.start, end, req.fps)
         while True:
@@ -289,6 +290,7 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
                 break
             ts = [float(t) for t, _f in batch]
             frames = [f.image for _t, f in batch]
+            keys = [f.time for _t, f in batch]
             for name in names:
                 out = outputs[name]
                 if out.error:
@@ -296,7 +298,7 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
                 model = loaded[name]
                 t0 = time.perf_counter()
                 try:
-                    res = _run_frames(model, out.task, frames)
+                    res = _run_distinct(model, out.task, frames, keys, last, name)
                 except Exception as e:
                     _fail(out, e)
                     continue
@@ -311,6 +313,23 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
             done += len(batch)
             frac = min(1.0, (ts[-1] - req.start) / max(end - req.start, 1e-9))
             state.set_progress(base + (1 - base) * frac, f"frame {min(done, total)}/{total}")
+
+
+def _run_distinct(model, task: str, frames: list, keys: list[float], last: dict, name: str) -> list[list]:
+    """The model's results for ``frames``, run once per distinct frame: samples of a frame that
+    stays on screen (a slideshow, a low frame rate, a gap in the timestamps) share its result."""
+    prev = last.get(name)
+    known = {prev[0]: prev[1]} if prev else {}
+    todo, seen = [], set(known)
+    for i, k in enumerate(keys):
+        if k not in seen:
+            seen.add(k)
+            todo.append(i)
+    if todo:
+        for i, r in zip(todo, _run_frames(model, task, [frames[i] for i in todo])):
+            known[keys[i]] = r
+    last[name] = (keys[-1], known[keys[-1]])
+    return [list(known[k]) for k in keys]
 
 
 def _run_frames(model, task: str, frames: list[np.ndarray]) -> list[list]:

@@ -17,12 +17,12 @@ from pathlib import Path
 # Below this many bits per second of media, a declared duration is not believed: even a
 # still-picture slideshow or a 6 kb/s voice codec needs far more bytes than that.
 MIN_PLAUSIBLE_BPS = 64.0
-# Audio a reader accepts: 768 kHz is the highest rate converters record (and 1 Hz audio
-# resampled to 16 kHz would be 16,000 times its size); beyond 8 channels
-# PyAV walks a frame's planes past the end of FFmpeg's array (a segmentation fault), so
-# streams and frames with more are not read.
+# Audio a reader accepts. 768 kHz is the highest rate converters record; below 1 kHz the
+# header is damaged (telephone audio is 8 kHz; 1 Hz audio resampled to 16 kHz would be
+# 16,000 times its size). Beyond 8 channels PyAV walks a frame's planes past the end of
+# FFmpeg's array (a segmentation fault), so streams and frames with more are not read.
 MAX_SAMPLE_RATE = 768_000
-MIN_SAMPLE_RATE = 1_000  # below this a header is damaged (telephone audio is 8 kHz)
+MIN_SAMPLE_RATE = 1_000
 MAX_CHANNELS = 8
 # Longest hole in an audio stream's timestamps that is filled with silence; a longer jump
 # (a damaged timestamp, or a packet parked days later) ends the audio there.

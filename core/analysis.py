@@ -116,7 +116,9 @@ def sample_frames(dec: VideoDecoder, start: float, end: float, fps: float, *, ho
     The plan follows what decodes, not what the header declares: a frame that stays on
     screen for more than ``hold_s`` (a gap in the timestamps: one frame, then the next
     days later) is sampled for ``hold_s`` and the plan jumps to the next frame; past the last
-    frame it stops; after ``max_failures`` samples in a row without a frame it gives up.
+    frame it stops. Where no frame decodes the plan leaps ahead, twice as far after each
+    failure (a damaged stretch costs a few tries, not one per sample), and gives up after
+    ``max_failures`` in a row.
     """
     hold = max(2, int(math.ceil(hold_s * fps)))
     k, same, failures, shown = 0, 0, 0, None
@@ -132,7 +134,7 @@ def sample_frames(dec: VideoDecoder, start: float, end: float, fps: float, *, ho
             if failures >= max_failures:
                 log.warning("%d samples in a row without a frame: the rest of the range is skipped", failures)
                 return
-            k += 1
+            k += 1 << min(failures - 1, 40)
             continue
         failures = 0
         same = same + 1 if frame.time == shown else 0

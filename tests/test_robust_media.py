@@ -307,3 +307,24 @@ def test_audio_with_more_than_8_channels_is_never_a_crash(tmp_path, sample, made
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"refused {wav12} ch12.wav cannot be opened: its audio stream declares 12 channels" in p.stdout
     assert f"read {damaged}" in p.stdout
+
+
+def test_the_frame_plan_leaps_over_a_stretch_where_nothing_decodes():
+    """Frames decode only from 30 s on (a damaged start): the plan finds them in a few tries
+    and samples the rest of the range as usual."""
+    from core.analysis import sample_frames
+    from core.media import Frame
+
+    class Decoder:
+        calls = 0
+
+        def frame_at(self, t):
+            Decoder.calls += 1
+            if t < 30.0:
+                raise MediaError("nothing decodes here")
+            n = int(t * 25)
+            return Frame(time=n / 25, duration=0.04, image=np.zeros((2, 2, 3), np.uint8))
+
+    got = [t for t, _f in sample_frames(Decoder(), 0.0, 100.0, 2.0)]
+    assert got and 30.0 <= got[0] <= 60.0 and got[-1] == 99.5
+    assert np.allclose(np.diff(got), 0.5) and Decoder.calls - len(got) <= 8

@@ -6,7 +6,9 @@ with bits flipped in the header and in the body, a range zeroed near the start a
 zeroed; Matroska durations patched to 10^15 ms, NaN, infinity and -1; MP4 box sizes patched;
 WAV sizes, channel counts and rates patched; two frames 10^6 s apart; a stream no decoder
 knows; tags that are not UTF-8; odd names (too long, not UTF-8, spaces and newlines, a
-leading dash, emoji); an empty file, text and random bytes named .mp4, a folder and a pipe.
+leading dash, emoji); an empty file, text and random bytes named .mp4, a folder and a pipe;
+MP4 sample and chunk counts of 2^31, AVI frame rates of 10^9 fps and one frame per 31 years,
+Matroska element sizes of 2^36.
 
 Each file goes through
   (a) probe, frame index, a few decoded frames, audio, waveform and ``analyze`` (a frame
@@ -121,7 +123,24 @@ def build_fuzz_set(d: Path, sample) -> list[tuple[str, Path]]:
     add("mp4 moov size 0xffffffff", "moov-size-huge.mp4", _patch_box_size(mp4, b"moov", 0xFFFFFFFF))
     add("mp4 mdat size 0", "mdat-size-0.mp4", _patch_box_size(mp4, b"mdat", 0))
     add("mp4 mdat size past the end", "mdat-size-past.mp4", _patch_box_size(mp4, b"mdat", len(mp4) * 4))
-    add("mp4 stsz entries huge", "stsz-huge.mp4", _patch_box_size(mp4, b"stsz", 0x7FFFFFFF))
+    add("mp4 stsz box size 0x7fffffff", "stsz-size-huge.mp4", _patch_box_size(mp4, b"stsz", 0x7FFFFFFF))
+    i = mp4.find(b"stsz")
+    add("mp4 stsz sample count 0x7fffffff", "stsz-count-huge.mp4", mp4[:i + 12] + b"\x7f\xff\xff\xff" + mp4[i + 16:])
+    i = mp4.find(b"stco")
+    add("mp4 stco chunk count 0x7fffffff", "stco-count-huge.mp4", mp4[:i + 8] + b"\x7f\xff\xff\xff" + mp4[i + 12:])
+    avi = bases["iscc_avi"].read_bytes()
+    i = avi.find(b"strh") + 28  # dwScale, dwRate of the first stream header
+    for label, (scale, rate) in (("1e9 fps", (1, 10**9)), ("one frame per 31 years", (10**9, 1)),
+                                 ("scale 0", (0, 25))):
+        add(f"AVI frame rate {label}", f"avi-rate-{label.replace(' ', '-')}.avi",
+            avi[:i] + scale.to_bytes(4, "little") + rate.to_bytes(4, "little") + avi[i + 8:])
+    mkv_bytes = mkv.read_bytes()
+    for k in range(3):  # EBML element sizes of 2^36 near the start
+        b = bytearray(mkv_bytes)
+        for _ in range(3):
+            j = rng.randrange(0, min(len(b) - 8, 600))
+            b[j:j + 8] = b"\x01\x00\x00\x0f\xff\xff\xff\xff"
+        add(f"Matroska element sizes of 2^36 ({k})", f"mkv-ebml-size-{k}.mkv", bytes(b))
     wav = mediagen.make_audio_only(base / "tone.wav", duration=1.0)
     wdata = wav.read_bytes()
     i = wdata.find(b"data")

@@ -138,7 +138,8 @@ def quick_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def _check_readable(path: str | os.PathLike) -> Path:
     p, problem = check_path(path)
     if problem is not None:
-        raise MediaError(f"{display_name(p)} {problem}")
+        # a missing file is named in full: the folder may be what is wrong
+        raise MediaError(f"{display_name(p, full=problem.startswith('does not exist'))} {problem}")
     return p
 
 

@@ -242,7 +242,7 @@ def probe(path: str | os.PathLike, *, with_hash: bool = True) -> MediaInfo:
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, UnicodeError, ValueError, OverflowError, MemoryError) as e:
-        log.warning("probing %s failed", name, exc_info=True)
+        log.info("probing %s failed", name, exc_info=True)  # the log file; one sentence for the analyst
         raise MediaError(f"{name} cannot be read: {getattr(e, 'strerror', None) or e} "
                          "(the file may be damaged).") from e
     finally:

@@ -372,8 +372,9 @@ def corrupt_copy(src: str | Path, dst: str | Path, seed: int = 0) -> Path:
     return dst
 
 
-def speak(text: str, rate: int = 16000) -> np.ndarray:
-    """espeak-ng saying ``text``: mono float32 at ``rate`` (fails the test clearly without espeak-ng)."""
+def speak(text: str, rate: int = 16000, wpm: int | None = None) -> np.ndarray:
+    """espeak-ng saying ``text``: mono float32 at ``rate`` (fails the test clearly without espeak-ng),
+    at ``wpm`` words a minute (espeak-ng's default, 175, when None)."""
     import io
     import shutil
     import subprocess
@@ -382,7 +383,9 @@ def speak(text: str, rate: int = 16000) -> np.ndarray:
 
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)", pytrace=False)
-    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True, timeout=60).stdout
+    speed = [] if wpm is None else ["-s", str(int(wpm))]
+    wav = subprocess.run(["espeak-ng", "--stdout", *speed, text], capture_output=True, check=True,
+                         timeout=60).stdout
     out = []
     with av.open(io.BytesIO(wav)) as c:
         rs = av.AudioResampler(format="flt", layout="mono", rate=rate)

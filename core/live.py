@@ -95,7 +95,7 @@ class LiveSource:
         if "://" in url:  # a network stream: probe 1 s of it, not FFmpeg's default 5 s
             opts.update(analyzeduration="1000000", probesize="200000")
         try:
-            return av.open(url, format=fmt, options=opts,
+            return av.open(url, format=fmt, options=opts, metadata_errors="replace",
                            timeout=(self.open_timeout, self.read_timeout))
         except (av.error.FFmpegError, OSError) as e:
             raise LiveError(f"{describe(self.spec)}: cannot open ({e}).") from e

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -328,3 +329,30 @@ def test_the_frame_plan_leaps_over_a_stretch_where_nothing_decodes():
     got = [t for t, _f in sample_frames(Decoder(), 0.0, 100.0, 2.0)]
     assert got and 30.0 <= got[0] <= 60.0 and got[-1] == 99.5
     assert np.allclose(np.diff(got), 0.5) and Decoder.calls - len(got) <= 8
+
+
+def _video_with_bad_tags(tmp_path: Path) -> Path:
+    """A short video whose container title holds bytes that are not UTF-8."""
+    dst = tmp_path / "badtags.mkv"
+    with av.open(str(dst), "w") as out:
+        out.metadata["title"] = "QQQQ title"
+        vs = mediagen._add_video_stream(out, "libx264", 25, (160, 120), None, False, None)
+        mediagen._write_video(out, vs, 1.0, 25, (160, 120), False)
+    data = dst.read_bytes()
+    assert data.count(b"QQQQ") == 1
+    dst.write_bytes(data.replace(b"QQQQ", b"\xff\xfe\xc3\x28"))
+    return dst
+
+
+def test_readers_outside_core_media_take_tags_that_are_not_utf8(tmp_path):
+    """Shot detection and the chat meter's human-quality stream open files themselves: a
+    title tag that is not UTF-8 must not stop them (it raised UnicodeDecodeError)."""
+    from core.chat.encoder import human_quality_kbps
+    from core.jobs import HeadlessState
+    from core.tagging.shots import detect_shots
+
+    path = _video_with_bad_tags(tmp_path)
+    with pytest.raises(UnicodeDecodeError):  # the file really carries the damage
+        av.open(str(path)).close()
+    assert detect_shots(str(path), HeadlessState())
+    assert human_quality_kbps(str(path), preset="ultrafast") > 0

@@ -87,7 +87,7 @@ def export_clip(src: str | os.PathLike, start: float, end: float, out: str | os.
     info = probe(src, with_hash=False)
     rot = info.video.rotation if info.video is not None else 0  # applied to the pixels: players differ
     try:
-        inp = av.open(str(src))
+        inp = av.open(str(src), metadata_errors="replace")
     except (av.error.FFmpegError, OSError) as e:
         raise MediaError(f"{Path(src).name} cannot be opened: {e}") from e
     try:

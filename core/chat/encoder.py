@@ -483,7 +483,7 @@ class HumanQualityStream:
 def _human_from_file(path: str, *, crf: int, preset: str, start: float, end: float | None) -> float:
     import av
 
-    with av.open(path) as c:
+    with av.open(path, metadata_errors="replace") as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
         fps = float(vs.average_rate or vs.guessed_rate or 25)

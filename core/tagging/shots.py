@@ -139,7 +139,7 @@ def scan_cuts(path: str, detectors: Mapping[str, Any], state: JobState, *,
     from scenedetect import FrameTimecode
 
     try:
-        container = av.open(str(path), mode="r", timeout=10.0)
+        container = av.open(str(path), mode="r", timeout=10.0, metadata_errors="replace")
     except (av.error.FFmpegError, OSError) as e:
         raise TaggingError(f"{_name(path)} cannot be read for shot detection: {e}.") from e
     try:

@@ -478,6 +478,11 @@ class MainWindow(QMainWindow):
             self.settings.add_recent("recent_projects", str(project.path))
         self.settings.set("last_project", str(project.path))
         self._refresh_media_list()
+        if old is not project and self.session.info is not None:
+            # the open file's id belonged to the previous project (or to none, when the file
+            # opened before the project did): never store results against a stale id
+            self.session.media_id = None
+            self._attach_media(self.session.info)
         self.project_changed.emit(str(project.path))
 
     def _refresh_media_list(self) -> None:
@@ -520,6 +525,12 @@ class MainWindow(QMainWindow):
             self.tasks.run(ops.frame_times_job, info.path, pool="io", name="frame index",
                            key="frame-index").on_done(self._frame_times).on_error(
                 lambda e: log.warning("frame index failed: %s", e))
+        self._attach_media(info)
+        self.media_ready.emit(info)
+
+    def _attach_media(self, info: MediaInfo) -> None:
+        """Find (or add) the open file in the current project, so that results are stored
+        against this project's row for it; called again when the project changes."""
         if self.project is not None and not self.project.read_only:
             self._db(ops.register_media, self.project, info, name="add media").on_done(
                 lambda mid: self._media_registered(info, mid)).on_error(
@@ -529,7 +540,6 @@ class MainWindow(QMainWindow):
             rec_task.on_done(lambda rec: self._media_registered(info, rec.id if rec else None))
         else:
             self._media_registered(info, None)
-        self.media_ready.emit(info)
 
     def _frame_times(self, times) -> None:
         self.session.set_frame_times(times)

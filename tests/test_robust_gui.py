@@ -224,3 +224,25 @@ def test_foreign_sql_removed_with_consent_then_opened(window, qtbot, tmp_path, m
     assert Path(sig.args[0]) == path and window.project.path == path
     assert _triggers(path) == []
     qtbot.waitUntil(lambda: window.media_list.count() == 1, timeout=10000)  # the media survived
+
+
+def test_the_open_file_follows_the_project_so_results_never_land_on_a_stale_id(window, qtbot, tmp_path,
+                                                                                media_dir):
+    """Opening another project while a file is open re-attaches the file to that project: its
+    id in the old project (here 1) would name another file in the new one."""
+    from core.project import Project
+
+    clip = str(media_dir / "clip.mp4")
+    with qtbot.waitSignal(window.media_list_refreshed, timeout=20000):
+        window.open_media(clip)
+    info = window.session.info
+    assert window.session.media_id == 1
+    other = tmp_path / "other.kestrel"
+    with Project.create(other) as p:
+        assert p.add_media("/elsewhere/first.mp4", "h", 1, 1.0, "mp4", []) == 1
+    with qtbot.waitSignal(window.project_changed, timeout=10000):
+        window.open_project(str(other))
+    qtbot.waitUntil(lambda: window.session.media_id is not None, timeout=10000)
+    assert window.session.info is info and window.session.media_id == 2
+    with Project.open(other, read_only=True) as p:
+        assert p.get_media(2).path == info.path and p.get_media(1).path == "/elsewhere/first.mp4"

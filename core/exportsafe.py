@@ -30,13 +30,15 @@ from __future__ import annotations
 import csv
 import math
 import numbers
+import os
 import re
+import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = ["FORMULA_START", "Number", "fixed", "safe_cell", "safe_row", "writer", "dict_writer", "safe_name",
-           "unique_names", "inside", "MAX_NAME_BYTES"]
+           "unique_names", "inside", "write_replacing", "MAX_NAME_BYTES"]
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _AFTER_SPACE = tuple("=+-@\uff1d\uff0b\uff0d\uff20")  # and their full-width forms, after leading blanks
@@ -173,4 +175,23 @@ def inside(folder: str | Path, name: str) -> Path:
     path = base / name
     if name in ("", ".", "..") or "\x00" in name or path.name != name or path.parent != base:
         raise ValueError(f"the file name {name!r} would leave {base}")
+    return path
+
+
+def write_replacing(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a new temporary file beside ``path`` (created exclusively) and rename it
+    over ``path``: a link planted under ``path`` is replaced, never written through, and a
+    reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return path

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from core.exportsafe import write_replacing
 from core.focus import FocusRequest, FocusResult
 
 RUN_KIND = "focus"
@@ -133,10 +134,10 @@ def export_frames(result: FocusResult, path: str, out_dir: str | Path) -> list[P
         for i, f in enumerate(result.frames):
             p = out / f"{i + 1:02d}_{timecode(f.time).replace(':', '-')}.png"
             img = dec.frame_at(f.time).image
-            if not cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"could not write {p}")
-            pngs.append(p)
-    meta = out / "selection.json"
-    meta.write_text(json.dumps(selection_json(result, [p.name for p in pngs]), indent=1, ensure_ascii=False),
-                    encoding="utf-8")
+            ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise OSError(f"could not encode {p}")
+            pngs.append(write_replacing(p, png.tobytes()))  # a link planted under the name is replaced
+    meta = write_replacing(out / "selection.json", json.dumps(
+        selection_json(result, [p.name for p in pngs]), indent=1, ensure_ascii=False).encode("utf-8"))
     return pngs + [meta]

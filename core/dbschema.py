@@ -467,10 +467,13 @@ def connect(path: Path, mode: Mode, timeout: float, *, defensive: bool = True) -
     return conn
 
 
-def make_engine(path: Path, mode: Mode, timeout: float, write_timeout: float | None = None) -> Engine:
+def make_engine(path: Path, mode: Mode, timeout: float, write_timeout: float | None = None,
+                on_write_begin: Callable[[sqlite3.Connection], None] | None = None) -> Engine:
     """A pool of connections; reads wait ``timeout`` for a lock, write transactions (the
     ``kestrel_immediate`` execution option) ``write_timeout``, so a second writer waits for
-    another one's long transaction instead of failing and losing its results."""
+    another one's long transaction instead of failing and losing its results.
+    ``on_write_begin(dbapi_conn)`` runs once a write transaction holds the write lock (so the
+    schema cannot change under it); if it raises, the transaction is rolled back unused."""
     read_only = mode != "rw"
     waits = {False: int(timeout * 1000), True: int((write_timeout or timeout) * 1000)}
     engine = create_engine(
@@ -498,6 +501,13 @@ def make_engine(path: Path, mode: Mode, timeout: float, write_timeout: float | N
             conn.exec_driver_sql(f"PRAGMA busy_timeout={waits[immediate]}")
             info["kestrel_busy_ms"] = waits[immediate]
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if immediate and on_write_begin is not None:
+            dbapi_conn = conn.connection.driver_connection
+            try:
+                on_write_begin(dbapi_conn)
+            except BaseException:
+                dbapi_conn.execute("ROLLBACK")
+                raise
 
     return engine
 

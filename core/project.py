@@ -114,7 +114,9 @@ class Project:
         self._saved_elsewhere = False
         self.warnings: list[str] = warnings
         self.is_temporary = is_temporary
-        self._engine = db.make_engine(path, mode, self.BUSY_TIMEOUT_S, self.WRITE_BUSY_TIMEOUT_S)
+        self._schema_cookie: int | None = None  # PRAGMA schema_version last checked by a write
+        self._engine = db.make_engine(path, mode, self.BUSY_TIMEOUT_S, self.WRITE_BUSY_TIMEOUT_S,
+                                      on_write_begin=self._check_schema_unchanged)
         self._batch = threading.local()  # .conn: this thread's open batch transaction
         self._write_engine = self._engine.execution_options(kestrel_immediate=True)
 
@@ -346,6 +348,28 @@ class Project:
                 f"{f' and {len(names) - 8} more' if len(names) > 8 else ''}; it was not opened (nothing "
                 "was run or changed). Open it in the Kestrel window, which offers to remove them after "
                 "keeping a copy of the file (Project.strip_foreign_objects does the same).", path, names)
+
+    def _check_schema_unchanged(self, conn: sqlite3.Connection) -> None:
+        """Run inside every write transaction once it holds the write lock: if the schema
+        changed since the last check (another program planted a trigger, a view or a table
+        while the project was open), it is checked again and the write refused -- SQL that
+        Kestrel did not create would otherwise run as part of Kestrel's own write."""
+        cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+        if cookie == self._schema_cookie:
+            return
+        found = dbcheck.inspect(conn, self._schema_version)
+        path = self._path
+        if found.problems:
+            raise ProjectCorruptError(f"The project file '{path}' was changed by another program while it "
+                                      f"was open ({'; '.join(found.problems[:6])}), so nothing more is saved "
+                                      "to it.", path)
+        if found.foreign:
+            names = [f.what for f in found.foreign]
+            raise ProjectForeignSqlError(
+                f"Another program added SQL that Kestrel did not create to '{path}' while it was open: "
+                f"{', '.join(names[:8])}{f' and {len(names) - 8} more' if len(names) > 8 else ''}; the "
+                "change was not saved and nothing was run. Reopen the project to remove them.", path, names)
+        self._schema_cookie = cookie
 
     @classmethod
     def strip_foreign_objects(cls, path: StrPath) -> list[str]:

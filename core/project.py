@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -269,6 +270,11 @@ class Project:
             try:
                 version = cls._probe(path, "ro")
             except (_CannotOpen, _ReadOnlyFile):
+                if Path(f"{path}-journal").exists():  # immutable would show a half-written change
+                    raise ProjectError(f"'{path}' has an unfinished change (the '-journal' file beside it) "
+                                       "that SQLite must undo before the project can be read, and it cannot "
+                                       "be written to; copy both files somewhere writable and open the "
+                                       "copy.", path) from None
                 mode = "immutable"
                 version = cls._probe(path, "immutable")
                 wal = Path(f"{path}-wal")
@@ -287,28 +293,48 @@ class Project:
         return project
 
     @classmethod
-    def _probe(cls, path: Path, mode: Mode) -> int:
+    def _probe(cls, path: Path, mode: Mode, *, shown: Path | None = None, guard: bool = True) -> int:
         """Check integrity, identity, version and the whole schema; in rw mode then the write
         lock and WAL.  Returns the file's schema version.  Writes nothing, except switching a
         rw file that somebody converted to another journal mode back to WAL (after all
-        checks passed)."""
+        checks passed).  Messages name ``shown`` (default ``path``).
+
+        In rw mode a read-only *guard* connection is opened first and closed last: SQLite
+        checkpoints a WAL into the file when its last connection closes, which would write a
+        planted ``-wal`` into a file that is then refused; with the guard open the probe is
+        never the last, and a read-only connection never checkpoints.  A hot ``-journal``
+        (which SQLite rolls back into the file on the first read) is first rolled back and
+        checked in a private copy: a journal that would make the file one Kestrel refuses
+        is refused before it touches the file."""
+        name = path if shown is None else shown
         conn: sqlite3.Connection | None = None
+        keep: sqlite3.Connection | None = None
         try:
+            if mode == "rw" and guard:
+                keep = db.connect(path, "ro", cls.BUSY_TIMEOUT_S)
+                try:
+                    keep.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError as exc:
+                    if not ("readonly" in str(exc).lower() and Path(f"{path}-journal").exists()):
+                        raise
+                    keep.close()
+                    keep = None
+                    cls._probe_rolled_back_copy(path)
             conn = db.connect(path, mode, cls.BUSY_TIMEOUT_S)
             rows = conn.execute("PRAGMA quick_check").fetchall()
             if rows != [("ok",)]:
-                raise ProjectCorruptError(f"The project file '{path}' is damaged and cannot be opened; "
-                                          "try a backup copy.", path)
+                raise ProjectCorruptError(f"The project file '{name}' is damaged and cannot be opened; "
+                                          "try a backup copy.", name)
             if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                raise NotAProjectError(f"'{path}' is not a Kestrel project file.", path)
+                raise NotAProjectError(f"'{name}' is not a Kestrel project file.", name)
             version = dbcheck.stored_version(conn)
             if version is None:
-                raise ProjectCorruptError(f"The project file '{path}' has lost its version information "
-                                          "and cannot be opened.", path)
+                raise ProjectCorruptError(f"The project file '{name}' has lost its version information "
+                                          "and cannot be opened.", name)
             if version > cls.SCHEMA_VERSION:
-                raise ProjectNewerSchemaError(f"'{path}' was saved by a newer version of Kestrel; update "
-                                              "Kestrel to open it (the file was not changed).", path)
-            cls._refuse(path, dbcheck.inspect(conn, version))
+                raise ProjectNewerSchemaError(f"'{name}' was saved by a newer version of Kestrel; update "
+                                              "Kestrel to open it (the file was not changed).", name)
+            cls._refuse(name, dbcheck.inspect(conn, version))
             if mode == "rw":
                 conn.execute("BEGIN IMMEDIATE")  # waits up to BUSY_TIMEOUT_S: opening says "locked" soon
                 try:  # a no-op write: SQLite may have opened a write-protected file read-only
@@ -321,20 +347,36 @@ class Project:
         except sqlite3.OperationalError as exc:
             msg = str(exc).lower()
             if "locked" in msg or "busy" in msg:
-                raise ProjectLockedError(f"'{path}' is being changed by another program (perhaps another "
+                raise ProjectLockedError(f"'{name}' is being changed by another program (perhaps another "
                                          "Kestrel window); close it there or open this one read-only.",
-                                         path) from exc
+                                         name) from exc
             if "readonly" in msg or "read-only" in msg:
                 raise _ReadOnlyFile() from exc
             if mode == "ro" and "unable to open" in msg:
                 raise _CannotOpen() from exc
-            raise ProjectCorruptError(f"The project file '{path}' could not be read ({exc}).", path) from exc
+            raise ProjectCorruptError(f"The project file '{name}' could not be read ({exc}).", name) from exc
         except sqlite3.DatabaseError as exc:
-            raise ProjectCorruptError(f"The project file '{path}' is damaged and cannot be opened; "
-                                      "try a backup copy.", path) from exc
+            raise ProjectCorruptError(f"The project file '{name}' is damaged and cannot be opened; "
+                                      "try a backup copy.", name) from exc
         finally:
             if conn is not None:
                 conn.close()
+            if keep is not None:
+                keep.close()
+
+    @classmethod
+    def _probe_rolled_back_copy(cls, path: Path) -> None:
+        """Check what ``path`` becomes once SQLite rolls back its hot journal, on a private
+        copy of both files (the project's own files are not touched)."""
+        try:
+            with tempfile.TemporaryDirectory(prefix="kestrel-journal-") as tmp:
+                copy = Path(tmp) / "copy.kestrel"
+                shutil.copyfile(path, copy)
+                shutil.copyfile(f"{path}-journal", f"{copy}-journal")
+                cls._probe(copy, "rw", shown=path, guard=False)
+        except OSError as exc:
+            raise ProjectError(f"Could not check the unfinished change (journal) of '{path}' before "
+                               f"opening it ({exc.strerror}); the file was left unchanged.", path) from exc
 
     @staticmethod
     def _refuse(path: Path, found: dbcheck.Findings) -> None:

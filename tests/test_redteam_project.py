@@ -3,13 +3,17 @@ planted WAL and hot-journal side files (a refused file and its side files stay u
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.project import Project, ProjectForeignSqlError
-from projectkit import check_populated, filled, project_path, raw  # noqa: F401  (fixtures)
+from projectkit import check_populated, filled, project_path, raw, sha256  # noqa: F401  (fixtures)
 
 
 def test_a_trigger_planted_while_the_project_is_open_never_runs(filled: tuple[Path, dict[str, Any]]) -> None:
@@ -37,3 +41,69 @@ def test_a_trigger_planted_while_the_project_is_open_never_runs(filled: tuple[Pa
         check_populated(p, written)
         p.set_setting("k", 3)  # a schema that is Kestrel's again: writes go on
         assert p.get_setting("k") == 3
+
+
+def _side_files(path: Path) -> dict[str, str]:
+    return {p.name: sha256(p) for p in sorted(path.parent.iterdir()) if p.name.startswith(path.name)
+            and not p.name.endswith("-shm")}
+
+
+def test_a_planted_wal_that_adds_a_trigger_is_refused_and_never_merged(filled: tuple[Path, dict[str, Any]],
+                                                                       tmp_path: Path) -> None:
+    path, written = filled
+    evil = tmp_path / "evil.kestrel"
+    shutil.copyfile(path, evil)
+    other = raw(evil)
+    other.execute("PRAGMA wal_autocheckpoint=0")
+    other.execute("CREATE TRIGGER t AFTER INSERT ON settings BEGIN UPDATE media SET path = '/evil'; END")
+    shutil.copyfile(f"{evil}-wal", f"{path}-wal")  # the WAL of a file with the trigger, beside a good file
+    other.close()
+    before = _side_files(path)
+    assert f"{path.name}-wal" in before
+    with pytest.raises(ProjectForeignSqlError, match="trigger 't'"):
+        Project.open(path)
+    assert _side_files(path) == before  # closing the probe did not checkpoint the WAL into the file
+
+
+def _hot_journal(path: Path, sql: str) -> None:
+    """Leave ``path`` (switched to a rollback journal) with a hot journal: a process runs
+    ``sql`` in a transaction that spills into the file, then dies before committing."""
+    conn = raw(path)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    code = textwrap.dedent(f"""
+        import os, sqlite3
+        c = sqlite3.connect({str(path)!r}, isolation_level=None)
+        c.execute("PRAGMA cache_size=1")
+        c.execute("BEGIN")
+        for statement in {sql.split(';')!r}:
+            c.execute(statement)
+        c.execute("CREATE TABLE junk AS WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n "
+                  "LIMIT 2000) SELECT randomblob(1000) AS b FROM n")  # spills pages into the file
+        os._exit(0)
+    """)
+    clean = sha256(path)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert Path(f"{path}-journal").stat().st_size > 0 and sha256(path) != clean
+
+
+def test_a_hot_journal_that_restores_a_trigger_is_refused_before_it_is_rolled_back(
+        filled: tuple[Path, dict[str, Any]]) -> None:
+    path, _ = filled
+    conn = raw(path)
+    conn.execute("CREATE TRIGGER t AFTER INSERT ON settings BEGIN UPDATE media SET path = '/evil'; END")
+    conn.close()
+    _hot_journal(path, "DROP TRIGGER t")  # the file looks clean; rolling back brings the trigger back
+    before = _side_files(path)
+    with pytest.raises(ProjectForeignSqlError, match="trigger 't'") as err:
+        Project.open(path)
+    assert err.value.path == str(path)
+    assert _side_files(path) == before  # the journal was rolled back in a private copy only
+
+
+def test_a_genuine_hot_journal_is_rolled_back_and_opens(filled: tuple[Path, dict[str, Any]]) -> None:
+    path, written = filled
+    _hot_journal(path, "DELETE FROM items; DELETE FROM settings")
+    with Project.open(path) as p:
+        check_populated(p, written)
+    assert not Path(f"{path}-journal").exists()

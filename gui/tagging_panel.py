@@ -132,12 +132,14 @@ def store_file(project: Any, done: FileDone) -> int:
         set_current(project, mid, done.reused[0], done.reused[1], shot_params())
         return mid
     res, t = done.result, done.result.timings
-    if res.shots_detected:
-        store_shots(project, mid, res.shots, res.shot_params, started_at=t.get("started_at"),
-                    duration_s=t.get("shots_s", 0.0))
-    store_features(project, mid, res.features(), res.feature_params,
-                   started_at=t.get("started_at", 0.0) + t.get("shots_s", 0.0), duration_s=t.get("features_s", 0.0))
-    set_current(project, mid, res.shots, res.feature_params, res.shot_params)
+    with project.batch():  # shots run, features run and current commit together (a kill leaves all or none)
+        if res.shots_detected:
+            store_shots(project, mid, res.shots, res.shot_params, started_at=t.get("started_at"),
+                        duration_s=t.get("shots_s", 0.0))
+        store_features(project, mid, res.features(), res.feature_params,
+                       started_at=t.get("started_at", 0.0) + t.get("shots_s", 0.0),
+                       duration_s=t.get("features_s", 0.0))
+        set_current(project, mid, res.shots, res.feature_params, res.shot_params)
     return mid
 
 

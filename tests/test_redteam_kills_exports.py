@@ -52,3 +52,79 @@ def test_focus_export_replaces_links_planted_in_the_folder(tmp_path: Path, monke
     assert [p.name for p in paths] == ["01_00-00-01.000.png", "02_00-00-02.500.png", "selection.json"]
     assert all(p.parent == out and not p.is_symlink() and p.stat().st_size > 0 for p in paths)
     assert sorted(os.listdir(out)) == sorted(p.name for p in paths)  # no temporary file left
+
+
+# ------------------------------------------------------------------------ tagging: one file, one commit
+_TAG_CHILD = """
+import os, sys
+import numpy as np
+sys.path.insert(0, "tests")
+from core.project import Project
+from core.media import probe
+from core.tagging.archive import FileResult, _Job, _store, FileOutcome
+from core.tagging.features import FeatureConfig, TEXT_DIM, audio_columns, feature_params, visual_columns
+from core.tagging.shots import Shot, shot_params
+
+def result(path):
+    cfg = FeatureConfig(faces=None, ocr=None)
+    vc, ac = visual_columns(cfg), audio_columns(cfg)
+    shots = [Shot(i, i * 1.0, i * 1.0 + 1.0, i * 25, i * 25 + 25) for i in range(3)]
+    vals = {"visual": np.ones((3, len(vc)), np.float32), "audio": np.ones((3, len(ac)), np.float32),
+            "text": np.ones((3, TEXT_DIM), np.float32)}
+    pres = {m: np.ones(3, bool) for m in vals}
+    cols = {"visual": vc, "audio": ac, "text": tuple(f"minilm:{i}" for i in range(TEXT_DIM))}
+    return FileResult(path, np.asarray([s.to_row() for s in shots]), vals, pres, cols,
+                      [{"start": s.start, "end": s.end} for s in shots], [], shot_params(),
+                      feature_params(shots, cfg), timings={"started_at": 1.7e9})
+
+WHICH, PROJECT, CLIP, KILL = sys.argv[1:5]
+p = Project.open(PROJECT)
+info = probe(CLIP)
+if KILL == "1":
+    def die(*_a, **_k):
+        os._exit(9)  # killed after the shots and features runs, before the file is marked current
+    import core.tagging.index as index
+    index.set_current = die
+    import core.tagging.archive as archive
+    archive._set_current = die
+if WHICH == "panel":
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    import gui.tagging_panel as panel
+    if KILL == "1":
+        panel.set_current = die
+    mid = panel.store_file(p, panel.FileDone(info, result(info.path)))
+else:
+    from core.ops import register_media
+    mid = register_media(p, info)
+    _store(p, _Job(info, mid, None, FileOutcome(info.path, mid, "failed")), result(info.path))
+p.close()
+print("stored", mid)
+"""
+
+
+@pytest.mark.parametrize("which", ["panel", "archive"])
+def test_a_kill_while_storing_a_tagged_file_leaves_all_or_nothing(tmp_path: Path, bus_clip: Path, which: str) -> None:
+    import subprocess
+    import sys
+
+    from core.project import Project
+    from core.tagging.index import current
+    from projectkit import REPO
+
+    proj = tmp_path / "p.kestrel"
+    Project.create(proj).close()
+    args = [sys.executable, "-c", _TAG_CHILD, which, str(proj), str(bus_clip)]
+    killed = subprocess.run([*args, "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9, killed.stderr
+    with Project.open(proj) as p:
+        media = p.list_media()
+        runs = [r for m in media for r in p.list_runs(m.id)]
+        assert [r for r in runs if r.status == "ok"] == []  # neither the shots nor the features run alone
+        assert all(current(p, m.id) is None for m in media)
+    done = subprocess.run([*args, "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("stored"), done.stderr
+    with Project.open(proj) as p:
+        (m,) = p.list_media()
+        assert sorted(r.kind for r in p.list_runs(m.id) if r.status == "ok") == ["tagging/features", "tagging/shots"]
+        got = current(p, m.id)
+        assert got is not None and len(got[0]) == 3

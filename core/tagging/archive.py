@@ -398,14 +398,15 @@ def _store(project: Any, job: _Job, res: FileResult) -> None:
     """Driver side: the worker's result into the project (shots run, features run, current)."""
     t = res.timings
     shots = res.shots
-    if res.shots_detected or job.shots is None:
-        store_shots(project, job.media_id, shots, res.shot_params, started_at=t.get("started_at"),
-                    duration_s=t.get("shots_s", 0.0))
     feats = res.features()
-    store_features(project, job.media_id, feats, res.feature_params,
-                   started_at=t.get("started_at", time.time()) + t.get("shots_s", 0.0),
-                   duration_s=t.get("features_s", 0.0))
-    _set_current(project, job.media_id, shots, res.feature_params, res.shot_params)
+    with project.batch():  # shots run, features run and current commit together (a kill leaves all or none)
+        if res.shots_detected or job.shots is None:
+            store_shots(project, job.media_id, shots, res.shot_params, started_at=t.get("started_at"),
+                        duration_s=t.get("shots_s", 0.0))
+        store_features(project, job.media_id, feats, res.feature_params,
+                       started_at=t.get("started_at", time.time()) + t.get("shots_s", 0.0),
+                       duration_s=t.get("features_s", 0.0))
+        _set_current(project, job.media_id, shots, res.feature_params, res.shot_params)
     o = job.outcome
     o.status, o.shots, o.notes = "tagged", len(shots), list(res.notes)
     o.compute_s, o.load_s, o.cpu_s, o.where = t.get("total_s", 0.0), t.get("load_s", 0.0), t.get("cpu_s", 0.0), \

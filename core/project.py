@@ -299,10 +299,11 @@ class Project:
         rw file that somebody converted to another journal mode back to WAL (after all
         checks passed).  Messages name ``shown`` (default ``path``).
 
-        In rw mode a read-only *guard* connection is opened first and closed last: SQLite
-        checkpoints a WAL into the file when its last connection closes, which would write a
-        planted ``-wal`` into a file that is then refused; with the guard open the probe is
-        never the last, and a read-only connection never checkpoints.  A hot ``-journal``
+        In rw mode, when a ``-wal`` with content lies beside the file, a read-only *guard*
+        connection is opened first and closed last: SQLite checkpoints a WAL into the file
+        when its last connection closes, which would write a planted ``-wal`` into a file that
+        is then refused; with the guard open the probe is never the last, and a read-only
+        connection never checkpoints.  A hot ``-journal``
         (which SQLite rolls back into the file on the first read) is first rolled back and
         checked in a private copy: a journal that would make the file one Kestrel refuses
         is refused before it touches the file."""
@@ -310,12 +311,13 @@ class Project:
         conn: sqlite3.Connection | None = None
         keep: sqlite3.Connection | None = None
         try:
-            if mode == "rw" and guard:
+            journal, wal = Path(f"{path}-journal"), Path(f"{path}-wal")
+            if mode == "rw" and guard and (journal.exists() or (wal.is_file() and wal.stat().st_size > 0)):
                 keep = db.connect(path, "ro", cls.BUSY_TIMEOUT_S)
                 try:
                     keep.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 except sqlite3.OperationalError as exc:
-                    if not ("readonly" in str(exc).lower() and Path(f"{path}-journal").exists()):
+                    if not ("readonly" in str(exc).lower() and journal.exists()):
                         raise
                     keep.close()
                     keep = None

@@ -14,7 +14,9 @@ whatever it looks like: a stored label "-2" or "-0.5" is written ``'-2`` / ``'-0
 "-2" by looking, and a label is not a quantity). Non-finite numbers (nan, ±inf) are written as text by the same rule
 (``'-inf``). Beyond OWASP's list, a cell whose first non-blank character is one of those
 (" =1"), or its full-width form ("＝1", which some spreadsheets take as "="), is
-neutralised too. Every cell is enclosed in double quotes (OWASP again): with ``csv``'s minimal
+neutralised too, as is one whose first visible character follows invisible or control
+characters ("\u200b=1", "\ufeff=1", "\x00=1") or a tab or CR after blanks (" \t=1"), or
+folds to one of those under NFKC ("﹦1"). Every cell is enclosed in double quotes (OWASP again): with ``csv``'s minimal
 quoting and a "\n" line end, a carriage return inside a cell is written bare, and a
 spreadsheet reads it as a new row whose first cell ("=1" after "x\r") runs.
 
@@ -42,6 +44,7 @@ __all__ = ["FORMULA_START", "Number", "fixed", "safe_cell", "safe_row", "writer"
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _AFTER_SPACE = tuple("=+-@\uff1d\uff0b\uff0d\uff20")  # and their full-width forms, after leading blanks
+_FORMULA_CHARS = frozenset("=+-@")
 MAX_NAME_BYTES = 120  # of a stem: room left for "-<id>" and ".kestrel-tags.json" under the usual 255
 _WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", "conin$", "conout$"}
                               | {f"{p}{i}" for p in ("com", "lpt") for i in list(range(10)) + ["¹", "²", "³"]})
@@ -73,7 +76,22 @@ def safe_cell(value: Any) -> Any:
         if isinstance(value, numbers.Integral) or math.isfinite(float(value)):
             return value
     text = value if isinstance(value, str) else str(value)
-    return "'" + text if text.startswith(FORMULA_START) or text.lstrip().startswith(_AFTER_SPACE) else text
+    return "'" + text if _formula_like(text) else text
+
+
+def _formula_like(text: str) -> bool:
+    """Starts with = + - @ tab or CR, or does so after leading blanks, control or invisible
+    format characters (" \t", "\u200b=", "\ufeff=", "\x00="), in any compatibility form
+    ("＝", "﹦": NFKC folds them to "=")."""
+    if text.startswith(FORMULA_START):
+        return True
+    for ch in text:
+        if ch in "\t\r":
+            return True
+        if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp"):
+            continue
+        return unicodedata.normalize("NFKC", ch)[:1] in _FORMULA_CHARS or ch in _AFTER_SPACE
+    return False
 
 
 def safe_row(row: Iterable[Any]) -> list[Any]:

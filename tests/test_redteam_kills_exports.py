@@ -128,3 +128,43 @@ def test_a_kill_while_storing_a_tagged_file_leaves_all_or_nothing(tmp_path: Path
         assert sorted(r.kind for r in p.list_runs(m.id) if r.status == "ok") == ["tagging/features", "tagging/shots"]
         got = current(p, m.id)
         assert got is not None and len(got[0]) == 3
+
+
+# ------------------------------------------------------------------------ CSV cells
+# text a spreadsheet may still run: after blanks a tab or CR, after invisible or control
+# characters an '=', in a compatibility form NFKC folds to '=' or '+'
+SNEAKY = (" \t=1", " \r=1", "  \tx", "\u200b=1+1", "\ufeff=HYPERLINK(\"x\")", "\x00=1", "\x1b@SUM(A1)",
+          "\u2060-2+3", "\ufe66cmd|' /C calc'!A0", "\ufe62 1", " \u200b =1")
+
+
+def _live(cell: str) -> bool:
+    import unicodedata
+
+    for ch in cell:
+        if ch in "\t\r":
+            return True
+        if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs"):
+            continue
+        return unicodedata.normalize("NFKC", ch)[:1] in "=+-@"
+    return False
+
+
+def test_sneaky_formula_cells_are_neutralised_in_both_csv_exports() -> None:
+    import csv
+    import io
+
+    from core.anomaly.events import AnomalyEvent, Reason
+    from core.anomaly.export import events_csv
+    from core.exportsafe import safe_cell
+    from core.tagging.export import records_csv
+
+    assert [s for s in SNEAKY if safe_cell(s) == s] == []
+    assert all(safe_cell(s) == "'" + s for s in SNEAKY)
+    assert [safe_cell(s) for s in ("hello", "  a=1", "", "x\t=1", "é=")] == ["hello", "  a=1", "", "x\t=1", "é="]
+    ev = [AnomalyEvent(1.0, 2.0, 0.5, 1.5, [Reason(s, s, 0.5, s, 1.5) for s in SNEAKY], feedback=None)]
+    recs = [{"file": s, "media_id": 1, "shot": 1, "start": 0.0, "end": 1.0, "duration": 1.0, "cluster": s,
+             "description": s, "tags": [{"name": s, "kind": s, "confidence": 0.5, "state": s}]} for s in SNEAKY]
+    for text in (events_csv(ev), records_csv(recs)):
+        cells = [c for row in csv.reader(io.StringIO(text, newline="")) for c in row]
+        assert [c for c in cells if _live(c)] == []
+        assert sum(c.startswith("'") for c in cells) >= 3  # kept, as text

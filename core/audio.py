@@ -17,6 +17,20 @@ from core.mediacheck import MAX_AUDIO_GAP_S, MAX_CHANNELS, display_name, packets
 
 log = logging.getLogger(__name__)
 
+PLANES_SAFE = 8  # planar frames with this many channels or more are never read plane by plane
+
+
+def samples_of(frame) -> np.ndarray:
+    """``(channels, samples)`` of a decoded float frame, planar or packed, without touching a
+    frame's planes when it has 8 or more (PyAV 18.1 walks a 9th plane of an 8-channel planar
+    frame, past FFmpeg's array: a segfault). A packed frame is one plane, reshaped here."""
+    ch = frame.layout.nb_channels
+    if frame.format.is_planar:
+        if ch >= PLANES_SAFE:
+            raise ValueError(f"a planar audio frame with {ch} channels")
+        return frame.to_ndarray()
+    return frame.to_ndarray().reshape(-1, ch).T
+
 
 @dataclass(frozen=True)
 class AudioBlock:
@@ -84,16 +98,19 @@ class AudioReader:
         if not 0 < ch <= MAX_CHANNELS:  # damaged data decoded as another layout: never touch its planes
             raise ValueError(f"an audio frame with {ch} channels")
         fmt = frame.format.name
-        if fmt == "fltp":
+        if fmt == "fltp" and ch < PLANES_SAFE:
             arr = frame.to_ndarray()
         else:
+            # 8 planar channels: PyAV (18.1) lists a 9th plane and reads it past FFmpeg's array of 8
+            # (a segfault); packed samples are one plane, reshaped here
+            target = "fltp" if ch < PLANES_SAFE else "flt"
             key = (fmt, frame.layout.name, frame.sample_rate)
             if self._resampler is None or self._resampler_key != key:  # the layout may change mid-stream
-                self._resampler = self._av.AudioResampler(format="fltp", layout=frame.layout,
+                self._resampler = self._av.AudioResampler(format=target, layout=frame.layout,
                                                           rate=frame.sample_rate)
                 self._resampler_key = key
             out = self._resampler.resample(frame)
-            arr = np.concatenate([o.to_ndarray() for o in out], axis=1) if out else \
+            arr = np.concatenate([samples_of(o) for o in out], axis=1) if out else \
                 np.zeros((self.channels, 0), np.float32)
         arr = np.asarray(arr, dtype=np.float32)
         if arr.shape[0] != self.channels:

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from core.audio import PLANES_SAFE, samples_of
 from core.errors import KestrelError
 from core.media import MediaError, fit_size, rotate_image
 
@@ -205,10 +206,11 @@ class LiveSource:
                                            int(round(float(f.rotation or 0) / 90)) * 90 % 360)
                         yield LiveChunk("video", t, time.time(), image=np.ascontiguousarray(img))
                     else:
-                        if resampler is None:
-                            resampler = av.AudioResampler(format="fltp", layout=f.layout, rate=f.sample_rate)
+                        if resampler is None:  # packed from 8 channels on: see core.audio.samples_of
+                            resampler = av.AudioResampler(format="fltp" if f.layout.nb_channels < PLANES_SAFE
+                                                          else "flt", layout=f.layout, rate=f.sample_rate)
                         for o in resampler.resample(f):
-                            yield LiveChunk("audio", t, time.time(), samples=o.to_ndarray().astype(np.float32),
+                            yield LiveChunk("audio", t, time.time(), samples=samples_of(o).astype(np.float32),
                                             sample_rate=o.sample_rate)
         except (av.error.FFmpegError, OSError) as e:
             self._offset = max(last_t, self.now())

@@ -42,6 +42,7 @@ from core.anomaly.train import (TrainedModel, TrainRequest, expert_config, load_
                                 store_model, train_model)
 from core.audio import load_mono
 from core.jobs import Cancelled, JobState, Throttle, check
+from core.mediacheck import display_name, human_duration, plausible
 from core.timeline import Item, Track
 
 log = logging.getLogger(__name__)
@@ -269,10 +270,19 @@ class FileFeaturizer:
                                                   "end": round(self.end, 3)})
 
 
+SPARSE_RANGE_S = 3600.0  # a range this long of a file whose bytes cannot back its duration is refused
+
+
 def media_range(info: Any, start: float, end: float | None) -> tuple[float, float]:
     e = min(end if end is not None else info.duration_s, info.duration_s)
     if e - start < 0.5:
         raise AnomalyError(f"The range {start:.2f}–{e:.2f} s is too short to look for anomalies.")
+    size = getattr(info, "size_bytes", 0) or 0
+    if e - start > SPARSE_RANGE_S and size and not plausible(info.duration_s, size):
+        # two frames 10^6 s apart: a window a second would be a million windows of one held picture
+        raise AnomalyError(f"{display_name(info.path)} spreads {size:,} bytes over {human_duration(info.duration_s)}: "
+                           f"its timestamps are likely damaged, and a pass over every window of "
+                           f"{human_duration(e - start)} of it would not end; nothing was looked at.")
     return float(start), float(e)
 
 

@@ -1,0 +1,98 @@
+"""Red team (#15): damaged media and bad command lines through the commands other than
+``analyze`` (anomalies, select, tag, chat), each as a subprocess where a crash would kill
+pytest: no traceback, no hang, no signal, exit 0 with results or 1/2 with one ``kestrel:`` line.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mediagen
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def kestrel(args: list[str], tmp_path: Path, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KESTREL_DATA_DIR": str(tmp_path / "data"), "KESTREL_CONFIG_DIR": str(tmp_path / "config"),
+           "QT_QPA_PLATFORM": "offscreen"}
+    return subprocess.run([PY, str(ROOT / "main.py"), *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL, **kw)
+
+
+def one_line(r: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kestrel:") or "error:" in ln]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def pcm_wav(path: Path, channels: int, rate: int = 16000, seconds: float = 2.0) -> Path:
+    x = np.random.default_rng(0).integers(-3000, 3000, (int(rate * seconds), channels)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(x.tobytes())
+    return path
+
+
+# -- 8 audio channels: PyAV walks a 9th plane of an 8-channel planar frame (a segfault) --------------
+
+def test_eight_channel_audio_reads_without_touching_planes(tmp_path):
+    """In a subprocess: before the fix this segfaulted (``anomalies`` on a 7.1 PCM WAV)."""
+    wav = pcm_wav(tmp_path / "eight.wav", 8)
+    code = ("import sys, wave, numpy as np\n"
+            "from core.audio import AudioReader\n"
+            f"r = AudioReader({str(wav)!r})\n"
+            "a = np.concatenate([b.samples for b in r.blocks()], axis=1)\n"
+            f"w = wave.open({str(wav)!r})\n"
+            "x = np.frombuffer(w.readframes(w.getnframes()), '<i2').reshape(-1, 8).T / 32768.0\n"
+            "print(a.shape, bool(np.allclose(a, x, atol=1e-6)))\n")
+    r = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.split() == ["(8,", "32000)", "True"], r.stdout
+
+
+def test_samples_of_packed_and_planar_frames():
+    import av
+
+    from core.audio import samples_of
+
+    x = np.arange(8 * 6, dtype=np.float32).reshape(6, 8)  # 6 samples, 8 channels, interleaved
+    packed = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="flt", layout="7.1")
+    assert np.array_equal(samples_of(packed), x.T)
+    planar = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T[:2]), format="fltp", layout="stereo")
+    assert np.array_equal(samples_of(planar), x.T[:2])
+
+
+def test_anomalies_on_eight_channel_audio(tmp_path):
+    r = kestrel(["anomalies", str(pcm_wav(tmp_path / "eight.wav", 8))], tmp_path)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and " events (sensitivity" in r.stdout
+
+
+# -- two frames 10^6 s apart: a window a second would be a million windows ------------------------------
+
+@pytest.mark.parametrize("name", ["sparse.mp4", "sparse.mkv"])
+def test_anomalies_on_a_sparse_file_ends_with_a_sentence(name, tmp_path):
+    """Before: 1,000,000 windows of one held picture (about 3 a second: days)."""
+    f = mediagen.make_sparse_video(tmp_path / name)
+    r = kestrel(["anomalies", str(f)], tmp_path, timeout=90)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    line = one_line(r)
+    assert line.startswith(f"kestrel: {name} spreads ") and "timestamps are likely damaged" in line
+
+
+def test_a_short_range_of_a_sparse_file_is_still_looked_at(tmp_path):
+    from core.anomaly.pipeline import media_range
+    from core.media import probe
+
+    info = probe(mediagen.make_sparse_video(tmp_path / "sparse.mp4"), with_hash=False)
+    assert media_range(info, 0.0, 60.0) == (0.0, 60.0)

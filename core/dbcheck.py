@@ -4,7 +4,8 @@ anything is written, and the removal of SQL that Kestrel did not create (with co
 Qt-free.  :func:`inspect` compares a file's ``sqlite_master`` with the layout that
 :data:`core.dbschema.METADATA` creates (built once in an in-memory database, so the two are
 read back the same way): every table with its columns (``PRAGMA table_xinfo``: name, type,
-NOT NULL, primary key), its foreign keys, every index (columns, order, collation, unique,
+NOT NULL, primary key, default), its foreign keys, its CHECK constraints and collations
+(from its CREATE statement), every index (columns, order, collation, unique,
 partial) and SQLite's automatic indexes.
 
 * A Kestrel table, column, foreign key or index that is missing or different is a
@@ -23,6 +24,7 @@ trigger.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from functools import cache
@@ -53,6 +55,8 @@ class TableShape:
     columns: dict[str, Column]
     foreign_keys: frozenset[tuple[str, str, str, str, str]]  # (table, from, to, on_update, on_delete)
     defaulted: frozenset[str] = frozenset()  # columns with a DEFAULT
+    constraints: tuple[str, ...] = ()  # CHECK expressions and COLLATE clauses, normalised
+    defaults: tuple[tuple[str, str], ...] = ()  # (column, DEFAULT expression)
 
 
 @dataclass(frozen=True)
@@ -93,20 +97,51 @@ def _is_virtual(sql: str | None) -> bool:
     return isinstance(sql, str) and " ".join(sql.split()[:3]).upper() == "CREATE VIRTUAL TABLE"
 
 
-def _table_shape(conn: sqlite3.Connection, table: str) -> TableShape:
-    cols, defaulted = {}, set()
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|\w+|\S")
+
+
+def _constraints(sql: object) -> tuple[str, ...]:
+    """The CHECK expressions and COLLATE clauses of a CREATE TABLE statement, each as one
+    normalised string (keywords and names lower-cased, string literals kept), sorted: what
+    pragma_table_xinfo does not show, yet changes what Kestrel's writes and lookups do."""
+    if not isinstance(sql, str):
+        return ()
+    tokens = _TOKEN.findall(sql)
+    norm = [t if t.startswith("'") else t.lower() for t in tokens]
+    found: list[str] = []
+    i = 0
+    while i < len(norm):
+        if norm[i] == "check" and i + 1 < len(norm) and norm[i + 1] == "(":
+            depth, j = 0, i + 1
+            while j < len(norm):
+                depth += {"(": 1, ")": -1}.get(norm[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            found.append("check " + " ".join(norm[i + 1:j + 1]))
+            i = j
+        elif norm[i] == "collate" and i + 1 < len(norm):
+            found.append("collate " + norm[i + 1].strip('"`[]'))
+            i += 1
+        i += 1
+    return tuple(sorted(found))
+
+
+def _table_shape(conn: sqlite3.Connection, table: str, sql: object = None) -> TableShape:
+    cols, defaulted, defaults = {}, set(), []
     for _cid, name, ctype, notnull, dflt, pk, hidden in conn.execute(
             "SELECT cid, name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?)", (table,)):
         cols[str(name)] = Column(str(name), str(ctype or "").upper(), bool(notnull), int(pk), int(hidden))
         if dflt is not None:
             defaulted.add(str(name))
+            defaults.append((str(name), " ".join(_TOKEN.findall(str(dflt)))))
     pks = [c for c in cols.values() if c.pk]
     if len(pks) == 1 and pks[0].type == "INTEGER":  # the rowid: never NULL, whether declared or not
         cols[pks[0].name] = pks[0]._replace(notnull=True)
     fks = frozenset(
         (str(t), str(f), str(to), str(up).upper(), str(de).upper()) for t, f, to, up, de in conn.execute(
             "SELECT \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?)", (table,)))
-    return TableShape(cols, fks, frozenset(defaulted))
+    return TableShape(cols, fks, frozenset(defaulted), _constraints(sql), tuple(sorted(defaults)))
 
 
 def _index_shape(conn: sqlite3.Connection, table: str, index: str) -> IndexShape | None:
@@ -138,7 +173,7 @@ def read_layout(conn: sqlite3.Connection) -> tuple[Layout, list[Foreign]]:
             virtual.add(name)
             foreign.append(Foreign("virtual table", name, tbl, f"virtual table '{name}'"))
         elif kind == "table" and not name.lower().startswith("sqlite_"):
-            tables[name] = _table_shape(conn, name)
+            tables[name] = _table_shape(conn, name, sql)
     indexes: dict[str, IndexShape] = {}
     for kind, name, tbl, _sql in objects:
         if kind == "index" and str(tbl) in tables:
@@ -172,7 +207,8 @@ def expected(version: int) -> Layout | None:
     drop = {t: {c for v, added in ADDED_COLUMNS.items() if v > version for c in added.get(t, ())}
             for t in layout.tables}
     return Layout({t: TableShape({n: c for n, c in s.columns.items() if n not in drop[t]}, s.foreign_keys,
-                                 s.defaulted) for t, s in layout.tables.items()}, layout.indexes)
+                                 s.defaulted, s.constraints, tuple(d for d in s.defaults if d[0] not in drop[t]))
+                   for t, s in layout.tables.items()}, layout.indexes)
 
 
 def compare(have: Layout, foreign: list[Foreign], want: Layout | None) -> Findings:
@@ -204,6 +240,10 @@ def compare(have: Layout, foreign: list[Foreign], want: Layout | None) -> Findin
             problems.append(f"the table '{name}' has an extra required column '{cname}'")
         if got.foreign_keys != shape.foreign_keys:
             problems.append(f"the links (foreign keys) of the table '{name}' were changed")
+        if got.constraints != shape.constraints:
+            problems.append(f"the rules (CHECK constraints or collations) of the table '{name}' were changed")
+        if [d for d in got.defaults if d[0] in shape.columns] != list(shape.defaults):
+            problems.append(f"the default values of the table '{name}' were changed")
     for name, table in have.tables.items():
         if name not in want.tables:
             foreign.append(Foreign("table", name, name, f"table '{name}'"))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from core.project import Project, ProjectForeignSqlError
+from core.project import Project, ProjectCorruptError, ProjectForeignSqlError
 from projectkit import check_populated, filled, project_path, raw, sha256  # noqa: F401  (fixtures)
 
 
@@ -107,3 +107,36 @@ def test_a_genuine_hot_journal_is_rolled_back_and_opens(filled: tuple[Path, dict
     with Project.open(path) as p:
         check_populated(p, written)
     assert not Path(f"{path}-journal").exists()
+
+
+def _edit_schema(path: Path, table: str, old: str, new: str) -> None:
+    """Rewrite a table's CREATE statement behind SQLite's back (as a hostile tool can)."""
+    conn = raw(path)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    assert old in sql
+    cookie = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("UPDATE sqlite_master SET sql = ? WHERE name = ?", (sql.replace(old, new), table))
+    conn.execute(f"PRAGMA schema_version={cookie + 1}")
+    conn.execute("PRAGMA writable_schema=OFF")
+    conn.close()
+
+
+@pytest.mark.parametrize("old, new, needle", [
+    (", \n\tCONSTRAINT ck_runs_status CHECK (status IN ('running', 'ok', 'failed', 'cancelled'))", "",
+     "CHECK constraints"),
+    ("'cancelled')", "'cancelled', 'pwned')", "CHECK constraints"),
+    ("DEFAULT 'running'", "DEFAULT 'ok'", "default values"),
+])
+def test_a_changed_check_or_default_is_refused(filled: tuple[Path, dict[str, Any]], old: str, new: str,
+                                               needle: str) -> None:
+    path, _ = filled
+    _edit_schema(path, "runs", old, new)
+    if new == "":  # the rule is gone: rows it forbade can now be stored
+        conn = raw(path)
+        conn.execute("UPDATE runs SET status = 'pwned'")
+        conn.close()
+    before = sha256(path)
+    with pytest.raises(ProjectCorruptError, match=needle):
+        Project.open(path)
+    assert sha256(path) == before

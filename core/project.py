@@ -398,11 +398,15 @@ class Project:
         changed since the last check (another program planted a trigger, a view or a table
         while the project was open), it is checked again and the write refused -- SQL that
         Kestrel did not create would otherwise run as part of Kestrel's own write."""
-        cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
-        if cookie == self._schema_cookie:
-            return
-        found = dbcheck.inspect(conn, self._schema_version)
         path = self._path
+        try:
+            cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+            if cookie == self._schema_cookie:
+                return
+            found = dbcheck.inspect(conn, self._schema_version)
+        except sqlite3.DatabaseError as exc:
+            raise ProjectCorruptError(f"The project file '{path}' was damaged while it was open ({exc}), so "
+                                      "nothing more is saved to it.", path) from exc
         if found.problems:
             raise ProjectCorruptError(f"The project file '{path}' was changed by another program while it "
                                       f"was open ({'; '.join(found.problems[:6])}), so nothing more is saved "

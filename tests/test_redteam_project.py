@@ -140,3 +140,12 @@ def test_a_changed_check_or_default_is_refused(filled: tuple[Path, dict[str, Any
     with pytest.raises(ProjectCorruptError, match=needle):
         Project.open(path)
     assert sha256(path) == before
+
+
+def test_a_schema_damaged_while_open_makes_writes_fail_in_one_sentence(filled: tuple[Path, dict[str, Any]]) -> None:
+    path, _ = filled
+    with Project.open(path) as p:
+        p.set_setting("a", 1)
+        _edit_schema(path, "settings", "CREATE TABLE settings (", "CREATE TABLE settings (garbage")
+        with pytest.raises(ProjectCorruptError, match="damaged while it was open"):
+            p.set_setting("b", 2)

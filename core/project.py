@@ -88,6 +88,15 @@ __all__ = [
     "ProjectForeignSqlError",
 ]
 
+def _disk_full(path: Path) -> bool:
+    """Is the file system holding ``path`` out of space (for this user)?"""
+    try:
+        st = os.statvfs(path.parent)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
 def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
@@ -265,7 +274,9 @@ class Project:
                 version = cls._probe(path, "rw")
             except _ReadOnlyFile:
                 mode = "ro"
-                warnings.append(ro_warning)
+                warnings.append(f"The disk holding '{path}' is full, so the project was opened read-only and "
+                                "saving is disabled; free some space and open it again." if _disk_full(path)
+                                else ro_warning)
         if mode == "ro":
             try:
                 version = cls._probe(path, "ro")
@@ -354,6 +365,8 @@ class Project:
                                          name) from exc
             if "readonly" in msg or "read-only" in msg:
                 raise _ReadOnlyFile() from exc
+            if mode != "immutable" and "disk i/o error" in msg and _disk_full(path):
+                raise (_ReadOnlyFile() if mode == "rw" else _CannotOpen()) from exc  # no room for the WAL files
             if mode == "ro" and "unable to open" in msg:
                 raise _CannotOpen() from exc
             raise ProjectCorruptError(f"The project file '{name}' could not be read ({exc}).", name) from exc

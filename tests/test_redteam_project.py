@@ -4,6 +4,7 @@ planted WAL and hot-journal side files (a refused file and its side files stay u
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 
+import core.project as project_module
+from core import dbschema
 from core.project import Project, ProjectCorruptError, ProjectForeignSqlError
 from projectkit import check_populated, filled, project_path, raw, sha256  # noqa: F401  (fixtures)
 
@@ -149,3 +152,22 @@ def test_a_schema_damaged_while_open_makes_writes_fail_in_one_sentence(filled: t
         _edit_schema(path, "settings", "CREATE TABLE settings (", "CREATE TABLE settings (garbage")
         with pytest.raises(ProjectCorruptError, match="damaged while it was open"):
             p.set_setting("b", 2)
+
+
+def test_a_project_on_a_full_disk_opens_read_only(filled: tuple[Path, dict[str, Any]],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """No room for the WAL side files: SQLite says 'disk I/O error' in rw and ro mode; the
+    project opens read-only (immutable) with a sentence, instead of being called unreadable."""
+    path, written = filled
+    real_connect = dbschema.connect
+
+    def connect(p: Path, mode: str, timeout: float, **kw: Any) -> sqlite3.Connection:
+        if mode != "immutable":
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_connect(p, mode, timeout, **kw)
+
+    monkeypatch.setattr(dbschema, "connect", connect)
+    monkeypatch.setattr(project_module, "_disk_full", lambda _p: True)
+    with Project.open(path) as p:
+        assert p.read_only and "disk holding" in p.warnings[0]
+        check_populated(p, written)

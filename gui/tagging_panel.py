@@ -16,10 +16,11 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -161,6 +162,11 @@ class ReadOnlyProject:
         self.writes.append(("set_setting", (key, value), {}))
         self._settings[key] = value
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes are only kept here; :meth:`apply` replays them in one batch."""
+        yield
+
     def get_array(self, media_id: int, key: str):
         got = self._arrays.get((media_id, key))
         return (got[0].copy(), dict(got[1])) if got is not None else self._p.get_array(media_id, key)
@@ -187,12 +193,13 @@ def index_job(req: tuple[Any, IndexParams], state: JobState) -> tuple[ArchiveInd
 def commit_index(project: Any, idx: ArchiveIndex, view: ReadOnlyProject) -> ArchiveIndex:
     """Database writer: store the index built on the compute worker, lay the analyst's edits
     over its tags (as load_index does), store each file's tags track."""
-    view.apply(project)
-    edits = read_edits(project.get_setting(EDITS_SETTING, {}))  # checked, as load_index reads them
-    idx.tags = [merge_edits(t, edits.get(r.key)) for t, r in zip(idx.tags, idx.refs)]
-    idx.describe = [description(t) for t in idx.tags]
-    for mid in sorted({r.media_id for r in idx.refs}):
-        ops.save_track(project, mid, tags_track(idx, mid))
+    with project.batch():  # the model, every file's index and its tags track commit together
+        view.apply(project)
+        edits = read_edits(project.get_setting(EDITS_SETTING, {}))  # checked, as load_index reads them
+        idx.tags = [merge_edits(t, edits.get(r.key)) for t, r in zip(idx.tags, idx.refs)]
+        idx.describe = [description(t) for t in idx.tags]
+        for mid in sorted({r.media_id for r in idx.refs}):
+            ops.save_track(project, mid, tags_track(idx, mid))
     return idx
 
 

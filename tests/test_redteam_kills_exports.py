@@ -168,3 +168,62 @@ def test_sneaky_formula_cells_are_neutralised_in_both_csv_exports() -> None:
         cells = [c for row in csv.reader(io.StringIO(text, newline="")) for c in row]
         assert [c for c in cells if _live(c)] == []
         assert sum(c.startswith("'") for c in cells) >= 3  # kept, as text
+
+
+# ------------------------------------------------------------------------ tagging: the archive index
+_INDEX_CHILD = """
+import os, sys
+sys.path.insert(0, "tests")
+from core.jobs import HeadlessState
+from core.project import Project
+from core.tagging.index import IndexParams, TAGS_KEY, build_index
+from test_tagging_tags import _fake_archive
+
+PROJECT, STAGE = sys.argv[1:3]
+p = Project.open(PROJECT)
+if STAGE == "first":
+    _fake_archive(p, n_files=3, shots_per=10)
+    build_index(p, HeadlessState(), IndexParams(epochs=1, seed=0, max_clusters=3))
+else:
+    real, calls = Project.put_array, []
+    def put_array(self, mid, key, *a, **k):
+        if key == TAGS_KEY:
+            calls.append(mid)
+            if len(calls) == 2:
+                os._exit(9)  # killed while storing the second file's index
+        return real(self, mid, key, *a, **k)
+    Project.put_array = put_array
+    build_index(p, HeadlessState(), IndexParams(epochs=1, seed=7, latent=6, max_clusters=2))
+p.close()
+print("built")
+"""
+
+
+def test_a_kill_while_storing_the_archive_index_keeps_the_previous_one_whole(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from core.project import Project
+    from core.tagging.index import MODEL_SETTING, load_index
+    from projectkit import REPO
+
+    proj = tmp_path / "p.kestrel"
+    Project.create(proj).close()
+
+    def child(stage: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", _INDEX_CHILD, str(proj), stage], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+
+    first = child("first")
+    assert first.returncode == 0, first.stderr
+    with Project.open(proj) as p:
+        before = load_index(p)
+        model = p.get_setting(MODEL_SETTING)
+    killed = child("second")
+    assert killed.returncode == 9, killed.stderr
+    with Project.open(proj) as p:
+        after = load_index(p)
+        assert p.get_setting(MODEL_SETTING) == model
+    assert after.latent.shape == before.latent.shape == (30, 8)  # no file holds the killed build's latent
+    assert np.array_equal(after.latent, before.latent) and np.array_equal(after.clusters, before.clusters)
+    assert after.names == before.names

@@ -256,7 +256,7 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
     imagenet = stored[1].get("imagenet") if stored else None
     data, masks, imagenet = mmae_inputs(feats, imagenet)
     usable = np.stack(list(masks.values()), axis=1).any(axis=1)
-    net, info, experts = None, {}, None
+    net, info, experts, model_setting = None, {}, None, None
     little = mmae.too_little_data(int(usable.sum()))
     if little:
         notes.append(little)
@@ -284,8 +284,8 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
                 from models.fusion import ffn_factory
                 info["experts"] = getattr(ffn_factory(params.ffn), "config", None)
             blob = mmae.to_bytes(net, {"digest": digest, **info})
-            project.set_setting(MODEL_SETTING, {"digest": digest, "imagenet": imagenet, "info": info,
-                                                "checkpoint": base64.b64encode(blob).decode()})
+            model_setting = {"digest": digest, "imagenet": imagenet, "info": info,
+                             "checkpoint": base64.b64encode(blob).decode()}
         check(state)
         state.set_progress(0.82, "tagging: encoding")
         latent = mmae.encode(net, data, masks, on_empty="nan")
@@ -310,7 +310,10 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
     if embedder is not None:
         idx.desc_emb = _embed(embedder, describe)
     state.set_progress(0.95, "tagging: storing")
-    store_index(project, idx)
+    with project.batch():  # the model and every file's index commit together: a kill mixes no two builds
+        if model_setting is not None:
+            project.set_setting(MODEL_SETTING, model_setting)
+        store_index(project, idx)
     state.set_progress(1.0, f"tagged {len(refs)} shots")
     return idx
 

@@ -57,6 +57,7 @@ class TableShape:
     defaulted: frozenset[str] = frozenset()  # columns with a DEFAULT
     constraints: tuple[str, ...] = ()  # CHECK expressions and COLLATE clauses, normalised
     defaults: tuple[tuple[str, str], ...] = ()  # (column, DEFAULT expression)
+    computed: frozenset[str] = frozenset()  # columns whose DEFAULT is an expression, not a literal
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ def _is_virtual(sql: str | None) -> bool:
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|\w+|\S")
 
 
+_LITERAL = re.compile(r"'(?:[^']|'')*'|[-+]?\s*(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|0x[0-9a-f]+|x'[0-9a-f]*'"
+                      r"|null|true|false|current_(?:time|date|timestamp)", re.IGNORECASE)
+
+
 def _constraints(sql: object) -> tuple[str, ...]:
     """The CHECK expressions and COLLATE clauses of a CREATE TABLE statement, each as one
     normalised string (keywords and names lower-cased, string literals kept), sorted: what
@@ -128,20 +133,23 @@ def _constraints(sql: object) -> tuple[str, ...]:
 
 
 def _table_shape(conn: sqlite3.Connection, table: str, sql: object = None) -> TableShape:
-    cols, defaulted, defaults = {}, set(), []
+    cols, defaulted, defaults, computed = {}, set(), [], set()
     for _cid, name, ctype, notnull, dflt, pk, hidden in conn.execute(
             "SELECT cid, name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?)", (table,)):
         cols[str(name)] = Column(str(name), str(ctype or "").upper(), bool(notnull), int(pk), int(hidden))
         if dflt is not None:
             defaulted.add(str(name))
             defaults.append((str(name), " ".join(_TOKEN.findall(str(dflt)))))
+            if not _LITERAL.fullmatch(str(dflt).strip()):
+                computed.add(str(name))
     pks = [c for c in cols.values() if c.pk]
     if len(pks) == 1 and pks[0].type == "INTEGER":  # the rowid: never NULL, whether declared or not
         cols[pks[0].name] = pks[0]._replace(notnull=True)
     fks = frozenset(
         (str(t), str(f), str(to), str(up).upper(), str(de).upper()) for t, f, to, up, de in conn.execute(
             "SELECT \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?)", (table,)))
-    return TableShape(cols, fks, frozenset(defaulted), _constraints(sql), tuple(sorted(defaults)))
+    return TableShape(cols, fks, frozenset(defaulted), _constraints(sql), tuple(sorted(defaults)),
+                      frozenset(computed))
 
 
 def _index_shape(conn: sqlite3.Connection, table: str, index: str) -> IndexShape | None:
@@ -238,6 +246,8 @@ def compare(have: Layout, foreign: list[Foreign], want: Layout | None) -> Findin
                           and c.name not in got.defaulted]
         for cname in extra_required:
             problems.append(f"the table '{name}' has an extra required column '{cname}'")
+        for cname in sorted(got.computed - set(shape.columns)):  # evaluated by each of Kestrel's inserts
+            problems.append(f"the table '{name}' has an extra column '{cname}' with a computed default")
         if got.foreign_keys != shape.foreign_keys:
             problems.append(f"the links (foreign keys) of the table '{name}' were changed")
         if got.constraints != shape.constraints:

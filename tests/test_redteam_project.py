@@ -171,3 +171,12 @@ def test_a_project_on_a_full_disk_opens_read_only(filled: tuple[Path, dict[str, 
     with Project.open(path) as p:
         assert p.read_only and "disk holding" in p.warnings[0]
         check_populated(p, written)
+
+
+def test_an_extra_column_with_a_computed_default_is_refused(filled: tuple[Path, dict[str, Any]]) -> None:
+    """Each of Kestrel's inserts would evaluate it (a gigabyte blob per row stored)."""
+    path, _ = filled
+    _edit_schema(path, "settings", "value_json TEXT NOT NULL, ",  # zeroblob(999999999) in earnest
+                 "value_json TEXT NOT NULL, pad BLOB DEFAULT (zeroblob(10)), ")
+    with pytest.raises(ProjectCorruptError, match="extra column 'pad' with a computed default"):
+        Project.open(path)

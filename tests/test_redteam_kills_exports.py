@@ -227,3 +227,76 @@ def test_a_kill_while_storing_the_archive_index_keeps_the_previous_one_whole(tmp
     assert after.latent.shape == before.latent.shape == (30, 8)  # no file holds the killed build's latent
     assert np.array_equal(after.latent, before.latent) and np.array_equal(after.clusters, before.clusters)
     assert after.names == before.names
+
+
+# ------------------------------------------------------------------------ two writers, one setting
+def _interleave(monkeypatch: pytest.MonkeyPatch, path: Path, first: Any, key: str, other_write: Any) -> str:
+    """While ``first`` (a Project) has just read setting ``key``, another writer tries to store:
+    it may only if no transaction holds the file (returns "interleaved"), else it waits its
+    turn ("locked") and writes after ``first`` is done (the caller runs it then)."""
+    import sqlite3
+
+    from core.project import Project
+
+    real, seen = Project.get_setting, []
+
+    def get_setting(self: Project, k: str, default: Any = None) -> Any:
+        got = real(self, k, default)
+        if self is first and k == key and not seen:
+            raw = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                raw.execute("ROLLBACK")
+            except sqlite3.OperationalError as e:
+                assert "locked" in str(e)
+                seen.append("locked")
+            else:
+                seen.append("interleaved")
+                other_write()
+            finally:
+                raw.close()
+        return got
+
+    monkeypatch.setattr(Project, "get_setting", get_setting)
+    return seen
+
+
+def test_two_writers_editing_tags_lose_no_edit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.project import Project
+    from core.tagging.index import EDITS_SETTING, ShotRef, edit_tag
+
+    path = tmp_path / "p.kestrel"
+    Project.create(path).close()
+    a, b = Project.open(path), Project.open(path)
+    try:
+        r1, r2 = ShotRef(1, "/a.mp4", 0, 0.0, 1.0, "h1"), ShotRef(2, "/b.mp4", 0, 0.0, 1.0, "h2")
+        seen = _interleave(monkeypatch, path, a, EDITS_SETTING, lambda: edit_tag(b, r2, "reject", "car"))
+        edit_tag(a, r1, "accept", "person")
+        if seen == ["locked"]:
+            edit_tag(b, r2, "reject", "car")
+        edits = b.get_setting(EDITS_SETTING)
+        assert edits[r1.key]["state"] == {"person": "accepted"} and edits[r2.key]["state"] == {"car": "rejected"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_writers_giving_anomaly_verdicts_lose_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.anomaly.events import FEEDBACK_KEY, AnomalyEvent, set_feedback
+    from core.project import Project
+
+    path = tmp_path / "p.kestrel"
+    Project.create(path).close()
+    a, b = Project.open(path), Project.open(path)
+    try:
+        mid = a.add_media("/v.mp4", "h", 1, 60.0, "mp4", [])
+        e1, e2 = AnomalyEvent(1.0, 2.0, 0.9, 1.5, []), AnomalyEvent(5.0, 6.0, 0.8, 5.5, [])
+        seen = _interleave(monkeypatch, path, a, FEEDBACK_KEY, lambda: set_feedback(b, mid, e2, "dismissed"))
+        set_feedback(a, mid, e1, "confirmed")
+        if seen == ["locked"]:
+            set_feedback(b, mid, e2, "dismissed")
+        got = {(f["event"], f["verdict"]) for f in b.get_setting(FEEDBACK_KEY)}
+        assert got == {(e1.id, "confirmed"), (e2.id, "dismissed")}
+    finally:
+        a.close()
+        b.close()

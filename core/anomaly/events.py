@@ -228,11 +228,17 @@ def set_feedback(project: Any, media_id: int, event: AnomalyEvent, verdict: str 
     """Confirm or dismiss an event (None clears the verdict); returns the new cue weights.
 
     Writes the project setting and the event's item on the timeline (call it on the
-    project's writer thread)."""
-    from core import ops
-
+    project's writer thread), in one transaction with the read of the verdicts so far: a
+    verdict another process stores meanwhile is never overwritten, a kill leaves both or neither."""
     if verdict is not None and verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS} or None, not {verdict!r}")
+    with project.batch():
+        return _set_feedback(project, media_id, event, verdict)
+
+
+def _set_feedback(project: Any, media_id: int, event: AnomalyEvent, verdict: str | None) -> dict[str, float]:
+    from core import ops
+
     entries = [e for e in feedback_log(project) if not (e.get("media") == media_id and e.get("event") == event.id)]
     if verdict is not None:
         entries.append({"media": media_id, "event": event.id, "start": round(event.start, 3),

@@ -509,7 +509,13 @@ def stored_shot_tags(project: Any, ref: ShotRef) -> list[Tag]:
 def edit_tag(project: Any, ref: ShotRef, action: str, name: str, new_name: str | None = None,
              kind: str = "user") -> dict[str, Any]:
     """``action``: accept | reject | reset | rename | add | remove. Stored by file content and
-    shot start, so they survive re-tagging and moving the file."""
+    shot start, so they survive re-tagging and moving the file. Read and written in one
+    transaction: an edit another process or window stores meanwhile is never overwritten."""
+    with project.batch():
+        return _edit_tag(project, ref, action, name, new_name, kind)
+
+
+def _edit_tag(project: Any, ref: ShotRef, action: str, name: str, new_name: str | None, kind: str) -> dict[str, Any]:
     from core.tagging.stored import read_edits
 
     edits = read_edits(project.get_setting(EDITS_SETTING, {}))

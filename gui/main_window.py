@@ -495,7 +495,8 @@ class MainWindow(QMainWindow):
         self.media_list.clear()
         for r in records:
             it = QListWidgetItem(Path(r.path).name)
-            it.setToolTip(f"{r.path}\n{r.duration_s:.2f} s, {r.container}")
+            duration = "duration unknown" if r.duration_s is None else f"{r.duration_s:.2f} s"
+            it.setToolTip(f"{r.path}\n{duration}, {r.container}")
             it.setData(Qt.ItemDataRole.UserRole, r.path)
             if not Path(r.path).exists():
                 it.setText(it.text() + "  (missing)")

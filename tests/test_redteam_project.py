@@ -180,3 +180,16 @@ def test_an_extra_column_with_a_computed_default_is_refused(filled: tuple[Path, 
                  "value_json TEXT NOT NULL, pad BLOB DEFAULT (zeroblob(10)), ")
     with pytest.raises(ProjectCorruptError, match="extra column 'pad' with a computed default"):
         Project.open(path)
+
+
+def test_the_window_lists_media_of_unknown_duration(window: Any, qtbot: Any, filled: tuple[Path, dict[str, Any]],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A media row without a duration (add_media allows None) made the media list's
+    callback fail with TypeError, so the window listed nothing from such a project."""
+    path, _ = filled
+    failures: list[str] = []
+    monkeypatch.setattr(window, "show_error", failures.append)
+    with qtbot.waitSignal(window.media_list_refreshed, timeout=20000):
+        window.open_project(str(path))
+    assert window.media_list.count() == 2 and not failures
+    assert "duration unknown" in window.media_list.item(1).toolTip()

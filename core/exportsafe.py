@@ -201,7 +201,7 @@ def write_replacing(path: str | Path, data: bytes) -> Path:
     over ``path``: a link planted under ``path`` is replaced, never written through, and a
     reader never sees half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".kestrel-", suffix=".part", dir=path.parent)  # any name length
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

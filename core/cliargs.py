@@ -17,7 +17,7 @@ from collections.abc import Callable
 from core.errors import KestrelError
 
 __all__ = ["UsageError", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
-           "check_device", "past_end", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
+           "check_device", "past_end", "text", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
 
 
 class UsageError(KestrelError):
@@ -96,6 +96,22 @@ def duration(lo: float = 0.0, hi: float = MAX_SECONDS, what: str = "a duration i
 def fraction(*, zero: bool = True, what: str = "a fraction") -> Callable[[str], float]:
     """A share in [0, 1] (``zero=False``: (0, 1])."""
     return number(0.0, 1.0, lo_open=not zero, what=what)
+
+
+def text(what: str = "text") -> Callable[[str], str]:
+    """Words for a model (a query, a question): text that is not UTF-8 (a terminal in another
+    encoding hands Python lone surrogates) is refused here; a tokenizer would fail on it only
+    after the models loaded and the frames decoded."""
+
+    def parse(value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise argparse.ArgumentTypeError(f"{what} is not UTF-8 text (check the terminal's encoding)") from None
+        return value
+
+    parse.__name__ = what
+    return parse
 
 
 def model_list(tasks: tuple[str, ...] | None = None) -> Callable[[str], tuple[str, ...]]:

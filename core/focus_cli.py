@@ -29,7 +29,7 @@ def cmd_select(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="kestrel select", description="Choose the frames of a video that answer a query "
                                                                     "(FOCUS, arXiv 2510.27280).")
     ap.add_argument("video")
-    ap.add_argument("--query", default="", help="what to look for, e.g. \"a bus at the gate\"")
+    ap.add_argument("--query", default="", type=cliargs.text("the query"), help="what to look for, e.g. \"a bus at the gate\"")
     ap.add_argument("--k", type=cliargs.integer(1, 100_000, what="a number of frames"), default=16,
                     help="frames to choose (default 16)")
     ap.add_argument("--budget-share", type=cliargs.fraction(zero=False, what="a share of the frames"), default=0.02,

@@ -96,3 +96,27 @@ def test_a_short_range_of_a_sparse_file_is_still_looked_at(tmp_path):
 
     info = probe(mediagen.make_sparse_video(tmp_path / "sparse.mp4"), with_hash=False)
     assert media_range(info, 0.0, 60.0) == (0.0, 60.0)
+
+
+# -- words that are not UTF-8 (a terminal in Latin-1): refused before any model loads --------------------
+
+@pytest.mark.parametrize("argv,option", [
+    (["select", "{clip}", "--query", "caf\udce9"], "--query"),
+    (["chat", "{clip}", "--ask", "caf\udce9?"], "--ask"),
+    (["tag", "--project", "{proj}", "--search", "caf\udce9"], "--search"),
+])
+def test_words_that_are_not_utf8_are_a_usage_error(argv, option, tmp_path, monkeypatch, capsys):
+    """Before: select decoded and scored for a minute, then 'No frame could be scored … TypeError:
+    TextEncodeInput must be …'."""
+    import main
+
+    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
+    clip = tmp_path / "missing.mp4"  # never reached: the argument is refused first
+    argv = [a.format(clip=clip, proj=tmp_path / "p.kestrel") for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if "error:" in ln]
+    assert option in line and "not UTF-8" in line
+    assert not (tmp_path / "p.kestrel").exists()

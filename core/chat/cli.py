@@ -24,7 +24,7 @@ from core.jobs import HeadlessState
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kestrel chat", description="Ask a model about a video or a live feed.")
     ap.add_argument("source", help="a video file, a camera index (0) or a stream URL (rtsp://…, http://…)")
-    ap.add_argument("--ask", required=True, help="the question")
+    ap.add_argument("--ask", required=True, type=cliargs.text("the question"), help="the question")
     ap.add_argument("--at", type=cliargs.seconds, default=None,
                     help="the moment asked about, in seconds (default: the end)")
     ap.add_argument("--window", type=cliargs.duration(hi=86_400.0), default=30.0,

@@ -42,7 +42,7 @@ def cmd_tag(argv: list[str]) -> int:
     ap.add_argument("--experts", choices=("dense", "topk", "dynamic"), default="dense",
                     help="the multimodal autoencoder's feed-forward blocks: dense, fixed top-k experts, or "
                          "dynamic experts (AnyExperts); recorded with the model")
-    ap.add_argument("--search", metavar="QUERY", help="print the shots that best match this text")
+    ap.add_argument("--search", metavar="QUERY", type=cliargs.text("the query"), help="print the shots that best match this text")
     ap.add_argument("--k", type=cliargs.integer(1, 100_000, what="a number of hits"), default=10,
                     help="with --search: how many hits (default 10)")
     ap.add_argument("--export", metavar="DIR", help="write shots.json, shots.csv, subtitles and sidecars here")

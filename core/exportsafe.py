@@ -148,6 +148,9 @@ def safe_name(text: Any, fallback: str = "file", max_bytes: int = MAX_NAME_BYTES
     choice: here ``/`` and ``\\`` are simply replaced, so "../../etc/x" becomes "_.._etc_x"."""
     s = unicodedata.normalize("NFC", str(text if text is not None else ""))
     s = s.encode("utf-8", "replace").decode("utf-8")  # lone surrogates (undecodable bytes) → ?
+    # invisible format characters (bidi overrides that show "gpj.exe" as "exe.jpg", zero-width
+    # spaces, BOM) name no file an analyst can read or type
+    s = "".join(ch for ch in s if unicodedata.category(ch) != "Cf")
     s = _BAD_CHARS.sub("_", s).replace("?", "_")
     s = " ".join(s.split())  # no odd whitespace runs
     s = s.strip(" .")  # no "..", no hidden files, no trailing dot (Windows drops it)

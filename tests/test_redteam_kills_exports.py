@@ -300,3 +300,11 @@ def test_two_writers_giving_anomaly_verdicts_lose_none(tmp_path: Path, monkeypat
     finally:
         a.close()
         b.close()
+
+
+def test_file_names_from_stored_text_drop_invisible_format_characters() -> None:
+    from core.exportsafe import safe_name
+
+    assert safe_name("clip\u202egpj.exe") == "clipgpj.exe"  # no right-to-left override ("exe.jpg" shown)
+    assert safe_name("\u200b\ufeff\u2060") == "file" and safe_name("a\u200bb") == "ab"
+    assert safe_name("../\u202e../etc/passwd") == "_.._etc_passwd"

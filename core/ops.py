@@ -141,7 +141,22 @@ def cached_analysis(project: Project, media_id: int, req, duration: float) -> di
                                run_params(req, spec, end), media_id)
         if run is not None:
             found[name] = run.id
+    if found:  # a later run of the model (other settings) replaced its tracks: not reusable
+        owner = {(t.kind, t.name): t.run_id for t in project.load_tracks(media_id)}
+        for name in list(found):
+            key = primary_track(get_spec(name).task, get_spec(name).name)
+            if key is not None and owner.get(key) != found[name]:
+                del found[name]
     return found
+
+
+def primary_track(task: str, model: str) -> tuple[str, str] | None:
+    """The (kind, name) of the track every run of ``model`` stores (core.analysis.tracks_for),
+    which the model's next run with other settings replaces."""
+    if task in ("detect", "faces", "ocr"):
+        return ("boxes", model)
+    return {"image-tags": ("tags", model), "vad": ("speech", "voice activity"),
+            "asr": ("speech", "transcript")}.get(task)
 
 
 def store_analysis(project: Project, media_id: int, out, step: float) -> int:

@@ -308,3 +308,26 @@ def test_file_names_from_stored_text_drop_invisible_format_characters() -> None:
     assert safe_name("clip\u202egpj.exe") == "clipgpj.exe"  # no right-to-left override ("exe.jpg" shown)
     assert safe_name("\u200b\ufeff\u2060") == "file" and safe_name("a\u200bb") == "ab"
     assert safe_name("../\u202e../etc/passwd") == "_.._etc_passwd"
+
+
+# ------------------------------------------------------------------------ reuse only what is still there
+def test_a_run_whose_tracks_a_later_run_replaced_is_not_reused(tmp_path: Path) -> None:
+    import dataclasses
+
+    from core import ops
+    from core.analysis import AnalysisRequest, run_params
+    from core.project import Project
+    from models.catalogue import get_spec
+    from test_robust_store import DURATION, MODEL, detector_output
+
+    with Project.create(tmp_path / "p.kestrel") as p:
+        mid = p.add_media("/videos/clip.mp4", "sha256:abc", 1000, DURATION, "mp4", [])
+        at2, at1 = (AnalysisRequest(path="/videos/clip.mp4", models=(MODEL,), fps=f) for f in (2.0, 1.0))
+        first = ops.store_analysis(p, mid, detector_output(), 0.5)  # fps 2
+        assert ops.cached_analysis(p, mid, at2, DURATION) == {MODEL: first}
+        out1 = dataclasses.replace(detector_output(), params=run_params(at1, get_spec(MODEL), DURATION))
+        second = ops.store_analysis(p, mid, out1, 1.0)  # fps 1 replaces the model's tracks
+        assert ops.cached_analysis(p, mid, at1, DURATION) == {MODEL: second}
+        assert ops.cached_analysis(p, mid, at2, DURATION) == {}  # its tracks are the fps 1 run's now
+        third = ops.store_analysis(p, mid, detector_output(), 0.5)
+        assert ops.cached_analysis(p, mid, at2, DURATION) == {MODEL: third}

@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", nargs="?", const="sintel", metavar="NAME",
                     help="open a real sample clip from the registries (default: sintel)")
     args = ap.parse_args(argv)
+    if args.screenshot is not None:
+        from pathlib import Path
+        folder = Path(args.screenshot).parent
+        if not args.screenshot.strip() or not folder.is_dir():  # before a window opens and media load
+            ap.error(f"argument --screenshot: {folder} is not a folder" if args.screenshot.strip()
+                     else "argument --screenshot: the file name is empty")
     media = args.media
     if args.sample:
         from core.errors import print_error

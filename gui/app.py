@@ -157,7 +157,8 @@ def _arm_screenshot(app, win, out: str, has_media: bool, timeout_s: float, exit_
         app.processEvents()
         ok = win.grab().save(out)
         if not ok:
-            print(f"could not write {out}", file=sys.stderr)
+            from core.errors import print_error
+            print_error(f"could not write the screenshot {out} (is its folder there and writable?)")
             code = code or 1
         else:
             print(out)

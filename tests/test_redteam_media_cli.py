@@ -120,3 +120,36 @@ def test_words_that_are_not_utf8_are_a_usage_error(argv, option, tmp_path, monke
     [line] = [ln for ln in err.splitlines() if "error:" in ln]
     assert option in line and "not UTF-8" in line
     assert not (tmp_path / "p.kestrel").exists()
+
+
+# -- where the output cannot go ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["{file}/x.png", "{tmp}/missing/x.png", " "])
+def test_a_screenshot_into_no_folder_is_a_usage_error(where, tmp_path, monkeypatch, capsys):
+    """Before: the window opened, loaded the file, then printed 'could not write …' without
+    ``kestrel:`` (exit 1)."""
+    import main
+
+    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main.main([str(tmp_path / "clip.mp4"), "--screenshot", where.format(file=tmp_path / "file", tmp=tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if "error:" in ln]
+    assert "--screenshot" in line
+
+
+def test_tagging_a_folder_with_nothing_to_tag_says_so(tmp_path, monkeypatch, capsys):
+    import main
+
+    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not media")
+    rc = main.main(["tag", str(folder), "--project", str(tmp_path / "p.kestrel")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in err
+    assert f"skipped {folder / 'readme.txt'}: " in out
+    assert [ln for ln in err.splitlines() if ln.startswith("kestrel:")] == [
+        f"kestrel: nothing in {folder} could be tagged (1 skipped, 0 failed)"]

@@ -112,7 +112,11 @@ def _tag(project: Any, args: argparse.Namespace) -> int:
         print(line)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    return 0 if result.ok and result.index is not None else 1
+    if not result.ok:  # the lines above say why for each file; exit 1 needs its one line too
+        print_error(f"nothing in {args.folder} could be tagged ({len(result.skipped)} skipped, "
+                    f"{len(result.failed)} failed)")
+        return 1
+    return 0 if result.index is not None else 1
 
 
 def report_lines(result: Any) -> list[str]:

@@ -248,7 +248,11 @@ def load_mono(path: str | os.PathLike, rate: int = 16000, start_s: float = 0.0,
                 break
             if pos is None:
                 pos = int(round((t0 - start_s) * rate))
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples), format="fltp", layout=layout)
+            if r.channels < PLANES_SAFE:
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples), format="fltp", layout=layout)
+            else:  # packed: PyAV would fill a 9th plane of 8 planar channels (see samples_of)
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples.T).reshape(1, -1), format="flt",
+                                                   layout=layout)
             frame.sample_rate = src_rate
             for o in rs.resample(frame):
                 y = o.to_ndarray().reshape(-1)

@@ -72,10 +72,27 @@ def test_samples_of_packed_and_planar_frames():
     assert np.array_equal(samples_of(planar), x.T[:2])
 
 
+def test_eight_channel_audio_mixes_to_mono_as_ffmpeg_does(tmp_path):
+    """load_mono (tagging, anomalies, VAD) built an 8-plane frame: PyAV filled a 9th plane
+    (IndexError: tag reported the file FAILED; anomalies said its audio cannot be decoded)."""
+    import av
+
+    from core.audio import load_mono
+
+    wav = pcm_wav(tmp_path / "eight.wav", 8)
+    x = load_mono(wav, 16000)
+    rs = av.AudioResampler(format="flt", layout="mono", rate=16000)
+    with av.open(str(wav)) as c:
+        y = np.concatenate([o.to_ndarray().reshape(-1) for p in c.demux(audio=0) for f in p.decode()
+                            for o in rs.resample(f)])
+    assert x.shape == y.shape == (32000,) and np.allclose(x, y, atol=1e-6)
+
+
 def test_anomalies_on_eight_channel_audio(tmp_path):
     r = kestrel(["anomalies", str(pcm_wav(tmp_path / "eight.wav", 8))], tmp_path)
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr and " events (sensitivity" in r.stdout
+    assert "cannot be decoded" not in r.stderr and "vision only" not in r.stderr
 
 
 # -- two frames 10^6 s apart: a window a second would be a million windows ------------------------------

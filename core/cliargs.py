@@ -17,7 +17,7 @@ from collections.abc import Callable
 from core.errors import KestrelError
 
 __all__ = ["UsageError", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
-           "check_device", "past_end", "text", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
+           "check_device", "past_end", "text", "out_folder", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
 
 
 class UsageError(KestrelError):
@@ -112,6 +112,25 @@ def text(what: str = "text") -> Callable[[str], str]:
 
     parse.__name__ = what
     return parse
+
+
+def out_folder(text: str) -> str:
+    """A folder to write into, there or to be made: refused when it, or a folder above it, is
+    a file (checked before the work, not after minutes of it)."""
+    from pathlib import Path
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the folder name is empty")
+    p = Path(text).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise argparse.ArgumentTypeError(f"{q} is not a folder" + ("" if q == p else f", so {p} cannot be one"))
+            break
+    return text
+
+
+out_folder.__name__ = "a folder"
 
 
 def model_list(tasks: tuple[str, ...] | None = None) -> Callable[[str], tuple[str, ...]]:

@@ -38,7 +38,7 @@ def cmd_select(argv: list[str]) -> int:
                     help="or at most this many frames")
     ap.add_argument("--seed", type=cliargs.integer(0, 2**32 - 1, what="a seed"), default=0)
     ap.add_argument("--project", help="store the selection in this .kestrel project (and use its transcript)")
-    ap.add_argument("--export", metavar="DIR", help="write the chosen frames as PNGs and selection.json here")
+    ap.add_argument("--export", metavar="DIR", type=cliargs.out_folder, help="write the chosen frames as PNGs and selection.json here")
     ap.add_argument("--scorer", default="embedded",
                     help="embedded (default, offline models) or blip-itm-user, clip-user, siglip-user with --weights")
     ap.add_argument("--weights", metavar="PATH", help="the local model folder for a bring-your-own scorer")

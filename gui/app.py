@@ -176,7 +176,8 @@ def _arm_screenshot(app, win, out: str, has_media: bool, timeout_s: float, exit_
 
     def on_error(msg: str) -> None:
         if not state["frame"] or not state["wave"]:
-            print(f"error: {msg}", file=sys.stderr)
+            from core.errors import print_error
+            print_error(msg)  # the one form every command line uses: kestrel: <sentence>
             QTimer.singleShot(200, lambda: shoot(1))
 
     win.media_ready.connect(on_media)
@@ -189,8 +190,12 @@ def _arm_screenshot(app, win, out: str, has_media: bool, timeout_s: float, exit_
     win.error_shown.connect(on_error)
     if not has_media:
         win.project_changed.connect(lambda _p: maybe())
-    QTimer.singleShot(int(timeout_s * 1000), lambda: (print("timed out waiting for the media", file=sys.stderr),
-                                                        shoot(2)))
+    def timed_out() -> None:
+        from core.errors import print_error
+        print_error(f"timed out waiting for the media ({timeout_s:g} s); the screenshot shows the window as it was")
+        shoot(2)
+
+    QTimer.singleShot(int(timeout_s * 1000), timed_out)
 
 
 def _dark_palette(app) -> None:

@@ -170,3 +170,32 @@ def test_tagging_a_folder_with_nothing_to_tag_says_so(tmp_path, monkeypatch, cap
     assert f"skipped {folder / 'readme.txt'}: " in out
     assert [ln for ln in err.splitlines() if ln.startswith("kestrel:")] == [
         f"kestrel: nothing in {folder} could be tagged (1 skipped, 0 failed)"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["anomalies", "{clip}", "--export", "{file}"],
+    ["select", "{clip}", "--query", "a bus", "--export", "{file}/sub"],
+    ["tag", "--project", "{proj}", "--export", "{file}"],
+    ["tag", "--project", "{proj}", "--export", ""],
+])
+def test_an_export_folder_that_cannot_be_is_refused_before_the_work(argv, tmp_path, monkeypatch, capsys):
+    """Before: anomalies/select decoded and scored for a minute, then 'File exists: …'."""
+    import main
+
+    monkeypatch.setenv("KESTREL_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "file").write_text("x")
+    argv = [a.format(clip=tmp_path / "clip.mp4", file=tmp_path / "file", proj=tmp_path / "p.kestrel") for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if "error:" in ln]
+    assert "argument --export:" in line
+    assert not (tmp_path / "p.kestrel").exists()
+
+
+def test_the_window_reports_a_file_it_cannot_open_as_kestrel(tmp_path):
+    """--screenshot of /dev/zero: was 'error: Cannot open …', the only line without ``kestrel:``."""
+    r = kestrel(["/dev/zero", "--screenshot", str(tmp_path / "s.png")], tmp_path, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert one_line(r) == "kestrel: Cannot open /dev/zero: zero is a device, not a media file."

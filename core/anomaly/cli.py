@@ -101,7 +101,7 @@ def cmd_anomalies(argv: list[str]) -> int:
     ap.add_argument("--window", type=cliargs.number(0.5, 1.0, what="a window length in seconds"), default=1.0,
                     help="window length in seconds, 0.5..1 (default 1)")
     ap.add_argument("--retrain", action="store_true", help="train a new model even if one is stored")
-    ap.add_argument("--export", metavar="DIR", help="write events.csv, events.json and a clip per event here")
+    ap.add_argument("--export", metavar="DIR", type=cliargs.out_folder, help="write events.csv, events.json and a clip per event here")
     ap.add_argument("--clips", type=cliargs.integer(0, 10_000, what="a number of clips"), default=10,
                     help="with --export: at most this many clips (default 10)")
     ap.add_argument("--experts", choices=("dense", "topk", "dynamic"), default="dense",

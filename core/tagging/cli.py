@@ -45,7 +45,7 @@ def cmd_tag(argv: list[str]) -> int:
     ap.add_argument("--search", metavar="QUERY", type=cliargs.text("the query"), help="print the shots that best match this text")
     ap.add_argument("--k", type=cliargs.integer(1, 100_000, what="a number of hits"), default=10,
                     help="with --search: how many hits (default 10)")
-    ap.add_argument("--export", metavar="DIR", help="write shots.json, shots.csv, subtitles and sidecars here")
+    ap.add_argument("--export", metavar="DIR", type=cliargs.out_folder, help="write shots.json, shots.csv, subtitles and sidecars here")
     ap.add_argument("--sidecars", choices=("export", "media", "none"), default="export",
                     help="where the <name>.kestrel-tags.json sidecars go (default: the export folder)")
     ap.add_argument("--include-rejected", action="store_true", help="export rejected tags too")

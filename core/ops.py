@@ -170,7 +170,15 @@ def store_analysis(project: Project, media_id: int, out, step: float) -> int:
     with project.batch():
         run_id = record_run(project, run, media_id)
         if not out.error:
-            for tr in tracks_for(out, step, run_id):
+            tracks = tracks_for(out, step, run_id)
+            # the model's earlier run (other settings) leaves no class track of its own behind
+            # beside this run's: a class it saw and this run did not would show as this run's
+            new = {(tr.kind, tr.name) for tr in tracks}
+            for old in project.load_tracks(media_id) if out.task in ("detect", "faces") else ():
+                if old.kind in ("detections", "faces") and (old.kind, old.name) not in new \
+                        and old.meta.get("model") == out.name and old.run_id != run_id:
+                    project.delete_track(old.id)
+            for tr in tracks:
                 tr.run_id = run_id
                 save_track(project, media_id, tr)
     return run_id

@@ -330,3 +330,26 @@ def test_a_run_whose_tracks_a_later_run_replaced_is_not_reused(tmp_path: Path) -
         assert ops.cached_analysis(p, mid, at2, DURATION) == {}  # its tracks are the fps 1 run's now
         third = ops.store_analysis(p, mid, detector_output(), 0.5)
         assert ops.cached_analysis(p, mid, at2, DURATION) == {MODEL: third}
+
+
+def test_a_rerun_of_a_detector_leaves_no_class_track_of_its_earlier_run(tmp_path: Path) -> None:
+    import dataclasses
+
+    from core import ops
+    from core.analysis import AnalysisRequest, run_params
+    from core.project import Project
+    from models.catalogue import get_spec
+    from models.types import Detection
+    from test_robust_store import DURATION, MODEL, detector_output
+
+    with Project.create(tmp_path / "p.kestrel") as p:
+        mid = p.add_media("/videos/clip.mp4", "sha256:abc", 1000, DURATION, "mp4", [])
+        ops.store_analysis(p, mid, detector_output(), 0.5)  # person, bus, dog
+        p.save_track(mid, "detections", "cat", [], meta={"model": "another-detector"})  # not this model's
+        at1 = AnalysisRequest(path="/videos/clip.mp4", models=(MODEL,), fps=1.0)
+        out1 = dataclasses.replace(detector_output(), params=run_params(at1, get_spec(MODEL), DURATION),
+                                   frames=[(float(t), [Detection((1.0, 1.0, 9.0, 9.0), "person", 0.9, 1)])
+                                           for t in range(10)])
+        second = ops.store_analysis(p, mid, out1, 1.0)  # sees only the person
+        tracks = {(t.kind, t.name): t.run_id for t in p.load_tracks(mid)}
+        assert tracks == {("detections", "person"): second, ("boxes", MODEL): second, ("detections", "cat"): None}

@@ -117,6 +117,7 @@ def text(what: str = "text") -> Callable[[str], str]:
 def out_folder(text: str) -> str:
     """A folder to write into, there or to be made: refused when it, or a folder above it, is
     a file (checked before the work, not after minutes of it)."""
+    import os
     from pathlib import Path
 
     if not text.strip():
@@ -126,6 +127,8 @@ def out_folder(text: str) -> str:
         if q.exists():
             if not q.is_dir():
                 raise argparse.ArgumentTypeError(f"{q} is not a folder" + ("" if q == p else f", so {p} cannot be one"))
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"the folder {q} cannot be written to (permission denied)")
             break
     return text
 

@@ -199,3 +199,17 @@ def test_the_window_reports_a_file_it_cannot_open_as_kestrel(tmp_path):
     r = kestrel(["/dev/zero", "--screenshot", str(tmp_path / "s.png")], tmp_path, timeout=120)
     assert r.returncode == 1, r.stderr
     assert one_line(r) == "kestrel: Cannot open /dev/zero: zero is a device, not a media file."
+
+
+def test_an_export_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    """As a user (root writes anywhere, so the permission is faked): a read-only folder, or a new
+    folder under one, is refused when the command line is read."""
+    import argparse
+
+    from core import cliargs
+
+    assert cliargs.out_folder(str(tmp_path / "new" / "sub")) == str(tmp_path / "new" / "sub")
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    for where in (tmp_path, tmp_path / "new" / "sub"):
+        with pytest.raises(argparse.ArgumentTypeError, match="cannot be written to"):
+            cliargs.out_folder(str(where))

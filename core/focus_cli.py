@@ -64,7 +64,7 @@ def cmd_select(argv: list[str]) -> int:
     from core.project import ProjectError
     from models.catalogue import ModelError
 
-    project = media_id = None
+    project = media_id = state = None
     try:
         info = probe(args.video)
         past = cliargs.past_end("--example-time", args.example_time, info.duration_s, Path(info.path).name)
@@ -105,9 +105,13 @@ def cmd_select(argv: list[str]) -> int:
             print(f"exported {len(paths) - 1} frames and {paths[-1].name} to {args.export}")
         return 0
     except ValueError as e:
+        if state is not None:
+            state.end_line()
         print_error(" ".join(str(e).split()))
         return 2
     except (MediaError, ProjectError, ModelError, FocusError, OSError) as e:
+        if state is not None:
+            state.end_line()
         print_error(e)
         return 1
     finally:

@@ -61,7 +61,15 @@ class HeadlessState:
                                    f"{self.progress * 100:5.1f}% {text[:40]:40s}")
                 if self.progress >= 1.0:
                     self._stream.write("\n")
+                self._open_line = self.progress < 1.0
                 self._stream.flush()
+
+    def end_line(self) -> None:
+        """End a progress bar left mid-line (before an error line, so it starts a line of its own)."""
+        if getattr(self, "_open_line", False):
+            self._stream.write("\n")
+            self._stream.flush()
+            self._open_line = False
 
     def set_partial_result(self, value: Any) -> None:
         self.partials += 1

@@ -213,3 +213,13 @@ def test_an_export_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatc
     for where in (tmp_path, tmp_path / "new" / "sub"):
         with pytest.raises(argparse.ArgumentTypeError, match="cannot be written to"):
             cliargs.out_folder(str(where))
+
+
+def test_an_error_after_a_progress_bar_starts_its_own_line(tmp_path):
+    """select with a scorer folder that is not there: the bar was drawn, then 'kestrel: …' was
+    written on the bar's line (after 40 blanks), not on a line of its own."""
+    clip = mediagen.make_clip(tmp_path / "c.mp4", duration=1.0, size=(160, 120))
+    r = kestrel(["select", str(clip), "--query", "a bus", "--scorer", "clip-user", "--weights",
+                 str(tmp_path / "gone")], tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert any(ln.startswith("kestrel: ") and "gone" in ln for ln in r.stderr.split("\n")), repr(r.stderr)

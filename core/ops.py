@@ -171,17 +171,28 @@ def store_analysis(project: Project, media_id: int, out, step: float) -> int:
         run_id = record_run(project, run, media_id)
         if not out.error:
             tracks = tracks_for(out, step, run_id)
-            # the model's earlier run (other settings) leaves no class track of its own behind
-            # beside this run's: a class it saw and this run did not would show as this run's
-            new = {(tr.kind, tr.name) for tr in tracks}
-            for old in project.load_tracks(media_id) if out.task in ("detect", "faces") else ():
-                if old.kind in ("detections", "faces") and (old.kind, old.name) not in new \
-                        and old.meta.get("model") == out.name and old.run_id != run_id:
-                    project.delete_track(old.id)
+            if out.task in ("detect", "faces"):
+                _own_class_tracks(project, media_id, out.name, tracks, run_id)
             for tr in tracks:
                 tr.run_id = run_id
                 save_track(project, media_id, tr)
     return run_id
+
+
+def _own_class_tracks(project: Project, media_id: int, model: str, tracks: list, run_id: int) -> None:
+    """Per-class tracks are named by class; one that another detector stored already gets
+    "<class> (<model>)" instead of replacing that detector's (its run would lack it). The
+    model's earlier run (other settings) leaves no class track of its own behind beside this
+    run's: a class it saw and this run did not would show as this run's."""
+    existing = [t for t in project.load_tracks(media_id) if t.kind in ("detections", "faces")]
+    owner = {(t.kind, t.name): t.meta.get("model") for t in existing}
+    for tr in tracks:
+        if tr.kind in ("detections", "faces") and owner.get((tr.kind, tr.name)) not in (None, model):
+            tr.name = f"{tr.name} ({model})"
+    new = {(tr.kind, tr.name) for tr in tracks}
+    for old in existing:
+        if (old.kind, old.name) not in new and old.meta.get("model") == model and old.run_id != run_id:
+            project.delete_track(old.id)
 
 
 def record_cancelled(project: Project, media_id: int, req, duration: float, names) -> None:

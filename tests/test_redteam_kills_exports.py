@@ -353,3 +353,26 @@ def test_a_rerun_of_a_detector_leaves_no_class_track_of_its_earlier_run(tmp_path
         second = ops.store_analysis(p, mid, out1, 1.0)  # sees only the person
         tracks = {(t.kind, t.name): t.run_id for t in p.load_tracks(mid)}
         assert tracks == {("detections", "person"): second, ("boxes", MODEL): second, ("detections", "cat"): None}
+
+
+def test_two_detectors_keep_each_its_own_class_tracks(tmp_path: Path) -> None:
+    import dataclasses
+
+    from core import ops
+    from core.project import Project
+    from test_robust_store import DURATION, MODEL, _request, detector_output
+
+    with Project.create(tmp_path / "p.kestrel") as p:
+        mid = p.add_media("/videos/clip.mp4", "sha256:abc", 1000, DURATION, "mp4", [])
+        first = ops.store_analysis(p, mid, detector_output(), 0.5)  # person, bus, dog
+        other = dataclasses.replace(detector_output(), name="yolo-user")
+        second = ops.store_analysis(p, mid, other, 0.5)
+        tracks = {(t.kind, t.name): t.run_id for t in p.load_tracks(mid)}
+        assert {k: v for k, v in tracks.items() if v == first} == {
+            ("detections", c): first for c in ("person", "bus", "dog")} | {("boxes", MODEL): first}
+        assert {k: v for k, v in tracks.items() if v == second} == {
+            ("detections", f"{c} (yolo-user)"): second for c in ("person", "bus", "dog")} | {("boxes", "yolo-user"): second}
+        assert ops.cached_analysis(p, mid, _request(), DURATION) == {MODEL: first}
+        third = ops.store_analysis(p, mid, other, 0.5)  # the same detector again: its own tracks replaced
+        assert sorted(n for (k, n), v in {(t.kind, t.name): t.run_id for t in p.load_tracks(mid)}.items()
+                      if v == third) == ["bus (yolo-user)", "dog (yolo-user)", "person (yolo-user)", "yolo-user"]

@@ -62,8 +62,21 @@ class _CannotOpen(Exception):
     """Internal: a plain read-only open failed (WAL side files cannot be created)."""
 
 
+def _check_side_files(path: Path) -> None:
+    """SQLite opens ``-wal``, ``-shm`` and ``-journal`` beside a project by name: one that is a
+    pipe (opening or writing it blocks forever), a folder, a device or a link (writes would
+    land in another file) is refused before SQLite sees it."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = Path(f"{path}{suffix}")
+        if os.path.lexists(side) and (side.is_symlink() or not side.is_file()):
+            raise ProjectError(f"'{path}' was not opened: '{side.name}' beside it is not a plain file (a "
+                               "folder, pipe, device or link); remove or rename it, then open the project "
+                               "again.", path)
+
+
 def _check_header(path: Path) -> None:
     """Reject non-projects from the raw header, before SQLite opens (and could touch) them."""
+    _check_side_files(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(100)

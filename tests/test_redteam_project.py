@@ -3,6 +3,7 @@ planted WAL and hot-journal side files (a refused file and its side files stay u
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import core.project as project_module
 from core import dbschema
 from core.project import Project, ProjectCorruptError, ProjectForeignSqlError
-from projectkit import check_populated, filled, project_path, raw, sha256  # noqa: F401  (fixtures)
+from projectkit import REPO, check_populated, filled, project_path, raw, sha256  # noqa: F401  (fixtures)
 
 
 def test_a_trigger_planted_while_the_project_is_open_never_runs(filled: tuple[Path, dict[str, Any]]) -> None:
@@ -193,3 +194,27 @@ def test_the_window_lists_media_of_unknown_duration(window: Any, qtbot: Any, fil
         window.open_project(str(path))
     assert window.media_list.count() == 2 and not failures
     assert "duration unknown" in window.media_list.item(1).toolTip()
+
+
+@pytest.mark.parametrize("suffix, make", [
+    ("-journal", "fifo"), ("-wal", "fifo"), ("-shm", "fifo"),
+    ("-wal", "folder"), ("-shm", "folder"), ("-journal", "folder"),
+    ("-wal", "link"), ("-journal", "link"),
+])
+def test_a_side_file_that_is_not_a_plain_file_is_refused(filled: tuple[Path, dict[str, Any]], tmp_path: Path,
+                                                         suffix: str, make: str) -> None:
+    """A pipe named <project>-journal made opening block forever (SQLite opens it to look for
+    a hot journal); a linked -wal would have Kestrel's writes land in another file."""
+    path, written = filled
+    side, victim = Path(f"{path}{suffix}"), tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    {"fifo": os.mkfifo, "folder": os.mkdir, "link": lambda p: os.symlink(victim, p)}[make](side)
+    code = ("import sys; from core.project import Project, ProjectError\n"
+            "try:\n    Project.open(sys.argv[1]).close()\nexcept ProjectError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
+                         cwd=REPO)
+    assert "is not a plain file" in out.stdout and out.stderr == ""
+    assert victim.read_text() == "keep me" and os.path.lexists(side)
+    os.unlink(side) if make != "folder" else os.rmdir(side)
+    with Project.open(path) as p:
+        check_populated(p, written)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -126,8 +126,7 @@ def describe_job(req: TagRequest, state: JobState) -> list[tuple[str, str]]:
 
 
 def store_file(project: Any, done: FileDone) -> int:
-    """Database writer: register the file; store its shots run (and track) when detected now,
-    its features run, and mark them current. Returns the media id."""
+    """Database writer: register the file; store its shots (if detected now), features and current: the media id."""
     mid = ops.register_media(project, done.info)
     if done.reused is not None:
         set_current(project, mid, done.reused[0], done.reused[1], shot_params())
@@ -137,9 +136,8 @@ def store_file(project: Any, done: FileDone) -> int:
         if res.shots_detected:
             store_shots(project, mid, res.shots, res.shot_params, started_at=t.get("started_at"),
                         duration_s=t.get("shots_s", 0.0))
-        store_features(project, mid, res.features(), res.feature_params,
-                       started_at=t.get("started_at", 0.0) + t.get("shots_s", 0.0),
-                       duration_s=t.get("features_s", 0.0))
+        store_features(project, mid, res.features(), res.feature_params, duration_s=t.get("features_s", 0.0),
+                       started_at=t.get("started_at", 0.0) + t.get("shots_s", 0.0))
         set_current(project, mid, res.shots, res.feature_params, res.shot_params)
     return mid
 
@@ -162,10 +160,7 @@ class ReadOnlyProject:
         self.writes.append(("set_setting", (key, value), {}))
         self._settings[key] = value
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Writes are only kept here; :meth:`apply` replays them in one batch."""
-        yield
+    batch = staticmethod(nullcontext)  # writes are only kept here; apply() replays them in the writer's batch
 
     def get_array(self, media_id: int, key: str):
         got = self._arrays.get((media_id, key))
@@ -191,8 +186,7 @@ def index_job(req: tuple[Any, IndexParams], state: JobState) -> tuple[ArchiveInd
 
 
 def commit_index(project: Any, idx: ArchiveIndex, view: ReadOnlyProject) -> ArchiveIndex:
-    """Database writer: store the index built on the compute worker, lay the analyst's edits
-    over its tags (as load_index does), store each file's tags track."""
+    """Database writer: store the worker's index, its tags with the analyst's edits laid over, each file's track."""
     with project.batch():  # the model, every file's index and its tags track commit together
         view.apply(project)
         edits = read_edits(project.get_setting(EDITS_SETTING, {}))  # checked, as load_index reads them

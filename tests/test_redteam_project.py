@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-import core.project as project_module
-from core import dbschema
+from core import dbschema, projectopen
 from core.project import Project, ProjectCorruptError, ProjectForeignSqlError
 from projectkit import REPO, check_populated, filled, project_path, raw, sha256  # noqa: F401  (fixtures)
 
@@ -168,7 +167,7 @@ def test_a_project_on_a_full_disk_opens_read_only(filled: tuple[Path, dict[str, 
         return real_connect(p, mode, timeout, **kw)
 
     monkeypatch.setattr(dbschema, "connect", connect)
-    monkeypatch.setattr(project_module, "_disk_full", lambda _p: True)
+    monkeypatch.setattr(projectopen, "disk_full", lambda _p: True)
     with Project.open(path) as p:
         assert p.read_only and "disk holding" in p.warnings[0]
         check_populated(p, written)

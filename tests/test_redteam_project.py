@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core import dbschema, projectopen
@@ -217,3 +218,24 @@ def test_a_side_file_that_is_not_a_plain_file_is_refused(filled: tuple[Path, dic
     os.unlink(side) if make != "folder" else os.rmdir(side)
     with Project.open(path) as p:
         check_populated(p, written)
+
+
+def test_chat_retrieval_embeds_a_bounded_number_of_stored_lines() -> None:
+    """A project storing 200 000 items in the asked window made `chat --project` embed every
+    line with MiniLM (minutes, a hang to the analyst); only the best by words and time are."""
+    from core.chat import grounding
+
+    class Index:
+        sizes: list[int] = []
+
+        def vectors(self, texts: list[str]) -> np.ndarray:
+            self.sizes.append(len(texts))
+            return np.ones((len(texts), 4), dtype=np.float32) / 2.0
+
+    lines = [grounding.LogLine(i * 1e-4, i * 1e-4 + 0.1, "tag", f"l{i}", f"[0:00] scene: l{i}", 1)
+             for i in range(20_000)]
+    lines.append(grounding.LogLine(1.0, 1.5, "tag", "bus", "[0:01] scene: a red bus", 1))
+    index = Index()
+    got = grounding.retrieve("is there a bus?", lines, index=index, at=1.2)  # type: ignore[arg-type]
+    assert index.sizes == [grounding.MAX_EMBEDDED_LINES + 1]
+    assert "a red bus" in got[0].text

@@ -286,6 +286,9 @@ def _body(line: LogLine) -> str:
     return line.text.split("] ", 1)[-1]
 
 
+MAX_EMBEDDED_LINES = 2000  # log lines embedded per question, at most
+
+
 def retrieve(question: str, lines: Sequence[LogLine], *, k: int = 8, at: float | None = None,
              window_s: float = 60.0, index: TextVectors | None = None, margin: float = 0.2) -> list[LogLine]:
     """The ``k`` lines that best match the question — MiniLM cosine, plus shared words, plus
@@ -293,16 +296,22 @@ def retrieve(question: str, lines: Sequence[LogLine], *, k: int = 8, at: float |
     if not lines:
         return []
     words = question_words(question) - STOP
-    vecs = index.vectors([question] + [_body(ln) for ln in lines]) if index else None
-    scores = []
-    for i, ln in enumerate(lines):
-        s = float(vecs[0] @ vecs[i + 1]) if vecs is not None else 0.0
+    cheap = []
+    for ln in lines:
         lw = set(re.findall(r"[a-z]+", _body(ln).lower()))
-        s += 0.12 * len(words & lw)
+        s = 0.12 * len(words & lw)
         if at is not None:
             d = 0.0 if ln.start <= at <= ln.end else min(abs(at - ln.start), abs(at - ln.end))
             s += 0.15 * math.exp(-d / max(window_s, 1.0))
-        scores.append(s)
+        cheap.append(s)
+    if index is not None and len(lines) > MAX_EMBEDDED_LINES:
+        # a project may store 10^5 lines in the window: only the best by words and time are
+        # embedded (MiniLM on every one took minutes), the rest keep their cheap score
+        ranked = np.argsort(np.asarray(cheap), kind="stable")[::-1][:MAX_EMBEDDED_LINES]
+        lines = [lines[i] for i in sorted(ranked)]
+        cheap = [cheap[i] for i in sorted(ranked)]
+    vecs = index.vectors([question] + [_body(ln) for ln in lines]) if index else None
+    scores = [(float(vecs[0] @ vecs[i + 1]) if vecs is not None else 0.0) + c for i, c in enumerate(cheap)]
     order = np.argsort(scores)[::-1][:k]
     # lines far below the best one only distract a small model ("person" lines for a spoken answer)
     keep = [i for i in order if scores[i] >= scores[order[0]] - margin] if len(order) else []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import collections
 import hashlib
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -143,12 +144,72 @@ def _check_readable(path: str | os.PathLike) -> Path:
     return p
 
 
+WAV_TAIL_SLACK = 1 << 20  # bytes past a WAV's RIFF and data chunks that are still read (footers)
+
+
+class _Capped(io.RawIOBase):
+    """A file seen only up to ``size`` bytes (what FFmpeg's WAV demuxer may scan for chunks)."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self._f, self._size = open(path, "rb"), size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self._size - self._f.tell()))
+        return self._f.readinto(memoryview(b)[:n]) if n else 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2:
+            offset, whence = self._size + offset, 0
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def _wav_riff_end(path: Path) -> int | None:
+    """Where a WAV file's RIFF chunk ends, when far more bytes follow it (a 2 s WAV followed by
+    10 GB of zeros: FFmpeg's demuxer walks them 8 bytes at a time looking for chunks, on every
+    open, for minutes); None otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    riff = int.from_bytes(head[4:8], "little")
+    i = 12
+    while i + 8 <= len(head):  # the data chunk's own size says where the samples end
+        tag, n = head[i:i + 4], int.from_bytes(head[i + 4:i + 8], "little")
+        if tag == b"data":
+            if n in (0, 0xFFFFFFFF) or riff in (0, 0xFFFFFFFF):  # a streamed WAV: its length is unknown
+                return None
+            end = max(riff + 8, i + 8 + n) + WAV_TAIL_SLACK
+            return end if size > end else None
+        i += 8 + n + (n & 1)
+    return None
+
+
 def _open(path: Path):
     import av
 
     name = display_name(path)
     try:
         # Damaged tags are shown as replacement characters rather than failing the open.
+        end = _wav_riff_end(path)
+        if end is not None:
+            return av.open(_Capped(path, end), mode="r", format="wav", timeout=10.0, metadata_errors="replace")
         return av.open(str(path), mode="r", timeout=10.0, metadata_errors="replace")
     except av.error.InvalidDataError as e:
         raise MediaError(f"{name} is not a media file FFmpeg can read, or is damaged "

@@ -243,5 +243,25 @@ def test_a_wav_with_a_huge_tail_is_read_up_to_its_chunks(tmp_path):
     info = probe(big)
     assert info.duration_s == pytest.approx(2.0) and info.audio.channels == 2
     assert np.array_equal(load_mono(big, 16000), load_mono(wav, 16000))
-    r = kestrel(["anomalies", str(big)], tmp_path, timeout=120)
+    r = kestrel(["anomalies", str(big), "--export", str(tmp_path / "out")], tmp_path, timeout=120)
     assert r.returncode == 0 and " events (sensitivity" in r.stdout, r.stderr[-2000:]
+    assert (tmp_path / "out" / "events.csv").exists()
+
+
+def test_shot_detection_and_clip_export_open_files_as_the_readers_do(tmp_path, monkeypatch):
+    """Shot detection (tag) and event clips opened files with av.open themselves (the WAV tail
+    above cost them 20 s each); they go through core.media._open now."""
+    import core.media
+    from core.anomaly.events import AnomalyEvent
+    from core.anomaly.export import export_event_clips
+    from core.jobs import HeadlessState
+    from core.tagging.shots import detect_shots
+
+    opened = []
+    real = core.media._open
+    monkeypatch.setattr(core.media, "_open", lambda p: opened.append(sys._getframe(1).f_globals["__name__"]) or real(p))
+    clip = mediagen.make_clip(tmp_path / "c.mp4", duration=1.0, size=(160, 120))
+    detect_shots(str(clip), HeadlessState())
+    assert "core.tagging.shots" in opened  # not only probe's open
+    export_event_clips(str(clip), [AnomalyEvent(start=0.2, end=0.6, peak=0.9, peak_time=0.4)], tmp_path / "out")
+    assert "core.anomaly.export" in opened

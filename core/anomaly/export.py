@@ -86,10 +86,8 @@ def export_clip(src: str | os.PathLike, start: float, end: float, out: str | os.
     tmp = None
     info = probe(src, with_hash=False)
     rot = info.video.rotation if info.video is not None else 0  # applied to the pixels: players differ
-    try:
-        inp = av.open(str(src), metadata_errors="replace")
-    except (av.error.FFmpegError, OSError) as e:
-        raise MediaError(f"{Path(src).name} cannot be opened: {e}") from e
+    from core.media import _open
+    inp = _open(Path(src))  # MediaError with a sentence; a WAV's tail it does not own is never scanned
     try:
         origin = float(inp.start_time) / 1e6 if inp.start_time is not None else 0.0
         vin = inp.streams.video[0] if inp.streams.video else None

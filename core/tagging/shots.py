@@ -138,10 +138,13 @@ def scan_cuts(path: str, detectors: Mapping[str, Any], state: JobState, *,
     import av
     from scenedetect import FrameTimecode
 
+    from pathlib import Path
+
+    from core.media import MediaError, _open
     try:
-        container = av.open(str(path), mode="r", timeout=10.0, metadata_errors="replace")
-    except (av.error.FFmpegError, OSError) as e:
-        raise TaggingError(f"{_name(path)} cannot be read for shot detection: {e}.") from e
+        container = _open(Path(path))  # as every reader opens (a WAV's tail it does not own is never scanned)
+    except MediaError as e:
+        raise TaggingError(f"{_name(path)} cannot be read for shot detection: {e}") from e
     try:
         if not container.streams.video:
             raise TaggingError(f"{_name(path)} has no video stream to find shots in.")

@@ -60,6 +60,18 @@ def test_eight_channel_audio_reads_without_touching_planes(tmp_path):
     assert r.stdout.split() == ["(8,", "32000)", "True"], r.stdout
 
 
+def test_a_live_source_with_eight_channels_reads_them(tmp_path):
+    """File ▸ Open Stream / chat on a live source: the live reader resampled to 8 planes and read
+    them plane by plane (the same segfault); in a subprocess."""
+    wav = pcm_wav(tmp_path / "eight.wav", 8)
+    code = ("from core.live import LiveSource\n"
+            f"chunks = [c for c in LiveSource({str(wav)!r}, realtime=False).chunks() if c.kind == 'audio']\n"
+            "print(sum(c.samples.shape[1] for c in chunks), {c.samples.shape[0] for c in chunks})\n")
+    r = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.split() == ["32000", "{8}"], r.stdout
+
+
 def test_samples_of_packed_and_planar_frames():
     import av
 

@@ -15,13 +15,12 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from core.exportsafe import dict_writer, inside, safe_name, unique_names
+from core.exportsafe import dict_writer, inside, safe_name, unique_names, write_replacing
 from core.tagging import TaggingError
 from core.tagging.tags import finite_number
 
@@ -322,16 +321,5 @@ def _beside_media(project: Any, media_ids: Sequence[int]) -> dict[int, Path | st
 
 
 def _write(path: Path, text: str) -> Path:
-    """Write whole or not at all: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    """Write whole or not at all (a reader never sees half a file), never through a link."""
+    return write_replacing(path, text.encode("utf-8"))

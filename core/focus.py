@@ -18,7 +18,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -443,7 +443,6 @@ def budget_for(req: FocusRequest, total_frames: int) -> tuple[int, list[str]]:
 def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
     """Job: choose ``req.k`` frames of ``req.path`` for ``req.query`` (see the module docstring)."""
     from core.focus_scorers import SeekingScorer, crop_region, make_scorer
-    from core.focus_store import thumbnail
     from core.media import MediaError, VideoDecoder, probe
 
     t0 = time.perf_counter()
@@ -498,3 +497,16 @@ def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
     return FocusResult(req, res.frames, res.arms, res.scored, res.attempts - fetch.broken, res.total_frames,
                        res.budget, scorer.name, time.perf_counter() - t0, tuple(dict.fromkeys(warnings)),
                        duration, fps, res.coarse_pulls, res.fine_pulls, fetch.failed, fetch.broken, thumbs)
+
+
+def thumbnail(dec: Any, t: float, size: tuple[int, int]) -> np.ndarray:
+    """The frame at ``t`` scaled to fit ``size``; a grey tile if it cannot be decoded (it is only a preview)."""
+    import cv2
+
+    try:
+        img = dec.frame_at(t).image
+    except Exception:  # MediaError or FFmpeg's own errors
+        return np.full((size[1], size[0], 3), 96, np.uint8)
+    h, w = img.shape[:2]
+    s = min(size[0] / w, size[1] / h)
+    return cv2.resize(img, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)

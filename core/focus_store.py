@@ -32,19 +32,6 @@ def timecode(t: float) -> str:
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
-def thumbnail(dec: Any, t: float, size: tuple[int, int]) -> np.ndarray:
-    """The frame at ``t`` scaled to fit ``size``; a grey tile if it cannot be decoded (it is only a preview)."""
-    import cv2
-
-    try:
-        img = dec.frame_at(t).image
-    except Exception:  # MediaError or FFmpeg's own errors
-        return np.full((size[1], size[0], 3), 96, np.uint8)
-    h, w = img.shape[:2]
-    s = min(size[0] / w, size[1] / h)
-    return cv2.resize(img, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
-
-
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 

@@ -22,6 +22,7 @@ from PySide6.QtCore import QUrl, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTextBrowser,
                                QVBoxLayout, QWidget)
 
+from core.chat import make_backend
 from core.errors import describe
 from core.session import format_time
 
@@ -220,16 +221,6 @@ class LiveStreamMeter:
             return 0.0
         (t0, b0), (t1, b1) = self._totals[0], self._totals[-1]
         return (b1 - b0) * 8 / 1000 / (t1 - t0) if t1 > t0 else 0.0
-
-
-def make_backend(request: tuple[str, str, str], state):
-    """Job: load the chosen model (seconds for the local GGUF; a server is only configured)."""
-    kind, url, model = request
-    if kind == "server":
-        from models.llm.openai_compat import OpenAICompatLLM
-        return OpenAICompatLLM(url, model)
-    from models.catalogue import load_model
-    return load_model("qwen2.5-0.5b-chat")
 
 
 class ChatPanel(QWidget):

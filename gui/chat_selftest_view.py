@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QHBoxLayou
                                QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
+from core.chat import make_backend
 from core.chat.selftest import (LADDER, QUESTIONS, UNCOMPRESSED, QA, Clip, RungResult, SelfTestPartial,
                                 SelfTestReport, SelfTestRequest, prepare_clips, run_selftest)
 from core.errors import describe
@@ -95,7 +96,6 @@ def selftest_job(req: SelfTestJob, state: JobState) -> SelfTestReport:
     """Job: load the model if needed, perceive the clips not yet perceived, run the self-test."""
     backend = req.backend
     if backend is None:
-        from gui.chat_panel import make_backend
         state.set_progress(0.0, "loading the model")
         backend = make_backend(req.backend_key, state)
         state.set_partial_result(BackendLoaded(req.backend_key, backend))

@@ -41,8 +41,8 @@ from core.tagging.index import (EDITS_SETTING, ArchiveIndex, Hit, IndexParams, S
                                 edit_tag, load_index, search_shot, search_text, set_current, set_vocabulary,
                                 stored_shot_tags, vocabulary)
 from core.tagging.shots import Shot, load_shots, shot_params, shots_track, store_shots
-from core.tagging.stored import read_edits
-from core.tagging.tags import Tag, merge_edits
+from core.tagging.stored import merge_edits, read_edits
+from core.tagging.tags import Tag
 from core.timeline import Item, Track
 
 log = logging.getLogger(__name__)

@@ -61,7 +61,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from models.fusion import FFNFactory, ffn_names, register_ffn
+from models.ffn import FFNFactory, ffn_names, register_ffn
 
 KINDS = ("dense", "topk", "dynamic")
 VIRTUAL_KINDS = ("zero", "copy", "const")

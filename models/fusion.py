@@ -40,11 +40,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from models.errors import KestrelError
+from models.ffn import _FFN, FFNFactory, dense_ffn, ffn_name_of, ffn_names, register_ffn  # noqa: F401
 
 ARCH = "kestrel-av-fusion"
 ARCH_VERSION = 1
-
-FFNFactory = Callable[[int, int], Any]  # (dim, hidden) -> torch.nn.Module mapping [..., dim] -> [..., dim]
 
 
 class CheckpointError(KestrelError):
@@ -52,21 +51,6 @@ class CheckpointError(KestrelError):
 
 
 # -- feed-forward blocks ---------------------------------------------------------------------
-
-_FFN: dict[str, FFNFactory] = {}
-
-
-def register_ffn(name: str, factory: FFNFactory) -> FFNFactory:
-    """Make an FFN type known by name (checkpoints record the name, loading looks it up)."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"invalid FFN name {name!r}")
-    _FFN[name] = factory
-    return factory
-
-
-def ffn_names() -> tuple[str, ...]:
-    return tuple(_FFN)
-
 
 def _ensure_known(name: str) -> None:
     """The mixtures of experts register themselves when models.experts is imported (no torch)."""
@@ -81,27 +65,6 @@ def ffn_factory(name: str) -> FFNFactory:
     except KeyError:
         raise CheckpointError(f"this Kestrel has no feed-forward block type {name!r} "
                               f"(known: {', '.join(_FFN)})") from None
-
-
-def ffn_name_of(factory: FFNFactory) -> str:
-    """The name a factory is registered under (a checkpoint records it)."""
-    for name, f in _FFN.items():
-        if f is factory:
-            return name
-    named = getattr(factory, "ffn_name", None)
-    if named:
-        return str(named)
-    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
-
-
-def dense_ffn(dim: int, hidden: int) -> Any:
-    """The default feed-forward block: Linear → GELU → Linear."""
-    from torch import nn
-
-    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-
-register_ffn("dense", dense_ffn)
 
 
 # -- config ----------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.tagging.tags import LOW, Tag, cluster_names, keywords, merge_edits, shot_tags, voices
+from core.tagging.stored import merge_edits
+from core.tagging.tags import LOW, Tag, cluster_names, keywords, shot_tags, voices
 
 
 def test_shot_tags_name_what_the_features_saw():

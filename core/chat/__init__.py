@@ -237,3 +237,13 @@ def plural(label: str, n: int) -> str:
     if n == 1:
         return label
     return {"person": "people", "bus": "buses", "face": "faces"}.get(label, label + "s")
+
+
+def make_backend(request: tuple[str, str, str], state):
+    """Job: load the chosen model (seconds for the local GGUF; a server is only configured)."""
+    kind, url, model = request
+    if kind == "server":
+        from models.llm.openai_compat import OpenAICompatLLM
+        return OpenAICompatLLM(url, model)
+    from models.catalogue import load_model
+    return load_model("qwen2.5-0.5b-chat")

@@ -32,7 +32,7 @@ from core.jobs import JobState, check
 from core.tagging import TaggingError
 from core.tagging.features import TEXT_DIM, ShotFeatures, load_features
 from core.tagging.shots import Shot, shots_from_rows
-from core.tagging.tags import Tag, cluster_names, keywords, merge_edits, shot_tags, voice_name, voices
+from core.tagging.tags import Tag, cluster_names, keywords, shot_tags, voice_name, voices
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +382,7 @@ def load_index(project: Any) -> ArchiveIndex | None:
     skipped with a logged warning, and when tags are stored but none can be used, a
     :class:`TaggingError` says so."""
     from core.project import ProjectCorruptError
-    from core.tagging.stored import Damaged, read_edits, read_media_tags
+    from core.tagging.stored import Damaged, merge_edits, read_edits, read_media_tags
 
     chunks: list[tuple[Any, Any]] = []
     damaged: list[str] = []

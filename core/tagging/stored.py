@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -194,3 +194,24 @@ def _is_tag(d: dict[str, Any]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def merge_edits(tags: list[Tag], edits: Mapping[str, Any] | None) -> list[Tag]:
+    """The analyst's edits over automatic tags: {"renamed": {old: new}, "state": {name: accepted|rejected},
+    "added": [tag dicts]}."""
+    edits = read_edit(edits) if edits else None
+    if not edits:
+        return tags
+    renamed = edits["renamed"]
+    states = edits["state"]
+    out = []
+    for t in tags:
+        name = renamed.get(t.name, t.name)
+        out.append(Tag(name, t.kind, t.confidence, t.detail, states.get(name, states.get(t.name, t.state))))
+    have = {t.name for t in out}
+    for d in edits.get("added", []):
+        t = Tag.from_dict({**d, "state": "user", "kind": d.get("kind", "user")})
+        if t.name not in have:
+            out.append(t)
+            have.add(t.name)
+    return out

@@ -244,26 +244,3 @@ def cluster_names(tag_lists: Sequence[Sequence[Tag]], labels: np.ndarray, top: i
         best = [name for _s, name in sorted(scored, reverse=True)[:top]]
         names[c] = " · ".join(best) if best else f"group {c + 1}"
     return names
-
-
-def merge_edits(tags: list[Tag], edits: Mapping[str, Any] | None) -> list[Tag]:
-    """The analyst's edits over automatic tags: {"renamed": {old: new}, "state": {name: accepted|rejected},
-    "added": [tag dicts]}."""
-    from core.tagging.stored import read_edit
-
-    edits = read_edit(edits) if edits else None
-    if not edits:
-        return tags
-    renamed = edits["renamed"]
-    states = edits["state"]
-    out = []
-    for t in tags:
-        name = renamed.get(t.name, t.name)
-        out.append(Tag(name, t.kind, t.confidence, t.detail, states.get(name, states.get(t.name, t.state))))
-    have = {t.name for t in out}
-    for d in edits.get("added", []):
-        t = Tag.from_dict({**d, "state": "user", "kind": d.get("kind", "user")})
-        if t.name not in have:
-            out.append(t)
-            have.add(t.name)
-    return out

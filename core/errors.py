@@ -41,7 +41,7 @@ def print_error(exc: BaseException | str, stream=None) -> None:
     print(f"kestrel: {text}", file=stream or sys.stderr)
 
 
-def log_handler() -> "logging.Handler | None":
+def log_handler(path: "Path | None" = None) -> "logging.Handler | None":
     """A handler for Kestrel's log file (the window's: ``kestrel.log`` in the data folder,
     rotated the same way, tracebacks written out); None when the file cannot be opened. A
     failure to write is dropped silently (the console must never get a "Logging error"
@@ -52,9 +52,11 @@ def log_handler() -> "logging.Handler | None":
     from core.settings import data_dir
 
     try:
-        folder = data_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(folder / "kestrel.log", maxBytes=2_000_000, backupCount=2,
+        if path is None:
+            folder = data_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "kestrel.log"
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2,
                                                        encoding="utf-8", errors="backslashreplace", delay=True)
     except OSError:
         return None

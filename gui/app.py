@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 from pathlib import Path
 
+from core.errors import log_handler
 from core.settings import Settings, data_dir
 
 log = logging.getLogger("kestrel")
@@ -42,9 +42,9 @@ def logging_handlers(stream=None, log_file: Path | None = None) -> list[logging.
     err.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [err]
     if log_file is not None:
-        fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=2_000_000, backupCount=2,
-                                                  encoding="utf-8", errors="backslashreplace")  # names not UTF-8
-        fh.setFormatter(logging.Formatter(LOG_FORMAT))
+        fh = log_handler(log_file)  # the one log-file handler, the command line's too
+        if fh is None:
+            raise OSError(f"cannot open the log file {log_file}")
         fh.setLevel(logging.INFO)
         handlers.append(fh)
     return handlers

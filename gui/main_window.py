@@ -579,6 +579,11 @@ class MainWindow(QMainWindow):
             self._compute_waveform(info)
 
     def _compute_waveform(self, info: MediaInfo) -> None:
+        # Stored only under the project and id the file had when the build started: a build
+        # started before the file was attached to a project (the project still opening) must
+        # not add a second waveform run beside the one that project already holds.
+        mid0, proj0 = self.session.media_id, self.project
+
         def partial(pyr):
             if self.session.info is info:
                 self.session.set_waveform(pyr)
@@ -590,7 +595,7 @@ class MainWindow(QMainWindow):
             self.session.set_waveform(pyr)
             self.waveform_ready.emit()
             mid, proj = self.session.media_id, self.project
-            if mid is not None and proj is not None and not proj.read_only:
+            if mid is not None and mid == mid0 and proj is proj0 and proj is not None and not proj.read_only:
                 self._db(ops.store_waveform, proj, mid, pyr, run, name="store waveform").on_done(
                     lambda _run_id: self.waveform_stored.emit(mid)).on_error(
                     lambda e: self.show_error(f"Could not store the waveform in the project: {describe(e)}"))

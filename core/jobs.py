@@ -90,3 +90,26 @@ class Throttle:
             self._t = now
             return True
         return False
+
+
+class SubProgress:
+    """A JobState for one stage of a job: its 0..1 progress mapped onto ``[lo, hi]`` of the outer
+    job's, its text prefixed with ``prefix``; partial results forwarded (``forward``) or dropped;
+    ``quiet`` drops progress too (an inner job whose bar would only confuse). Cancel passes through."""
+
+    def __init__(self, outer: JobState, lo: float = 0.0, hi: float = 1.0, prefix: str = "", *,
+                 forward: bool = True, quiet: bool = False) -> None:
+        self.outer, self.lo, self.hi, self.prefix = outer, float(lo), float(hi), prefix
+        self.forward, self.quiet = forward, quiet
+
+    def set_progress(self, fraction: float, text: str = "") -> None:
+        if not self.quiet:
+            f = max(0.0, min(1.0, float(fraction)))
+            self.outer.set_progress(self.lo + (self.hi - self.lo) * f, self.prefix + text)
+
+    def set_partial_result(self, value: Any) -> None:
+        if self.forward:
+            self.outer.set_partial_result(value)
+
+    def is_cancelled(self) -> bool:
+        return self.outer.is_cancelled()

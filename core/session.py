@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from core.events import EventGroup
-from core.media import MediaInfo, frame_index
+from core.media.decode import MediaInfo, frame_index
 from core.timeline import Timeline
-from core.waveform import PeakPyramid
+from core.media.waveform import PeakPyramid
 
 
 def format_time(t: float) -> str:

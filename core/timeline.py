@@ -41,7 +41,7 @@ register_kind(TrackKind("detections", "Detections", color="auto", order=20))
 register_kind(TrackKind("speech", "Speech", color="#c678dd", order=15))
 register_kind(TrackKind("text", "On-screen text", color="#56b6c2", order=18))
 register_kind(TrackKind("shots", "Shots", color="#98c379", order=40))
-# each shot's top tags (archive tagging, gui/tagging_panel.py), right under its shot
+# each shot's top tags (archive tagging, gui/panels/tags.py), right under its shot
 register_kind(TrackKind("shot-tags", "Shot tags", color="#ef9f76", order=41))
 register_kind(TrackKind("anomaly", "Anomaly score", style="curve", color="#e06c75", height=40, order=10))
 register_kind(TrackKind("faces", "Faces", color="#e5c07b", order=17))

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 from PySide6.QtCore import QObject, Signal
 
-from core import ops
-from core.analysis import AnalysisPartial, AnalysisRequest, analyze, partial_tracks
+from core.perception import ops
+from core.perception.analysis import AnalysisPartial, AnalysisRequest, analyze, partial_tracks
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class AnalysisController(QObject):
         self.analysis_finished.emit(summary)
 
     def _show_unsaved(self, result, step: float, summary: str) -> None:
-        from core.analysis import tracks_for
+        from core.perception.analysis import tracks_for
         w = self.w
         for out in result.outputs.values():
             if not out.error and out.task != "?":

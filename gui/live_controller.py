@@ -1,7 +1,7 @@
 """Live mode: a camera or stream in the player, with processors watching it as it comes.
 
 The reader runs as a job on the task manager's ``live`` pool: it pulls chunks from a
-:class:`core.live.LiveSource`, keeps the recent minutes in a ring buffer, feeds every
+:class:`core.media.live.LiveSource`, keeps the recent minutes in a ring buffer, feeds every
 chunk to the registered processors (plain objects with ``feed(chunk) -> list``; anomaly
 alerts and chat's perception log plug in here) on that worker thread, and hands the UI
 what it must show — the newest frame (at most ~20 per second), status lines, and whatever
@@ -17,7 +17,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from core.errors import describe as describe_error
-from core.live import LiveSource, RingBuffer, describe
+from core.media.live import LiveSource, RingBuffer, describe
 
 log = logging.getLogger(__name__)
 

@@ -16,25 +16,26 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QL
                                QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
                                QSplitter, QVBoxLayout, QWidget)
 
-from core import ops
+from core.perception import ops
 from core.errors import describe, is_expected
-from core.media import MEDIA_EXTENSIONS, MediaInfo, VideoDecoder
-from core.overlay import OverlayModel
-from core.project import Project, ProjectError, ProjectForeignSqlError
+from core.media.decode import MEDIA_EXTENSIONS, MediaInfo, VideoDecoder
+from core.perception.overlay import OverlayModel
+from core.store.project import Project, ProjectError, ProjectForeignSqlError
 from core.session import MediaSession
 from core.settings import Settings, data_dir
-from core.waveform import WaveformRequest
+from core.media.waveform import WaveformRequest
 from gui.analysis_controller import AnalysisController
-from gui.anomaly_panel import AnomalyPanel
-from gui.chat_panel import ChatPanel
-from gui.focus_panel import FocusPanel
 from gui.live_controller import LiveController
-from gui.perception import AnalysisDialog, DetectionsPanel, ModelsDialog
-from gui.player_view import PlayerView
-from gui.tagging_panel import TaggingPanel
+from gui.panels.anomalies import AnomalyPanel
+from gui.panels.chat import ChatPanel
+from gui.panels.detections import AnalysisDialog, DetectionsPanel, ModelsDialog
+from gui.panels.frame_search import FocusPanel
+from gui.panels.tags import TaggingPanel
 from gui.tasks import FrameFetcher, Task, TaskManager
-from gui.timeline_view import TimelineView
-from gui.waveform_view import WaveformView
+from gui.views.player import PlayerView
+from gui.views.timeline import TimelineView
+from gui.views.waveform import WaveformView
+from gui.workbench import Workbench
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,13 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, ddock)
         self.resizeDocks([ddock], [280], Qt.Orientation.Horizontal)
         self.detections_dock = ddock
+        self.live = LiveController(self.tasks, self)
         self.analysis = AnalysisController(self)
+        self.bench = Workbench(
+            tasks=self.tasks, session=self.session, settings=self.settings, project=lambda: self.project,
+            project_changed=self.project_changed, show_error=self.show_error,
+            show_status=lambda text, ms=8000: self.statusBar().showMessage(text, ms),
+            open_media=self.open_media, live=self.live, user_paths=lambda: dict(self.analysis.user_paths()))
         self.focus = FocusPanel(self)
         fdock = QDockWidget("Frame search", self)
         fdock.setObjectName("focus-dock")
@@ -198,7 +205,6 @@ class MainWindow(QMainWindow):
         self.detections_dock.raise_()
         self.tags_dock = tdock
         self.focus.send_to_chat.connect(lambda times: (self.chat_dock.raise_(), self.chat.ask_about(times)))
-        self.live = LiveController(self.tasks, self)
         self.live.event.connect(self.anomalies.on_live_event)
         self.chat.attach_live(self.live)
         self.live.frame.connect(self.player.show_live)

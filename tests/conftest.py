@@ -22,12 +22,12 @@ for _p in (ROOT, ROOT / "tests"):  # `core` package and the `mediagen` helper mo
 import pytest  # noqa: E402
 
 import mediagen  # noqa: E402
-from core import samples  # noqa: E402
+from core.media import samples  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def sample() -> Callable[[str], Path]:
-    """``sample("bikes") -> Path`` of a verified real clip from core.samples.
+    """``sample("bikes") -> Path`` of a verified real clip from core.media.samples.
 
     Fetches into the normal cache (``$KESTREL_MEDIA_CACHE`` or ``~/.cache/kestrel/media``)
     so runs reuse it. A failed fetch fails the test: real media must never be skipped

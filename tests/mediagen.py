@@ -1,6 +1,6 @@
 """Generate test media with PyAV, so a test knows exactly which frame and sound is where.
 
-Why: real clips (core.samples) show how the app copes with the world, but only clips we
+Why: real clips (core.media.samples) show how the app copes with the world, but only clips we
 make can say "frame 37 is at 1.48 s and there is a 440 Hz tone from 1.0 to 2.0 s".
 
 Frame scheme (``render_frame`` draws it, ``frame_signature`` describes it, and
@@ -395,7 +395,7 @@ def speak(text: str, rate: int = 16000, wpm: int | None = None) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-# --- lying headers and odd streams (tests/test_robust_media.py, tests/test_fuzz_media.py) ---
+# --- lying headers and odd streams (tests/media/test_robust_media.py, tests/media/test_fuzz_media.py) ---
 
 def patch_mkv_duration(src: str | Path, dst: str | Path, duration_ms: float) -> Path:
     """Copy a Matroska/WebM file with its Segment Info *Duration* (milliseconds at the

@@ -12,12 +12,37 @@ import numpy as np
 import pytest
 
 from core.jobs import HeadlessState
-from core.project import (
+from core.perception.analysis import AnalysisRequest, ModelOutput, run_params
+from models.catalogue import get_spec
+from models.types import Detection
+from core.store.project import (
     ItemRecord,
     Project,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
+# the detector run that the storage tests store, kill and reuse (tests/store, test_redteam_kills_exports)
+MODEL = "ssd-mobilenet-v2-coco"
+DURATION = 10.0
+
+
+def _request() -> AnalysisRequest:
+    return AnalysisRequest(path="/videos/clip.mp4", models=(MODEL,), fps=2.0)
+
+
+def detector_output() -> ModelOutput:
+    """What the detector found in 10 s: three classes, so four tracks (3 presence + boxes)."""
+    spec = get_spec(MODEL)
+    frames = []
+    for i in range(20):
+        t = i * 0.5
+        frames.append((t, [Detection((10.0, 10.0, 50.0, 60.0), "person", 0.9, 1),
+                           Detection((60.0, 20.0, 120.0, 90.0), "bus", 0.8, 6),
+                           Detection((5.0, 5.0, 20.0, 20.0), "dog", 0.7, 18)]))
+    return ModelOutput(name=spec.name, title=spec.title, task=spec.task, version=spec.version or "1",
+                       params=run_params(_request(), spec, DURATION), frames=frames, frame_size=(320, 240),
+                       started_at=1.7e9, duration_s=2.5)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -150,3 +175,31 @@ class CancelAfter(HeadlessState):
         super().set_progress(fraction, text)
         if fraction >= self.after:
             self.cancel()
+
+
+# archive tagging's stored features without running models (tests/tagging, test_redteam_kills_exports)
+def _fake_archive(p, n_files=3, shots_per=12, seed=0):
+    """Stored features for media rows (no models run): three 'sources' with distinct statistics."""
+    from core.tagging.features import (FeatureConfig, ShotFeatures, TEXT_DIM, audio_columns, feature_params,
+                                       store_features, visual_columns)
+    from core.tagging.index import set_current
+    from core.tagging.shots import Shot, shot_params
+
+    rng = np.random.default_rng(seed)
+    cfg = FeatureConfig(faces=None, ocr=None)
+    vc, ac = visual_columns(cfg), audio_columns(cfg)
+    for f in range(n_files):
+        mid = p.add_media(f"/archive/file{f}.mp4", f"qs256:{f:064x}", 1000, 60.0, "mp4", [])
+        shots = [Shot(i, i * 5.0, i * 5.0 + 5.0, i * 125, i * 125 + 125) for i in range(shots_per)]
+        base_v, base_a = rng.normal(f * 2, 1, len(vc)), rng.normal(-f * 2, 1, len(ac))
+        vals = {"visual": (base_v + rng.normal(0, .3, (shots_per, len(vc)))).astype(np.float32),
+                "audio": (base_a + rng.normal(0, .3, (shots_per, len(ac)))).astype(np.float32),
+                "text": rng.normal(0, 1, (shots_per, TEXT_DIM)).astype(np.float32)}
+        pres = {"visual": np.ones(shots_per, bool), "audio": np.ones(shots_per, bool),
+                "text": rng.random(shots_per) > .5}
+        feats = ShotFeatures(shots, vals, pres, {"visual": vc, "audio": ac,
+                                                 "text": tuple(f"minilm:{i}" for i in range(TEXT_DIM))},
+                             [{"start": s.start, "end": s.end, "objects": {"car": 1} if f == 0 else {}} for s in shots],
+                             params=feature_params(shots, cfg))
+        store_features(p, mid, feats)
+        set_current(p, mid, shots, feats.params, shot_params())

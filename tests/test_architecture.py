@@ -46,7 +46,7 @@ def test_heavy_libraries_are_imported_only_when_a_model_loads():
     bad = [f"{p.relative_to(ROOT)}:{line} {m}" for folder in ("core", "models", "gui") for p in _py(folder)
            for m, line, top in _imports(p) if top and m.split(".")[0] in HEAVY]
     assert not bad, bad
-    code = ("import sys, core.media, core.project, core.ops, models.catalogue, gui.main_window; "
+    code = ("import sys, core.media.decode, core.store.project, core.perception.ops, models.catalogue, gui.main_window; "
             f"bad = [m for m in {HEAVY!r} if m in sys.modules]; assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.focus import ArmStat, ChosenFrame, FocusRequest, FocusResult
+from core.focus.search import ArmStat, ChosenFrame, FocusRequest, FocusResult
 
 
 # ------------------------------------------------------------------------ FOCUS frame export
@@ -38,10 +38,10 @@ def _focus_result(query: str = "a bus") -> FocusResult:
 
 
 def test_focus_export_replaces_links_planted_in_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.media
-    from core.focus_store import export_frames
+    import core.media.decode
+    from core.focus.store import export_frames
 
-    monkeypatch.setattr(core.media, "VideoDecoder", _FakeDecoder)
+    monkeypatch.setattr(core.media.decode, "VideoDecoder", _FakeDecoder)
     out, victim = tmp_path / "out", tmp_path / "victim.txt"
     out.mkdir()
     victim.write_text("precious")
@@ -59,8 +59,8 @@ _TAG_CHILD = """
 import os, sys
 import numpy as np
 sys.path.insert(0, "tests")
-from core.project import Project
-from core.media import probe
+from core.store.project import Project
+from core.media.decode import probe
 from core.tagging.archive import FileResult, _Job, _store, FileOutcome
 from core.tagging.features import FeatureConfig, TEXT_DIM, audio_columns, feature_params, visual_columns
 from core.tagging.shots import Shot, shot_params
@@ -89,12 +89,12 @@ if KILL == "1":
     archive._set_current = die
 if WHICH == "panel":
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    import gui.tagging_panel as panel
+    import gui.panels.tags as panel
     if KILL == "1":
         panel.set_current = die
     mid = panel.store_file(p, panel.FileDone(info, result(info.path)))
 else:
-    from core.ops import register_media
+    from core.perception.ops import register_media
     mid = register_media(p, info)
     _store(p, _Job(info, mid, None, FileOutcome(info.path, mid, "failed")), result(info.path))
 p.close()
@@ -107,7 +107,7 @@ def test_a_kill_while_storing_a_tagged_file_leaves_all_or_nothing(tmp_path: Path
     import subprocess
     import sys
 
-    from core.project import Project
+    from core.store.project import Project
     from core.tagging.index import current
     from projectkit import REPO
 
@@ -175,7 +175,7 @@ _INDEX_CHILD = """
 import os, sys
 sys.path.insert(0, "tests")
 from core.jobs import HeadlessState
-from core.project import Project
+from core.store.project import Project
 from core.tagging.index import IndexParams, TAGS_KEY, build_index
 
 PROJECT, STAGE = sys.argv[1:3]
@@ -198,7 +198,7 @@ def test_a_kill_while_storing_the_archive_index_keeps_the_previous_one_whole(tmp
     import subprocess
     import sys
 
-    from core.project import Project
+    from core.store.project import Project
     from core.tagging.index import MODEL_SETTING, load_index
     from projectkit import REPO
 
@@ -211,7 +211,7 @@ def test_a_kill_while_storing_the_archive_index_keeps_the_previous_one_whole(tmp
 
     from core.jobs import HeadlessState
     from core.tagging.index import IndexParams, build_index
-    from test_tagging_tags import _fake_archive
+    from projectkit import _fake_archive
 
     with Project.open(proj) as p:  # the first build, whole
         _fake_archive(p, n_files=3, shots_per=10)
@@ -235,7 +235,7 @@ def _interleave(monkeypatch: pytest.MonkeyPatch, path: Path, first: Any, key: st
     turn ("locked") and writes after ``first`` is done (the caller runs it then)."""
     import sqlite3
 
-    from core.project import Project
+    from core.store.project import Project
 
     real, seen = Project.get_setting, []
 
@@ -261,7 +261,7 @@ def _interleave(monkeypatch: pytest.MonkeyPatch, path: Path, first: Any, key: st
 
 
 def test_two_writers_editing_tags_lose_no_edit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.project import Project
+    from core.store.project import Project
     from core.tagging.index import EDITS_SETTING, ShotRef, edit_tag
 
     path = tmp_path / "p.kestrel"
@@ -282,7 +282,7 @@ def test_two_writers_editing_tags_lose_no_edit(tmp_path: Path, monkeypatch: pyte
 
 def test_two_writers_giving_anomaly_verdicts_lose_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.anomaly.events import FEEDBACK_KEY, AnomalyEvent, set_feedback
-    from core.project import Project
+    from core.store.project import Project
 
     path = tmp_path / "p.kestrel"
     Project.create(path).close()
@@ -313,11 +313,11 @@ def test_file_names_from_stored_text_drop_invisible_format_characters() -> None:
 def test_a_run_whose_tracks_a_later_run_replaced_is_not_reused(tmp_path: Path) -> None:
     import dataclasses
 
-    from core import ops
-    from core.analysis import AnalysisRequest, run_params
-    from core.project import Project
+    from core.perception import ops
+    from core.perception.analysis import AnalysisRequest, run_params
+    from core.store.project import Project
     from models.catalogue import get_spec
-    from test_robust_store import DURATION, MODEL, detector_output
+    from projectkit import DURATION, MODEL, detector_output
 
     with Project.create(tmp_path / "p.kestrel") as p:
         mid = p.add_media("/videos/clip.mp4", "sha256:abc", 1000, DURATION, "mp4", [])
@@ -335,12 +335,12 @@ def test_a_run_whose_tracks_a_later_run_replaced_is_not_reused(tmp_path: Path) -
 def test_a_rerun_of_a_detector_leaves_no_class_track_of_its_earlier_run(tmp_path: Path) -> None:
     import dataclasses
 
-    from core import ops
-    from core.analysis import AnalysisRequest, run_params
-    from core.project import Project
+    from core.perception import ops
+    from core.perception.analysis import AnalysisRequest, run_params
+    from core.store.project import Project
     from models.catalogue import get_spec
     from models.types import Detection
-    from test_robust_store import DURATION, MODEL, detector_output
+    from projectkit import DURATION, MODEL, detector_output
 
     with Project.create(tmp_path / "p.kestrel") as p:
         mid = p.add_media("/videos/clip.mp4", "sha256:abc", 1000, DURATION, "mp4", [])
@@ -358,9 +358,9 @@ def test_a_rerun_of_a_detector_leaves_no_class_track_of_its_earlier_run(tmp_path
 def test_two_detectors_keep_each_its_own_class_tracks(tmp_path: Path) -> None:
     import dataclasses
 
-    from core import ops
-    from core.project import Project
-    from test_robust_store import DURATION, MODEL, _request, detector_output
+    from core.perception import ops
+    from core.store.project import Project
+    from projectkit import DURATION, MODEL, _request, detector_output
 
     with Project.create(tmp_path / "p.kestrel") as p:
         mid = p.add_media("/videos/clip.mp4", "sha256:abc", 1000, DURATION, "mp4", [])

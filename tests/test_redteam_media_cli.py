@@ -49,7 +49,7 @@ def test_eight_channel_audio_reads_without_touching_planes(tmp_path):
     """In a subprocess: before the fix this segfaulted (``anomalies`` on a 7.1 PCM WAV)."""
     wav = pcm_wav(tmp_path / "eight.wav", 8)
     code = ("import sys, wave, numpy as np\n"
-            "from core.audio import AudioReader\n"
+            "from core.media.audio import AudioReader\n"
             f"r = AudioReader({str(wav)!r})\n"
             "a = np.concatenate([b.samples for b in r.blocks()], axis=1)\n"
             f"w = wave.open({str(wav)!r})\n"
@@ -64,7 +64,7 @@ def test_a_live_source_with_eight_channels_reads_them(tmp_path):
     """File ▸ Open Stream / chat on a live source: the live reader resampled to 8 planes and read
     them plane by plane (the same segfault); in a subprocess."""
     wav = pcm_wav(tmp_path / "eight.wav", 8)
-    code = ("from core.live import LiveSource\n"
+    code = ("from core.media.live import LiveSource\n"
             f"chunks = [c for c in LiveSource({str(wav)!r}, realtime=False).chunks() if c.kind == 'audio']\n"
             "print(sum(c.samples.shape[1] for c in chunks), {c.samples.shape[0] for c in chunks})\n")
     r = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -75,7 +75,7 @@ def test_a_live_source_with_eight_channels_reads_them(tmp_path):
 def test_samples_of_packed_and_planar_frames():
     import av
 
-    from core.audio import samples_of
+    from core.media.audio import samples_of
 
     x = np.arange(8 * 6, dtype=np.float32).reshape(6, 8)  # 6 samples, 8 channels, interleaved
     packed = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="flt", layout="7.1")
@@ -89,7 +89,7 @@ def test_eight_channel_audio_mixes_to_mono_as_ffmpeg_does(tmp_path):
     (IndexError: tag reported the file FAILED; anomalies said its audio cannot be decoded)."""
     import av
 
-    from core.audio import load_mono
+    from core.media.audio import load_mono
 
     wav = pcm_wav(tmp_path / "eight.wav", 8)
     x = load_mono(wav, 16000)
@@ -121,7 +121,7 @@ def test_anomalies_on_a_sparse_file_ends_with_a_sentence(name, tmp_path):
 
 def test_a_short_range_of_a_sparse_file_is_still_looked_at(tmp_path):
     from core.anomaly.pipeline import media_range
-    from core.media import probe
+    from core.media.decode import probe
 
     info = probe(mediagen.make_sparse_video(tmp_path / "sparse.mp4"), with_hash=False)
     assert media_range(info, 0.0, 60.0) == (0.0, 60.0)
@@ -243,8 +243,8 @@ def test_a_wav_with_a_huge_tail_is_read_up_to_its_chunks(tmp_path):
     """A 2 s WAV then 10 GB of zeros (truncate -s 10G): FFmpeg's WAV demuxer walked the zeros 8
     bytes at a time looking for chunks, on every open: 20 s a probe, anomalies 113 s. Now the
     file is seen up to its RIFF/data chunks (and 1 MB for footers); the samples are the same."""
-    from core.audio import load_mono
-    from core.media import WAV_TAIL_SLACK, _wav_riff_end, probe
+    from core.media.audio import load_mono
+    from core.media.decode import WAV_TAIL_SLACK, _wav_riff_end, probe
 
     wav = pcm_wav(tmp_path / "a.wav", 2, rate=16000)
     big = tmp_path / "big.wav"
@@ -262,16 +262,16 @@ def test_a_wav_with_a_huge_tail_is_read_up_to_its_chunks(tmp_path):
 
 def test_shot_detection_and_clip_export_open_files_as_the_readers_do(tmp_path, monkeypatch):
     """Shot detection (tag) and event clips opened files with av.open themselves (the WAV tail
-    above cost them 20 s each); they go through core.media._open now."""
-    import core.media
+    above cost them 20 s each); they go through core.media.decode._open now."""
+    import core.media.decode
     from core.anomaly.events import AnomalyEvent
     from core.anomaly.export import export_event_clips
     from core.jobs import HeadlessState
     from core.tagging.shots import detect_shots
 
     opened = []
-    real = core.media._open
-    monkeypatch.setattr(core.media, "_open", lambda p: opened.append(sys._getframe(1).f_globals["__name__"]) or real(p))
+    real = core.media.decode._open
+    monkeypatch.setattr(core.media.decode, "_open", lambda p: opened.append(sys._getframe(1).f_globals["__name__"]) or real(p))
     clip = mediagen.make_clip(tmp_path / "c.mp4", duration=1.0, size=(160, 120))
     detect_shots(str(clip), HeadlessState())
     assert "core.tagging.shots" in opened  # not only probe's open

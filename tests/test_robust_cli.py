@@ -211,20 +211,20 @@ def test_good_numbers_pass():
 # -- 2. one way to report errors ------------------------------------------------------------------------
 
 def test_every_command_line_error_goes_through_print_error():
-    files = [ROOT / "main.py", ROOT / "core/cli.py", ROOT / "core/anomaly/cli.py", ROOT / "core/chat/cli.py",
-             ROOT / "core/tagging/cli.py", ROOT / "core/focus_cli.py"]
+    files = [ROOT / "main.py", ROOT / "core/perception/cli.py", ROOT / "core/anomaly/cli.py", ROOT / "core/chat/cli.py",
+             ROOT / "core/tagging/cli.py", ROOT / "core/focus/cli.py"]
     pasted = [f"{f.relative_to(ROOT)}:{i}" for f in files
               for i, line in enumerate(f.read_text().splitlines(), 1) if 'kestrel: {' in line or 'f"kestrel:' in line]
     assert pasted == []
 
 
 def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(data_dir, capsys, monkeypatch):
-    import core.cli
+    import core.perception.cli
 
     def boom(argv):
         raise RuntimeError("the flux capacitor\nbroke")
 
-    monkeypatch.setattr(core.cli, "cmd_models", boom)
+    monkeypatch.setattr(core.perception.cli, "cmd_models", boom)
     assert main.main(["models"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -236,8 +236,8 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(data_
 
 
 def test_kestrel_errors_and_interrupts_are_one_line(data_dir, capsys, monkeypatch):
-    import core.cli
-    from core.media import MediaError
+    import core.perception.cli
+    from core.media.decode import MediaError
 
     def media_error(argv):
         raise MediaError("x.mp4 is damaged: its header cannot be read.")
@@ -245,10 +245,10 @@ def test_kestrel_errors_and_interrupts_are_one_line(data_dir, capsys, monkeypatc
     def interrupt(argv):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(core.cli, "cmd_models", media_error)
+    monkeypatch.setattr(core.perception.cli, "cmd_models", media_error)
     assert main.main(["models"]) == 1
     assert capsys.readouterr().err == "kestrel: x.mp4 is damaged: its header cannot be read.\n"
-    monkeypatch.setattr(core.cli, "cmd_models", interrupt)
+    monkeypatch.setattr(core.perception.cli, "cmd_models", interrupt)
     assert main.main(["models"]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and [ln for ln in err.splitlines() if ln] == ["kestrel: interrupted; stopped"]
@@ -256,38 +256,38 @@ def test_kestrel_errors_and_interrupts_are_one_line(data_dir, capsys, monkeypatc
 
 
 def test_a_traceback_logged_during_a_command_stays_in_the_log(data_dir, capsys, monkeypatch):
-    """core.media logs a failed probe with exc_info: without handlers Python's last resort would
+    """core.media.decode logs a failed probe with exc_info: without handlers Python's last resort would
     print that traceback on the terminal; a command prints one line and the log keeps it."""
     import logging
 
-    import core.cli
+    import core.perception.cli
 
     def logs(argv):
         try:
             {}["missing"]
         except KeyError:
-            logging.getLogger("core.media").warning("probing x.mp4 failed", exc_info=True)
+            logging.getLogger("core.media.decode").warning("probing x.mp4 failed", exc_info=True)
         return 0
 
-    monkeypatch.setattr(core.cli, "cmd_models", logs)
+    monkeypatch.setattr(core.perception.cli, "cmd_models", logs)
     root = logging.getLogger()
     before = list(root.handlers)
     assert main.main(["models"]) == 0
     assert capsys.readouterr().err == "warning: probing x.mp4 failed\n"
     text = (data_dir / "kestrel.log").read_text()
-    assert "WARNING core.media: probing x.mp4 failed" in text and "KeyError: 'missing'" in text
+    assert "WARNING core.media.decode: probing x.mp4 failed" in text and "KeyError: 'missing'" in text
     assert root.handlers == before  # the command's handlers are gone with it
 
 
 def test_a_reader_that_goes_away_is_no_error(tmp_path):
     """``kestrel … | head -1``: the pipe closes under a long listing; no traceback, no "Exception
     ignored" at exit."""
-    code = ("import sys, main, core.cli\n"
+    code = ("import sys, main, core.perception.cli\n"
             "def listing(argv):\n"
             "    for i in range(200000):\n"
             "        print(f'line {i}')\n"
             "    return 0\n"
-            "core.cli.cmd_models = listing\n"
+            "core.perception.cli.cmd_models = listing\n"
             "sys.exit(main.main(['models']))\n")
     p = subprocess.Popen([PY, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env={**os.environ, "KESTREL_DATA_DIR": str(tmp_path / "data")})
@@ -354,8 +354,8 @@ def test_chat_on_a_file_without_pictures_asks_nothing(clips, data_dir, capsys):
     ("audio", ("ssd-mobilenet-v2-coco", "mtcnn-faces"), ("silero-vad", "whisper-tiny")),
 ])
 def test_models_that_do_not_apply_are_skipped_not_failed(kind, skipped, ran, clips, tmp_path, data_dir, capsys):
-    from core.analysis import DEFAULT_MODELS
-    from core.project import Project
+    from core.perception.analysis import DEFAULT_MODELS
+    from core.store.project import Project
 
     assert set(skipped + ran) == set(DEFAULT_MODELS)
     proj = tmp_path / "p.kestrel"
@@ -380,7 +380,7 @@ def test_models_that_do_not_apply_are_skipped_not_failed(kind, skipped, ran, cli
 
 
 def test_a_file_with_audio_still_runs_the_audio_models(clips):
-    from core.analysis import AnalysisRequest, analyze
+    from core.perception.analysis import AnalysisRequest, analyze
     from core.jobs import HeadlessState
 
     res = analyze(AnalysisRequest(str(clips["av"]), models=("silero-vad",)), HeadlessState())

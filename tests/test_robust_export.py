@@ -34,7 +34,7 @@ from core.anomaly.events import (
 from core.anomaly.export import events_csv, export_event_clips, export_events_csv, export_events_json
 from core.exportsafe import FORMULA_START, fixed, inside, safe_cell, safe_name, unique_names, writer
 from core.jobs import HeadlessState
-from core.project import Project
+from core.store.project import Project
 from core.tagging import TaggingError
 from core.tagging.archive import ArchiveRequest, tag_archive
 from core.tagging.export import SIDECAR_SUFFIX, export_archive
@@ -154,7 +154,7 @@ def test_planted_project_exports_no_live_formula(proj, tmp_path, capsys):
             tags = [{"name": x, "kind": "keyword", "confidence": 0.9} for x in PLANTED[k:] + PLANTED[:k]]
             plant_media(p, s + (f"{k}.mp4" if k else ""), first, tags=tags, names={"0": s})
     # an analyst's own renames and additions, through the API the Tags panel uses
-        from gui.tagging_panel import edit_job
+        from gui.panels.tags import edit_job
 
         idx = load_index(p)
         ref = idx.refs[0]
@@ -230,7 +230,7 @@ def _array_keys(p: Project, mid: int) -> list[str]:
 # -- anomaly feedback and events.csv ------------------------------------------------------------
 
 def _planted_events(p: Project, mid: int) -> None:
-    from core import ops
+    from core.perception import ops
 
     evs = [AnomalyEvent(1.0, 2.0, 0.9, 1.5, [Reason("loud_sound", "audio", 0.9, "=1+1", 1.5)]),
            AnomalyEvent(3.0, 4.0, 0.8, 3.5, [Reason("../../evil", "@audio", 0.8, "+cmd", 3.5)]),
@@ -491,7 +491,7 @@ def test_damaged_tag_metadata_search_and_export_give_a_sentence(proj, tmp_path, 
     if damage in RAW:
         _raw(proj, RAW[damage][0], mid)
         if "vocabulary" in damage:
-            from gui.tagging_panel import load_job
+            from gui.panels.tags import load_job
 
             with Project.open(proj) as p:
                 idx, vocab = load_job(p, HeadlessState())
@@ -525,7 +525,7 @@ def test_all_tag_metadata_damaged_is_one_sentence_and_rc_1(proj, tmp_path, capsy
 
 
 def test_rename_on_damaged_edits_and_vocabulary_is_stored_clean(proj):
-    from gui.tagging_panel import edit_job, load_job
+    from gui.panels.tags import edit_job, load_job
 
     with Project.open(proj) as p:
         p.set_setting("tagging/vocabulary", {"not": "a list"})
@@ -542,7 +542,7 @@ def test_rename_on_damaged_edits_and_vocabulary_is_stored_clean(proj):
 
 
 def test_window_edit_on_damaged_stored_tags_is_a_sentence(proj):
-    from gui.tagging_panel import edit_job
+    from gui.panels.tags import edit_job
 
     with Project.open(proj) as p:
         idx = load_index(p)
@@ -560,7 +560,7 @@ def test_a_stored_model_that_does_not_fit_the_latent_is_left_out(proj, tmp_path,
     shot here), left out with a note when it does not (search would multiply mismatched shapes)."""
     import base64
 
-    from models import mmae
+    from models.nn import mmae
 
     net = mmae.build(mmae.MMAEConfig({"visual": 4, "audio": 3, "text": 384}, latent=latent, hidden=8, width=8), seed=0)
     with Project.open(proj) as p:
@@ -593,7 +593,7 @@ def test_damaged_event_thumbnails_are_ignored(tmp_path, caplog):
 
 
 def test_stored_events_with_integers_beyond_floats_are_skipped(tmp_path):
-    from core import ops
+    from core.perception import ops
 
     with Project.create(tmp_path / "p.kestrel") as p:
         mid = p.add_media("/v.mp4", "h", 1, 60.0, "mp4", [])

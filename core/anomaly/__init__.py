@@ -6,7 +6,7 @@ The pass (:func:`core.anomaly.pipeline.detect_anomalies`) is:
    exits, box motion and frame-difference energy from the picture; log-mel spectrum,
    loudness, onsets, voice activity and speech from the sound. ``WindowFeaturizer.push`` is
    the one code path, fed by the file pass and by a live source alike.
-2. **the fusion network** (:mod:`models.fusion`, trained by :mod:`.train`) reconstructs a
+2. **the fusion network** (:mod:`models.nn.fusion`, trained by :mod:`.train`) reconstructs a
    masked window from its recent context with bidirectional cross-modal attention; its
    error, as a robust z-score against the normal footage, says "this does not look or sound
    like the normal scene".

@@ -3,7 +3,7 @@
 
 ``--experts`` picks the network's feed-forward blocks: ``dense`` (default), ``topk`` (a fixed
 top-k mixture of experts) or ``dynamic`` (AnyExperts: a per-token number of experts under a
-budget); ``--expert`` sets a field of ``models.experts.ExpertsConfig`` (``budget=1.5``,
+budget); ``--expert`` sets a field of ``models.nn.experts.ExpertsConfig`` (``budget=1.5``,
 ``k_max=4``, ``virtual=zero,copy``…). A stored model trained with other blocks is retrained.
 
 Trains (or reuses) the model, draws a progress bar on stderr, then prints one line per
@@ -119,7 +119,7 @@ def cmd_anomalies(argv: list[str]) -> int:
         args.experts_config = experts_from_flags(args.experts, args.expert)
     except (ValueError, AnomalyError) as e:
         ap.error(f"argument --expert: {e}")
-    from models.experts import ExpertCollapseWarning
+    from models.nn.experts import ExpertCollapseWarning
 
     with warnings.catch_warnings():
         # the pass reports a collapse as one "note:" line; Python's raw warning (one per block,
@@ -146,7 +146,7 @@ def _check_numbers(opts: dict[str, object]) -> None:
     import math
     from dataclasses import fields
 
-    from models.experts import ExpertsConfig
+    from models.nn.experts import ExpertsConfig
 
     types = {f.name: str(f.type) for f in fields(ExpertsConfig)}
     for key, v in opts.items():
@@ -159,9 +159,9 @@ def _check_numbers(opts: dict[str, object]) -> None:
 
 def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
     from core.anomaly.pipeline import run_anomalies
-    from core.cli import open_or_create
-    from core.media import MediaError, probe
-    from core.project import Project, ProjectError
+    from core.perception.cli import open_or_create
+    from core.media.decode import MediaError, probe
+    from core.store.project import Project, ProjectError
 
     try:
         info = probe(args.video, with_hash=False)

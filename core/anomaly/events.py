@@ -237,7 +237,7 @@ def set_feedback(project: Any, media_id: int, event: AnomalyEvent, verdict: str 
 
 
 def _set_feedback(project: Any, media_id: int, event: AnomalyEvent, verdict: str | None) -> dict[str, float]:
-    from core import ops
+    from core.perception import ops
 
     entries = [e for e in feedback_log(project) if not (e.get("media") == media_id and e.get("event") == event.id)]
     if verdict is not None:
@@ -306,7 +306,7 @@ def rethreshold(curve: ScoreCurve, events: Sequence[AnomalyEvent], sensitivity: 
 def store_events(project: Any, media_id: int, curve: ScoreCurve, events: Sequence[AnomalyEvent],
                  run_id: int | None, meta: Mapping[str, Any] | None = None) -> None:
     """Write the score track, the events track and the thumbnails (existing Project methods only)."""
-    from core import ops
+    from core.perception import ops
 
     thumbs = [e.thumbnail for e in events if e.thumbnail is not None]
     if thumbs and len({t.shape for t in thumbs}) == 1:
@@ -322,7 +322,7 @@ def store_events(project: Any, media_id: int, curve: ScoreCurve, events: Sequenc
 def load_events(project: Any, media_id: int, tracks: Sequence[Any] | None = None) -> list[AnomalyEvent]:
     """The stored events (with thumbnails and feedback), in time order. ``tracks``: the
     media's tracks when the caller has loaded them already (not read again)."""
-    from core import ops
+    from core.perception import ops
 
     if tracks is None:
         tracks = ops.load_tracks(project, media_id)
@@ -355,7 +355,7 @@ class LiveMonitor:
     event's first window), "updated" or "closed" — the file pass's featurizer, scorer and
     event rules, one window at a time.
 
-    ``chunk`` is a ``core.live.LiveChunk`` (kind "video"/"audio", stream ``time``, ``image`` or
+    ``chunk`` is a ``core.media.live.LiveChunk`` (kind "video"/"audio", stream ``time``, ``image`` or
     ``samples`` [channels, n] at ``sample_rate``). A window is complete when every stream the
     featurizer expects has reached its end — or one stream is ``LAG_S`` ahead (the other
     stalled: its part of the window counts as missing). An alert therefore comes at most one

@@ -19,7 +19,7 @@ import numpy as np
 from core.anomaly.events import AnomalyEvent
 from core.anomaly.score import CUES
 from core.exportsafe import fixed, inside, unique_names, writer
-from core.media import MediaError, fit_size, probe, rotate_image
+from core.media.decode import MediaError, fit_size, probe, rotate_image
 
 CSV_FIELDS = ("id", "start", "end", "peak", "peak_time", "modality", "cues", "reasons", "feedback")
 
@@ -86,7 +86,7 @@ def export_clip(src: str | os.PathLike, start: float, end: float, out: str | os.
     tmp = None
     info = probe(src, with_hash=False)
     rot = info.video.rotation if info.video is not None else 0  # applied to the pixels: players differ
-    from core.media import _open
+    from core.media.decode import _open
     inp = _open(Path(src))  # MediaError with a sentence; a WAV's tail it does not own is never scanned
     try:
         origin = float(inp.start_time) / 1e6 if inp.start_time is not None else 0.0

@@ -410,8 +410,8 @@ def stored_perception(project: Any, media_id: int, path: str, cfg: FeatureConfig
                       end: float, duration: float) -> StoredPerception:
     """Detections at the window rate, voice activity and a transcript, if the project holds
     them for exactly this range (and detector settings: fps = 1 / window), else None each."""
-    from core import ops
-    from core.analysis import AnalysisRequest
+    from core.perception import ops
+    from core.perception.analysis import AnalysisRequest
     from models.types import Detection
 
     out = StoredPerception()

@@ -40,9 +40,9 @@ from core.anomaly.features import (AUDIO_CHUNK_S, DECODE_SIZE, SAMPLE_RATE, Feat
 from core.anomaly.score import ScoreCurve, score_features, sensitivity_threshold
 from core.anomaly.train import (TrainedModel, TrainRequest, expert_config, load_stored_model, matches, resolve_ffn,
                                 store_model, train_model)
-from core.audio import load_mono
+from core.media.audio import load_mono
 from core.jobs import Cancelled, JobState, Throttle, check
-from core.mediacheck import display_name, human_duration, plausible
+from core.media.check import display_name, human_duration, plausible
 from core.timeline import Item, Track
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,17 @@ class AnomalyRequest:
     end: float | None = None
     features: FeatureConfig | None = None  # None: FeatureConfig(window_s=window_s)
     ffn: str = "dense"
-    train: Any = None  # models.fusion.TrainParams; None: defaults
+    train: Any = None  # models.nn.fusion.TrainParams; None: defaults
     retrain: bool = False
     use_network: bool = True
     thumbnails: bool = True
     weights: Mapping[str, float] | None = None  # None: defaults adjusted by the project's feedback
     merge_gap_s: float = 2.0
-    project: Any = field(default=None, compare=False)  # core.project.Project, read only here
+    project: Any = field(default=None, compare=False)  # core.store.project.Project, read only here
     media_id: int | None = None
     ffn_factory: Any = field(default=None, compare=False)
     # ffn: "dense" | "moe-topk" | "anyexperts" (or "topk" | "dynamic", or a registered name);
-    # experts: a models.experts.ExpertsConfig (or a dict of its fields) shaping a mixture
+    # experts: a models.nn.experts.ExpertsConfig (or a dict of its fields) shaping a mixture
     experts: Any = None
 
     def __post_init__(self) -> None:
@@ -202,7 +202,7 @@ class FileFeaturizer:
 
     def windows(self, cancelled: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, row)`` in time order; raises InterruptedError when cancelled."""
-        from core.media import MediaError, VideoDecoder
+        from core.media.decode import MediaError, VideoDecoder
 
         w, m = self.cfg.window_s, self.cfg.motion_samples
         dec = VideoDecoder(self.path, max_size=DECODE_SIZE) if self.has_video else None
@@ -318,7 +318,7 @@ class _Pass:
     """The state of one detect_anomalies call (kept in one place so the steps stay short)."""
 
     def __init__(self, req: AnomalyRequest, state: JobState) -> None:
-        from core.media import probe
+        from core.media.decode import probe
 
         self.req, self.state = req, state
         self.started_at = time.time()
@@ -337,7 +337,7 @@ class _Pass:
         self.stored_model: TrainedModel | None = None
         if self.project is not None and self.media_id is not None and req.use_network and not req.retrain \
                 and self.normal is not None:
-            from models.fusion import CheckpointError
+            from models.nn.fusion import CheckpointError
             try:
                 self.stored_model = load_stored_model(self.project, self.media_id, req.ffn_factory)
             except CheckpointError as e:
@@ -471,7 +471,7 @@ def detect_anomalies(req: AnomalyRequest, state: JobState) -> AnomalyResult:
 
 def add_thumbnails(path: str, events: list[AnomalyEvent], window_s: float) -> None:
     """A small RGB picture of each event's peak window (its middle frame)."""
-    from core.media import MediaError, VideoDecoder
+    from core.media.decode import MediaError, VideoDecoder
 
     with VideoDecoder(path, max_size=THUMB_SIZE) as dec:
         for e in events:
@@ -539,7 +539,7 @@ def store_experts(project: Any, media_id: int, tracks: Sequence[Track]) -> None:
     """Replace the anomaly pass's stored "experts" tracks (named by modality) with ``tracks``;
     a dense pass (no tracks) removes stale ones. Other networks' tracks of the kind — under
     other names — are left alone."""
-    from core import ops
+    from core.perception import ops
 
     keep = {t.name for t in tracks}
     for old in ops.load_tracks(project, media_id):
@@ -552,8 +552,8 @@ def store_experts(project: Any, media_id: int, tracks: Sequence[Track]) -> None:
 
 def run_anomalies(project: Any, path: str, state: JobState, **request: Any) -> AnomalyResult:
     """Register the file in ``project``, run the pass with its stored data, store the result."""
-    from core import ops
-    from core.media import probe
+    from core.perception import ops
+    from core.media.decode import probe
 
     info = probe(path)
     media_id = ops.register_media(project, info)

@@ -20,7 +20,7 @@ windows carry the real "normal surprise" of the scene.
 
 Feed-forward blocks (``ffn``, with ``experts``): ``"dense"`` (fusion's own MLP, the default),
 ``"moe-topk"`` (a fixed top-k mixture) or ``"anyexperts"`` (dynamic experts, arXiv 2511.18314),
-shaped by a ``models.experts.ExpertsConfig``; :func:`resolve_ffn` turns the pair into the
+shaped by a ``models.nn.experts.ExpertsConfig``; :func:`resolve_ffn` turns the pair into the
 registered name and factory, refusing a configuration that cannot work (a budget below
 K_min…) with a sentence (:class:`AnomalyError`) before anything is computed. The factory's
 config is stored in the checkpoint (``config["experts"]``) and the run's parameters, so the
@@ -60,10 +60,10 @@ class TrainRequest:
     hidden: int = 64
     context: int = 8
     dropout: float = 0.1
-    params: Any = None  # models.fusion.TrainParams; None: defaults
+    params: Any = None  # models.nn.fusion.TrainParams; None: defaults
     ffn_factory: Any = field(default=None, compare=False)  # overrides the registry lookup of ``ffn``
     media_hash: str = ""
-    experts: Any = None  # models.experts.ExpertsConfig (or its dict) for a mixture; None: defaults
+    experts: Any = None  # models.nn.experts.ExpertsConfig (or its dict) for a mixture; None: defaults
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "experts", expert_config(self.ffn, self.experts))
@@ -87,7 +87,7 @@ def expert_config(ffn: str, experts: Any = None) -> Any:
     ``kind`` defaults to ``ffn``'s; with ``ffn="dense"`` the config's kind decides). Raises
     :class:`AnomalyError` with the config's own sentence when it cannot work.
     """
-    from models.experts import BASE_NAMES, ExpertsConfig, ExpertsConfigError, ffn_name_for
+    from models.nn.experts import BASE_NAMES, ExpertsConfig, ExpertsConfigError, ffn_name_for
 
     name = FFN_ALIASES.get(ffn, ffn)
     if experts is None:
@@ -110,15 +110,15 @@ def expert_config(ffn: str, experts: Any = None) -> Any:
 
 def resolve_ffn(ffn: str, experts: Any = None, ffn_factory: Any = None) -> Any:
     """The factory for ``ffn`` shaped by ``experts`` (an explicit ``ffn_factory`` wins). Its
-    registered name (``models.fusion.ffn_name_of``) goes into the net's config and its
+    registered name (``models.nn.fusion.ffn_name_of``) goes into the net's config and its
     ``config`` attribute (when it has one) into the checkpoint's provenance."""
-    from models import fusion
+    from models.nn import fusion
 
     if ffn_factory is not None:
         return ffn_factory
     cfg = expert_config(ffn, experts)
     if cfg is not None:
-        from models.experts import make_ffn_factory
+        from models.nn.experts import make_ffn_factory
         return make_ffn_factory(cfg)
     try:
         return fusion.ffn_factory(FFN_ALIASES.get(ffn, ffn))
@@ -192,7 +192,7 @@ class TrainedModel:
 
     def load(self, ffn_factory: Any = None) -> Any:
         if self.net is None:
-            from models.fusion import from_bytes
+            from models.nn.fusion import from_bytes
             self.net = from_bytes(self.weights, self.config, ffn_factory)
         return self.net
 
@@ -217,17 +217,17 @@ class TrainedModel:
         return got.video, got.audio
 
     def judge(self, fs: FeatureSet, targets: np.ndarray | None = None) -> Any:
-        """``models.fusion.WindowErrors`` of the target windows: the errors and, with a mixture
+        """``models.nn.fusion.WindowErrors`` of the target windows: the errors and, with a mixture
         of experts, the real experts each window's video and audio token used."""
-        from models.fusion import score_windows
+        from models.nn.fusion import score_windows
         v, a = self.inputs(fs)
         return score_windows(self.load(), v, a, targets)
 
     def zscores(self, fs: FeatureSet, targets: np.ndarray | None = None) -> dict[str, Any]:
         """Calibrated robust z-scores per modality and the column that erred most, per window;
         with a mixture of experts also ``experts_video``/``experts_audio``: real experts per
-        token spent on each window (see ``models.fusion.score_windows``)."""
-        from models.fusion import robust_z
+        token spent on each window (see ``models.nn.fusion.score_windows``)."""
+        from models.nn.fusion import robust_z
         got = self.judge(fs, targets)
         ev, ea = got.video, got.audio
         cal = self.config["calibration"]
@@ -252,7 +252,7 @@ def train_model(req: TrainRequest, state: JobState) -> TrainedModel:
     Raises :class:`NotEnoughNormalData` (clear message; the detectors still work) when the
     normal footage is shorter than ``MIN_NORMAL_S``, ``core.jobs.Cancelled`` when cancelled.
     """
-    from models import fusion
+    from models.nn import fusion
 
     t_start, t0 = time.time(), time.perf_counter()
     fs = req.features
@@ -330,7 +330,7 @@ def store_model(project: Any, media_id: int, model: TrainedModel) -> int:
               "training": {k: v for k, v in c["training"].items()
                            if k not in ("final_loss", "first_loss", "train_s", "collapsed_blocks")}}
     with project.batch():  # the run and what it produced commit together
-        run_id = project.record_run(kind=MODEL_KIND, producer="models.fusion", version=f"{c['net']['arch_version']}",
+        run_id = project.record_run(kind=MODEL_KIND, producer="models.nn.fusion", version=f"{c['net']['arch_version']}",
                                     params=params, media_id=media_id,
                                     started_at=datetime.fromisoformat(c["created_at"]).timestamp(),
                                     duration_s=float(c["training"]["train_s"]))
@@ -342,7 +342,7 @@ def store_model(project: Any, media_id: int, model: TrainedModel) -> int:
 def load_stored_model(project: Any, media_id: int, ffn_factory: Any = None) -> TrainedModel | None:
     """The project's model for this media, validated and loaded; None if there is none.
 
-    Raises ``models.fusion.CheckpointError`` (clear message) when it exists but cannot be
+    Raises ``models.nn.fusion.CheckpointError`` (clear message) when it exists but cannot be
     used as asked — e.g. it was trained with another FFN type than ``ffn_factory``.
     """
     got = project.get_array(media_id, MODEL_KEY)
@@ -364,7 +364,7 @@ def matches(model: TrainedModel, fs: FeatureSet, normal: tuple[float, float], re
     if [round(x, 3) for x in c["data"]["normal"]] != [round(x, 3) for x in normal]:
         a, b = c["data"]["normal"]
         return f"the stored model was trained on {a:.0f}–{b:.0f} s as normal footage"
-    from models.fusion import ffn_name_of
+    from models.nn.fusion import ffn_name_of
 
     net = c["net"]
     factory = req.factory()

@@ -67,7 +67,7 @@ def cmd_chat(argv: list[str]) -> int:
     frames = None
     at = args.at
     if is_file:  # the window's frames first: with none, there is nothing to perceive or ask
-        from core.media import MediaError, probe
+        from core.media.decode import MediaError, probe
         try:
             info = probe(src, with_hash=False)
         except MediaError as e:
@@ -141,7 +141,7 @@ def _file_window(info, at: float | None, window: float):
     """The frames a file's answer looks at (``window`` s up to ``at``, its end by default), as
     ``answer`` would decode them: (frames, at, why there are none or None)."""
     from core.chat.session import ChatRequest, file_frames
-    from core.media import MediaError
+    from core.media.decode import MediaError
 
     end = info.duration_s if at is None else min(at, info.duration_s)
     if not info.has_video:
@@ -159,13 +159,13 @@ def _file_log(args):
     """The perception log of a file: the project's stored tracks when there are any, else a
     perception pass over the window (detector, OCR for text questions, speech)."""
     from core.chat import is_text_question
-    from core.media import probe
+    from core.media.decode import probe
 
     info = probe(args.source, with_hash=args.project is not None)
     project = media_id = None
     if args.project:
-        from core import ops
-        from core.cli import open_or_create
+        from core.perception import ops
+        from core.perception.cli import open_or_create
         project = open_or_create(args.project)
         rec = project.find_media(info.path)
         media_id = rec.id if rec is not None else (None if project.read_only else ops.register_media(project, info))
@@ -192,7 +192,7 @@ def _listen(spec: str, seconds: float, connect_timeout: float = 20.0):
     """Watch a live source for ``seconds``: frames into a ring buffer, the detector at 2 fps into
     the perception log (the live perception loop, headless). Gives up when no frame came in
     ``connect_timeout`` s. Returns (frames, log, the last problem met or None)."""
-    from core.live import LiveError, LiveSource, RingBuffer
+    from core.media.live import LiveError, LiveSource, RingBuffer
     from models.catalogue import ModelError, load_model
 
     ring = RingBuffer(seconds=max(seconds, 30.0) + 5)

@@ -211,7 +211,7 @@ def prepare_clips(folder: str | Path, sample: Callable[[str], Path] | None = Non
                   names: Sequence[str] = ("sintel", "bus", "sign"), state: JobState | None = None) -> dict[str, Clip]:
     """The self-test clips with their sender-side perception (detector, OCR where there is text,
     transcript where there is speech), built once into ``folder``."""
-    from core.samples import sample_path
+    from core.media.samples import sample_path
 
     sample = sample or sample_path
     folder = Path(folder)

@@ -314,7 +314,7 @@ def _raw_window(req: ChatRequest) -> tuple[list[tuple[float, np.ndarray]], str]:
     if at is None and span and span[1] > 0:  # "now" on a live feed: decode only the last window
         at = float(span[1])
     if at is None and req.source and req.frames is None:  # a file's "now" is its end
-        from core.media import probe
+        from core.media.decode import probe
         try:
             at = probe(req.source, with_hash=False).duration_s
         except Exception as e:
@@ -343,7 +343,7 @@ def _raw_window(req: ChatRequest) -> tuple[list[tuple[float, np.ndarray]], str]:
 def file_frames(path: str, start: float, end: float | None, fps: float,
                 max_size: tuple[int, int] = (1280, 720)) -> list[tuple[float, np.ndarray]]:
     """Frames of a file from ``start`` to ``end`` at ``fps`` (decoded forward, never per-frame seeks)."""
-    from core.media import MediaError, VideoDecoder, probe
+    from core.media.decode import MediaError, VideoDecoder, probe
 
     info = probe(path, with_hash=False)
     end = info.duration_s if end is None else min(end, info.duration_s)
@@ -364,7 +364,7 @@ def perceive_file(path: str, *, start: float = 0.0, end: float | None = None, fp
                   state: JobState | None = None) -> tuple[PerceptionLog, list[str]]:
     """Run the perception job over [start, end] of a file (for a file with no stored tracks)
     and return its log, with the errors of models that failed (the others still count)."""
-    from core.analysis import AnalysisRequest, analyze, tracks_for
+    from core.perception.analysis import AnalysisRequest, analyze, tracks_for
     from core.jobs import HeadlessState
 
     res = analyze(AnalysisRequest(path=path, models=tuple(models), fps=fps, start=start, end=end),

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from core.jobs import Cancelled, HeadlessState, JobState, check
-from core.media import MEDIA_EXTENSIONS, MediaError, MediaInfo, probe
+from core.media.decode import MEDIA_EXTENSIONS, MediaError, MediaInfo, probe
 from core.tagging import TaggingError
 from core.tagging.features import (
     FeatureConfig,
@@ -382,7 +382,7 @@ def tag_archive(req: ArchiveRequest, state: JobState) -> ArchiveResult:
 
 
 def _register(project: Any, info: MediaInfo) -> int:
-    from core.ops import register_media
+    from core.perception.ops import register_media
 
     return register_media(project, info)
 

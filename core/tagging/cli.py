@@ -55,8 +55,8 @@ def cmd_tag(argv: list[str]) -> int:
     if args.search is not None and not args.search.strip():
         ap.error("argument --search: the query is empty")
     cliargs.check_device(ap, args.device)
-    from core.cli import open_or_create
-    from core.project import ProjectError
+    from core.perception.cli import open_or_create
+    from core.store.project import ProjectError
 
     try:
         project = open_or_create(args.project)

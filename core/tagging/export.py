@@ -171,7 +171,7 @@ def media_cues(project: Any, media_id: int) -> list[Cue]:
     """Cues of one media file from its current stored transcript (none: no words). A stored
     word that is not (start, end, text) with finite times is skipped (logged); shots or
     features that cannot be read at all raise :class:`TaggingError`."""
-    from core.project import ProjectCorruptError
+    from core.store.project import ProjectCorruptError
     from core.tagging.index import current
 
     try:
@@ -291,7 +291,7 @@ def _beside_media(project: Any, media_ids: Sequence[int]) -> dict[int, Path | st
     ``..``, with a safe stem unique in its folder."""
     out: dict[int, Path | str] = {}
     groups: dict[Path, dict[int, str]] = {}
-    from core.media import quick_hash
+    from core.media.decode import quick_hash
 
     for mid in media_ids:
         rec = project.get_media(mid)

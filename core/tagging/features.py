@@ -38,7 +38,7 @@ import numpy as np
 
 from core.anomaly.features import HOP, N_FFT, SILENCE_DB, coverage, mel_filterbank
 from core.jobs import JobState, check
-from core.media import MediaError, VideoDecoder, probe
+from core.media.decode import MediaError, VideoDecoder, probe
 from core.tagging import TaggingError
 from core.tagging.shots import Shot, shots_from_rows
 
@@ -437,7 +437,7 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
 
 
 def _audio(path, duration, shots, cfg, pool, feats, state, base, share) -> None:
-    from core.audio import load_mono
+    from core.media.audio import load_mono
 
     mels, dbs, times, speech, words = [], [], [], [], []
     chunks = audio_chunks(shots, duration)

@@ -5,9 +5,9 @@ every shot's tags, and search — by text or by example shot — over the whole 
   motion, text area), the COCO class histogram and the square roots of the 64 ImageNet
   probabilities that vary most over the archive (recorded, so a later encode uses the same
   ones); audio = every audio column; text = the MiniLM embedding of what is said and shown.
-- the network (``models.mmae``) is trained with reconstruction losses only, as a job, on the
+- the network (``models.nn.mmae``) is trained with reconstruction losses only, as a job, on the
   project's own shots; it is reused while the archive's features are unchanged. Below
-  ``models.mmae.MIN_SHOTS`` usable shots it is not trained and the latent is the linear
+  ``models.nn.mmae.MIN_SHOTS`` usable shots it is not trained and the latent is the linear
   baseline (PCA of the standardised concatenated features), and the index says so.
 - clusters: k-means on the latent, k chosen by silhouette, named from their tags.
 - search: a text query is embedded with MiniLM and encoded *as a text-only shot* into the
@@ -229,8 +229,8 @@ def _stored_model(project: Any, digest: str) -> tuple[Any, dict[str, Any]] | Non
     got = project.get_setting(MODEL_SETTING)
     if not isinstance(got, dict) or got.get("digest") != digest:
         return None
-    from models import mmae
-    from models.fusion import CheckpointError
+    from models.nn import mmae
+    from models.nn.fusion import CheckpointError
     try:
         return mmae.from_bytes(base64.b64decode(got["checkpoint"])), got
     except (CheckpointError, KeyError, ValueError, TypeError) as e:
@@ -241,7 +241,7 @@ def _stored_model(project: Any, digest: str) -> tuple[Any, dict[str, Any]] | Non
 def build_index(project: Any, state: JobState, params: IndexParams | None = None,
                 embedder: Any = None) -> ArchiveIndex:
     """Job: train (or reuse) the MMAE on every tagged shot, cluster, tag and store per media."""
-    from models import mmae
+    from models.nn import mmae
 
     params = params or IndexParams()
     state.set_progress(0.0, "tagging: gathering features")
@@ -281,7 +281,7 @@ def build_index(project: Any, state: JobState, params: IndexParams | None = None
                     "final_loss": float(hist.get("final_loss", float("nan"))),
                     "parameters": mmae.param_count(net)}
             if params.ffn != "dense":
-                from models.fusion import ffn_factory
+                from models.nn.fusion import ffn_factory
                 info["experts"] = getattr(ffn_factory(params.ffn), "config", None)
             blob = mmae.to_bytes(net, {"digest": digest, **info})
             model_setting = {"digest": digest, "imagenet": imagenet, "info": info,
@@ -381,7 +381,7 @@ def load_index(project: Any) -> ArchiveIndex | None:
     and the Tags panel: stored data is checked (:mod:`core.tagging.stored`), damaged parts are
     skipped with a logged warning, and when tags are stored but none can be used, a
     :class:`TaggingError` says so."""
-    from core.project import ProjectCorruptError
+    from core.store.project import ProjectCorruptError
     from core.tagging.stored import Damaged, merge_edits, read_edits, read_media_tags
 
     chunks: list[tuple[Any, Any]] = []
@@ -454,7 +454,7 @@ def load_index(project: Any) -> ArchiveIndex | None:
 def _load_model(project: Any, idx: ArchiveIndex) -> None:
     """The stored MMAE, when the index is its latent and it fits that latent (else a note:
     text search then matches descriptions and words only)."""
-    from core.project import ProjectCorruptError
+    from core.store.project import ProjectCorruptError
 
     if idx.method != "mmae":
         return
@@ -467,8 +467,8 @@ def _load_model(project: Any, idx: ArchiveIndex) -> None:
             return
         why = "it is not a model"
     if isinstance(got, dict) and isinstance(got.get("checkpoint"), str):
-        from models import mmae
-        from models.fusion import CheckpointError
+        from models.nn import mmae
+        from models.nn.fusion import CheckpointError
         try:
             net = mmae.from_bytes(base64.b64decode(got["checkpoint"], validate=True))
             dims = net.cfg.dims
@@ -488,7 +488,7 @@ def _load_model(project: Any, idx: ArchiveIndex) -> None:
 def stored_shot_tags(project: Any, ref: ShotRef) -> list[Tag]:
     """The stored automatic tags of one shot (found by its start), read through the checks of
     :func:`load_index`; TaggingError when the shot is no longer stored or its tags are damaged."""
-    from core.project import ProjectCorruptError
+    from core.store.project import ProjectCorruptError
     from core.tagging.stored import Damaged, read_media_tags
 
     where = f"the tags of {ref.path[-120:]!r}"
@@ -552,7 +552,7 @@ def _edit_tag(project: Any, ref: ShotRef, action: str, name: str, new_name: str 
 
 def vocabulary(project: Any) -> list[str]:
     """The project's tag vocabulary: its words (anything stored there that is not one is skipped)."""
-    from core.project import ProjectCorruptError
+    from core.store.project import ProjectCorruptError
 
     try:
         got = project.get_setting(VOCAB_SETTING, [])
@@ -591,7 +591,7 @@ def search_text(idx: ArchiveIndex, query: str, embedder: Any, k: int = 10) -> li
     scores = np.zeros(len(idx), np.float64)
     parts = []
     if idx.net is not None and idx.method == "mmae":
-        from models import mmae
+        from models.nn import mmae
         zq = mmae.encode(idx.net, {"text": q[:, :idx.net.cfg.dims["text"]]}, {"text": np.ones(1, bool)})
         _i, sim = mmae.cosine_nearest(zq, idx.latent, k=len(idx))
         lat_sim = np.zeros(len(idx))
@@ -637,7 +637,7 @@ def description_match(idx: ArchiveIndex, q: np.ndarray, embedder: Any) -> np.nda
 
 def search_shot(idx: ArchiveIndex, i: int, k: int = 10) -> list[Hit]:
     """Nearest shots to shot ``i`` through the shared latent (itself excluded)."""
-    from models.mmae import cosine_nearest
+    from models.nn.mmae import cosine_nearest
 
     order, sim = cosine_nearest(idx.latent[i:i + 1], idx.latent, k=min(len(idx), k + 1))
     return [Hit(int(j), idx.refs[j], float(s), idx.describe[j][:80]) for j, s in zip(order[0], sim[0]) if j != i][:k]

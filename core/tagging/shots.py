@@ -11,7 +11,7 @@ its real position, and a job can report progress and stop between any two frames
 
 Shots tile the file: the first starts at 0, each following one at the timestamp of its
 first frame, the last ends at the file's duration. ``start_frame``/``end_frame`` count
-frames as :func:`core.media.frame_index` does (``end_frame`` exclusive). A file without
+frames as :func:`core.media.decode.frame_index` does (``end_frame`` exclusive). A file without
 video (audio only) is one shot with no frames.
 
 Which detector: ``bench/shots.py`` runs ContentDetector, AdaptiveDetector and
@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from core.jobs import JobState, check
-from core.media import MediaError, frame_index, frame_times, probe
+from core.media.decode import MediaError, frame_index, frame_times, probe
 from core.tagging import TaggingError
 from core.timeline import Item, Track
 
@@ -140,7 +140,7 @@ def scan_cuts(path: str, detectors: Mapping[str, Any], state: JobState, *,
 
     from pathlib import Path
 
-    from core.media import MediaError, _open
+    from core.media.decode import MediaError, _open
     try:
         container = _open(Path(path))  # as every reader opens (a WAV's tail it does not own is never scanned)
     except MediaError as e:

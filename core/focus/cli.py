@@ -1,0 +1,119 @@
+"""``python main.py select VIDEO --query "..." --k 16``: FOCUS frame selection without a window.
+
+Prints a progress bar, then the chosen timestamps (hh:mm:ss.mmm and score, one per line; a "~" marks
+a frame whose score is inherited from its nearest scored neighbour) and a summary line. With
+``--project`` the selection is stored (and the project's transcript, if any, helps the embedded
+scorer); with ``--export`` the frames are written as PNGs with a selection.json.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core import cliargs
+from core.errors import print_error
+from core.focus.search import FocusError, FocusRequest, select_frames
+from core.focus.store import export_frames, store_selection, timecode
+from core.jobs import Cancelled, HeadlessState
+
+
+def _transcript(project, media_id: int) -> tuple[tuple[float, float, str], ...]:
+    for rec in project.load_tracks(media_id):
+        if rec.kind == "speech" and rec.name == "transcript":
+            return tuple((i.start_s, i.end_s, i.label) for i in rec.items if i.label.strip())
+    return ()
+
+
+def cmd_select(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="kestrel select", description="Choose the frames of a video that answer a query "
+                                                                    "(FOCUS, arXiv 2510.27280).")
+    ap.add_argument("video")
+    ap.add_argument("--query", default="", type=cliargs.text("the query"), help="what to look for, e.g. \"a bus at the gate\"")
+    ap.add_argument("--k", type=cliargs.integer(1, 100_000, what="a number of frames"), default=16,
+                    help="frames to choose (default 16)")
+    ap.add_argument("--budget-share", type=cliargs.fraction(zero=False, what="a share of the frames"), default=0.02,
+                    help="at most this share of frames is scored, in (0, 1] (0.02)")
+    ap.add_argument("--budget-frames", type=cliargs.integer(1, 10_000_000, what="a number of frames"), default=None,
+                    help="or at most this many frames")
+    ap.add_argument("--seed", type=cliargs.integer(0, 2**32 - 1, what="a seed"), default=0)
+    ap.add_argument("--project", help="store the selection in this .kestrel project (and use its transcript)")
+    ap.add_argument("--export", metavar="DIR", type=cliargs.out_folder, help="write the chosen frames as PNGs and selection.json here")
+    ap.add_argument("--scorer", default="embedded",
+                    help="embedded (default, offline models) or blip-itm-user, clip-user, siglip-user with --weights")
+    ap.add_argument("--weights", metavar="PATH", help="the local model folder for a bring-your-own scorer")
+    ap.add_argument("--ocr", action=argparse.BooleanOptionalAction, default=None,
+                    help="read on-screen text (default: only when the query asks about text)")
+    ap.add_argument("--example-time", type=cliargs.seconds, default=None, metavar="SECONDS",
+                    help="find frames that look like the frame at this time instead of matching text")
+    args = ap.parse_args(argv)
+    if args.scorer != "embedded":
+        from models.catalogue import load_catalogue
+
+        choices = ["embedded"] + sorted(n for n, s in load_catalogue().items() if s.task == "image-text")
+        if args.scorer not in choices:
+            ap.error(f"argument --scorer: {args.scorer!r} is not a scorer (choose {', '.join(choices)})")
+    if args.scorer != "embedded" and not args.weights:
+        print_error(f"--scorer {args.scorer} needs --weights PATH, the local folder of your model.")
+        return 2
+    if args.weights and args.scorer == "embedded":
+        ap.error("argument --weights: the embedded scorer takes no weights (use it with --scorer blip-itm-user, "
+                 "clip-user or siglip-user)")
+
+    from core.media.decode import MediaError, probe
+    from core.store.project import ProjectError
+    from models.catalogue import ModelError
+
+    project = media_id = state = None
+    try:
+        info = probe(args.video)
+        past = cliargs.past_end("--example-time", args.example_time, info.duration_s, Path(info.path).name)
+        if past:
+            print_error(past)
+            return 2
+        transcript: tuple[tuple[float, float, str], ...] = ()
+        if args.project:
+            from core.perception import ops
+            from core.perception.cli import open_or_create
+
+            project = open_or_create(args.project)
+            if project.read_only:
+                print_error(f"{args.project} is read-only; the selection cannot be stored.")
+                return 1
+            media_id = ops.register_media(project, info)
+            transcript = _transcript(project, media_id)
+        req = FocusRequest(path=info.path, query=args.query, k=args.k, budget_frames=args.budget_frames,
+                           budget_share=args.budget_share, seed=args.seed, scorer=args.scorer,
+                           scorer_path=args.weights, transcript=transcript, ocr=args.ocr,
+                           example_time=args.example_time)
+        state = HeadlessState(bar=True, label=Path(info.path).name[:24])
+        try:
+            res = select_frames(req, state)
+        except (Cancelled, KeyboardInterrupt):
+            print("\ncancelled: nothing was chosen or stored", file=sys.stderr)
+            return 130
+        for w in res.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        for f in res.frames:
+            print(f"{timecode(f.time)}  {f.score:.3f}{'' if f.scored else ' ~'}")
+        print(f"scored {res.frames_scored} of {res.total_frames} frames ({100 * res.share:.2f} %) with {res.scorer} "
+              f"in {res.wall_s:.1f} s; {len(res.frames)} frames chosen for \"{args.query.strip()}\"")
+        if project is not None and media_id is not None:
+            print(f"stored as run #{store_selection(project, media_id, res)} in {args.project}")
+        if args.export:
+            paths = export_frames(res, info.path, args.export)
+            print(f"exported {len(paths) - 1} frames and {paths[-1].name} to {args.export}")
+        return 0
+    except ValueError as e:
+        if state is not None:
+            state.end_line()
+        print_error(" ".join(str(e).split()))
+        return 2
+    except (MediaError, ProjectError, ModelError, FocusError, OSError) as e:
+        if state is not None:
+            state.end_line()
+        print_error(e)
+        return 1
+    finally:
+        if project is not None:
+            project.close()

@@ -1,0 +1,436 @@
+"""The perception job: run the chosen models over a file (or a range) and make tracks.
+
+``analyze(request, state)`` is a plain job: it decodes frames at the requested rate in file
+order (never seeking per frame), batches them through each visual model, tracks
+detections, runs the audio models on 16 kHz mono, and reports partial results as it goes.
+A model that fails to load or to run is reported and skipped; the others carry on.
+``tracks_for`` turns a model's output into timeline tracks; storing and reusing them is in
+:mod:`core.perception.ops`.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.media.audio import load_mono
+from core.jobs import JobState, check
+from core.media.decode import MediaError, VideoDecoder, probe
+from core.timeline import Item, Track
+
+log = logging.getLogger(__name__)
+
+VISUAL_TASKS = ("detect", "faces", "ocr", "image-tags")
+AUDIO_TASKS = ("vad", "asr")
+DEFAULT_MODELS = ("ssd-mobilenet-v2-coco", "mtcnn-faces", "silero-vad", "whisper-tiny")
+ASR_CHUNK_S = 60.0
+# A frame on screen longer than this (a gap in the timestamps) is sampled this long only.
+HOLD_S = 10.0
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    path: str
+    models: tuple[str, ...] = DEFAULT_MODELS
+    fps: float = 2.0
+    start: float = 0.0
+    end: float | None = None  # None: to the end of the file
+    user_paths: tuple[tuple[str, str], ...] = ()  # (model name, local path) for bring-your-own
+    device: str | None = None
+    batch: int = 4
+    track: bool = True
+    max_size: tuple[int, int] = (1920, 1080)  # frames larger than this are scaled down first
+
+
+@dataclass
+class ModelOutput:
+    name: str
+    title: str
+    task: str
+    version: str
+    params: dict[str, Any]
+    frames: list[tuple[float, list]] = field(default_factory=list)  # (time, detections/faces/text/tags)
+    segments: list = field(default_factory=list)  # SpeechSegment, media times
+    frame_size: tuple[int, int] = (0, 0)
+    classes: tuple[str, ...] = ()
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    error: str | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class AnalysisResult:
+    outputs: dict[str, ModelOutput]
+    media_duration: float
+    compute_s: float = 0.0
+    # models that do not apply to this file (audio models on a file without audio, visual
+    # models on one without video): name → why. Not run, not in ``outputs``, nothing to store.
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return {k: o.error for k, o in self.outputs.items() if o.error}
+
+
+@dataclass(frozen=True)
+class AnalysisPartial:
+    """What one model produced since the last partial: frames or segments, media times."""
+
+    model: str
+    task: str
+    frames: tuple = ()
+    segments: tuple = ()
+    frame_size: tuple[int, int] = (0, 0)
+
+
+def run_params(req: AnalysisRequest, spec, end: float) -> dict[str, Any]:
+    """The inputs that decide a model's output: equal params → the stored result is reused."""
+    p: dict[str, Any] = {"start": round(req.start, 3), "end": round(end, 3),
+                         "thresholds": dict(spec.thresholds)}
+    if spec.task in VISUAL_TASKS:
+        p.update(fps=req.fps, max_size=list(req.max_size))
+        if spec.task == "detect":
+            p["track"] = bool(req.track)
+    user = dict(req.user_paths).get(spec.name)
+    if user:
+        p["weights"] = user
+    return p
+
+
+def planned_frames(start: float, end: float, fps: float) -> int:
+    """How many frames the range asks for at ``fps`` (for progress: the plan itself is lazy)."""
+    return max(1, int(math.floor(min((end - start) * fps, 1e12) + 1e-9)))
+
+
+def sample_frames(dec: VideoDecoder, start: float, end: float, fps: float, *, hold_s: float = HOLD_S,
+                  max_failures: int = 50):
+    """``(t, frame)`` at ``start + k / fps`` for ``t < end``, decoded as the plan goes.
+
+    The plan follows what decodes, not what the header declares: a frame that stays on
+    screen for more than ``hold_s`` (a gap in the timestamps: one frame, then the next
+    days later) is sampled for ``hold_s`` and the plan jumps to the next frame; past the last
+    frame it stops. Where no frame decodes the plan leaps ahead, twice as far after each
+    failure (a damaged stretch costs a few tries, not one per sample), and gives up after
+    ``max_failures`` in a row.
+    """
+    hold = max(2, int(math.ceil(hold_s * fps)))
+    k, same, failures, shown = 0, 0, 0, None
+    while True:
+        t = start + k / fps
+        if t >= end - 1e-9 and k > 0:
+            return
+        try:
+            frame = dec.frame_at(t)
+        except MediaError as e:
+            log.warning("no frame at %.2f s: %s", t, e)
+            failures += 1
+            if failures >= max_failures:
+                log.warning("%d samples in a row without a frame: the rest of the range is skipped", failures)
+                return
+            k += 1 << min(failures - 1, 40)
+            continue
+        failures = 0
+        same = same + 1 if frame.time == shown else 0
+        shown = frame.time
+        if same >= hold:
+            if frame.end <= t:
+                return  # past the last frame: the video ends before the declared duration
+            k = max(k + 1, int(math.ceil((frame.end - start) * fps - 1e-9)))
+            continue
+        yield t, frame
+        k += 1
+
+
+def _load(name: str, req: AnalysisRequest):
+    from models.catalogue import ModelError, get_spec, load_model
+
+    spec = get_spec(name)
+    try:
+        model = load_model(spec, user_path=dict(req.user_paths).get(name), device=req.device)
+    except ModelError as e:
+        return spec, None, str(e)
+    return spec, model, None
+
+
+def analyze(req: AnalysisRequest, state: JobState) -> AnalysisResult:
+    t_job = time.perf_counter()
+    info = probe(req.path, with_hash=False)
+    end = min(req.end if req.end is not None else info.duration_s, info.duration_s)
+    if end <= req.start:
+        raise MediaError(f"The range {req.start:.2f}–{end:.2f} s is empty.")
+    outputs: dict[str, ModelOutput] = {}
+    skipped: dict[str, str] = {}
+    loaded: dict[str, Any] = {}
+    state.set_progress(0.0, "loading models")
+    for name in req.models:
+        check(state)
+        from models.catalogue import ModelError, get_spec
+        try:
+            spec = get_spec(name)
+        except ModelError as e:
+            outputs[name] = ModelOutput(name, name, "?", "", {}, error=str(e))
+            continue
+        t0 = time.perf_counter()
+        spec, model, err = _load(name, req)
+        out = ModelOutput(name, spec.title, spec.task, spec.version or "1", run_params(req, spec, end),
+                          started_at=time.time(), duration_s=time.perf_counter() - t0, error=err,
+                          device=str(getattr(model, "device", req.device or "cpu")))
+        missing = ("video" if spec.task in VISUAL_TASKS and not info.has_video else
+                   "audio track" if spec.task in AUDIO_TASKS and not info.has_audio else None)
+        if err is None and missing:
+            skipped[name] = f"skipped — {info.path.rsplit('/', 1)[-1]} has no {missing}"
+            log.info("%s: %s", name, skipped[name])
+            continue
+        if out.error is None:
+            loaded[name] = model
+            out.classes = tuple(getattr(model, "classes", ()) or ())
+        else:
+            log.warning("%s", out.error)
+        outputs[name] = out
+
+    audio = [n for n in loaded if outputs[n].task in AUDIO_TASKS]
+    visual = [n for n in loaded if outputs[n].task in VISUAL_TASKS]
+    n_frames = planned_frames(req.start, end, req.fps) if visual else 0
+    # progress: audio counts as much as 10% of the frames it stands beside
+    work_audio = 0.1 * max(1, n_frames) if audio else 0
+    total = work_audio + n_frames or 1
+
+    if audio:
+        _run_audio(req, end, audio, loaded, outputs, state, work_audio / total)
+    if visual:
+        _run_visual(req, end, visual, loaded, outputs, state, work_audio / total)
+    state.set_progress(1.0, "done")
+    return AnalysisResult(outputs, info.duration_s, time.perf_counter() - t_job, skipped)
+
+
+def _fail(out: ModelOutput, e: BaseException) -> None:
+    if isinstance(e, MemoryError):
+        out.error = f"{out.title} ran out of memory; analyse a smaller range or lower the frame size."
+    else:
+        out.error = f"{out.title} failed while running: {type(e).__name__}: {e}"
+    log.error("%s", out.error)
+
+
+def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
+    state.set_progress(0.0, "reading audio")
+    try:
+        audio = load_mono(req.path, 16000, req.start, end, cancelled=state.is_cancelled)
+    except (MediaError, OSError, ValueError) as e:
+        # the picture may still be fine: fail the audio models only
+        for name in names:
+            outputs[name].error = f"{outputs[name].title}: the audio cannot be decoded ({e})."
+            log.error("%s", outputs[name].error)
+        return
+    except Exception as e:  # FFmpeg's own error types
+        if type(e).__module__.startswith("av"):
+            for name in names:
+                outputs[name].error = f"{outputs[name].title}: the audio cannot be decoded ({e})."
+            return
+        raise
+    sr = 16000
+    for name in names:
+        out = outputs[name]
+        model = loaded[name]
+        t0 = time.perf_counter()
+        try:
+            if out.task == "vad":
+                segs = model.segments(audio)
+                out.segments = [_shift(s, req.start) for s in segs]
+                state.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(out.segments)))
+            else:
+                chunk = int(ASR_CHUNK_S * sr)
+                for a in range(0, len(audio), chunk):
+                    check(state)
+                    piece = audio[a:a + chunk]
+                    if len(piece) < sr // 4:
+                        break
+                    segs = [_shift(s, req.start + a / sr) for s in model.transcribe(piece)]
+                    out.segments.extend(segs)
+                    state.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(segs)))
+                    state.set_progress(share * min(1.0, (a + chunk) / len(audio)), f"{out.title}")
+        except (InterruptedError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if type(e).__name__ == "Cancelled":
+                raise
+            _fail(out, e)
+        out.duration_s += time.perf_counter() - t0
+
+
+def _shift(seg, offset: float):
+    from dataclasses import replace
+    words = tuple((a + offset, b + offset, w) for a, b, w in getattr(seg, "words", ()) or ())
+    return replace(seg, start=seg.start + offset, end=seg.end + offset, words=words)
+
+
+def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
+    trackers = {}
+    if req.track:
+        for n in names:
+            if outputs[n].task == "detect":
+                try:
+                    from models.tracking import Tracker
+                    trackers[n] = Tracker("bytetrack", frame_rate=req.fps)
+                except Exception as e:  # tracking is a bonus: detections still count
+                    log.warning("tracking unavailable: %s", e)
+    total = planned_frames(req.start, end, req.fps)
+    done = 0
+    last: dict[str, tuple[float, list]] = {}  # model → (frame time, result) of its last frame
+    with VideoDecoder(req.path, max_size=req.max_size) as dec:
+        plan = sample_frames(dec, req.start, end, req.fps)
+        while True:
+            check(state)
+            batch = list(itertools.islice(plan, max(1, req.batch)))
+            if not batch:
+                break
+            ts = [float(t) for t, _f in batch]
+            frames = [f.image for _t, f in batch]
+            keys = [f.time for _t, f in batch]
+            for name in names:
+                out = outputs[name]
+                if out.error:
+                    continue
+                model = loaded[name]
+                t0 = time.perf_counter()
+                try:
+                    res = _run_distinct(model, out.task, frames, keys, last, name)
+                except Exception as e:
+                    _fail(out, e)
+                    continue
+                if name in trackers:
+                    res = [trackers[name].update(dets, frames[i].shape) for i, dets in enumerate(res)]
+                out.duration_s += time.perf_counter() - t0
+                h, w = frames[0].shape[:2]
+                out.frame_size = (w, h)
+                new = list(zip(ts, res))
+                out.frames.extend(new)
+                state.set_partial_result(AnalysisPartial(name, out.task, frames=tuple(new), frame_size=(w, h)))
+            done += len(batch)
+            frac = min(1.0, (ts[-1] - req.start) / max(end - req.start, 1e-9))
+            state.set_progress(base + (1 - base) * frac, f"frame {min(done, total)}/{total}")
+
+
+def _run_distinct(model, task: str, frames: list, keys: list[float], last: dict, name: str) -> list[list]:
+    """The model's results for ``frames``, run once per distinct frame: samples of a frame that
+    stays on screen (a slideshow, a low frame rate, a gap in the timestamps) share its result."""
+    prev = last.get(name)
+    known = {prev[0]: prev[1]} if prev else {}
+    todo, seen = [], set(known)
+    for i, k in enumerate(keys):
+        if k not in seen:
+            seen.add(k)
+            todo.append(i)
+    if todo:
+        for i, r in zip(todo, _run_frames(model, task, [frames[i] for i in todo])):
+            known[keys[i]] = r
+    last[name] = (keys[-1], known[keys[-1]])
+    return [list(known[k]) for k in keys]
+
+
+def _run_frames(model, task: str, frames: list[np.ndarray]) -> list[list]:
+    if task == "detect":
+        return model.detect(frames)
+    if task == "faces":
+        return model.faces(frames)
+    if task == "ocr":
+        return [model.read(f) for f in frames]
+    if task == "image-tags":
+        return model.tags(frames, top_k=3)
+    raise ValueError(f"not a visual task: {task}")
+
+
+# -- tracks --------------------------------------------------------------------------------
+
+def presence(times_labels: list[tuple[float, str, float, int]], step: float) -> list[Item]:
+    """Intervals where a label is present: consecutive samples (≤ 1.5 steps apart) merge."""
+    by_label: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    for t, label, score, count in times_labels:
+        by_label[label].append((t, score, count))
+    items = []
+    for label, rows in by_label.items():
+        rows.sort()
+        s = e = rows[0][0]
+        best, most = rows[0][1], rows[0][2]
+        for t, score, count in rows[1:]:
+            if t - e <= 1.5 * step:
+                e, best, most = t, max(best, score), max(most, count)
+            else:
+                items.append(_presence_item(label, s, e + step, best, most))
+                s = e = t
+                best, most = score, count
+        items.append(_presence_item(label, s, e + step, best, most))
+    return items
+
+
+def _presence_item(label: str, s: float, e: float, score: float, count: int) -> Item:
+    return Item(s, e, f"{label} ×{count}" if count > 1 else label, float(score), data={"max_count": count})
+
+
+def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list[Track]:
+    """Timeline tracks for one model's output (presence per class, boxes, segments…)."""
+    tracks: list[Track] = []
+    if out.task in ("detect", "faces"):
+        rows = []
+        boxes = []
+        for t, dets in out.frames:
+            counts: dict[str, list[float]] = defaultdict(list)
+            for d in dets:
+                label = getattr(d, "label", "face")
+                counts[label].append(d.score)
+                data = {"box": [round(float(v), 1) for v in d.box], "size": list(out.frame_size),
+                        "model": out.name}
+                if getattr(d, "track_id", None) is not None:
+                    data["track"] = int(d.track_id)
+                boxes.append(Item(t, t + step, label, float(d.score), run_id, data))
+            for label, scores in counts.items():
+                rows.append((t, label, max(scores), len(scores)))
+        kind = "detections" if out.task == "detect" else "faces"
+        per: dict[str, list[Item]] = defaultdict(list)
+        for it in presence(rows, step):
+            per[it.label.split(" ×")[0]].append(it)
+        for label, items in sorted(per.items()):
+            tracks.append(Track(kind, label, [Item(i.start, i.end, i.label, i.confidence, run_id, i.data)
+                                              for i in items], run_id=run_id, meta={"model": out.name}))
+        tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
+                            meta={"model": out.name, "task": out.task}))
+    elif out.task == "ocr":
+        rows = []
+        for t, regions in out.frames:
+            for r in regions:
+                rows.append((t, r.text.strip(), r.score, 1))
+        items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step) if i.label]
+        # one class, "text", for the overlay's filter; the words themselves ride along
+        boxes = [Item(t, t + step, "text", float(r.score), run_id,
+                      {"box": [round(float(v), 1) for v in r.box], "size": list(out.frame_size), "model": out.name,
+                       "text": r.text})
+                 for t, regions in out.frames for r in regions]
+        tracks.append(Track("text", out.name, items, run_id=run_id, meta={"model": out.name}))
+        tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
+                            meta={"model": out.name, "task": out.task}))
+    elif out.task == "image-tags":
+        rows = [(t, tags[0].label, tags[0].score, 1) for t, tags in out.frames if tags]
+        items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step)]
+        tracks.append(Track("tags", out.name, items, run_id=run_id, meta={"model": out.name}))
+    elif out.task == "vad":
+        items = [Item(s.start, s.end, "speech", float(s.score), run_id) for s in out.segments]
+        tracks.append(Track("speech", "voice activity", items, run_id=run_id, meta={"model": out.name}))
+    elif out.task == "asr":
+        items = [Item(s.start, s.end, s.text.strip(), float(s.score), run_id,
+                      {"words": [[round(a, 2), round(b, 2), w] for a, b, w in s.words]} if s.words else {})
+                 for s in out.segments if s.text.strip()]
+        tracks.append(Track("speech", "transcript", items, run_id=run_id, meta={"model": out.name}))
+    return tracks
+
+
+def partial_tracks(p: AnalysisPartial, title: str, step: float) -> list[Track]:
+    """Tracks for a partial result, so the timeline fills in while the job runs."""
+    out = ModelOutput(p.model, title, p.task, "", {}, frames=list(p.frames), segments=list(p.segments),
+                      frame_size=p.frame_size)
+    return tracks_for(out, step)

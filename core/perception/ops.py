@@ -1,0 +1,212 @@
+"""Operations on media and projects that the GUI and the CLI share (Qt-free).
+
+Jobs here have the ``fn(request, state)`` form. Functions taking a ``Project`` are meant
+to run on the database worker; the others on the I/O or compute workers.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.media import decode as media_mod
+from core.media import waveform as wf
+from core.jobs import JobState, check
+from core.media.decode import MediaInfo
+from core.store.project import Project
+from core.timeline import Item, Track
+
+log = logging.getLogger(__name__)
+
+WAVEFORM_KEY = "waveform"
+
+
+def probe_job(path: str, state: JobState) -> MediaInfo:
+    state.set_progress(0.0, "reading file")
+    info = media_mod.probe(path)
+    state.set_progress(1.0, "")
+    return info
+
+
+def frame_times_job(path: str, state: JobState) -> np.ndarray:
+    return media_mod.frame_times(path, progress=lambda f: state.set_progress(f, "frame index"),
+                                 cancelled=state.is_cancelled)
+
+
+def register_media(project: Project, info: MediaInfo) -> int:
+    return project.add_media(path=info.path, content_hash=info.content_hash, size_bytes=info.size_bytes,
+                             duration_s=info.duration_s, container=info.container,
+                             streams=[s.to_dict() for s in info.streams])
+
+
+def load_waveform(project: Project, media_id: int) -> wf.PeakPyramid | None:
+    """The cached pyramid, or None if absent or of another layout (then it is rebuilt)."""
+    head = project.get_array(media_id, f"{WAVEFORM_KEY}/L0")
+    if head is None:
+        return None
+    meta = head[1]
+    try:
+        n = int(meta.get("levels", 0))
+        arrays = [head[0]]
+        for i in range(1, n):
+            got = project.get_array(media_id, f"{WAVEFORM_KEY}/L{i}")
+            if got is None:
+                return None
+            arrays.append(got[0])
+        return wf.PeakPyramid.from_arrays(meta, arrays)
+    except (ValueError, KeyError, TypeError) as e:
+        log.info("waveform cache of media %s not usable (%s); rebuilding", media_id, e)
+        return None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What produced a result, measured where it ran, stored with the result."""
+
+    kind: str
+    producer: str
+    version: str
+    params: dict
+    started_at: float  # time.time()
+    duration_s: float
+    status: str = "ok"
+    error: str | None = None
+
+
+def store_waveform(project: Project, media_id: int, pyr: wf.PeakPyramid, run: RunInfo) -> int:
+    """The run and every level of the pyramid, in one transaction."""
+    with project.batch():
+        run_id = record_run(project, run, media_id)
+        meta = pyr.meta()
+        for key, arr in pyr.to_arrays().items():
+            project.put_array(media_id, f"{WAVEFORM_KEY}/{key}", arr, meta=meta, run_id=run_id)
+    return run_id
+
+
+def record_run(project: Project, run: RunInfo, media_id: int | None) -> int:
+    return project.record_run(kind=run.kind, producer=run.producer, version=run.version,
+                              params=run.params, media_id=media_id, started_at=run.started_at,
+                              duration_s=run.duration_s, status=run.status, error=run.error)
+
+
+def timed_waveform(req: wf.WaveformRequest, state: JobState) -> tuple[wf.PeakPyramid, RunInfo]:
+    """Job: build the pyramid and say how it was made."""
+    t0, c0 = time.time(), time.perf_counter()
+    pyr = wf.build_waveform(req, state)
+    check(state)
+    run = RunInfo(kind="waveform", producer="core.media.waveform.build_waveform", version=wf.VERSION,
+                  params={"base_block": wf.BASE_BLOCK, "factor": wf.FACTOR}, started_at=t0,
+                  duration_s=time.perf_counter() - c0)
+    return pyr, run
+
+
+def load_tracks(project: Project, media_id: int) -> list[Track]:
+    out = []
+    for rec in project.load_tracks(media_id):
+        items = [Item(i.start_s, i.end_s, i.label, 1.0 if i.confidence is None else i.confidence,
+                      i.run_id, dict(i.data)) for i in rec.items]
+        out.append(Track(rec.kind, rec.name, items, run_id=rec.run_id, id=rec.id, meta=dict(rec.meta)))
+    return out
+
+
+def save_track(project: Project, media_id: int, track: Track) -> int:
+    items = [{"start_s": i.start, "end_s": i.end, "label": i.label, "confidence": i.confidence,
+              "run_id": i.run_id, "data": i.data} for i in track.items]
+    return project.save_track(media_id, track.kind, track.name, items, run_id=track.run_id,
+                              meta=track.meta)
+
+
+# -- analysis (perception) -----------------------------------------------------------------
+
+def analysis_kind(task: str) -> str:
+    return f"analysis/{task}"
+
+
+def cached_analysis(project: Project, media_id: int, req, duration: float) -> dict[str, int]:
+    """Models of ``req`` whose results with exactly these settings are already stored:
+    name → run id. Those are not recomputed."""
+    from core.perception.analysis import run_params
+    from models.catalogue import ModelError, get_spec
+
+    end = min(req.end if req.end is not None else duration, duration)
+    found: dict[str, int] = {}
+    for name in req.models:
+        try:
+            spec = get_spec(name)
+        except ModelError:
+            continue
+        run = project.find_run(analysis_kind(spec.task), spec.name, spec.version or "1",
+                               run_params(req, spec, end), media_id)
+        if run is not None:
+            found[name] = run.id
+    if found:  # a later run of the model (other settings) replaced its tracks: not reusable
+        owner = {(t.kind, t.name): t.run_id for t in project.load_tracks(media_id)}
+        for name in list(found):
+            key = primary_track(get_spec(name).task, get_spec(name).name)
+            if key is not None and owner.get(key) != found[name]:
+                del found[name]
+    return found
+
+
+def primary_track(task: str, model: str) -> tuple[str, str] | None:
+    """The (kind, name) of the track every run of ``model`` stores (core.perception.analysis.tracks_for),
+    which the model's next run with other settings replaces."""
+    if task in ("detect", "faces", "ocr"):
+        return ("boxes", model)
+    return {"image-tags": ("tags", model), "vad": ("speech", "voice activity"),
+            "asr": ("speech", "transcript")}.get(task)
+
+
+def store_analysis(project: Project, media_id: int, out, step: float) -> int:
+    """Record the run (failed ones too, with their error) and, if it worked, its tracks -- in
+    ONE transaction, so an 'ok' run (which cached_analysis reuses) never lacks a track."""
+    from core.perception.analysis import tracks_for
+
+    run = RunInfo(kind=analysis_kind(out.task), producer=out.name, version=out.version or "1",
+                  params=out.params, started_at=out.started_at, duration_s=out.duration_s,
+                  status="failed" if out.error else "ok", error=out.error)
+    with project.batch():
+        run_id = record_run(project, run, media_id)
+        if not out.error:
+            tracks = tracks_for(out, step, run_id)
+            if out.task in ("detect", "faces"):
+                _own_class_tracks(project, media_id, out.name, tracks, run_id)
+            for tr in tracks:
+                tr.run_id = run_id
+                save_track(project, media_id, tr)
+    return run_id
+
+
+def _own_class_tracks(project: Project, media_id: int, model: str, tracks: list, run_id: int) -> None:
+    """Per-class tracks are named by class; one that another detector stored already gets
+    "<class> (<model>)" instead of replacing that detector's (its run would lack it). The
+    model's earlier run (other settings) leaves no class track of its own behind beside this
+    run's: a class it saw and this run did not would show as this run's."""
+    existing = [t for t in project.load_tracks(media_id) if t.kind in ("detections", "faces")]
+    owner = {(t.kind, t.name): t.meta.get("model") for t in existing}
+    for tr in tracks:
+        if tr.kind in ("detections", "faces") and owner.get((tr.kind, tr.name)) not in (None, model):
+            tr.name = f"{tr.name} ({model})"
+    new = {(tr.kind, tr.name) for tr in tracks}
+    for old in existing:
+        if (old.kind, old.name) not in new and old.meta.get("model") == model and old.run_id != run_id:
+            project.delete_track(old.id)
+
+
+def record_cancelled(project: Project, media_id: int, req, duration: float, names) -> None:
+    """A cancelled job leaves runs marked 'cancelled' and no tracks — never a run that looks complete."""
+    from core.perception.analysis import run_params
+    from models.catalogue import ModelError, get_spec
+
+    end = min(req.end if req.end is not None else duration, duration)
+    for name in names:
+        try:
+            spec = get_spec(name)
+        except ModelError:
+            continue
+        record_run(project, RunInfo(kind=analysis_kind(spec.task), producer=spec.name,
+                                    version=spec.version or "1", params=run_params(req, spec, end),
+                                    started_at=time.time(), duration_s=0.0, status="cancelled",
+                                    error="cancelled by the user"), media_id)

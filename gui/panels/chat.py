@@ -1,0 +1,513 @@
+"""Chat with a multimodal LLM about the open file or the live stream.
+
+Each question runs :func:`core.chat.session.answer` on the compute worker: the recent
+window is encoded for the machine (question-aware regions, ultra-low bitrate), grounded in
+the perception log, and answered by the chosen backend; tokens stream into the panel.
+Timestamps in answers are links that seek the player. The meter shows the kbps the model
+was given beside what a human-quality stream of the same frames costs: per answer, and —
+while a live source runs — continuously, from :class:`LiveStreamMeter`, a live processor
+that encodes on the live worker; the panel only shows the numbers it reports.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QUrl, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTextBrowser,
+                               QVBoxLayout, QWidget)
+
+from core.chat import make_backend
+from core.errors import describe
+from core.session import format_time
+
+log = logging.getLogger(__name__)
+
+
+class LivePerception:
+    """A live processor (run on the live worker): the detector at ``fps`` on the live frames,
+    into the recent minutes of the chat's perception log — what a question on a live feed is
+    grounded in, and what steers the live meter's stream (the headless command's loop, in the
+    window). Qt-free. ``snapshot()`` gives an answer its own copy to read on another worker."""
+
+    def __init__(self, fps: float = 2.0, horizon_s: float = 300.0, model: str = "ssd-mobilenet-v2-coco",
+                 detector: Any = None) -> None:
+        self.fps, self.horizon_s, self.model = fps, horizon_s, model
+        self.detector = detector
+        self.note = ""  # why there is no live detection, when there is none
+        self.latest: list = []  # Seen of the last perceived frame (the meter's regions)
+        self._tried = detector is not None
+        self._lock = threading.Lock()
+        self._new_log()
+
+    def _new_log(self) -> None:
+        from core.chat.grounding import PerceptionLog
+
+        self.log = PerceptionLog(self.horizon_s, step=1.0 / self.fps)
+        self._last_t: float | None = None
+        self._looked = -math.inf
+        self.latest = []
+
+    def feed(self, chunk: Any) -> list:
+        if chunk.kind != "video" or chunk.image is None:
+            return []
+        t = chunk.time
+        with self._lock:
+            if self._last_t is not None and t < self._last_t - 0.5:  # a new stream: its clock starts again
+                self._new_log()
+            self._last_t = t
+            if t - self._looked < 0.999 / self.fps:
+                return []
+            self._looked = t
+        det = self._load()
+        if det is None:
+            return []
+        from core.chat import seen_from
+
+        found = det.detect([chunk.image])[0]
+        h, w = chunk.image.shape[:2]
+        with self._lock:
+            self.log.add_frame(t, found, size=(w, h))
+            self.latest = seen_from(found)
+        return []
+
+    def _load(self) -> Any:
+        if not self._tried:
+            self._tried = True
+            from models.catalogue import ModelError, load_model
+            try:
+                self.detector = load_model(self.model)
+            except ModelError as e:
+                self.note = f"no detection on the live feed ({e}); answers rest on the frames sent"
+                log.warning("%s", self.note)
+        return self.detector
+
+    def snapshot(self) -> Any:
+        """A copy of the log as it is now (public API only: frames looked at, then what was seen)."""
+        from core.chat.grounding import PerceptionLog
+
+        with self._lock:
+            frames, obs = self.log.frame_times, self.log.observations()
+        out = PerceptionLog(self.horizon_s, step=1.0 / self.fps)
+        for t in frames:
+            out.add_frame(t)
+        for o in obs:
+            out.add(o)
+        return out
+
+
+@dataclass(frozen=True)
+class StreamRate:
+    """One reading of the live meter (a live processor event; numbers only).
+
+    ``kbps``: the machine-oriented stream over the last ``window_s`` of stream time;
+    ``human_kbps``: a human-quality H.264 stream (CRF 23, every frame, full decoded size) of
+    the same frames over the same window; ``size``: the machine stream's last encoded frame.
+    """
+
+    time: float
+    kbps: float
+    human_kbps: float
+    window_s: float
+    frames_in: int  # source frames since the stream (re)started
+    frames_sent: int
+    size: tuple[int, int]
+    source_size: tuple[int, int]
+    codec: str
+    cost_ms: float  # the meter's own encoding time per source frame (both streams)
+
+    @property
+    def ratio(self) -> float:
+        return self.human_kbps / self.kbps if self.kbps > 0 else math.inf
+
+
+class LiveStreamMeter:
+    """A live processor (``feed(chunk) -> events``, run on the live worker): encodes the feed as
+    the machine-oriented stream — the same encoder settings and sampling rate an answer uses —
+    and as a human-quality H.264 stream, and reports both bitrates as a :class:`StreamRate` at
+    most every ``every_s`` of stream time. Qt-free; the UI thread never encodes.
+
+    A new stream (its clock starting again) or a long drop resets both encoders. ``question``
+    (the last one asked, set from the UI thread) and ``perception``'s latest boxes steer the
+    machine stream as in an answer.
+    """
+
+    def __init__(self, settings: Any = None, *, sample_fps: float = 8.0, window_s: float = 10.0,
+                 every_s: float = 0.5, human: bool = True, perception: LivePerception | None = None) -> None:
+        self.settings = settings
+        self.perception = perception  # its latest boxes steer the stream's sharp regions, as in an answer
+        self.sample_fps, self.window_s, self.every_s, self.human = sample_fps, window_s, every_s, human
+        self.question: str | None = None
+        self.encoder_thread: int | None = None  # the thread that encoded last (tests check it is not the UI's)
+        self._lock = threading.Lock()  # an old stream's last chunk may overlap the next stream's first
+        self._reset()
+
+    def _reset(self) -> None:
+        self._enc: Any = None
+        self._human: Any = None
+        self._first: tuple[float, Any] | None = None  # held until the second frame gives the frame rate
+        self._totals: deque[tuple[float, int]] = deque()  # (time, human bytes so far)
+        self._last_t: float | None = None
+        self._last_wall = 0.0
+        self._pushed = -math.inf
+        self._reported = -math.inf
+        self._frames = 0
+        self._cost = 0.0
+        self._size = (0, 0)
+
+    def feed(self, chunk: Any) -> list[StreamRate]:
+        if chunk.kind != "video" or chunk.image is None:
+            return []
+        with self._lock:
+            return self._feed(chunk.time, chunk.wall, chunk.image)
+
+    def _feed(self, t: float, wall: float, image: Any) -> list[StreamRate]:
+        import time as _time
+
+        if self._last_t is not None and (t < self._last_t - 0.5 or wall - self._last_wall > 5.0):
+            self._reset()
+        self._last_t, self._last_wall = t, wall
+        self.encoder_thread = threading.get_ident()
+        t0 = _time.perf_counter()
+        if self._enc is None:
+            from core.chat import RegionScorer, TextVectors
+            from core.chat.session import EncoderSettings
+            # regions matched to the question by shared words: loading MiniLM here, beside the
+            # compute worker's copy, would cost a second model and race transformers' lazy imports
+            self._enc = (self.settings or EncoderSettings()).make(RegionScorer(TextVectors(load=False)))
+        self._frames += 1
+        if self.human:
+            self._add_human(t, image)
+        if t - self._pushed >= 0.999 / self.sample_fps:
+            self._pushed = t
+            seen = list(self.perception.latest) if self.perception is not None and self.question else None
+            sent = self._enc.push(t, image, seen, self.question)
+            if sent is not None:
+                self._size = sent.size
+        self._cost += _time.perf_counter() - t0
+        if t - self._reported < self.every_s or self._enc.stats.frames_sent == 0:
+            return []
+        self._reported = t
+        st = self._enc.stats
+        return [StreamRate(t, self._enc.recent_kbps(self.window_s), self._human_kbps(), self.window_s,
+                           self._frames, st.frames_sent, self._size, (image.shape[1], image.shape[0]),
+                           self._enc.codec, 1000 * self._cost / self._frames)]
+
+    def _add_human(self, t: float, image: Any) -> None:
+        from core.chat.encoder import HumanQualityStream
+
+        if self._human is None:
+            if self._first is None or t <= self._first[0]:
+                self._first = (t, image)
+                return
+            fps = min(120.0, max(1.0, 1.0 / (t - self._first[0])))
+            self._human = HumanQualityStream(fps, crf=23, preset="veryfast", tune="zerolatency")
+            self._human.add(*self._first)
+            self._totals.append((self._first[0], self._human.total))
+            self._first = None
+        self._human.add(t, image)
+        self._totals.append((t, self._human.total))
+        while len(self._totals) > 2 and self._totals[1][0] <= t - self.window_s:
+            self._totals.popleft()
+
+    def _human_kbps(self) -> float:
+        """Bytes of the frames after the window's first one, over the time they cover."""
+        if len(self._totals) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._totals[0], self._totals[-1]
+        return (b1 - b0) * 8 / 1000 / (t1 - t0) if t1 > t0 else 0.0
+
+
+class ChatPanel(QWidget):
+    """Signals: ``answered(answer)``, ``meter_changed(rate)`` (a :class:`StreamRate` from the live
+    stream, or a :class:`core.chat.session.ChatAnswer`'s numbers after an answer)."""
+
+    answered = Signal(object)
+    meter_changed = Signal(object)
+
+    def __init__(self, window, parent=None):
+        super().__init__(parent)
+        self.w = window
+        self.session = window.session
+        self.backend = None
+        self._backend_key = None
+        self.task = None
+        self.frames_override: list[float] | None = None
+        self.perception = LivePerception()
+        self.stream_meter = LiveStreamMeter(perception=self.perception)
+        self.live_rate: StreamRate | None = None
+        self.selftest = None  # the self-test window, made on first use
+        self._noted = False
+        self.history = QTextBrowser()
+        self.history.setOpenLinks(False)
+        self.history.document().setDefaultStyleSheet("a { color: #61afef; } p { margin: 4px 0; }")
+        self._entries: list[str] = []  # finished HTML paragraphs; the streaming answer is drawn after them
+        self.history.anchorClicked.connect(self._on_link)
+        self.kind = QComboBox()
+        self.kind.addItem("Embedded LLM (Qwen2.5 0.5B, local)", "local")
+        self.kind.addItem("OpenAI-compatible server (Ollama, llama.cpp, vLLM)", "server")
+        self.kind.currentIndexChanged.connect(self._on_kind)
+        self.url = QLineEdit(str(window.settings.get("chat_url") or "http://127.0.0.1:11434/v1"))
+        self.model = QLineEdit(str(window.settings.get("chat_model") or ""))
+        self.model.setPlaceholderText("model name on the server")
+        self.question = QLineEdit()
+        self.question.setPlaceholderText("Ask about the video, e.g. “is anyone at the gate?”")
+        self.question.returnPressed.connect(self.ask)
+        self.ask_btn = QPushButton("Ask")
+        self.ask_btn.clicked.connect(self.ask)
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setEnabled(False)
+        self.stop_btn.clicked.connect(self.stop)
+        self.selftest_btn = QPushButton("Self-test…")
+        self.selftest_btn.setToolTip("Questions with known answers on real clips, answered at several bitrates: "
+                                     "see where the chosen model stops coping")
+        self.selftest_btn.clicked.connect(self.open_selftest)
+        self.live_meter = QLabel("")
+        self.live_meter.setWordWrap(True)
+        self.live_meter.setVisible(False)
+        self.meter = QLabel("stream to the model: —")
+        self.meter.setWordWrap(True)
+        self.meter.setToolTip("Bitrate of the machine-oriented stream the model saw, beside a human-quality "
+                              "H.264 stream of the same frames")
+        server = QHBoxLayout()
+        server.addWidget(self.url, 2)
+        server.addWidget(self.model, 1)
+        self.server_row = QWidget()
+        self.server_row.setLayout(server)
+        self.server_row.setVisible(False)
+        ask = QHBoxLayout()
+        ask.addWidget(self.question, 1)
+        ask.addWidget(self.ask_btn)
+        ask.addWidget(self.stop_btn)
+        top = QHBoxLayout()
+        top.addWidget(self.kind, 1)
+        top.addWidget(self.selftest_btn)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.server_row)
+        lay.addWidget(self.history, 1)
+        lay.addWidget(self.live_meter)
+        lay.addWidget(self.meter)
+        lay.addLayout(ask)
+        self._current = ""
+
+    def _on_kind(self) -> None:
+        self.server_row.setVisible(self.kind.currentData() == "server")
+
+    # -- the live meter ------------------------------------------------------------------
+    def attach_live(self, live) -> None:
+        """Watch ``live`` (a :class:`gui.live_controller.LiveController`): the chat's live
+        perception and the meter run on its worker for every stream started from now on."""
+        for proc in (self.perception, self.stream_meter):  # in this order: the meter reads the boxes
+            if proc not in live.processors:
+                live.processors.append(proc)
+        live.event.connect(self.on_live_event)
+        live.stopped.connect(self._live_stopped)
+
+    def on_live_event(self, payload, _t: float) -> None:
+        """A live processor's event (UI thread); the meter's readings are ours."""
+        if not isinstance(payload, StreamRate):
+            return
+        self.live_rate = payload
+        self._render_live(None)
+        self.meter_changed.emit(payload)
+
+    def _render_live(self, stopped: str | None) -> None:
+        r = self.live_rate
+        if r is None:
+            return
+        ratio = f"1/{r.ratio:.0f}" if math.isfinite(r.ratio) and r.ratio >= 1 else f"×{r.ratio:.2f}"
+        head = (f"<b>stream {html.escape(stopped)}</b> — last reading" if stopped else
+                "<span style='color:#e06c75'>●</span> <b>live</b>")
+        full = 200  # px of the human-quality bar; the model's bar is to scale (linear)
+        mine = max(2, round(full * r.kbps / r.human_kbps)) if r.human_kbps else 0
+
+        def bar(width: int, color: str) -> str:
+            return (f"<table cellspacing=0 cellpadding=0><tr><td width={width} height=9 bgcolor='{color}'></td>"
+                    f"</tr></table>") if width else ""
+        human = (f"<tr><td>human-quality H.264&nbsp;</td><td align=right><b>{r.human_kbps:,.0f} kbps</b>&nbsp;</td>"
+                 f"<td>{bar(full, '#7f848e')}</td></tr>") if r.human_kbps else ""
+        self.live_meter.setText(
+            f"{head} · the model's stream is <b style='color:#98c379'>{ratio}</b> of a human-quality one"
+            f"<table cellspacing=2 cellpadding=0>"
+            f"<tr><td>stream to the model&nbsp;</td><td align=right><b style='color:#61afef'>{r.kbps:.1f} kbps</b>"
+            f"&nbsp;</td><td>{bar(mine, '#61afef')}</td></tr>{human}</table>"
+            f"<span style='color:#888'>over the last {r.window_s:.0f} s · {r.frames_sent} of {r.frames_in} frames "
+            f"sent so far, at {r.size[0]}×{r.size[1]} ({r.codec}) · source {r.source_size[0]}×{r.source_size[1]}"
+            f"</span>")
+        self.live_meter.setToolTip(f"The machine-oriented stream ({r.codec}, frames sent on semantic change) and a "
+                                   f"human-quality H.264 stream (CRF 23, every frame, full size) of the same "
+                                   f"live frames, both encoded on the live worker ({r.cost_ms:.1f} ms per frame).")
+        self.live_meter.setVisible(True)
+
+    def _live_stopped(self, why: str) -> None:
+        self._render_live(why)
+
+    def open_selftest(self) -> None:
+        """The self-test window for the chosen model (made once; it keeps its last run)."""
+        from core.settings import data_dir
+        from gui.panels.chat_selftest import SelfTestView
+
+        key = self._key()
+        if key[0] == "server" and not key[2]:
+            self.w.show_error("Name the model to use on the server.")
+            return
+        if self.selftest is None:
+            self.selftest = SelfTestView(self.w.tasks, folder=str(data_dir() / "chat-selftest"), parent=self.w)
+            self.selftest.backend_loaded.connect(self._adopt)
+        self.selftest.set_backend(self.backend if self._backend_key == key else None, key,
+                                  self.kind.currentText() if key[0] == "local" else f"{key[2]} at {key[1]}")
+        self.selftest.show()
+        self.selftest.raise_()
+        self.selftest.activateWindow()
+
+    def _adopt(self, loaded) -> None:
+        key, backend = loaded
+        if self.backend is None:
+            self.backend, self._backend_key = backend, key
+
+    def _key(self) -> tuple[str, str, str]:
+        return (self.kind.currentData(), self.url.text().strip(), self.model.text().strip())
+
+    def _on_link(self, url: QUrl) -> None:
+        if url.scheme() == "t":
+            self.session.seek(float(url.path() or url.toString()[2:]))
+
+    def ask_about(self, times: list[float]) -> None:
+        """From FOCUS's thumbnails or the player: the next question is about these frames."""
+        self.frames_override = sorted(times)
+        self.question.setFocus()
+        self._add(f"<i>next question is about {len(times)} selected frame(s) from "
+                            f"{format_time(times[0])}</i>")
+
+    def ask(self) -> None:
+        q = self.question.text().strip()
+        if not q:
+            return
+        key = self._key()
+        if key[0] == "server":
+            self.w.settings.set("chat_url", key[1])
+            self.w.settings.set("chat_model", key[2])
+            if not key[2]:
+                self.w.show_error("Name the model to use on the server.")
+                return
+        self.question.clear()
+        when = self.w.live.last_time if self.w.live.running else (self._at() or 0)
+        self._add(f"<p><b>You</b> <span style='color:#888'>[{format_time(when)}]</span>: "
+                            f"{html.escape(q)}</p>")
+        self.ask_btn.setEnabled(False)
+        self.stop_btn.setEnabled(True)
+        if self.backend is None or self._backend_key != key:
+            self._add("<i>loading the model…</i>")
+            self.w.tasks.run(make_backend, key, pool="compute", name="load chat model").on_done(
+                lambda b: self._loaded(key, b, q)).on_error(self._failed)
+        else:
+            self._ask(q)
+
+    def _loaded(self, key, backend, q: str) -> None:
+        self.backend, self._backend_key = backend, key
+        self._ask(q)
+
+    def _at(self) -> float | None:
+        if self.w.live.running:
+            return None
+        return self.session.position if self.session.info is not None else None
+
+    def _ask(self, q: str) -> None:
+        from core.chat.grounding import PerceptionLog
+        from core.chat.session import ChatRequest, answer
+
+        live = self.w.live.running
+        info = self.session.info
+        if not live and info is None:
+            self._failed("Open a video or a stream first.")
+            return
+        frames = None
+        at = self._at()
+        if live:
+            frames = self.w.live.ring.frames
+            source = self.w.live.spec or "live"
+            self.stream_meter.question = q  # the live meter's stream is steered like the answer's
+        else:
+            source = info.path
+            if self.frames_override:
+                at = self.frames_override[-1]
+        log_ = self.perception.snapshot() if live else PerceptionLog.from_tracks(self.session.timeline.tracks)
+        if live and self.perception.note and not self._noted:
+            self._noted = True
+            self._add(f"<i>{html.escape(self.perception.note)}</i>")
+        req = ChatRequest(question=q, backend=self.backend, source=source, at=at, frames=frames, log=log_,
+                          reference=True)
+        self.frames_override = None
+        self._current = ""
+        self._render_current("…")
+
+        def partial(p) -> None:
+            self._current = p.text
+            self._render_current(p.text + " ▍")
+
+        self.task = self.w.tasks.run(answer, req, pool="compute", name="chat", key="chat", visible=False)
+        self.task.on_partial(partial).on_done(self._done).on_error(self._failed).on_cancel(
+            lambda: self._finish_ui("(stopped)"))
+
+    def _add(self, html_text: str) -> None:
+        self._entries.append(html_text)
+        self._render_current(None)
+
+    def _render_current(self, text: str | None) -> None:
+        tail = f"<p><b>Kestrel</b>: {html.escape(text)}</p>" if text else ""
+        self.history.setHtml("".join(self._entries) + tail)
+        bar = self.history.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _done(self, ans) -> None:
+        body = html.escape(ans.text or "")
+        for c in sorted(ans.citations, key=lambda c: -c.start):
+            body = body.replace(html.escape(c.text), f"<a href='t:{c.seconds}'>{html.escape(c.text)}</a>", 1)
+        extra = []
+        if ans.partial:
+            extra.append("partial answer")
+        if ans.error:
+            extra.append(html.escape(ans.error))
+        if ans.corrected:
+            extra.append("; ".join(ans.notes) or "corrected from the perception log")
+        seen = ", ".join(f"<a href='t:{t}'>{format_time(t)[3:]}</a>" for t in ans.frames_seen[:6])
+        note = f"<br><span style='color:#999'>{'; '.join(extra)}</span>" if extra else ""
+        self._add(f"<p><b>Kestrel</b> ({html.escape(ans.model)}): {body}{note}<br>"
+                            f"<span style='color:#888'>saw {seen or 'no frames'} · {ans.kbps:.1f} kbps · "
+                            f"encode {ans.encode_s:.2f} s, transfer {ans.transfer_s:.2f} s, "
+                            f"answer {ans.inference_s:.2f} s</span></p>")
+        human = f" (human-quality H.264 of the same frames: {ans.human_kbps:,.0f} kbps, " \
+                f"1/{ans.human_kbps / max(ans.kbps, 1e-9):.0f})" if ans.human_kbps else ""
+        self.meter.setText(f"last answer: {ans.kbps:.1f} kbps to the model{human}, "
+                           f"{ans.frames_sent} frame(s) encoded")
+        self.meter_changed.emit(ans)
+        self._finish_ui(None)
+        proj, mid = self.w.project, self.session.media_id
+        if proj is not None and mid is not None and not proj.read_only and not self.w.live.running:
+            from core.chat.session import save_chat
+            self.w.tasks.call(save_chat, proj, mid, ans, pool="db", name="store chat").on_error(
+                lambda e: log.warning("could not store the chat: %s", e))
+        self.answered.emit(ans)
+
+    def _failed(self, e: BaseException | str) -> None:
+        self._add(f"<p style='color:#e06c75'>{html.escape(e if isinstance(e, str) else describe(e))}</p>")
+        self._finish_ui(None)
+
+    def _finish_ui(self, note: str | None) -> None:
+        if note:
+            self._add(f"<i>{note}</i>")
+        self.ask_btn.setEnabled(True)
+        self.stop_btn.setEnabled(False)
+
+    def stop(self) -> None:
+        if self.backend is not None and hasattr(self.backend, "stop"):
+            self.backend.stop()
+        if self.task is not None:
+            self.task.cancel()

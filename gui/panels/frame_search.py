@@ -1,0 +1,187 @@
+"""Frame search (FOCUS): ask a question of a long video, get the few frames that answer it.
+
+The panel runs :func:`core.focus.search.select_frames` on the compute worker; while it runs the
+arms' statistics fill the timeline's "Frame search" heat track (why these frames), and the
+chosen frames arrive as a thumbnail strip that seeks on click. Results are stored in the
+project with their run, and can be exported as PNGs + JSON.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from core.errors import describe
+from core.focus.search import FocusPartial, FocusRequest, select_frames
+from core.session import MediaSession
+from core.timeline import Item, Track
+from gui.views.thumbstrip import ThumbStrip
+
+log = logging.getLogger(__name__)
+
+
+def arms_track(name: str, arms) -> Track:
+    """Heat cells: brightness = the arm's rank (its empirical-Bernstein bound at the coarse pull
+    count, which orders arms for the final pick; the raw bound favours arms with few pulls),
+    normalised over the arms scored so far."""
+    ranks = [a.rank for a in arms if a.n and math.isfinite(a.rank)]
+    lo, hi = (min(ranks), max(ranks)) if ranks else (0.0, 1.0)
+    items = []
+    for a in arms:
+        if a.n and math.isfinite(a.rank):
+            conf = (a.rank - lo) / (hi - lo) if hi > lo else 1.0
+            label = f"mean {a.mean:.2f} · bound {a.ucb:.2f} · {a.n} scored"
+        else:
+            conf, label = 0.0, "not scored yet"
+        items.append(Item(a.start, max(a.end, a.start), label, float(conf), data={"n": a.n}))
+    return Track("focus-arms", name, items)
+
+
+class FocusPanel(QWidget):
+    """Signals: ``search_finished(result)``; ``send_to_chat(times)`` for "ask about these"."""
+
+    search_finished = Signal(object)
+    send_to_chat = Signal(list)
+
+    def __init__(self, window, parent=None):
+        super().__init__(parent)
+        self.w = window
+        self.session: MediaSession = window.session
+        self.result = None
+        self.query = QLineEdit()
+        self.query.setPlaceholderText("what to look for, e.g. “a bus at the gate”, “a person with a dog”")
+        self.query.returnPressed.connect(self.run)
+        self.k = QSpinBox()
+        self.k.setRange(1, 256)
+        self.k.setValue(16)
+        self.k.setPrefix("k = ")
+        self.budget = QDoubleSpinBox()
+        self.budget.setRange(0.1, 10.0)
+        self.budget.setValue(2.0)
+        self.budget.setSuffix(" % of frames")
+        self.budget.setToolTip("How many frames may be scored, as a share of all frames")
+        self.scorer = QComboBox()
+        self.scorer.addItem("embedded (objects, tags, text, speech)", "embedded")
+        for name, title in (("blip-itm-user", "BLIP-ITM (your model)"), ("clip-user", "CLIP (your model)"),
+                            ("siglip-user", "SigLIP (your model)")):
+            self.scorer.addItem(title, name)
+        self.go = QPushButton("Find frames")
+        self.go.clicked.connect(self.run)
+        self.export = QPushButton("Export…")
+        self.export.setEnabled(False)
+        self.export.clicked.connect(self.choose_export)
+        self.to_chat = QPushButton("Ask chat about these")
+        self.to_chat.setEnabled(False)
+        self.to_chat.clicked.connect(lambda: self.send_to_chat.emit([f.time for f in self.result.frames]))
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.strip = ThumbStrip(window.tasks)
+        self.strip.clicked_time.connect(self.session.seek)
+        top = QHBoxLayout()
+        top.addWidget(self.query, 1)
+        top.addWidget(self.k)
+        top.addWidget(self.budget)
+        top.addWidget(self.scorer)
+        top.addWidget(self.go)
+        top.addWidget(self.export)
+        top.addWidget(self.to_chat)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.info)
+        lay.addWidget(self.strip)
+
+    def _transcript(self) -> tuple[tuple[float, float, str], ...]:
+        tr = self.session.timeline.track("speech", "transcript")
+        return tuple((i.start, i.end, i.label) for i in tr.items) if tr else ()
+
+    def run(self) -> None:
+        info = self.session.info
+        if info is None or not info.has_video:
+            self.w.show_error("Open a video first: frame search needs pictures.")
+            return
+        scorer = self.scorer.currentData()
+        paths = dict(self.w.analysis.user_paths())
+        if scorer != "embedded" and scorer not in paths:
+            self.w.show_error(f"{self.scorer.currentText()}: choose its folder first (Analyse ▸ Models…).")
+            return
+        try:
+            req = FocusRequest(path=info.path, query=self.query.text().strip(), k=self.k.value(),
+                               budget_share=self.budget.value() / 100.0, scorer=scorer,
+                               scorer_path=paths.get(scorer), transcript=self._transcript())
+            from core.focus.search import validate
+            validate(req)
+        except ValueError as e:
+            self.w.show_error(str(e))
+            return
+        name = req.query or "frame search"
+        self.info.setText(f"searching for “{name}”…")
+        self.go.setEnabled(False)
+
+        def partial(p: FocusPartial) -> None:
+            if self.session.info is info:
+                self.session.timeline.set_track(arms_track(name, p.arms))
+                self.info.setText(f"{p.stage} stage: {p.frames_scored} of {p.budget} frames scored")
+
+        def done(res) -> None:
+            self.go.setEnabled(True)
+            if self.session.info is not info:
+                return
+            self.show_result(res)
+            mid, proj = self.session.media_id, self.w.project
+            if mid is not None and proj is not None and not proj.read_only:
+                from core.focus.store import store_selection
+                self.w.tasks.call(store_selection, proj, mid, res, pool="db", name="store selection").on_error(
+                    lambda e: self.w.show_error(f"Could not store the selection: {describe(e)}"))
+            self.search_finished.emit(res)
+
+        def failed(e) -> None:
+            self.go.setEnabled(True)
+            self.info.setText("")
+            self.w.show_error(f"Frame search failed: {describe(e)}")
+
+        def cancelled() -> None:
+            self.go.setEnabled(True)
+            self.info.setText("search cancelled")
+
+        self.w.tasks.run(select_frames, req, pool="compute", name="frame search", key="focus").on_partial(
+            partial).on_done(done).on_error(failed).on_cancel(cancelled)
+
+    def show_result(self, res) -> None:
+        self.result = res
+        name = res.request.query or "frame search"
+        self.session.timeline.set_track(arms_track(name, res.arms))
+        self.session.timeline.set_track(Track("focus", name, [
+            Item(f.time, f.time, f"{f.score:.2f}", float(f.score) if math.isfinite(f.score) else 0.0,
+                 data={"reason": f.reason}) for f in res.frames]))
+        frames = [(f.time, f"{f.score:.2f} {'★' if f.reason == 'top' else ''}".strip()) for f in res.frames]
+        if res.thumbnails and len(res.thumbnails) == len(res.frames):
+            self.strip.set_frames_with_images([(f.time, c, img) for (_t, c), f, img in
+                                               zip(frames, res.frames, res.thumbnails)])
+        else:
+            self.strip.set_frames(res.request.path, frames)
+        warn = (" — " + " ".join(res.warnings)) if res.warnings else ""
+        self.info.setText(f"{len(res.frames)} frames for “{name}”: scored {res.frames_scored} of "
+                          f"{res.total_frames} frames ({100 * res.share:.2f} %) in {res.wall_s:.1f} s with "
+                          f"{res.scorer}{warn}")
+        self.export.setEnabled(True)
+        self.to_chat.setEnabled(True)
+
+    def choose_export(self) -> None:
+        if self.result is None:
+            return
+        d = QFileDialog.getExistingDirectory(self, "Export selected frames to")
+        if d:
+            self.export_to(d)
+
+    def export_to(self, folder: str):
+        from core.focus.store import export_frames
+        res = self.result
+        return self.w.tasks.call(export_frames, res, res.request.path, folder, pool="io",
+                                 name="export frames").on_done(
+            lambda files: self.w.statusBar().showMessage(f"exported {len(files)} files to {folder}", 8000)).on_error(
+            lambda e: self.w.show_error(f"Export failed: {describe(e)}"))
+

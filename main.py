@@ -20,9 +20,9 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-COMMANDS = {"analyze": ("core.cli", "cmd_analyze"), "models": ("core.cli", "cmd_models"),
+COMMANDS = {"analyze": ("core.perception.cli", "cmd_analyze"), "models": ("core.perception.cli", "cmd_models"),
             "anomalies": ("core.anomaly.cli", "cmd_anomalies"), "chat": ("core.chat.cli", "cmd_chat"),
-            "tag": ("core.tagging.cli", "cmd_tag"), "select": ("core.focus_cli", "cmd_select")}
+            "tag": ("core.tagging.cli", "cmd_tag"), "select": ("core.focus.cli", "cmd_select")}
 
 
 def run_command(name: str, argv: list[str]) -> int:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     media = args.media
     if args.sample:
         from core.errors import print_error
-        from core.samples import SampleError, sample_path
+        from core.media.samples import SampleError, sample_path
         try:
             media = str(sample_path(args.sample))
         except SampleError as e:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if project:
         from pathlib import Path
         from core.errors import print_error
-        from core.project import Project, ProjectError
+        from core.store.project import Project, ProjectError
         if not Path(project).exists():
             try:
                 Project.open_or_create(project).close()  # another process may create it meanwhile

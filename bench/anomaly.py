@@ -12,7 +12,7 @@ sintel_640x360_15fps.mp4, built by bench/open_media.py and made here if missing)
 - the live core: WindowFeaturizer.push + OnlineScorer.push per window (what a live alert
   waits for once its window has ended; the stream transport is the live source's share);
 - live alert latency over a real stream: the clip served from --live-from as MPEG-TS over TCP
-  on localhost in real time (tests/livesender.py), read by core.live.LiveSource and fed to the
+  on localhost in real time (tests/livesender.py), read by core.media.live.LiveSource and fed to the
   LiveMonitor (0.5 s windows, a model trained on the clip's first --live-from seconds): for every
   alert, wall time of the alert minus wall time its first second was due on the wire; beside
   the decode-only baseline from the same stream (a frame's own arrival latency).
@@ -36,10 +36,10 @@ from bench.open_media import CACHE, make_hour  # noqa: E402
 from core.anomaly.features import FeatureConfig, WindowFeaturizer, WindowInput  # noqa: E402
 from core.anomaly.pipeline import run_anomalies  # noqa: E402
 from core.anomaly.score import OnlineScorer  # noqa: E402
-from core.audio import load_mono  # noqa: E402
+from core.media.audio import load_mono  # noqa: E402
 from core.jobs import HeadlessState  # noqa: E402
-from core.media import VideoDecoder, probe  # noqa: E402
-from core.project import Project  # noqa: E402
+from core.media.decode import VideoDecoder, probe  # noqa: E402
+from core.store.project import Project  # noqa: E402
 
 
 def clip_640x360() -> Path:
@@ -144,7 +144,7 @@ def live_latency(path: Path, start: float, seconds: float) -> None:
     from liveprobe import Sender
 
     from core.anomaly.events import LiveMonitor
-    from core.live import LiveSource
+    from core.media.live import LiveSource
 
     with tempfile.TemporaryDirectory() as tmp, Project.create(Path(tmp) / "live.kestrel") as project:
         r = run_anomalies(project, str(path), HeadlessState(), normal=(0.0, start), end=start, window_s=0.5)

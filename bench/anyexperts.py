@@ -7,10 +7,10 @@ Issue 8's goal: at least 30% fewer real expert activations per token than fixed 
 task metric at most 1% worse. One function per network (``anomaly_part``, ``mmae_part``),
 each returning rows that ``report`` / ``report_mmae`` print.
 
-**Anomaly network** (models/fusion.py, 2 blocks × a video and an audio FFN): on real clips with
+**Anomaly network** (models/nn/fusion.py, 2 blocks × a video and an audio FFN): on real clips with
 events planted at known times (``planted_clips``; ``--clips wide``, the default: 12 planted events
 over the Chaplin scene, Sintel, the iscc band session and Big Buck Bunny, plus a quiet clip where
-every event is a false alarm; ``--clips test``: tests/test_anomaly_real.py's 4 events). Features
+every event is a false alarm; ``--clips test``: tests/anomaly/test_anomaly_real.py's 4 events). Features
 are computed once and stored; then for every config and seed the network is trained on the
 normal footage and the clip scored (``detect_anomalies``, the app's request except the blocks).
 Printed per config (mean ± sd over seeds):
@@ -64,15 +64,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the planted clips of tests/test_anomaly_real.py
+sys.path.insert(0, str(ROOT / "tests"))  # the planted clips of tests/anomaly/test_anomaly_real.py
 
 
-from core import samples  # noqa: E402
+from core.media import samples  # noqa: E402
 from core.anomaly.pipeline import AnomalyRequest, detect_anomalies, run_anomalies  # noqa: E402
 from core.jobs import HeadlessState  # noqa: E402
-from core.project import Project  # noqa: E402
-from models.experts import ExpertCollapseWarning, ExpertsConfig  # noqa: E402
-from models.fusion import TrainParams  # noqa: E402
+from core.store.project import Project  # noqa: E402
+from models.nn.experts import ExpertCollapseWarning, ExpertsConfig  # noqa: E402
+from models.nn.fusion import TrainParams  # noqa: E402
 from test_anomaly_real import CHAPLIN_PLANTS, SINTEL_PLANTS, _hits, plant  # noqa: E402
 
 
@@ -110,7 +110,7 @@ def bus_clip(path: Path) -> Path:
 def planted_clips(d: Path, which: str = "wide") -> dict[str, tuple[Path, tuple[float, float], list]]:
     """name → (clip, normal footage, planted events).
 
-    ``"test"``: the two clips of tests/test_anomaly_real.py (4 planted events). ``"wide"`` (the
+    ``"test"``: the two clips of tests/anomaly/test_anomaly_real.py (4 planted events). ``"wide"`` (the
     default): 13 planted events over four scenes plus a quiet clip, so that one false alarm
     more or less moves precision by a few percent, not ~10%: the Chaplin scene as in the
     test; Sintel with the boom at 32 s and the punch at 42 s besides the bus; the iscc band
@@ -351,8 +351,8 @@ def mmae_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
     from core.tagging import index
-    from models import mmae
-    from models.experts import expert_stats, make_ffn_factory
+    from models.nn import mmae
+    from models.nn.experts import expert_stats, make_ffn_factory
 
     project = bench_mmae.featured_project()
     try:

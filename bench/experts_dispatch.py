@@ -5,7 +5,7 @@
 Forward + backward of one mixture block (dim 32, hidden 64: the anomaly network's shape) at
 token counts from an MMAE batch (32) to a scoring pass (4096); the loop is the baseline, run
 in the same process, interleaved with the batched path. Prints the batched/loop time ratio
-and which path ``_dispatch`` takes at that size (``models.experts.BATCHED_PAIRS``).
+and which path ``_dispatch`` takes at that size (``models.nn.experts.BATCHED_PAIRS``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import experts as X  # noqa: E402
+from models.nn import experts as X  # noqa: E402
 
 
 def step_ms(block, x, path, reps: int) -> float:

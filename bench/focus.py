@@ -55,7 +55,7 @@ def filler_frames(names: tuple[str, ...], fps: float, size: tuple[int, int]) -> 
     """The real sample clips one after the other, resampled to ``fps`` by timestamp."""
     import av
 
-    from core.samples import sample_path
+    from core.media.samples import sample_path
 
     for name in names:
         with av.open(str(sample_path(name))) as c:
@@ -74,7 +74,7 @@ def bus_frames(seconds: float, fps: float, size: tuple[int, int]) -> Iterator[np
     """The real bus photo, a 16:9 window panning down over the bus (SSD finds it in every frame)."""
     import cv2
 
-    from core.samples import sample_path
+    from core.media.samples import sample_path
 
     img = cv2.cvtColor(cv2.imread(str(sample_path("bus_jpg"))), cv2.COLOR_BGR2RGB)
     h = round(img.shape[1] * size[1] / size[0])
@@ -174,14 +174,14 @@ def pieces(fps: int, size: tuple[int, int], gop: int, plant_s: float, folder: Pa
 
 def forget_descriptions() -> None:
     """Empty the embedded scorer's per-frame description cache (bench only: timings of cold runs)."""
-    from core import focus_scorers as fs
+    from core.focus import scorers as fs
 
     fs.make_scorer("embedded")._desc.clear()
 
 
 def decode_at_1fps(path: Path, duration: float) -> float:
     """Seconds to decode the whole video at 1 fps (frame_at at every second: decodes forward)."""
-    from core.media import VideoDecoder
+    from core.media.decode import VideoDecoder
 
     t0 = time.perf_counter()
     with VideoDecoder(path, max_size=(640, 360)) as dec:
@@ -192,7 +192,7 @@ def decode_at_1fps(path: Path, duration: float) -> float:
 
 def seek_cost(path: Path, times: list[float]) -> float:
     """Seconds to fetch these frames by seeking, in time order, with nothing scored."""
-    from core.media import VideoDecoder
+    from core.media.decode import VideoDecoder
 
     t0 = time.perf_counter()
     with VideoDecoder(path, max_size=(640, 360)) as dec:
@@ -203,8 +203,8 @@ def seek_cost(path: Path, times: list[float]) -> float:
 
 def scoring_cost(path: Path, n: int = 48) -> float:
     """Seconds per frame of the embedded scorer alone (fresh frames, nothing cached)."""
-    from core import focus_scorers as fs
-    from core.media import VideoDecoder
+    from core.focus import scorers as fs
+    from core.media.decode import VideoDecoder
 
     sc = fs.make_scorer("embedded")
     with VideoDecoder(path, max_size=(640, 360)) as dec:
@@ -218,8 +218,8 @@ def scoring_cost(path: Path, n: int = 48) -> float:
 
 def uniform_top_k(path: Path, budget: int, duration: float, k: int) -> list[float]:
     """The strong baseline: score ``budget`` evenly spaced frames, keep the best k (1 s apart)."""
-    from core import focus_scorers as fs
-    from core.media import VideoDecoder
+    from core.focus import scorers as fs
+    from core.media.decode import VideoDecoder
 
     sc = fs.make_scorer("embedded")
     times = [float(t) for t in (np.arange(budget) + 0.5) * duration / budget]
@@ -236,9 +236,9 @@ def uniform_top_k(path: Path, budget: int, duration: float, k: int) -> list[floa
 
 
 def main() -> int:
-    from core.focus import FocusRequest, select_frames
+    from core.focus.search import FocusRequest, select_frames
     from core.jobs import HeadlessState
-    from core.media import probe
+    from core.media.decode import probe
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=60)

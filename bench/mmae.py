@@ -45,7 +45,7 @@ FAST = FeatureConfig(faces=None, ocr=None)
 
 def sample_folder(names: Sequence[str], folder: Path) -> Path:
     """Copies of the named real samples in ``folder`` (the archive to tag)."""
-    from core.samples import sample_path
+    from core.media.samples import sample_path
 
     folder.mkdir(parents=True, exist_ok=True)
     for n in names:
@@ -58,7 +58,7 @@ def sample_folder(names: Sequence[str], folder: Path) -> Path:
 
 def featured_project(names: Sequence[str] = MEDIA, cfg: FeatureConfig = FAST, path: Path | None = None) -> Any:
     """A project whose media have stored shots and features (computed once, then reused)."""
-    from core.cli import open_or_create
+    from core.perception.cli import open_or_create
     from core.tagging.archive import ArchiveRequest, tag_archive
 
     tag = "full" if cfg.faces else "fast"
@@ -76,7 +76,7 @@ def featured_project(names: Sequence[str] = MEDIA, cfg: FeatureConfig = FAST, pa
 
 
 def sample_name(name: str) -> str:
-    from core.samples import sample_path
+    from core.media.samples import sample_path
 
     return str(sample_path(name))
 
@@ -104,7 +104,7 @@ def throughput(project: Any, params: Any = None) -> dict[str, Any]:
 
 def ray_speedup(paths: Sequence[str], workers: Sequence[int] = (1, 2), cfg: FeatureConfig = FAST) -> dict[str, Any]:
     """The same files from scratch on a local Ray instance with each number of worker CPUs."""
-    from core.project import Project
+    from core.store.project import Project
     from core.tagging.archive import ArchiveRequest, tag_archive
 
     media_s = 0.0
@@ -142,7 +142,7 @@ def clustering_quality(project: Any, seeds: Sequence[int] = (0, 1, 2), ffn: str 
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
     from core.tagging import index
-    from models import mmae
+    from models.nn import mmae
 
     refs, feats = index.gather(project)
     data, masks, _ = index.mmae_inputs(feats)

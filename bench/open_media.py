@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import av  # noqa: E402
 
-from core.audio import sparse_peaks  # noqa: E402
+from core.media.audio import sparse_peaks  # noqa: E402
 from core.jobs import HeadlessState  # noqa: E402
-from core.media import VideoDecoder, probe  # noqa: E402
-from core.samples import sample_path  # noqa: E402
-from core.waveform import WaveformRequest, build_waveform  # noqa: E402
+from core.media.decode import VideoDecoder, probe  # noqa: E402
+from core.media.samples import sample_path  # noqa: E402
+from core.media.waveform import WaveformRequest, build_waveform  # noqa: E402
 
 CACHE = Path(os.environ.get("KESTREL_BENCH_CACHE", Path.home() / ".cache" / "kestrel" / "bench"))
 

@@ -20,10 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.open_media import CACHE, make_hour  # noqa: E402
-from core.analysis import AnalysisRequest, analyze, sample_times  # noqa: E402
-from core.audio import load_mono  # noqa: E402
+from core.perception.analysis import AnalysisRequest, analyze, sample_times  # noqa: E402
+from core.media.audio import load_mono  # noqa: E402
 from core.jobs import HeadlessState  # noqa: E402
-from core.media import VideoDecoder, probe  # noqa: E402
+from core.media.decode import VideoDecoder, probe  # noqa: E402
 from models.catalogue import ModelError, load_catalogue, load_model, locate  # noqa: E402
 
 FALL_MODEL = "fall_detection/models/best.pt"

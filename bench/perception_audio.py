@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.audio import AudioReader  # noqa: E402
-from core.media import VideoDecoder  # noqa: E402
-from core.samples import sample_path  # noqa: E402
+from core.media.audio import AudioReader  # noqa: E402
+from core.media.decode import VideoDecoder  # noqa: E402
+from core.media.samples import sample_path  # noqa: E402
 from models.catalogue import load_model  # noqa: E402
 
 SR = 16000

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/perception_vision.py [--frames 40] [--batch 8] [--repeat 2]
 
-Frames come from the real Sintel trailer (core.samples "sintel", 854×480 H.264), decoded by
+Frames come from the real Sintel trailer (core.media.samples "sintel", 854×480 H.264), decoded by
 Kestrel's VideoDecoder scaled to 640×360. Two decode-only baselines are measured in the same
 run: sequential decoding (playback order) and sampling at 2 frames/s with ``frame_at`` (what
 an analysis pass does, seeks included). Each model then runs on the same decoded frames,
@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.media import VideoDecoder  # noqa: E402
-from core.samples import sample_path  # noqa: E402
+from core.media.decode import VideoDecoder  # noqa: E402
+from core.media.samples import sample_path  # noqa: E402
 from models.catalogue import load_model, package_dir  # noqa: E402
 
 SIZE = (640, 360)

@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import av  # noqa: E402
 
 from core.jobs import HeadlessState  # noqa: E402
-from core.samples import sample_path  # noqa: E402
+from core.media.samples import sample_path  # noqa: E402
 from core.tagging.shots import detect_shots, make_detector, scan_cuts  # noqa: E402
 
 #: (sample, first frame, frame count): each segment lies inside one shot of its source.

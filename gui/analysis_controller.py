@@ -1,4 +1,5 @@
-"""Runs the perception job for the main window: reuse, progress, partial tracks, storage.
+"""Runs the perception job (:mod:`core.perception`) for the main window: reuse, progress,
+partial tracks, storage.
 
 Flow: ask the database worker which models already have results with these settings →
 run the others on the compute worker, showing partial tracks as they come → store each
@@ -85,13 +86,8 @@ class AnalysisController(QObject):
             if media_id is None or w.project is None or w.project.read_only:
                 self._show_unsaved(result, step, summary)
                 return
-            proj = w.project
-
-            def store():
-                for out in result.outputs.values():
-                    if out.task != "?":
-                        ops.store_analysis(proj, media_id, out, step)
-            w.tasks.call(store, pool="db", name="store results").on_done(
+            w.tasks.call(ops.store_analyses, w.project, media_id, list(result.outputs.values()), step,
+                         pool="db", name="store results").on_done(
                 lambda _r: self._reload(media_id, summary)).on_error(
                 lambda e: w.show_error(f"Could not store the analysis results: {e}"))
 

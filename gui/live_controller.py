@@ -1,71 +1,19 @@
 """Live mode: a camera or stream in the player, with processors watching it as it comes.
 
-The reader runs as a job on the task manager's ``live`` pool: it pulls chunks from a
-:class:`core.media.live.LiveSource`, keeps the recent minutes in a ring buffer, feeds every
-chunk to the registered processors (plain objects with ``feed(chunk) -> list``; anomaly
-alerts and chat's perception log plug in here) on that worker thread, and hands the UI
-what it must show — the newest frame (at most ~20 per second), status lines, and whatever
-the processors return — as partial results.
+The reader, :func:`core.media.live.live_job`, runs as a job on the task manager's ``live``
+pool: it pulls chunks from a :class:`core.media.live.LiveSource`, keeps the recent minutes in
+a ring buffer, feeds every chunk to the registered processors (plain objects with
+``feed(chunk) -> list``; anomaly alerts and chat's perception log plug in here) on that worker
+thread, and hands the UI what it must show — the newest frame (at most ~20 per second), status
+lines, and whatever the processors return — as partial results, which this controller turns
+into signals on the UI thread.
 """
 from __future__ import annotations
-
-import logging
-import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
 from core.errors import describe as describe_error
-from core.media.live import LiveSource, RingBuffer, describe
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LiveRequest:
-    spec: str
-    ring_seconds: float = 180.0
-    realtime: bool | None = None
-    loop: bool = False
-    processors: tuple = field(default=(), compare=False)
-    ring: Any = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class LiveUpdate:
-    kind: str  # "frame" | "status" | "event"
-    time: float
-    wall: float
-    image: Any = None
-    text: str = ""
-    payload: Any = None
-
-
-def live_job(req: LiveRequest, state) -> str:
-    """Job: read the source until cancelled or it ends; returns why it stopped."""
-    src = LiveSource(req.spec, realtime=req.realtime, loop=req.loop)
-    ring: RingBuffer = req.ring
-    last_frame = 0.0
-    for chunk in src.chunks(state.is_cancelled):
-        if chunk.kind == "status":
-            state.set_partial_result(LiveUpdate("status", chunk.time, chunk.wall, text=chunk.text))
-            continue
-        ring.push(chunk)
-        for proc in req.processors:
-            try:
-                for ev in proc.feed(chunk) or ():
-                    state.set_partial_result(LiveUpdate("event", chunk.time, time.time(), payload=ev))
-            except Exception as e:  # a broken processor must not stop the camera
-                log.exception("live processor %r failed", proc)
-                state.set_partial_result(LiveUpdate("status", chunk.time, time.time(),
-                                                    text=f"{type(proc).__name__} stopped: {describe_error(e)}"))
-                req = LiveRequest(req.spec, req.ring_seconds, req.realtime, req.loop,
-                                  tuple(p for p in req.processors if p is not proc), ring)
-        if chunk.kind == "video" and chunk.wall - last_frame >= 0.05:
-            last_frame = chunk.wall
-            state.set_partial_result(LiveUpdate("frame", chunk.time, chunk.wall, image=chunk.image))
-    return "ended"
+from core.media.live import LiveRequest, LiveUpdate, RingBuffer, describe, live_job
 
 
 class LiveController(QObject):

@@ -16,14 +16,15 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QL
                                QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
                                QSplitter, QVBoxLayout, QWidget)
 
-from core.perception import ops
 from core.errors import describe, is_expected
 from core.media.decode import MEDIA_EXTENSIONS, MediaInfo, VideoDecoder
-from core.perception.overlay import OverlayModel
-from core.store.project import Project, ProjectError, ProjectForeignSqlError
-from core.session import MediaSession
-from core.settings import Settings, data_dir
 from core.media.waveform import WaveformRequest
+from core.perception import ops
+from core.perception.overlay import OverlayModel
+from core.session import MediaSession, load_stored
+from core.settings import Settings, data_dir
+from core.store import jobs as project_jobs
+from core.store.project import Project, ProjectError, ProjectForeignSqlError
 from gui.analysis_controller import AnalysisController
 from gui.live_controller import LiveController
 from gui.panels.anomalies import AnomalyPanel
@@ -180,7 +181,7 @@ class MainWindow(QMainWindow):
         fdock.setWidget(self.focus)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, fdock)
         self.focus_dock = fdock
-        self.anomalies = AnomalyPanel(self)
+        self.anomalies = AnomalyPanel(self.bench)
         adock = QDockWidget("Anomalies", self)
         adock.setObjectName("anomaly-dock")
         adock.setWidget(self.anomalies)
@@ -188,7 +189,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.detections_dock, adock)
         self.detections_dock.raise_()
         self.anomaly_dock = adock
-        self.chat = ChatPanel(self)
+        self.chat = ChatPanel(self.bench)
         cdock = QDockWidget("Chat", self)
         cdock.setObjectName("chat-dock")
         cdock.setWidget(self.chat)
@@ -397,12 +398,8 @@ class MainWindow(QMainWindow):
         return self.tasks.call(fn, *args, pool="db", name=name)
 
     def new_project(self) -> None:
-        folder = data_dir() / "untitled"
-
-        def create():
-            folder.mkdir(parents=True, exist_ok=True)
-            return Project.create_temporary(folder)
-        self._db(create, name="new project").on_done(self._set_project).on_error(
+        self._db(project_jobs.create_untitled, data_dir() / "untitled", name="new project").on_done(
+            self._set_project).on_error(
             lambda e: self.show_error(f"Could not create a project: {describe(e)}"))
 
     def choose_project(self) -> None:
@@ -425,10 +422,7 @@ class MainWindow(QMainWindow):
             message = (f"{Path(path).name} was not opened: it contains SQL that Kestrel did not create "
                        f"({objects}), and Kestrel never runs such SQL.")
             if self._ask_strip_foreign(message):
-                def strip_and_open():
-                    Project.strip_foreign_objects(path)
-                    return Project.open(path)
-                self._db(strip_and_open, name="open project").on_done(self._set_project).on_error(
+                self._db(project_jobs.strip_and_open, path, name="open project").on_done(self._set_project).on_error(
                     lambda e2: self._project_refused(path, e2, stripped=True))
                 return
         self.show_error(message)
@@ -461,12 +455,8 @@ class MainWindow(QMainWindow):
         old = self.project
         if old is None:
             return None
-
-        def work():
-            new = old.save_as(path)
-            old.close()
-            return new
-        return self._db(work, name="save project").on_done(self._set_project).on_error(
+        return self._db(project_jobs.save_as_and_close, old, path, name="save project").on_done(
+            self._set_project).on_error(
             lambda e: self.show_error(f"Could not save the project as {path}: {describe(e)}"))
 
     def _set_project(self, project: Project) -> None:
@@ -557,13 +547,7 @@ class MainWindow(QMainWindow):
         self.session.media_id = media_id
         if media_id is not None:
             self._refresh_media_list()
-            proj = self.project
-
-            def load():
-                from core.anomaly.events import load_events
-                tracks = ops.load_tracks(proj, media_id)
-                return ops.load_waveform(proj, media_id), tracks, load_events(proj, media_id, tracks)
-            self._db(load, name="load cached results").on_done(
+            self._db(load_stored, self.project, media_id, name="load cached results").on_done(
                 lambda res: self._cached_loaded(info, res)).on_error(
                 lambda e: (log.warning("cache load failed: %s", e), self._cached_loaded(info, (None, [], []))))
         else:

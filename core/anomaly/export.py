@@ -195,6 +195,23 @@ def export_event_clips(src: str | os.PathLike, events: Sequence[AnomalyEvent], f
             for k, e in enumerate(chosen, 1)]
 
 
+def export_events(src: str | os.PathLike, events: Sequence[AnomalyEvent], folder: str | os.PathLike) -> list[Path]:
+    """Job (the window's Export…): ``events.csv``, ``events.json`` and a clip per event in ``folder``."""
+    out = Path(folder)
+    files = [export_events_csv(events, out / "events.csv"), export_events_json(events, out / "events.json")]
+    files += export_event_clips(src, events, out)
+    return files
+
+
+def live_record_folder(project_path: str | os.PathLike | None) -> Path:
+    """Where a live alert's clip is recorded: ``<project>-events`` beside the project (made if
+    missing), or ``~/kestrel-events-events`` without one."""
+    base = Path(str(project_path)).with_suffix("") if project_path is not None else Path.home() / "kestrel-events"
+    d = Path(str(base) + "-events")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def clip_stem(e: AnomalyEvent) -> str:
     """``anomaly_01m05_20s_loud-sound``: start time and top cue (one of Kestrel's cues)."""
     cue = e.cues[0] if e.cues and e.cues[0] in CUES else "event"

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from core.media.decode import MediaError, _check_readable, _open, _settle, _usable
+from core.media.decode import ContainerReader, MediaError, _check_readable, _open, _settle, _usable
 from core.media.check import MAX_AUDIO_GAP_S, MAX_CHANNELS, display_name, packets, time_base
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ class AudioBlock:
     samples: np.ndarray  # [channels, n] float32
 
 
-class AudioReader:
-    """Reads one audio stream: whole-file iteration, or a window by time."""
+class AudioReader(ContainerReader):
+    """Reads one audio stream: whole-file iteration, or a window by time (``with`` closes it)."""
 
     def __init__(self, path: str | os.PathLike, stream: int = 0):
         import av
@@ -76,18 +76,6 @@ class AudioReader:
         self._c.close()
         self._c = _open(self.path)
         self._s = self._c.streams[idx]
-
-    def close(self) -> None:
-        try:
-            self._c.close()
-        except Exception:  # pragma: no cover
-            pass
-
-    def __enter__(self) -> "AudioReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     @property
     def total_samples(self) -> int:

@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Self
 
 import numpy as np
 
@@ -443,7 +443,23 @@ class Frame:
         return self.time + self.duration
 
 
-class VideoDecoder:
+class ContainerReader:
+    """A reader of one opened container (``self._c``): ``close()`` it, or use it in ``with``."""
+
+    def close(self) -> None:
+        try:
+            self._c.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VideoDecoder(ContainerReader):
     """Frame-accurate random access to one video stream.
 
     ``frame_at(t)`` returns the frame on screen at media time ``t``: the one with the
@@ -503,16 +519,7 @@ class VideoDecoder:
         self._recent.clear()
         self._queue.clear()
         self._pending = None
-        try:
-            self._c.close()
-        except Exception:  # pragma: no cover
-            pass
-
-    def __enter__(self) -> "VideoDecoder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().close()
 
     def frame_at(self, t: float) -> Frame:
         t = float(t)
@@ -707,6 +714,20 @@ class VideoDecoder:
         if self.max_size is None:
             return None
         return (self.max_size[1], self.max_size[0]) if rot % 180 else self.max_size
+
+
+def decode_thumbs(request: tuple[str, tuple[float, ...], tuple[int, int]], state) -> list[tuple[float, np.ndarray]]:
+    """Job: small frames (fitting ``max_size``) at the given times of ``path`` (seeking; one
+    decoder for all). ``request`` is ``(path, times, max_size)``."""
+    path, times, max_size = request
+    out = []
+    with VideoDecoder(path, max_size=max_size) as dec:
+        for n, t in enumerate(sorted(times)):
+            if state.is_cancelled():
+                break
+            out.append((t, dec.frame_at(t).image))
+            state.set_progress((n + 1) / len(times), "thumbnails")
+    return out
 
 
 def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.ndarray:

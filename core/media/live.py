@@ -6,7 +6,14 @@ a *stream clock* that keeps running across reconnects, so times stay monotonic f
 analyst. When a stream drops, it reconnects with exponential backoff and says so through
 ``on_status``; a source that never connects gives up after ``give_up_s`` with a clear error.
 The ``RingBuffer`` keeps the recent minutes (JPEG-compressed) for "what happened a minute
-ago" and for recording the seconds around an event.
+ago" and for recording the seconds around an event (:func:`record_clip`).
+
+:func:`live_job` is the reader the window runs on its ``live`` pool: it pulls chunks from a
+``LiveSource``, keeps them in a ring buffer, feeds every chunk to the registered processors
+(plain objects with ``feed(chunk) -> list``; anomaly alerts and chat's perception log plug in
+here) on that worker thread, and hands the UI what it must show — the newest frame (at most ~20
+per second), status lines, and whatever the processors return — as :class:`LiveUpdate` partial
+results.
 """
 from __future__ import annotations
 
@@ -15,14 +22,15 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from core.media.audio import PLANES_SAFE, samples_of
 from core.errors import KestrelError
+from core.errors import describe as describe_error
 from core.media.decode import MediaError, fit_size, rotate_image
 
 log = logging.getLogger(__name__)
@@ -317,3 +325,60 @@ class RingBuffer:
             for p in vs.encode():
                 out.mux(p)
         return path
+
+
+def record_clip(ring: RingBuffer, t0: float, t1: float, path: str | Path, *, wait_s: float = 15.0) -> Path:
+    """Job: wait (at most ``wait_s``) until the stream has passed ``t1`` so the clip has its tail,
+    then record [t0, t1] of ``ring`` to ``path``."""
+    deadline = time.monotonic() + wait_s
+    while ring.span[1] < t1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return ring.write_clip(t0, t1, path)
+
+
+# -- the reader job ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LiveRequest:
+    spec: str
+    ring_seconds: float = 180.0
+    realtime: bool | None = None
+    loop: bool = False
+    processors: tuple = field(default=(), compare=False)
+    ring: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class LiveUpdate:
+    kind: str  # "frame" | "status" | "event"
+    time: float
+    wall: float
+    image: Any = None
+    text: str = ""
+    payload: Any = None
+
+
+def live_job(req: LiveRequest, state) -> str:
+    """Job: read the source until cancelled or it ends; returns why it stopped."""
+    src = LiveSource(req.spec, realtime=req.realtime, loop=req.loop)
+    ring: RingBuffer = req.ring
+    last_frame = 0.0
+    for chunk in src.chunks(state.is_cancelled):
+        if chunk.kind == "status":
+            state.set_partial_result(LiveUpdate("status", chunk.time, chunk.wall, text=chunk.text))
+            continue
+        ring.push(chunk)
+        for proc in req.processors:
+            try:
+                for ev in proc.feed(chunk) or ():
+                    state.set_partial_result(LiveUpdate("event", chunk.time, time.time(), payload=ev))
+            except Exception as e:  # a broken processor must not stop the camera
+                log.exception("live processor %r failed", proc)
+                state.set_partial_result(LiveUpdate("status", chunk.time, time.time(),
+                                                    text=f"{type(proc).__name__} stopped: {describe_error(e)}"))
+                req = LiveRequest(req.spec, req.ring_seconds, req.realtime, req.loop,
+                                  tuple(p for p in req.processors if p is not proc), ring)
+        if chunk.kind == "video" and chunk.wall - last_frame >= 0.05:
+            last_frame = chunk.wall
+            state.set_partial_result(LiveUpdate("frame", chunk.time, chunk.wall, image=chunk.image))
+    return "ended"

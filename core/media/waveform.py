@@ -218,3 +218,13 @@ def _batched(blocks, min_samples: int):
             parts, have = [], 0
     if parts:
         yield start, np.concatenate(parts, axis=1)
+
+
+def read_samples(request: tuple[str, float, float], state: JobState) -> tuple[float, float, int, np.ndarray]:
+    """Job: the raw samples of a short window, for sample-level zoom: ``(t0, t1, rate, rows)``
+    with one row per channel and a last row for the mono mix (as the pyramid's levels)."""
+    path, t0, t1 = request
+    with AudioReader(path) as r:
+        x = r.read(t0, t1)
+        mix = x.mean(axis=0, keepdims=True)
+        return t0, t1, r.sample_rate, np.concatenate([x, mix], axis=0)

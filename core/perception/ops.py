@@ -179,6 +179,14 @@ def store_analysis(project: Project, media_id: int, out, step: float) -> int:
     return run_id
 
 
+def store_analyses(project: Project, media_id: int, outputs, step: float) -> None:
+    """Store every model's output of one analysis job (:func:`store_analysis` each; outputs of
+    an unknown task, ``"?"``, are not stored)."""
+    for out in outputs:
+        if out.task != "?":
+            store_analysis(project, media_id, out, step)
+
+
 def _own_class_tracks(project: Project, media_id: int, model: str, tracks: list, run_id: int) -> None:
     """Per-class tracks are named by class; one that another detector stored already gets
     "<class> (<model>)" instead of replacing that detector's (its run would lack it). The

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
@@ -32,10 +31,10 @@ class AnomalyPanel(QWidget):
     pass_finished = Signal(object)
     alert = Signal(object)
 
-    def __init__(self, window, parent=None):
+    def __init__(self, bench, parent=None):
         super().__init__(parent)
-        self.w = window
-        self.session = window.session
+        self.bench = bench  # gui.workbench.Workbench
+        self.session = bench.session
         self.result = None
         self.events: list = []
         self.normal_min = QDoubleSpinBox()
@@ -114,11 +113,11 @@ class AnomalyPanel(QWidget):
 
         info = self.session.info
         if info is None:
-            self.w.show_error("Open a media file first.")
+            self.bench.show_error("Open a media file first.")
             return
         normal = self.session.view if self.use_view.isChecked() else None
         req = AnomalyRequest(path=info.path, normal=normal, first_minutes=self.normal_min.value(),
-                             sensitivity=self.sens.value() / 100.0, project=self.w.project,
+                             sensitivity=self.sens.value() / 100.0, project=self.bench.project(),
                              media_id=self.session.media_id, ffn=FFN_ALIASES[self.ffn.currentText()])
         self.run_btn.setEnabled(False)
         self.info.setText("learning the normal footage…")
@@ -136,23 +135,23 @@ class AnomalyPanel(QWidget):
             if self.session.info is not info:
                 return
             self.show_result(res)
-            proj, mid = self.w.project, self.session.media_id
+            proj, mid = self.bench.project(), self.session.media_id
             if proj is not None and mid is not None and not proj.read_only:
                 from core.anomaly.pipeline import store_result
-                self.w.tasks.call(store_result, proj, mid, res, pool="db", name="store anomalies").on_error(
-                    lambda e: self.w.show_error(f"Could not store the anomaly results: {describe(e)}"))
+                self.bench.tasks.call(store_result, proj, mid, res, pool="db", name="store anomalies").on_error(
+                    lambda e: self.bench.show_error(f"Could not store the anomaly results: {describe(e)}"))
             self.pass_finished.emit(res)
 
         def failed(e) -> None:
             self.run_btn.setEnabled(True)
             self.info.setText("")
-            self.w.show_error(f"Anomaly detection failed: {describe(e)}")
+            self.bench.show_error(f"Anomaly detection failed: {describe(e)}")
 
         def cancelled() -> None:
             self.run_btn.setEnabled(True)
             self.info.setText("cancelled: the previous results and model are kept")
 
-        self.w.tasks.run(detect_anomalies, req, pool="compute", name="anomalies", key="anomalies").on_partial(
+        self.bench.tasks.run(detect_anomalies, req, pool="compute", name="anomalies", key="anomalies").on_partial(
             partial).on_done(done).on_error(failed).on_cancel(cancelled)
 
     def show_result(self, res) -> None:
@@ -236,7 +235,7 @@ class AnomalyPanel(QWidget):
 
     def feedback(self, verdict: str) -> None:
         rows = {i.row() for i in self.table.selectedIndexes()}
-        proj, mid = self.w.project, self.session.media_id
+        proj, mid = self.bench.project(), self.session.media_id
         for r in rows:
             ev = self._row_event(r)
             if ev is None:
@@ -245,8 +244,8 @@ class AnomalyPanel(QWidget):
             self.table.item(r, 4).setText(verdict)
             if proj is not None and mid is not None and not proj.read_only:
                 from core.anomaly.events import set_feedback
-                self.w.tasks.call(set_feedback, proj, mid, ev, verdict, pool="db", name="feedback").on_error(
-                    lambda e: self.w.show_error(f"Could not store the feedback: {describe(e)}"))
+                self.bench.tasks.call(set_feedback, proj, mid, ev, verdict, pool="db", name="feedback").on_error(
+                    lambda e: self.bench.show_error(f"Could not store the feedback: {describe(e)}"))
 
     # -- export --------------------------------------------------------------------------
     def choose_export(self) -> None:
@@ -257,21 +256,15 @@ class AnomalyPanel(QWidget):
             self.export_to(d)
 
     def export_to(self, folder: str):
-        from core.anomaly.export import export_event_clips, export_events_csv, export_events_json
-        events, src = list(self.events), self.session.info.path
-
-        def work():
-            out = Path(folder)
-            files = [export_events_csv(events, out / "events.csv"), export_events_json(events, out / "events.json")]
-            files += export_event_clips(src, events, out)
-            return files
-        return self.w.tasks.call(work, pool="io", name="export events").on_done(
-            lambda files: self.w.statusBar().showMessage(f"exported {len(files)} files to {folder}", 8000)).on_error(
-            lambda e: self.w.show_error(f"Export failed: {describe(e)}"))
+        from core.anomaly.export import export_events
+        return self.bench.tasks.call(export_events, self.session.info.path, list(self.events), folder, pool="io",
+                                     name="export events").on_done(
+            lambda files: self.bench.show_status(f"exported {len(files)} files to {folder}", 8000)).on_error(
+            lambda e: self.bench.show_error(f"Export failed: {describe(e)}"))
 
     # -- live ----------------------------------------------------------------------------
     def _toggle_live(self, on: bool) -> None:
-        live = self.w.live
+        live = self.bench.live
         if self.monitor is not None and self.monitor in live.processors:
             live.processors.remove(self.monitor)
         self.monitor = None
@@ -282,7 +275,7 @@ class AnomalyPanel(QWidget):
                 self.monitor = LiveMonitor.create(FeatureConfig(window_s=0.5), has_video=True, has_audio=True,
                                                   sensitivity=self.sens.value() / 100.0)
             except Exception as e:
-                self.w.show_error(f"Live anomaly detection cannot start: {describe(e)}")
+                self.bench.show_error(f"Live anomaly detection cannot start: {describe(e)}")
                 self.live_btn.setChecked(False)
                 return
             live.processors.append(self.monitor)
@@ -301,25 +294,15 @@ class AnomalyPanel(QWidget):
         self.events.append(ev)
         self._set_events(self.events)
         self.alert.emit(ev)
-        folder = self._record_folder()
-        ring, start, end = self.w.live.ring, ev.start - 5.0, ev.start + 5.0
+        from core.anomaly.export import live_record_folder
+        from core.media.live import record_clip
+        proj = self.bench.project()
+        folder = live_record_folder(proj.path if proj is not None else None)
         name = f"event-{time.strftime('%Y%m%d-%H%M%S')}-{int(ev.start)}s.mp4"
-        self.w.tasks.call(lambda: (self._after(end), ring.write_clip(start, end, folder / name)),
-                          pool="io", name="record event").on_error(
+        # on the I/O worker: waits until the stream has passed the end, so the clip has its tail
+        self.bench.tasks.call(record_clip, self.bench.live.ring, ev.start - 5.0, ev.start + 5.0, folder / name,
+                              pool="io", name="record event").on_error(
             lambda e: log.warning("could not record the event clip: %s", e))
-
-    def _after(self, t: float) -> None:
-        """Wait (on the I/O worker) until the stream has passed ``t`` so the clip has its tail."""
-        deadline = time.monotonic() + 15.0
-        while self.w.live.ring.span[1] < t and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def _record_folder(self) -> Path:
-        proj = self.w.project
-        base = Path(str(proj.path)).with_suffix("") if proj is not None else Path.home() / "kestrel-events"
-        d = Path(str(base) + "-events")
-        d.mkdir(parents=True, exist_ok=True)
-        return d
 
 
 def _why(ev) -> QTableWidgetItem:

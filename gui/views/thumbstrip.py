@@ -6,23 +6,10 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem
 
-from core.media.decode import VideoDecoder
+from core.media.decode import decode_thumbs
 from core.session import format_time
 
 THUMB = QSize(160, 90)
-
-
-def decode_thumbs(request: tuple[str, tuple[float, ...]], state) -> list[tuple[float, np.ndarray]]:
-    """Job: small frames at the given times (seeking; one decoder for all)."""
-    path, times = request
-    out = []
-    with VideoDecoder(path, max_size=(THUMB.width() * 2, THUMB.height() * 2)) as dec:
-        for n, t in enumerate(sorted(times)):
-            if state.is_cancelled():
-                break
-            out.append((t, dec.frame_at(t).image))
-            state.set_progress((n + 1) / len(times), "thumbnails")
-    return out
 
 
 class ThumbStrip(QListWidget):
@@ -54,7 +41,8 @@ class ThumbStrip(QListWidget):
             self.addItem(it)
             self._items[float(t)] = it
         if frames:
-            self.tasks.run(decode_thumbs, (path, tuple(float(t) for t, _ in frames)), pool="io",
+            req = (path, tuple(float(t) for t, _ in frames), (THUMB.width() * 2, THUMB.height() * 2))
+            self.tasks.run(decode_thumbs, req, pool="io",
                            name="thumbnails", key=f"thumbs-{id(self)}").on_done(self._set_images)
 
     def set_frames_with_images(self, frames: list[tuple[float, str, np.ndarray]]) -> None:

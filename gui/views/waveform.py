@@ -9,9 +9,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from core.media.audio import AudioReader
 from core.session import MediaSession, format_time
-from core.media.waveform import PeakPyramid
+from core.media.waveform import PeakPyramid, read_samples
 from gui.tasks import TaskManager
 from gui.views.timeline import HEADER_W
 
@@ -32,15 +31,6 @@ class TimeAxis(pg.AxisItem):
             s = s[3:] if s.startswith("00:") else s
             out.append(s if spacing < 1 else s[:-4])
         return out
-
-
-def read_samples(request: tuple[str, float, float], state) -> tuple[float, float, int, np.ndarray]:
-    """Job: the raw samples of a short window, for sample-level zoom."""
-    path, t0, t1 = request
-    with AudioReader(path) as r:
-        x = r.read(t0, t1)
-        mix = x.mean(axis=0, keepdims=True)
-        return t0, t1, r.sample_rate, np.concatenate([x, mix], axis=0)
 
 
 class WaveformView(QWidget):

@@ -153,3 +153,13 @@ class MediaSession:
     def time_text(self, t: float | None = None) -> str:
         t = self._position if t is None else t
         return format_time(t)
+
+
+def load_stored(project, media_id: int) -> tuple:
+    """What a project holds for an opened file: (waveform pyramid or None, tracks, anomaly events).
+    Runs on the database worker when a file opens."""
+    from core.anomaly.events import load_events
+    from core.perception import ops
+
+    tracks = ops.load_tracks(project, media_id)
+    return ops.load_waveform(project, media_id), tracks, load_events(project, media_id, tracks)

@@ -15,6 +15,7 @@ Questions that need reading text are flagged: text is the first thing to break.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from core.chat import make_backend
 from core.chat.encoder import TextVectors, is_text_question
 from core.chat.grounding import PerceptionLog
 from core.chat.session import ChatAnswer, ChatRequest, EncoderSettings, Eyes, answer, perceive_file
-from core.jobs import HeadlessState, JobState, check
+from core.jobs import HeadlessState, JobState, SubProgress, check
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +280,7 @@ def run_selftest(req: SelfTestRequest, state: JobState | None = None) -> SelfTes
             clip = req.clips[qa.clip]
             ans = answer(ChatRequest(qa.question, req.backend, source=clip.path, at=qa.at, window_s=qa.window_s,
                                      log=clip.log, encoder=settings, eyes=eyes, vectors=vectors,
-                                     max_tokens=req.max_tokens, stream_only=True), _Quiet(state))
+                                     max_tokens=req.max_tokens, stream_only=True), SubProgress(state, forward=False, quiet=True))
             res = _result(qa, ans)
             rr.results.append(res)
             done += 1
@@ -293,22 +295,6 @@ def run_selftest(req: SelfTestRequest, state: JobState | None = None) -> SelfTes
             report.human_kbps[name] = human_quality_kbps(clip.path)
     report.warnings = _warnings(report)
     return report
-
-
-class _Quiet:
-    """The inner answers' progress and tokens stay inside the self-test."""
-
-    def __init__(self, outer: JobState) -> None:
-        self.outer = outer
-
-    def set_progress(self, fraction: float, text: str = "") -> None:
-        pass
-
-    def set_partial_result(self, value: Any) -> None:
-        pass
-
-    def is_cancelled(self) -> bool:
-        return self.outer.is_cancelled()
 
 
 def _result(qa: QA, ans: ChatAnswer) -> QAResult:
@@ -331,6 +317,95 @@ def _warnings(report: SelfTestReport) -> list[str]:
         out.insert(0, f"{len(text_qs)} question(s) need reading text in the picture; they are the first to fail "
                       "when the bitrate drops.")
     return out
+
+
+# -- the window's job (runs on the compute worker) ---------------------------------------------
+
+@dataclass(frozen=True)
+class SelfTestJob:
+    """``backend``: the loaded model, or None to load ``backend_key`` (kind, url, model) first.
+    ``prepared``: clips already perceived (name → Clip); the rest of ``clips`` are made and
+    perceived into ``folder``."""
+
+    backend: Any
+    backend_key: tuple[str, str, str]
+    folder: str
+    clips: tuple[str, ...]
+    ladder: tuple[tuple[str, Any], ...]
+    questions: tuple[QA, ...] = QUESTIONS
+    prepared: dict[str, Clip] = field(default_factory=dict, compare=False)
+    max_tokens: int = 60
+    eyes: Any = None
+
+
+@dataclass(frozen=True)
+class BackendLoaded:
+    key: tuple[str, str, str]
+    backend: Any
+
+
+@dataclass(frozen=True)
+class ClipsReady:
+    clips: dict[str, Clip]
+
+
+def selftest_job(req: SelfTestJob, state: JobState) -> SelfTestReport:
+    """Job: load the model if needed, perceive the clips not yet perceived, run the self-test."""
+    backend = req.backend
+    if backend is None:
+        state.set_progress(0.0, "loading the model")
+        backend = make_backend(req.backend_key, state)
+        state.set_partial_result(BackendLoaded(req.backend_key, backend))
+    clips = {n: c for n, c in req.prepared.items() if n in req.clips}
+    missing = [n for n in req.clips if n not in clips]
+    split = 0.0
+    if missing:
+        split = 0.3
+        clips.update(prepare_clips(req.folder, names=missing,
+                                   state=SubProgress(state, 0.0, split, "perception on the clips: ", forward=False)))
+        state.set_partial_result(ClipsReady(dict(clips)))
+    return run_selftest(SelfTestRequest(backend, clips, questions=req.questions, ladder=req.ladder,
+                                        eyes=req.eyes, max_tokens=req.max_tokens), SubProgress(state, split, 1.0))
+
+
+# -- what broke first -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Broke:
+    """One question's fate down the ladder. ``status``: "broke" (first wrong at ``rung``),
+    "held" (right at every rung), "never" (wrong even from the uncompressed frames)."""
+
+    qa: QA
+    status: str
+    rung: str = ""
+    kbps: float = math.nan
+    answer: str = ""
+
+
+def breaking_order(rungs: Sequence[RungResult], baseline: RungResult | None) -> list[Broke]:
+    """The questions in the order they broke going down the ladder (the first to break — at the
+    highest bitrate — first), then those that held, then those the model never got right."""
+    base = {r.qa: r for r in baseline.results} if baseline is not None else {}
+    ladder = sorted(rungs, key=lambda r: -r.kbps)
+    order: list[QA] = []
+    for rr in [baseline, *ladder]:
+        for r in (rr.results if rr is not None else ()):
+            if r.qa not in order:
+                order.append(r.qa)
+    out = []
+    for qa in order:
+        b = base.get(qa)
+        if b is not None and not b.correct:
+            out.append(Broke(qa, "never", "uncompressed", answer=b.error or b.text))
+            continue
+        first = next(((rr, r) for rr in ladder for r in rr.results if r.qa == qa and not r.correct), None)
+        if first is None:
+            out.append(Broke(qa, "held"))
+        else:
+            rr, r = first
+            out.append(Broke(qa, "broke", rr.name, rr.kbps, r.error or r.text))
+    rank = {"broke": 0, "held": 1, "never": 2}
+    return sorted(out, key=lambda b: (rank[b.status], -b.kbps if b.status == "broke" else 0.0, not b.qa.needs_text))
 
 
 def format_report(report: SelfTestReport) -> str:

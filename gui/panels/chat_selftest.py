@@ -1,6 +1,6 @@
 """The chat self-test window: accuracy against kbps, so the analyst sees where their model stops coping.
 
-The run is :func:`core.chat.selftest.run_selftest` (questions with known answers on real
+The run is :func:`core.chat.selftest.selftest_job` (questions with known answers on real
 clips, answered from the machine stream at each rung of a bitrate ladder and from the
 uncompressed frames), preceded by perception over the clips, as one job on the compute
 worker. Each answered question arrives as a partial result, so the plot fills in as it runs;
@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,11 +24,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QHBoxLayou
                                QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
-from core.chat import make_backend
-from core.chat.selftest import (LADDER, QUESTIONS, UNCOMPRESSED, QA, Clip, RungResult, SelfTestPartial,
-                                SelfTestReport, SelfTestRequest, prepare_clips, run_selftest)
+from core.chat.selftest import (LADDER, QUESTIONS, UNCOMPRESSED, QA, BackendLoaded, Clip, ClipsReady, RungResult,
+                                SelfTestJob, SelfTestPartial, SelfTestReport, breaking_order, selftest_job)
 from core.errors import describe
-from core.jobs import JobState
 
 log = logging.getLogger(__name__)
 
@@ -41,114 +38,6 @@ PRESETS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
     "full": ("Full: Sintel, bus and sign clips, every rung (several minutes)", ("sintel", "bus", "sign"),
              tuple(range(len(LADDER)))),
 }
-
-
-# -- the job (Qt-free: runs on the compute worker) ---------------------------------------------
-
-@dataclass(frozen=True)
-class SelfTestJob:
-    """``backend``: the loaded model, or None to load ``backend_key`` (kind, url, model) first.
-    ``prepared``: clips already perceived (name → Clip); the rest of ``clips`` are made and
-    perceived into ``folder``."""
-
-    backend: Any
-    backend_key: tuple[str, str, str]
-    folder: str
-    clips: tuple[str, ...]
-    ladder: tuple[tuple[str, Any], ...]
-    questions: tuple[QA, ...] = QUESTIONS
-    prepared: dict[str, Clip] = field(default_factory=dict, compare=False)
-    max_tokens: int = 60
-    eyes: Any = None
-
-
-@dataclass(frozen=True)
-class BackendLoaded:
-    key: tuple[str, str, str]
-    backend: Any
-
-
-@dataclass(frozen=True)
-class ClipsReady:
-    clips: dict[str, Clip]
-
-
-class _Stage:
-    """A JobState for one stage of a job: progress mapped into [lo, hi] of the whole, partial
-    results kept (``forward``) or dropped, cancel passed through."""
-
-    def __init__(self, outer: JobState, lo: float, hi: float, label: str = "", forward: bool = True) -> None:
-        self.outer, self.lo, self.hi, self.label, self.forward = outer, lo, hi, label, forward
-
-    def set_progress(self, fraction: float, text: str = "") -> None:
-        text = f"{self.label}: {text}" if self.label and text else (self.label or text)
-        self.outer.set_progress(self.lo + (self.hi - self.lo) * max(0.0, min(1.0, fraction)), text)
-
-    def set_partial_result(self, value: Any) -> None:
-        if self.forward:
-            self.outer.set_partial_result(value)
-
-    def is_cancelled(self) -> bool:
-        return self.outer.is_cancelled()
-
-
-def selftest_job(req: SelfTestJob, state: JobState) -> SelfTestReport:
-    """Job: load the model if needed, perceive the clips not yet perceived, run the self-test."""
-    backend = req.backend
-    if backend is None:
-        state.set_progress(0.0, "loading the model")
-        backend = make_backend(req.backend_key, state)
-        state.set_partial_result(BackendLoaded(req.backend_key, backend))
-    clips = {n: c for n, c in req.prepared.items() if n in req.clips}
-    missing = [n for n in req.clips if n not in clips]
-    split = 0.0
-    if missing:
-        split = 0.3
-        clips.update(prepare_clips(req.folder, names=missing,
-                                   state=_Stage(state, 0.0, split, "perception on the clips", forward=False)))
-        state.set_partial_result(ClipsReady(dict(clips)))
-    return run_selftest(SelfTestRequest(backend, clips, questions=req.questions, ladder=req.ladder,
-                                        eyes=req.eyes, max_tokens=req.max_tokens), _Stage(state, split, 1.0))
-
-
-# -- what broke first (Qt-free) -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Broke:
-    """One question's fate down the ladder. ``status``: "broke" (first wrong at ``rung``),
-    "held" (right at every rung), "never" (wrong even from the uncompressed frames)."""
-
-    qa: QA
-    status: str
-    rung: str = ""
-    kbps: float = math.nan
-    answer: str = ""
-
-
-def breaking_order(rungs: Sequence[RungResult], baseline: RungResult | None) -> list[Broke]:
-    """The questions in the order they broke going down the ladder (the first to break — at the
-    highest bitrate — first), then those that held, then those the model never got right."""
-    base = {r.qa: r for r in baseline.results} if baseline is not None else {}
-    ladder = sorted(rungs, key=lambda r: -r.kbps)
-    order: list[QA] = []
-    for rr in [baseline, *ladder]:
-        for r in (rr.results if rr is not None else ()):
-            if r.qa not in order:
-                order.append(r.qa)
-    out = []
-    for qa in order:
-        b = base.get(qa)
-        if b is not None and not b.correct:
-            out.append(Broke(qa, "never", "uncompressed", answer=b.error or b.text))
-            continue
-        first = next(((rr, r) for rr in ladder for r in rr.results if r.qa == qa and not r.correct), None)
-        if first is None:
-            out.append(Broke(qa, "held"))
-        else:
-            rr, r = first
-            out.append(Broke(qa, "broke", rr.name, rr.kbps, r.error or r.text))
-    rank = {"broke": 0, "held": 1, "never": 2}
-    return sorted(out, key=lambda b: (rank[b.status], -b.kbps if b.status == "broke" else 0.0, not b.qa.needs_text))
 
 
 # -- the window ---------------------------------------------------------------------------------

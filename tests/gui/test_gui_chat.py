@@ -1,5 +1,5 @@
 """The chat panel's views: the self-test window (accuracy against kbps, what broke first, cancel)
-and the live bitrate meter.
+and the live bitrate meter (its live processors are tested Qt-free in tests/chat/test_chat_live.py).
 
 The self-test itself is tested with the real embedded LLM in test_chat_selftest.py; here a
 small scripted model stands in for the LLM only, so the window around it is tested on real
@@ -172,38 +172,8 @@ def test_cancelling_the_selftest_stops_the_model_and_keeps_the_window_usable(vie
     assert not [t for t in view.tasks.active if t.key == "chat-selftest"]
 
 
-def test_the_live_meter_reports_what_the_encoders_measure(bus_clip):
-    """Qt-free: the meter's machine kbps is the MachineEncoder's own over the same sampled frames,
-    and its human-quality figure is a real H.264 encode of every frame; a new stream resets it."""
-    from core.chat.session import EncoderSettings
-    from core.media.live import LiveSource
-    from gui.panels.chat import LiveStreamMeter
-
-    chunks = [c for c in LiveSource(str(bus_clip), realtime=False, audio=False).chunks() if c.kind == "video"]
-    meter = LiveStreamMeter(window_s=2.0, every_s=0.5)
-    rates = [r for c in chunks for r in meter.feed(c)]
-    assert len(rates) >= 4 and all(b.time - a.time >= 0.5 - 1e-9 for a, b in zip(rates, rates[1:]))
-    enc = EncoderSettings().make()
-    last = -math.inf
-    for c in chunks:
-        if c.time - last >= 0.999 / 8:
-            last = c.time
-            enc.push(c.time, c.image, None, None)
-        if c.time == rates[-1].time:
-            break
-    r = rates[-1]
-    assert r.kbps == pytest.approx(enc.recent_kbps(2.0)) and r.kbps > 0
-    assert r.frames_in == len([c for c in chunks if c.time <= r.time]) and r.frames_sent == enc.stats.frames_sent
-    assert r.human_kbps > 10 * r.kbps  # what the machine stream saves, measured
-    h, w = chunks[0].image.shape[:2]  # LiveSource fits frames into 1280×720
-    assert r.source_size == (w, h) and 0 < r.size[0] <= w
-    # a new stream: its clock starts again, the meter starts over
-    again = [x for c in chunks[:8] for x in meter.feed(c)]
-    assert again and again[-1].frames_in == len([c for c in chunks[:8] if c.time <= again[-1].time])
-
-
 def test_the_chat_meter_follows_the_live_stream(window, qtbot, bus_clip):
-    from gui.panels.chat import StreamRate
+    from core.chat.live import StreamRate
 
     chat = window.chat
     assert chat.stream_meter in window.live.processors
@@ -223,22 +193,3 @@ def test_the_chat_meter_follows_the_live_stream(window, qtbot, bus_clip):
     with qtbot.waitSignal(window.live.stopped, timeout=10000):
         window.stop_stream()
     assert "stream stopped" in chat.live_meter.text() and f"{r2.kbps:.1f} kbps" in chat.live_meter.text()
-
-
-def test_live_perception_fills_the_chat_log_on_the_live_worker(bus_clip):
-    """Qt-free: the real detector at 2 fps on the live frames; an answer gets its own copy."""
-    from core.media.live import LiveSource
-    from gui.panels.chat import LivePerception
-
-    chunks = [c for c in LiveSource(str(bus_clip), realtime=False, audio=False).chunks() if c.kind == "video"]
-    perc = LivePerception(fps=2.0)
-    for c in chunks:
-        assert perc.feed(c) == []
-    assert not perc.note, perc.note
-    snap = perc.snapshot()
-    labels = {o.label for o in snap.observations()}
-    assert {"bus", "person"} <= labels, labels
-    assert len(snap.frame_times) == len(perc.log.frame_times) == 6  # 3 s at 2 fps
-    assert {s.label for s in perc.latest} >= {"bus"}
-    perc.feed(chunks[0])  # a new stream: its clock starts again, so does the log
-    assert len(perc.log.frame_times) == 1 and len(snap.frame_times) == 6

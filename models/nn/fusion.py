@@ -31,40 +31,21 @@ config is JSON. torch is imported only inside functions: importing this module i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
-from models.errors import KestrelError
+from models.loaded import limit_threads
+from models.nn.common import (CheckpointError, TrainSettings, check_arch, config_from_fields,  # noqa: F401
+                              ensure_known, factory_for, ffn_factory, header_metadata, load_checked, param_count,
+                              state_bytes, stored_ffn_factory, total_aux_loss)
 from models.nn.ffn import _FFN, FFNFactory, dense_ffn, ffn_name_of, ffn_names, register_ffn  # noqa: F401
 
 ARCH = "kestrel-av-fusion"
 ARCH_VERSION = 1
-
-
-class CheckpointError(KestrelError):
-    """A stored fusion model cannot be used here; ``str()`` says why and what to do."""
-
-
-# -- feed-forward blocks ---------------------------------------------------------------------
-
-def _ensure_known(name: str) -> None:
-    """The mixtures of experts register themselves when models.nn.experts is imported (no torch)."""
-    if name not in _FFN and name.split("-")[0] in ("moe", "anyexperts"):
-        import models.nn.experts  # noqa: F401
-
-
-def ffn_factory(name: str) -> FFNFactory:
-    _ensure_known(name)
-    try:
-        return _FFN[name]
-    except KeyError:
-        raise CheckpointError(f"this Kestrel has no feed-forward block type {name!r} "
-                              f"(known: {', '.join(_FFN)})") from None
 
 
 # -- config ----------------------------------------------------------------------------------
@@ -97,39 +78,19 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FusionConfig":
-        if d.get("arch") != ARCH:
-            raise CheckpointError(f"the stored model is a {d.get('arch')!r}, not a {ARCH}; retrain it.")
-        if int(d.get("arch_version", -1)) != ARCH_VERSION:
-            raise CheckpointError(f"the stored model has layout version {d.get('arch_version')}; this Kestrel "
-                                  f"reads version {ARCH_VERSION}: retrain it on the normal footage.")
+        check_arch(d, ARCH, ARCH_VERSION, "model", "retrain it on the normal footage")
         return config_from_fields(cls, d, "model")
 
 
-def config_from_fields(cls: Any, d: Any, what: str) -> Any:
-    """``cls(**d)`` for a stored config dataclass, or a CheckpointError naming the stored ``what``."""
-    names = {f.name for f in fields(cls)}
-    missing = names - set(d)
-    if missing:
-        raise CheckpointError(f"the stored {what}'s config lacks {', '.join(sorted(missing))}; retrain it.")
-    try:
-        return cls(**{k: d[k] for k in names})
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"the stored {what}'s config is invalid ({e}); retrain it.") from e
-
-
 @dataclass(frozen=True)
-class TrainParams:
-    """Training settings (recorded in the checkpoint)."""
+class TrainParams(TrainSettings):
+    """Training settings (recorded in the checkpoint); batch, lr, seed, threads… in TrainSettings.
+    Why one torch thread by default: this network's tensors are tiny, and on a busy 2-core machine
+    two threads spin against each other (one training step: 58 ms with one thread, 880 ms with two)."""
 
     steps: int = 300
-    batch: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
     noise: float = 0.1  # Gaussian input noise (in normalised units): keeps it from memorising
     context_mask: float = 0.15  # share of context windows also masked
-    aux_weight: float = 0.01  # weight of FFN modules' aux_loss (mixture-of-experts balance)
-    threads: int = 1  # torch threads while training/scoring (0: torch's default); see _threads
 
 
 # -- the network (classes built when torch is first needed) ----------------------------------
@@ -208,9 +169,7 @@ def _torch() -> SimpleNamespace:
             return rv, ra
 
         def collect_aux_loss(self):
-            terms = [m.aux_loss for m in self.modules()
-                     if m is not self and torch.is_tensor(getattr(m, "aux_loss", None))]
-            return sum(terms) if terms else None
+            return total_aux_loss(self)
 
     return SimpleNamespace(torch=torch, nn=nn, Block=Block, FusionNet=FusionNet)
 
@@ -218,33 +177,10 @@ def _torch() -> SimpleNamespace:
 def build_model(cfg: FusionConfig, ffn_factory: FFNFactory | None = None, seed: int | None = None) -> Any:
     """A fresh network. With ``ffn_factory`` given, its registered name must match ``cfg.ffn``."""
     T = _torch()
-    factory = ffn_factory or _lookup(cfg.ffn)
-    name = ffn_name_of(factory)
-    if name != cfg.ffn:
-        raise CheckpointError(f"the FFN factory given is {name!r} but the config says {cfg.ffn!r}")
+    factory = factory_for(cfg.ffn, ffn_factory)
     if seed is not None:
         T.torch.manual_seed(seed)
     return T.FusionNet(cfg, factory)
-
-
-def _lookup(name: str) -> FFNFactory:
-    return ffn_factory(name)
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch threads, then restore. Why 1 by default: this network's tensors
-    are tiny, and on a busy 2-core machine two threads spin against each other — one
-    training step measured 58 ms with one thread and 880 ms with two."""
-    torch = _torch().torch
-    old = torch.get_num_threads()
-    if n and n != old:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if n and n != old:
-            torch.set_num_threads(old)
 
 
 # -- sequences -------------------------------------------------------------------------------
@@ -280,7 +216,7 @@ def fit(net: Any, video: np.ndarray, audio: np.ndarray, params: TrainParams, *,
     is the mean squared reconstruction error on the masked target. ``check()`` may raise to
     cancel (the caller's model is then simply not used). Deterministic for a given seed.
     """
-    with _threads(params.threads):
+    with limit_threads(params.threads):
         return _fit(net, video, audio, params, segment, progress, check)
 
 
@@ -391,7 +327,7 @@ def score_windows(net: Any, video: np.ndarray, audio: np.ndarray, targets: np.nd
     spent: dict[str, list[np.ndarray]] = {"video": [], "audio": []}
     present = {"video": cfg.video_dim > 0, "audio": cfg.audio_dim > 0}
     net.eval()
-    with torch.inference_mode(), _threads(threads):
+    with torch.inference_mode(), limit_threads(threads):
         for s in range(0, len(targets), batch):
             idx, pad = sequences(n, targets[s:s + batch], cfg.context, segment)
             it = torch.as_tensor(idx)
@@ -438,10 +374,7 @@ def _reports_experts(net: Any) -> bool:
 
 def to_bytes(net: Any, config: dict[str, Any]) -> bytes:
     """The state dict as safetensors bytes, with ``config`` (JSON) in its header metadata."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
-    return save(state, metadata={"kestrel": json.dumps(config, sort_keys=True)})
+    return state_bytes(net, {"kestrel": json.dumps(config, sort_keys=True)})
 
 
 def from_bytes(blob: bytes, config: dict[str, Any], ffn_factory: FFNFactory | None = None) -> Any:
@@ -467,57 +400,17 @@ def from_bytes(blob: bytes, config: dict[str, Any], ffn_factory: FFNFactory | No
     elif cfg.ffn.startswith(("moe-topk", "anyexperts")):
         raise CheckpointError(f"this anomaly model's {cfg.ffn!r} blocks were saved without their expert settings "
                               f"(budget, slots per token), so it cannot be run as it was trained; retrain it.")
-    elif _ensure_known(cfg.ffn) or cfg.ffn not in _FFN:
+    elif ensure_known(cfg.ffn) or cfg.ffn not in _FFN:
         raise CheckpointError(f"this anomaly model was trained with {cfg.ffn!r} feed-forward blocks, which this "
                               f"Kestrel does not have (known: {', '.join(_FFN)}); retrain it.")
     try:
         state = load(bytes(blob))
-        header = json.loads(_header_metadata(bytes(blob)).get("kestrel", "{}"))
+        header = json.loads(header_metadata(bytes(blob)).get("kestrel", "{}"))
     except (SafetensorError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"the stored anomaly model is damaged ({e}); retrain it.") from e
     if header != json.loads(json.dumps(config, sort_keys=True)):
         raise CheckpointError("the stored anomaly model's weights and config do not belong together; retrain it.")
-    net = build_model(cfg, ffn_factory)
-    own = net.state_dict()
-    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
-    shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"the stored anomaly model does not fit a {cfg.ffn!r} network of this shape "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} mis-shaped tensors, e.g. "
-            f"{sorted(missing | unexpected | set(shapes))[:3]}); retrain it.")
-    net.load_state_dict(state, strict=True)
-    net.eval()
-    return net
-
-
-def stored_ffn_factory(name: str, experts: dict[str, Any]) -> FFNFactory:
-    """The factory a checkpoint's stored expert config (``factory.config``) makes, checked
-    against the FFN name it recorded — so a non-default mixture (``anyexperts-1a2b3c4d``)
-    loads in a process that never built one, and a config edited apart from its weights is
-    refused instead of building another network."""
-    from models.nn.experts import ExpertsConfig, ExpertsConfigError, make_ffn_factory
-
-    try:
-        factory = make_ffn_factory(ExpertsConfig.from_dict(dict(experts)))
-    except (ExpertsConfigError, TypeError, ValueError) as e:
-        raise CheckpointError(f"the stored model's expert configuration is invalid ({e}); retrain it.") from e
-    made = ffn_name_of(factory)
-    if made != name:
-        raise CheckpointError(f"the stored model's expert configuration describes {made!r} blocks but its network "
-                              f"was built with {name!r} blocks; retrain it.")
-    return factory
-
-
-def _header_metadata(blob: bytes) -> dict[str, str]:
-    n = int.from_bytes(blob[:8], "little")
-    if n <= 0 or n > len(blob) - 8:
-        raise ValueError("bad safetensors header")
-    return json.loads(blob[8:8 + n]).get("__metadata__", {}) or {}
-
-
-def param_count(net: Any) -> int:
-    return int(sum(p.numel() for p in net.parameters()))
+    return load_checked(build_model(cfg, ffn_factory), state, "anomaly model")
 
 
 def robust_z(x: np.ndarray, median: float, mad: float) -> np.ndarray:

@@ -19,10 +19,10 @@ Per-modality normalisation (mean/std over present rows) is computed by :func:`fi
 in the checkpoint (as buffers beside the weights). Non-finite values become 0 after
 normalising; a row with no finite value counts as missing.
 
-Feed-forward blocks come from :mod:`models.nn.fusion`'s registry (``factory(dim, hidden)``,
+Feed-forward blocks come from the registry (:mod:`models.nn.ffn`, looked up by :mod:`models.nn.common`) (``factory(dim, hidden)``,
 default ``"dense"``), so a mixture-of-experts registered there plugs into MMAE's encoders and
 decoders too; a module's ``aux_loss`` is added to the training loss. A checkpoint names its FFN
-type and is refused (:class:`~models.nn.fusion.CheckpointError`) when asked to load into another.
+type and is refused (:class:`~models.nn.common.CheckpointError`) when asked to load into another.
 
 Checkpoints are safetensors bytes (no pickle) with the config, training summary and the
 caller's provenance as JSON in the header metadata. torch is imported only inside functions.
@@ -37,8 +37,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from models.nn.fusion import (CheckpointError, FFNFactory, _header_metadata, _threads, config_from_fields, ffn_factory,
-                           ffn_name_of, ffn_names, stored_ffn_factory)
+from models.loaded import limit_threads
+from models.nn.common import (CheckpointError, TrainSettings, check_arch, config_from_fields, factory_for,
+                              header_metadata, load_checked, param_count, state_bytes, stored_ffn_factory,
+                              total_aux_loss)
+from models.nn.ffn import FFNFactory, ffn_name_of, ffn_names
 
 ARCH = "kestrel-mmae"
 ARCH_VERSION = 1
@@ -120,27 +123,17 @@ class MMAEConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "MMAEConfig":
-        if d.get("arch") != ARCH:
-            raise CheckpointError(f"the stored model is a {d.get('arch')!r}, not a {ARCH}; retrain it.")
-        if int(d.get("arch_version", -1)) != ARCH_VERSION:
-            raise CheckpointError(f"the stored multimodal model has layout version {d.get('arch_version')}; "
-                                  f"this Kestrel reads version {ARCH_VERSION}: retrain it.")
+        check_arch(d, ARCH, ARCH_VERSION, "multimodal model", "retrain it")
         return config_from_fields(cls, d, "multimodal model")
 
 
 @dataclass(frozen=True)
-class TrainParams:
-    """Training settings (recorded in the checkpoint)."""
+class TrainParams(TrainSettings):
+    """Training settings (recorded in the checkpoint); batch, lr, seed, threads… in TrainSettings."""
 
     epochs: int = 60
-    batch: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
     modality_dropout: float = 0.5  # chance each present modality is hidden from the encoder
     noise: float = 0.0  # Gaussian input noise in normalised units (denoising); 0: none
-    aux_weight: float = 0.01  # weight of FFN modules' aux_loss (mixture-of-experts balance)
-    threads: int = 1  # torch threads while training/encoding (0: torch's default); see fusion._threads
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
@@ -227,9 +220,7 @@ def _torch() -> SimpleNamespace:
             return z, self.decode(z), n
 
         def collect_aux_loss(self):
-            terms = [m.aux_loss for m in self.modules()
-                     if m is not self and torch.is_tensor(getattr(m, "aux_loss", None))]
-            return sum(terms) if terms else None
+            return total_aux_loss(self)
 
     return SimpleNamespace(torch=torch, nn=nn, MMAE=MMAE)
 
@@ -240,23 +231,12 @@ def build(cfg: MMAEConfig, seed: int | None = None, ffn_factory: FFNFactory | No
     With ``ffn_factory`` given, its registered name must match ``cfg.ffn``.
     """
     T = _torch()
-    factory = ffn_factory or _lookup(cfg.ffn)
-    name = ffn_name_of(factory)
-    if name != cfg.ffn:
-        raise CheckpointError(f"the FFN factory given is {name!r} but the config says {cfg.ffn!r}")
+    factory = factory_for(cfg.ffn, ffn_factory)
     if seed is not None:
         T.torch.manual_seed(seed)
     net = T.MMAE(cfg, factory)
     net.ffn_config = getattr(factory, "config", None)  # a mixture's settings, saved with the weights
     return net
-
-
-def _lookup(name: str) -> FFNFactory:
-    return ffn_factory(name)
-
-
-def param_count(net: Any) -> int:
-    return int(sum(p.numel() for p in net.parameters()))
 
 
 # -- data preparation ------------------------------------------------------------------------
@@ -367,7 +347,7 @@ def fit(net: Any, data: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray
     backup = {k: v.detach().clone() for k, v in net.state_dict().items()}
     old_info = net.train_info
     try:
-        with _threads(params.threads), torch.random.fork_rng(devices=[]):
+        with limit_threads(params.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(params.seed)  # dropout draws, without disturbing the caller's RNG
             return _fit(net, xs, pres, usable, params, progress, check)
     except BaseException:
@@ -460,7 +440,7 @@ def _run(net: Any, zs: list[np.ndarray], visible: np.ndarray, batch: int, thread
     torch = T.torch
     net.eval()
     lat, recs = [], [[] for _ in zs]
-    with torch.inference_mode(), _threads(threads):
+    with torch.inference_mode(), limit_threads(threads):
         for s in range(0, len(visible), batch):
             x = [torch.as_tensor(z[s:s + batch]) for z in zs]
             v = torch.as_tensor(visible[s:s + batch])
@@ -486,7 +466,7 @@ def expert_usage(net: Any, data: Mapping[str, np.ndarray], masks: Mapping[str, n
     zs, P, _ = _prepare(net, data, masks)
     torch = _torch().torch
     net.eval()
-    with torch.inference_mode(), _threads(threads):
+    with torch.inference_mode(), limit_threads(threads):
         net.encode([torch.as_tensor(z) for z in zs], torch.as_tensor(P))
     out: dict[str, np.ndarray] = {}
     for k, (name, _d) in enumerate(net.cfg.modalities):
@@ -593,18 +573,15 @@ def cosine_nearest(queries: np.ndarray, bank: np.ndarray, k: int = 10) -> tuple[
 def to_bytes(net: Any, provenance: Mapping[str, Any] | None = None) -> bytes:
     """Weights and normalisation stats as safetensors bytes; config, training summary and
     ``provenance`` (JSON-serialisable: which media, which features, when) in its header."""
-    from safetensors.torch import save
-
     meta = {"net": net.cfg.to_dict(), "train": net.train_info, "provenance": dict(provenance or {}),
             "experts": getattr(net, "ffn_config", None)}
-    state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
-    return save(state, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    return state_bytes(net, {META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def checkpoint_info(blob: bytes) -> dict[str, Any]:
     """The checkpoint's header (``net`` config, ``train`` summary, ``provenance``) without torch."""
     try:
-        meta = _header_metadata(bytes(blob))
+        meta = header_metadata(bytes(blob))
         info = json.loads(meta[META_KEY])
     except KeyError:
         raise CheckpointError("this is not a multimodal autoencoder checkpoint (no MMAE header); retrain it.") from None
@@ -620,7 +597,7 @@ def from_bytes(blob: bytes, ffn_factory: FFNFactory | None = None) -> Any:
 
     A checkpoint trained with another FFN type than ``ffn_factory`` (or one this Kestrel does
     not know), or whose tensors do not fit the stored shapes, raises
-    :class:`~models.nn.fusion.CheckpointError` — never a silent partial load.
+    :class:`~models.nn.common.CheckpointError` — never a silent partial load.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load
@@ -648,17 +625,7 @@ def from_bytes(blob: bytes, ffn_factory: FFNFactory | None = None) -> Any:
         state = load(bytes(blob))
     except (SafetensorError, ValueError) as e:
         raise CheckpointError(f"the stored multimodal model is damaged ({e}); retrain it.") from e
-    net = build(cfg, ffn_factory=ffn_factory)
-    own = net.state_dict()
-    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
-    shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"the stored multimodal model does not fit a {cfg.ffn!r} network of this shape "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} mis-shaped tensors, e.g. "
-            f"{sorted(missing | unexpected | set(shapes))[:3]}); retrain it.")
-    net.load_state_dict(state, strict=True)
+    net = load_checked(build(cfg, ffn_factory=ffn_factory), state, "multimodal model")
     net.provenance = dict(info.get("provenance") or {})
     net.train_info = info.get("train")
-    net.eval()
     return net

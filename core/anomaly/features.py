@@ -28,19 +28,16 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 
+from core.media.spectrum import HOP, N_FFT, SAMPLE_RATE, SILENCE_DB, coverage, hann, mel_filterbank, resample
+
 log = logging.getLogger(__name__)
 
 FEATURES_VERSION = 1
-SAMPLE_RATE = 16000
-N_FFT = 512  # 32 ms at 16 kHz
-HOP = 256
 GREY_SIZE = (64, 36)  # frame differences on thumbnails: cheap, and blind to compression noise
-SILENCE_DB = -100.0
 AUDIO_CHUNK_S = 60.0  # the file pass decodes and runs the VAD a minute at a time
 DECODE_SIZE = (960, 540)  # the detector sees 300×300 anyway
 VIDEO_BASE = ("det_total", "track_enter", "track_exit", "box_motion", "box_area", "frame_diff",
@@ -188,48 +185,6 @@ class WindowInput:
     speech: float | None = None
 
 
-@lru_cache(maxsize=8)
-def mel_filterbank(bands: int, sr: int = SAMPLE_RATE, n_fft: int = N_FFT, fmin: float = 50.0) -> np.ndarray:
-    """Triangular HTK-mel filters, [bands, n_fft // 2 + 1], each normalised to unit area."""
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def hz(m):
-        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    edges = hz(np.linspace(mel(fmin), mel(sr / 2), bands + 2))
-    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    fb = np.zeros((bands, freqs.size), np.float32)
-    for b in range(bands):
-        lo, c, hi = edges[b], edges[b + 1], edges[b + 2]
-        up = (freqs - lo) / max(c - lo, 1e-9)
-        down = (hi - freqs) / max(hi - c, 1e-9)
-        fb[b] = np.clip(np.minimum(up, down), 0, None)
-        s = fb[b].sum()
-        if s > 0:
-            fb[b] /= s
-    return fb
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited resampling by FFT (for live chunks at 44.1/48 kHz); exact enough for features."""
-    if sr_in == sr_out or x.size == 0:
-        return x.astype(np.float32, copy=False)
-    n_out = max(1, int(round(x.size * sr_out / sr_in)))
-    spec = np.fft.rfft(x.astype(np.float64))
-    keep = n_out // 2 + 1
-    spec = spec[:keep] if keep <= spec.size else np.pad(spec, (0, keep - spec.size))
-    return (np.fft.irfft(spec, n_out) * (n_out / x.size)).astype(np.float32)
-
-
-def coverage(segments: Sequence[tuple[float, float]], t0: float, t1: float) -> float:
-    """Fraction of [t0, t1) covered by (start, end) segments (assumed not to overlap much)."""
-    if t1 <= t0:
-        return 0.0
-    tot = sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in segments)
-    return float(min(1.0, tot / (t1 - t0)))
-
-
 class WindowFeaturizer:
     """Turns one window at a time into a feature row; keeps the little state that spans windows
     (last grey frame, previous tracks, last spectrum frame, a tracker).
@@ -241,12 +196,8 @@ class WindowFeaturizer:
     def __init__(self, cfg: FeatureConfig, *, has_video: bool = True, has_audio: bool = True,
                  classes: Sequence[str] | None = None, detector: Any = None, vad: Any = None,
                  tracker: Any = None) -> None:
-        self.cfg = cfg
-        self.has_video = has_video
-        self.has_audio = has_audio
-        self.detector = detector
-        self.vad = vad
-        self.tracker = tracker
+        self.cfg, self.has_video, self.has_audio = cfg, has_video, has_audio
+        self.detector, self.vad, self.tracker = detector, vad, tracker  # model objects, or None
         if classes is None:
             classes = tuple(dict.fromkeys(getattr(detector, "classes", ()) or ()))
         self.classes = tuple(classes)
@@ -359,7 +310,7 @@ class WindowFeaturizer:
             x = np.pad(x, (0, n_win - x.size))
         nf = 1 + (x.size - N_FFT) // HOP
         frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP][:nf]
-        win = _hann()
+        win = hann()
         spec = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 / (win.sum() ** 2 / 4)
         mel = np.maximum(10 * np.log10(spec @ mel_filterbank(self.cfg.mel_bands).T + 1e-10), SILENCE_DB)
         frame_db = np.maximum(10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12), SILENCE_DB)
@@ -386,11 +337,6 @@ class WindowFeaturizer:
             self._vad_context = y[-int(VAD_CONTEXT_S * SAMPLE_RATE):]
         row[ix["vad"]] = float(vad or 0.0)
         row[ix["speech"]] = float(w.speech if w.speech is not None else (vad or 0.0))
-
-
-@lru_cache(maxsize=1)
-def _hann() -> np.ndarray:
-    return np.hanning(N_FFT + 1)[:-1].astype(np.float32)
 
 
 # -- stored perception (reuse) --------------------------------------------------------------

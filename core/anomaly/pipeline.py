@@ -34,15 +34,15 @@ import numpy as np
 from core.anomaly import AnomalyError, NotEnoughNormalData
 from core.anomaly.detectors import Baseline
 from core.anomaly.events import AnomalyEvent, carry_feedback, current_weights, find_events, load_events, store_events
-from core.anomaly.features import (AUDIO_CHUNK_S, DECODE_SIZE, SAMPLE_RATE, FeatureConfig, FeatureSet,
-                                   StoredPerception, WindowFeaturizer, WindowInput, coverage, load_features,
-                                   store_features, stored_perception)
+from core.anomaly.features import (AUDIO_CHUNK_S, DECODE_SIZE, FeatureConfig, FeatureSet, StoredPerception,
+                                   WindowFeaturizer, WindowInput, load_features, store_features, stored_perception)
 from core.anomaly.score import ScoreCurve, score_features, sensitivity_threshold
 from core.anomaly.train import (TrainedModel, TrainRequest, expert_config, load_stored_model, matches, resolve_ffn,
                                 store_model, train_model)
 from core.media.audio import load_mono
-from core.jobs import Cancelled, JobState, Throttle, check
+from core.jobs import Cancelled, JobState, SubProgress, Throttle, check
 from core.media.check import display_name, human_duration, plausible
+from core.media.spectrum import SAMPLE_RATE, coverage
 from core.timeline import Item, Track
 
 log = logging.getLogger(__name__)
@@ -286,22 +286,6 @@ def media_range(info: Any, start: float, end: float | None) -> tuple[float, floa
     return float(start), float(e)
 
 
-class _Share:
-    """A JobState for a sub-job: maps its 0..1 progress onto [lo, hi] of the parent's."""
-
-    def __init__(self, parent: JobState, lo: float, hi: float, label: str) -> None:
-        self.parent, self.lo, self.hi, self.label = parent, lo, hi, label
-
-    def set_progress(self, fraction: float, text: str = "") -> None:
-        self.parent.set_progress(self.lo + (self.hi - self.lo) * max(0.0, min(1.0, fraction)), f"{self.label}{text}")
-
-    def set_partial_result(self, value: Any) -> None:
-        pass
-
-    def is_cancelled(self) -> bool:
-        return self.parent.is_cancelled()
-
-
 def resolve_normal(req: AnomalyRequest, start: float, end: float) -> tuple[float, float] | None:
     if req.normal is not None:
         a, b = max(start, float(req.normal[0])), min(end, float(req.normal[1]))
@@ -371,7 +355,7 @@ class _Pass:
                 return
             self.notes.append(f"{why}: training a new model")
         try:
-            self.model = train_model(treq, _Share(self.state, lo, hi, "training: "))
+            self.model = train_model(treq, SubProgress(self.state, lo, hi, "training: ", forward=False))
             self.model_trained = True
             t = self.model.config["training"]
             self.notes.append(f"anomaly model trained on {a:.0f}–{b:.0f} s in {t['train_s']:.1f} s "

@@ -19,7 +19,7 @@ on-screen text) that tags are named from.
   minute chunks cut at shot boundaries, so a shot's words come from one pass) and the text
   read in the middle frame (RapidOCR), embedded together with MiniLM (384-d).
 
-Models load once per :class:`ModelPool` (share one across the files of an archive);
+Models are held by :mod:`models.loaded` (once per thread); a :class:`ModelPool` counts their use;
 results are stored per media file with the run that made them (``store_features``) and
 reused when the parameters — model names, frame count, the shots themselves — are equal.
 """
@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from core.anomaly.features import HOP, N_FFT, SILENCE_DB, coverage, mel_filterbank
+from core.media.spectrum import HOP, N_FFT, SILENCE_DB, coverage, mel_filterbank
 from core.jobs import JobState, check
 from core.media.decode import MediaError, VideoDecoder, probe
 from core.tagging import TaggingError
@@ -146,16 +146,17 @@ class ShotFeatures:
 # -- models -----------------------------------------------------------------------------------
 
 class ModelPool:
-    """Loads each catalogue model once, on first use; one pool can serve many files.
+    """The feature models, as :mod:`models.loaded` holds them (each loaded once per thread, shared
+    with every other user of the same model), counted: one pool can serve many files.
 
-    ``loads`` counts loads, ``calls`` model invocations and ``seconds`` the time inside them,
-    per name (what a reuse test or a bench looks at). Not thread-safe: one pool per worker.
+    ``loads`` counts the loads this pool caused (0 for a model some other user loaded first),
+    ``calls`` model invocations and ``seconds`` the time inside them, per name (what a reuse test
+    or a bench looks at). Not a cache of its own: the models stay in :mod:`models.loaded`.
     """
 
     def __init__(self, device: str | None = None, options: Mapping[str, Mapping[str, Any]] | None = None):
         self.device = device
         self.options = {k: dict(v) for k, v in (options or {}).items()}
-        self._models: dict[str, Any] = {}
         self.loads: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()  # time spent inside each model
@@ -163,16 +164,19 @@ class ModelPool:
     def get(self, name: str | None) -> Any:
         if not name:
             return None
-        if name not in self._models:
-            from models.catalogue import ModelError, load_model
+        from models import loaded
+        from models.catalogue import ModelError
 
-            try:
-                self._models[name] = load_model(name, device=self.device, **self.options.get(name, {}))
-            except ModelError as e:
-                raise TaggingError(f"Feature model {name!r} cannot be used: {e} "
-                                   "(leave it out of the feature settings to tag without it).") from e
-            self.loads[name] += 1
-        return self._models[name]
+        options = {**({"device": self.device} if self.device else {}), **self.options.get(name, {})}
+        if loaded.is_held(name, **options):
+            return loaded.held(name, **options)
+        try:
+            model = loaded.held(name, **options)
+        except ModelError as e:
+            raise TaggingError(f"Feature model {name!r} cannot be used: {e} "
+                               "(leave it out of the feature settings to tag without it).") from e
+        self.loads[name] += 1
+        return model
 
     def run(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
         model = self.get(name)

@@ -113,3 +113,7 @@ class SubProgress:
 
     def is_cancelled(self) -> bool:
         return self.outer.is_cancelled()
+
+
+def barrier() -> None:
+    """Runs after the jobs queued before it (on a one-thread pool such as the database writer)."""

@@ -16,12 +16,18 @@ from collections.abc import Callable
 
 from core.errors import KestrelError
 
-__all__ = ["UsageError", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
+__all__ = ["UsageError", "BadArgument", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
            "check_device", "past_end", "text", "out_folder", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
 
 
 class UsageError(KestrelError):
     """A bad argument only the file could reveal (``--start`` past its end): one line, exit 2."""
+
+
+class BadArgument(UsageError):
+    """A flag a command refuses after parsing (``--end`` before ``--start``, two flags that
+    contradict each other): the command's ``usage: …`` and one ``error:`` line, exit 2, as
+    argparse prints them (:func:`core.cli.run` hands it to the parser)."""
 
 
 MAX_FPS = 120.0
@@ -181,8 +187,8 @@ def weights_pair(text: str) -> tuple[str, str]:
     return name, path
 
 
-def check_device(ap: argparse.ArgumentParser, device: str | None) -> None:
-    """``--device cuda`` on a machine without CUDA: a usage error (exit 2). Imports torch
+def check_device(device: str | None) -> None:
+    """``--device cuda`` on a machine without CUDA: :class:`BadArgument` (exit 2). Imports torch
     only when CUDA was asked for."""
     if device != "cuda":
         return
@@ -192,12 +198,12 @@ def check_device(ap: argparse.ArgumentParser, device: str | None) -> None:
     except Exception:  # no torch, or a broken CUDA install: either way there is no CUDA to use
         ok = False
     if not ok:
-        ap.error("argument --device: cuda was asked for, but CUDA is not available on this machine "
-                 "(use --device cpu, or leave --device out)")
+        raise BadArgument("argument --device: cuda was asked for, but CUDA is not available on this machine "
+                          "(use --device cpu, or leave --device out)")
 
 
-def past_end(option: str, value: float | None, duration_s: float, name: str) -> str | None:
-    """The sentence for ``option`` lying at or past the end of a file of ``duration_s``, or None."""
-    if value is None or value < duration_s:
-        return None
-    return f"{option} {value:g} s is past the end of {name} ({duration_s:.2f} s long)"
+def past_end(option: str, value: float | None, duration_s: float, name: str, *, verb: str = "is") -> None:
+    """Refuses ``option`` lying at or past the end of a file of ``duration_s`` (``verb``: "is",
+    "starts"): UsageError, one ``kestrel: …`` line and exit 2."""
+    if value is not None and value >= duration_s:
+        raise UsageError(f"{option} {value:g} s {verb} past the end of {name} ({duration_s:.2f} s long)")

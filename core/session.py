@@ -11,16 +11,10 @@ from core.events import EventGroup
 from core.media.decode import MediaInfo, frame_index
 from core.timeline import Timeline
 from core.media.waveform import PeakPyramid
+from core.timefmt import timecode
 
-
-def format_time(t: float) -> str:
-    """hh:mm:ss.mmm"""
-    t = max(0.0, t)
-    ms = int(round(t * 1000))
-    h, rem = divmod(ms, 3_600_000)
-    m, rem = divmod(rem, 60_000)
-    s, ms = divmod(rem, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+# hh:mm:ss.mmm under its old name, for the callers not yet on core.timefmt (gui/ views and panels)
+format_time = timecode
 
 
 class MediaSession:
@@ -152,7 +146,7 @@ class MediaSession:
 
     def time_text(self, t: float | None = None) -> str:
         t = self._position if t is None else t
-        return format_time(t)
+        return timecode(t)
 
 
 def load_stored(project, media_id: int) -> tuple:

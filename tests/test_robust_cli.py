@@ -191,7 +191,7 @@ def test_checking_the_arguments_does_not_import_torch(clips, tmp_path, data_dir)
     """--device is checked with torch only when CUDA is asked for: a bad command line stays cheap
     (this one passes argparse and the device check, and is refused after probing the file)."""
     code = ("import sys, main\n"
-            f"rc = main.run_command('analyze', [{str(clips['av'])!r}, '--project', 'p', '--start', '5'])\n"
+            f"rc = main.main(['analyze', {str(clips['av'])!r}, '--project', 'p', '--start', '5'])\n"
             "print(rc, 'torch' in sys.modules)")
     r = subprocess.run([PY, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -211,7 +211,8 @@ def test_good_numbers_pass():
 # -- 2. one way to report errors ------------------------------------------------------------------------
 
 def test_every_command_line_error_goes_through_print_error():
-    files = [ROOT / "main.py", ROOT / "core/perception/cli.py", ROOT / "core/anomaly/cli.py", ROOT / "core/chat/cli.py",
+    files = [ROOT / "main.py", ROOT / "core/cli.py", ROOT / "core/perception/cli.py", ROOT / "core/anomaly/cli.py",
+             ROOT / "core/chat/cli.py",
              ROOT / "core/tagging/cli.py", ROOT / "core/focus/cli.py"]
     pasted = [f"{f.relative_to(ROOT)}:{i}" for f in files
               for i, line in enumerate(f.read_text().splitlines(), 1) if 'kestrel: {' in line or 'f"kestrel:' in line]
@@ -219,12 +220,12 @@ def test_every_command_line_error_goes_through_print_error():
 
 
 def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(data_dir, capsys, monkeypatch):
-    import core.perception.cli
+    import core.cli
 
-    def boom(argv):
+    def boom(args):
         raise RuntimeError("the flux capacitor\nbroke")
 
-    monkeypatch.setattr(core.perception.cli, "cmd_models", boom)
+    monkeypatch.setattr(core.cli, "list_models", boom)
     assert main.main(["models"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -236,19 +237,19 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(data_
 
 
 def test_kestrel_errors_and_interrupts_are_one_line(data_dir, capsys, monkeypatch):
-    import core.perception.cli
+    import core.cli
     from core.media.decode import MediaError
 
-    def media_error(argv):
+    def media_error(args):
         raise MediaError("x.mp4 is damaged: its header cannot be read.")
 
-    def interrupt(argv):
+    def interrupt(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(core.perception.cli, "cmd_models", media_error)
+    monkeypatch.setattr(core.cli, "list_models", media_error)
     assert main.main(["models"]) == 1
     assert capsys.readouterr().err == "kestrel: x.mp4 is damaged: its header cannot be read.\n"
-    monkeypatch.setattr(core.perception.cli, "cmd_models", interrupt)
+    monkeypatch.setattr(core.cli, "list_models", interrupt)
     assert main.main(["models"]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and [ln for ln in err.splitlines() if ln] == ["kestrel: interrupted; stopped"]
@@ -260,16 +261,16 @@ def test_a_traceback_logged_during_a_command_stays_in_the_log(data_dir, capsys, 
     print that traceback on the terminal; a command prints one line and the log keeps it."""
     import logging
 
-    import core.perception.cli
+    import core.cli
 
-    def logs(argv):
+    def logs(args):
         try:
             {}["missing"]
         except KeyError:
             logging.getLogger("core.media.decode").warning("probing x.mp4 failed", exc_info=True)
         return 0
 
-    monkeypatch.setattr(core.perception.cli, "cmd_models", logs)
+    monkeypatch.setattr(core.cli, "list_models", logs)
     root = logging.getLogger()
     before = list(root.handlers)
     assert main.main(["models"]) == 0
@@ -282,12 +283,12 @@ def test_a_traceback_logged_during_a_command_stays_in_the_log(data_dir, capsys, 
 def test_a_reader_that_goes_away_is_no_error(tmp_path):
     """``kestrel … | head -1``: the pipe closes under a long listing; no traceback, no "Exception
     ignored" at exit."""
-    code = ("import sys, main, core.perception.cli\n"
-            "def listing(argv):\n"
+    code = ("import sys, main, core.cli\n"
+            "def listing(args):\n"
             "    for i in range(200000):\n"
             "        print(f'line {i}')\n"
             "    return 0\n"
-            "core.perception.cli.cmd_models = listing\n"
+            "core.cli.list_models = listing\n"
             "sys.exit(main.main(['models']))\n")
     p = subprocess.Popen([PY, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env={**os.environ, "KESTREL_DATA_DIR": str(tmp_path / "data")})

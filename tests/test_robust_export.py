@@ -146,7 +146,8 @@ def plant_media(p: Project, path: str, like: int, tags=None, names=None, n: int 
 
 
 def test_planted_project_exports_no_live_formula(proj, tmp_path, capsys):
-    from core.tagging.cli import cmd_tag
+    from core.cli import command
+    cmd_tag = command("tag")
 
     with Project.open(proj) as p:
         first = p.list_media()[0].id
@@ -445,7 +446,8 @@ def _apply_setting(p, name, value):
 
 
 def _run_cli(proj, out, capsys):
-    from core.tagging.cli import cmd_tag
+    from core.cli import command
+    cmd_tag = command("tag")
 
     rc = cmd_tag(["--project", str(proj), "--search", "camera moving", "--k", "3", "--export", str(out)])
     got = capsys.readouterr()

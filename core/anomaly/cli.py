@@ -23,8 +23,10 @@ from pathlib import Path
 from core import cliargs
 from core.anomaly import AnomalyError
 from core.anomaly.events import AnomalyEvent
+from core.cli import open_project
 from core.errors import print_error
 from core.jobs import Cancelled, HeadlessState
+from core.timefmt import clock_cs
 
 _TIME = re.compile(r"^\s*(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)\s*$")
 
@@ -77,17 +79,10 @@ def parse_expert_options(pairs: list[str]) -> dict[str, object]:
 def summary_line(e: AnomalyEvent) -> str:
     """One line per event for the CLI: start, end, score, reasons (cue/modality)."""
     reasons = "; ".join(f"[{r.modality}/{r.cue}] {r.text}" for r in e.reasons)
-    return f"{_ts(e.start)}–{_ts(e.end)}  score {e.peak:.2f}  {reasons}"
+    return f"{clock_cs(e.start)}–{clock_cs(e.end)}  score {e.peak:.2f}  {reasons}"
 
 
-def _ts(t: float) -> str:
-    m, s = divmod(max(0.0, t), 60.0)
-    return f"{int(m):02d}:{s:05.2f}" if m < 60 else f"{int(m // 60)}:{int(m % 60):02d}:{s:05.2f}"
-
-
-def cmd_anomalies(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="kestrel anomalies",
-                                 description="Find what should not have happened in a recorded file.")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("video")
     ap.add_argument("--normal", metavar="START-END",
                     help="footage that is normal (seconds or MM:SS); 'none': detectors only. "
@@ -110,15 +105,17 @@ def cmd_anomalies(argv: list[str]) -> int:
     ap.add_argument("--expert", action="append", default=[], metavar="KEY=VALUE",
                     help="an expert setting, e.g. budget=1.5, k_min=1, k_max=4, rho_max=0.25, n_experts=8 "
                          "(repeatable; with --experts topk|dynamic)")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         normal = parse_range(args.normal) if args.normal is not None else None
     except ValueError as e:
-        ap.error(f"argument --normal: {e}")
+        raise cliargs.BadArgument(f"argument --normal: {e}") from None
     try:
         args.experts_config = experts_from_flags(args.experts, args.expert)
     except (ValueError, AnomalyError) as e:
-        ap.error(f"argument --expert: {e}")
+        raise cliargs.BadArgument(f"argument --expert: {e}") from None
     from models.nn.experts import ExpertCollapseWarning
 
     with warnings.catch_warnings():
@@ -159,35 +156,19 @@ def _check_numbers(opts: dict[str, object]) -> None:
 
 def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
     from core.anomaly.pipeline import run_anomalies
-    from core.perception.cli import open_or_create
     from core.media.decode import MediaError, probe
     from core.store.project import Project, ProjectError
 
-    try:
-        info = probe(args.video, with_hash=False)
-    except MediaError as e:
-        print_error(e)
-        return 1
+    info = probe(args.video, with_hash=False)
     if normal is not None:
-        past = cliargs.past_end("--normal", normal[0], info.duration_s, Path(info.path).name)
-        if past:
-            print_error(past.replace("s is past", "s starts past", 1))
-            return 2
+        cliargs.past_end("--normal", normal[0], info.duration_s, Path(info.path).name, verb="starts")
     tmpdir = None
-    try:
-        if args.project:
-            project = open_or_create(args.project)
-        else:
-            tmpdir = tempfile.TemporaryDirectory(prefix="kestrel-anomalies-")
-            project = Project.create_temporary(tmpdir.name)
-            print("no --project: working in a temporary project (nothing is kept for next time)", file=sys.stderr)
-    except ProjectError as e:
-        print_error(e)
-        return 1
-    if project.read_only:
-        print_error(f"{args.project} is read-only; results cannot be stored.")
-        project.close()
-        return 1
+    if args.project:
+        project = open_project(args.project, stores="results")
+    else:
+        tmpdir = tempfile.TemporaryDirectory(prefix="kestrel-anomalies-")
+        project = Project.create_temporary(tmpdir.name)
+        print("no --project: working in a temporary project (nothing is kept for next time)", file=sys.stderr)
     state = HeadlessState(bar=True, label=Path(args.video).name[:24])
     from core.anomaly.train import FFN_ALIASES
 

@@ -15,14 +15,15 @@ import time
 from pathlib import Path
 
 from core import cliargs
-from core.chat.grounding import PerceptionLog, fmt_time
+from core.chat.grounding import PerceptionLog
 from core.chat.session import ChatAnswer, ChatPartial, ChatRequest, EncoderSettings, answer, perceive_file
-from core.errors import KestrelError, describe, print_error
+from core.cli import open_project
+from core.errors import describe, print_error
 from core.jobs import HeadlessState
+from core.timefmt import clock as fmt_time
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="kestrel chat", description="Ask a model about a video or a live feed.")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("source", help="a video file, a camera index (0) or a stream URL (rtsp://…, http://…)")
     ap.add_argument("--ask", required=True, type=cliargs.text("the question"), help="the question")
     ap.add_argument("--at", type=cliargs.seconds, default=None,
@@ -47,19 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-tokens", type=cliargs.integer(1, 32_768, what="a number of tokens"), default=160)
     ap.add_argument("--timeout", type=cliargs.duration(hi=3600.0), default=60.0,
                     help="seconds a server may stay silent (60)")
-    return ap
 
 
-def cmd_chat(argv: list[str]) -> int:
-    ap = _parser()
-    args = ap.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     if not args.ask.strip():
-        ap.error("argument --ask: the question is empty")
+        raise cliargs.BadArgument("argument --ask: the question is empty")
     if args.server and not args.model:
-        ap.error("argument --server: needs --model (the model's name on that server)")
+        raise cliargs.BadArgument("argument --server: needs --model (the model's name on that server)")
     src = args.source
     if not src.strip():
-        ap.error("argument source: it is empty (give a video file, a camera index or a stream URL)")
+        raise cliargs.BadArgument("argument source: it is empty (give a video file, a camera index or a stream URL)")
     is_file = not (src.isdigit() or "://" in src)
     if is_file and not Path(src).exists():  # before loading a model: nothing to look at
         print_error(no_frames(src, "it does not exist"))
@@ -67,28 +65,14 @@ def cmd_chat(argv: list[str]) -> int:
     frames = None
     at = args.at
     if is_file:  # the window's frames first: with none, there is nothing to perceive or ask
-        from core.media.decode import MediaError, probe
-        try:
-            info = probe(src, with_hash=False)
-        except MediaError as e:
-            print_error(e)
-            return 1
-        past = cliargs.past_end("--at", args.at, info.duration_s + 1e-6, Path(info.path).name)
-        if past:
-            print_error(past)
-            return 2
+        from core.media.decode import probe
+        info = probe(src, with_hash=False)
+        cliargs.past_end("--at", args.at, info.duration_s + 1e-6, Path(info.path).name)
         frames, at, problem = _file_window(info, args.at, args.window)
         if not frames:
             print_error(no_frames(src, problem))
             return 1
-    from models.catalogue import ModelError
-    from models.llm.base import LLMError
-
-    try:
-        backend = _backend(args)
-    except (ModelError, LLMError) as e:
-        print_error(e)
-        return 1
+    backend = _backend(args)
     settings = EncoderSettings(max_side=args.max_side, crf=args.crf, codec=args.codec)
     project = media_id = None
     try:
@@ -102,9 +86,6 @@ def cmd_chat(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\ncancelled", file=sys.stderr)
         return 130
-    except KestrelError as e:  # MediaError, LiveError, ProjectError: one line, no traceback
-        print_error(e)
-        return 1
     try:
         state = HeadlessState(on_partial=_print_token)
         req = ChatRequest(args.ask, backend, source=src if is_file else "", at=at, window_s=args.window,
@@ -130,11 +111,13 @@ def no_frames(source: str, why: str) -> str:
 
 
 def _backend(args):
-    if args.server:
+    """The model asked, chosen as the window chooses it (core.chat.make_backend)."""
+    from core.chat import make_backend
+
+    if args.server:  # make_backend takes no --key-env or --timeout yet: the server is configured here
         from models.llm.openai_compat import OpenAICompatLLM
         return OpenAICompatLLM(args.server, args.model, key_env=args.key_env, read_timeout=args.timeout)
-    from models.llm.local import LocalLLM
-    return LocalLLM()
+    return make_backend(("local", "", ""), None)
 
 
 def _file_window(info, at: float | None, window: float):
@@ -165,8 +148,7 @@ def _file_log(args):
     project = media_id = None
     if args.project:
         from core.perception import ops
-        from core.perception.cli import open_or_create
-        project = open_or_create(args.project)
+        project = open_project(args.project)
         rec = project.find_media(info.path)
         media_id = rec.id if rec is not None else (None if project.read_only else ops.register_media(project, info))
         if media_id is not None:

@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 from core import cliargs
+from core.cli import open_project
 from core.errors import print_error
 from core.focus.search import FocusError, FocusRequest, select_frames
-from core.focus.store import export_frames, store_selection, timecode
+from core.focus.store import export_frames, store_selection
 from core.jobs import Cancelled, HeadlessState
+from core.timefmt import timecode
 
 
 def _transcript(project, media_id: int) -> tuple[tuple[float, float, str], ...]:
@@ -25,9 +27,7 @@ def _transcript(project, media_id: int) -> tuple[tuple[float, float, str], ...]:
     return ()
 
 
-def cmd_select(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="kestrel select", description="Choose the frames of a video that answer a query "
-                                                                    "(FOCUS, arXiv 2510.27280).")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("video")
     ap.add_argument("--query", default="", type=cliargs.text("the query"), help="what to look for, e.g. \"a bus at the gate\"")
     ap.add_argument("--k", type=cliargs.integer(1, 100_000, what="a number of frames"), default=16,
@@ -46,19 +46,21 @@ def cmd_select(argv: list[str]) -> int:
                     help="read on-screen text (default: only when the query asks about text)")
     ap.add_argument("--example-time", type=cliargs.seconds, default=None, metavar="SECONDS",
                     help="find frames that look like the frame at this time instead of matching text")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.scorer != "embedded":
         from models.catalogue import load_catalogue
 
         choices = ["embedded"] + sorted(n for n, s in load_catalogue().items() if s.task == "image-text")
         if args.scorer not in choices:
-            ap.error(f"argument --scorer: {args.scorer!r} is not a scorer (choose {', '.join(choices)})")
+            raise cliargs.BadArgument(f"argument --scorer: {args.scorer!r} is not a scorer "
+                                      f"(choose {', '.join(choices)})")
     if args.scorer != "embedded" and not args.weights:
-        print_error(f"--scorer {args.scorer} needs --weights PATH, the local folder of your model.")
-        return 2
+        raise cliargs.UsageError(f"--scorer {args.scorer} needs --weights PATH, the local folder of your model.")
     if args.weights and args.scorer == "embedded":
-        ap.error("argument --weights: the embedded scorer takes no weights (use it with --scorer blip-itm-user, "
-                 "clip-user or siglip-user)")
+        raise cliargs.BadArgument("argument --weights: the embedded scorer takes no weights (use it with "
+                                  "--scorer blip-itm-user, clip-user or siglip-user)")
 
     from core.media.decode import MediaError, probe
     from core.store.project import ProjectError
@@ -67,19 +69,12 @@ def cmd_select(argv: list[str]) -> int:
     project = media_id = state = None
     try:
         info = probe(args.video)
-        past = cliargs.past_end("--example-time", args.example_time, info.duration_s, Path(info.path).name)
-        if past:
-            print_error(past)
-            return 2
+        cliargs.past_end("--example-time", args.example_time, info.duration_s, Path(info.path).name)
         transcript: tuple[tuple[float, float, str], ...] = ()
         if args.project:
             from core.perception import ops
-            from core.perception.cli import open_or_create
 
-            project = open_or_create(args.project)
-            if project.read_only:
-                print_error(f"{args.project} is read-only; the selection cannot be stored.")
-                return 1
+            project = open_project(args.project, stores="the selection")
             media_id = ops.register_media(project, info)
             transcript = _transcript(project, media_id)
         req = FocusRequest(path=info.path, query=args.query, k=args.k, budget_frames=args.budget_frames,

@@ -1,4 +1,4 @@
-"""Headless commands (no window): the same jobs the GUI runs, for batch work on archives.
+"""The ``analyze`` command (no window): the perception job the GUI runs, for batch work on archives.
 
     python main.py analyze VIDEO --project P [--fps 2] [--models a,b] [--start S] [--end E]
 """
@@ -10,21 +10,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from core import cliargs
-
-from core.perception import ops
-from core.perception.analysis import AUDIO_TASKS, DEFAULT_MODELS, VISUAL_TASKS, AnalysisRequest, analyze
+from core.cli import open_project
 from core.errors import print_error
 from core.jobs import Cancelled, HeadlessState
-from core.media.decode import MediaError, probe
-from core.store.project import Project, ProjectError
+from core.media.decode import probe
+from core.perception import ops
+from core.perception.analysis import AUDIO_TASKS, DEFAULT_MODELS, VISUAL_TASKS, AnalysisRequest, analyze
 
 
-def open_or_create(path: str) -> Project:
-    return Project.open_or_create(path)  # safe when several processes create the same project
-
-
-def cmd_analyze(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="kestrel analyze", description="Run perception models over a file.")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("video")
     ap.add_argument("--project", required=True, help="the .kestrel project to store results in")
     ap.add_argument("--fps", type=cliargs.fps, default=2.0,
@@ -36,31 +30,19 @@ def cmd_analyze(argv: list[str]) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
     ap.add_argument("--weights", type=cliargs.weights_pair, action="append", default=[], metavar="MODEL=PATH",
                     help="a local file or folder for a bring-your-own model in --models (repeatable)")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.end is not None and args.end <= args.start:
-        ap.error(f"argument --end: {args.end:g} s is not after --start ({args.start:g} s)")
+        raise cliargs.BadArgument(f"argument --end: {args.end:g} s is not after --start ({args.start:g} s)")
     unused = [name for name, _p in args.weights if name not in args.models]
     if unused:
-        ap.error(f"argument --weights: {', '.join(unused)} is not in --models, so its weights would go unused")
-    cliargs.check_device(ap, args.device)
-    try:
-        info = probe(args.video)
-    except MediaError as e:
-        print_error(e)
-        return 1
-    past = cliargs.past_end("--start", args.start, info.duration_s, Path(info.path).name)
-    if past:
-        print_error(past)
-        return 2
-    try:
-        project = open_or_create(args.project)
-    except ProjectError as e:
-        print_error(e)
-        return 1
-    if project.read_only:
-        print_error(f"{args.project} is read-only; results cannot be stored.")
-        project.close()
-        return 1
+        raise cliargs.BadArgument(f"argument --weights: {', '.join(unused)} is not in --models, "
+                                  "so its weights would go unused")
+    cliargs.check_device(args.device)
+    info = probe(args.video)
+    cliargs.past_end("--start", args.start, info.duration_s, Path(info.path).name)
+    project = open_project(args.project, stores="results")
     req = AnalysisRequest(path=info.path, models=args.models, fps=args.fps, start=args.start, end=args.end,
                           user_paths=tuple(args.weights), device=args.device)
     try:
@@ -100,22 +82,6 @@ def cmd_analyze(argv: list[str]) -> int:
             if tr.kind != "boxes":
                 print(f"  track {tr.kind}/{tr.name}: {len(tr.items)} items")
         return rc
-    except ProjectError as e:
-        print_error(e)
-        return 1
     finally:
         project.close()
 
-
-def cmd_models(argv: list[str]) -> int:
-    from models.catalogue import load_catalogue, locate
-
-    argparse.ArgumentParser(prog="kestrel models", description="List the model catalogue.").parse_args(argv)
-    for spec in load_catalogue().values():
-        a = locate(spec)
-        state = "ready" if a.available else "missing"
-        print(f"{spec.name:28s} {spec.task:11s} {state:8s} {a.where or a.message}")
-    return 0
-
-
-COMMANDS = {"analyze": cmd_analyze, "models": cmd_models}

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from core import cliargs
+from core.cli import open_project
 from core.errors import describe, print_error
 from core.jobs import Cancelled, HeadlessState
 from core.tagging import TaggingError
+from core.timefmt import clock_cs
 
 MAX_SKIPPED_LINES = 50
 
 
-def cmd_tag(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="kestrel tag",
-                                 description="Tag a folder of media by shot, search the archive, export the tags.")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("folder", nargs="?", help="a folder of media to tag (recursive)")
     ap.add_argument("--project", required=True, help="the .kestrel project (created if missing)")
     ap.add_argument("--ray", metavar="ADDRESS", help="run the per-file work on a Ray cluster "
@@ -49,20 +49,15 @@ def cmd_tag(argv: list[str]) -> int:
     ap.add_argument("--sidecars", choices=("export", "media", "none"), default="export",
                     help="where the <name>.kestrel-tags.json sidecars go (default: the export folder)")
     ap.add_argument("--include-rejected", action="store_true", help="export rejected tags too")
-    args = ap.parse_args(argv)
-    if not (args.folder or args.search or args.export):
-        ap.error("give a FOLDER to tag, --search QUERY, or --export DIR")
-    if args.search is not None and not args.search.strip():
-        ap.error("argument --search: the query is empty")
-    cliargs.check_device(ap, args.device)
-    from core.perception.cli import open_or_create
-    from core.store.project import ProjectError
 
-    try:
-        project = open_or_create(args.project)
-    except ProjectError as e:
-        print_error(e)
-        return 1
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.folder or args.search or args.export):
+        raise cliargs.BadArgument("give a FOLDER to tag, --search QUERY, or --export DIR")
+    if args.search is not None and not args.search.strip():
+        raise cliargs.BadArgument("argument --search: the query is empty")
+    cliargs.check_device(args.device)
+    project = open_project(args.project)
     try:
         rc = 0
         if args.folder:
@@ -74,9 +69,6 @@ def cmd_tag(argv: list[str]) -> int:
         if args.export:
             rc = _export(project, args) or rc
         return rc
-    except ProjectError as e:
-        print_error(e)
-        return 1
     finally:
         project.close()
 
@@ -177,7 +169,7 @@ def _search(project: Any, query: str, k: int) -> int:
         return 1
     print(f"{len(hits)} shots for {query!r} (latent: {idx.method}):")
     for h in hits:
-        print(f"{h.score:6.3f}  {Path(h.ref.path).name}  {_ts(h.ref.start)}–{_ts(h.ref.end)}  "
+        print(f"{h.score:6.3f}  {Path(h.ref.path).name}  {clock_cs(h.ref.start)}–{clock_cs(h.ref.end)}  "
               f"{idx.describe[h.index][:100]}")
     return 0
 
@@ -195,7 +187,3 @@ def _export(project: Any, args: argparse.Namespace) -> int:
     print(f"exported {len(out.files)} files to {out.folder}")
     return 0
 
-
-def _ts(t: float) -> str:
-    m, s = divmod(max(0.0, t), 60.0)
-    return f"{int(m):02d}:{s:05.2f}" if m < 60 else f"{int(m // 60)}:{int(m % 60):02d}:{s:05.2f}"

@@ -19,14 +19,17 @@ import pytest
 
 from core.perception import ops
 from core.anomaly import AnomalyError
-from core.anomaly.cli import cmd_anomalies, experts_from_flags, parse_expert_options
+from core.anomaly.cli import experts_from_flags, parse_expert_options
 from core.anomaly.pipeline import EXPERTS_KIND, AnomalyRequest, detect_anomalies, experts_tracks, run_anomalies
 from core.anomaly.train import MODEL_KIND, load_stored_model
+from core.cli import command
 from core.jobs import HeadlessState
 from core.store.project import Project
 from core.timeline import kind_of
 from models.nn import fusion
 from models.nn.experts import ExpertCollapseWarning, ExpertsConfig
+
+cmd_anomalies = command("anomalies")  # the command as main.py runs it
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = fusion.TrainParams(steps=30, batch=16)

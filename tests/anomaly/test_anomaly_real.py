@@ -22,10 +22,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core.anomaly.cli import cmd_anomalies, parse_range, summary_line
+from core.anomaly.cli import parse_range, summary_line
 from core.anomaly.pipeline import AnomalyRequest, detect_anomalies, run_anomalies
+from core.cli import command
 from core.jobs import HeadlessState
 from core.store.project import Project
+
+cmd_anomalies = command("anomalies")  # the command as main.py runs it
 
 SIZE, FPS, RATE = (480, 270), 12, 48000
 CHAPLIN_PLANTS = [(33.0, "bus"), (44.0, "boom"), (52.0, "punch")]

@@ -6,11 +6,13 @@ import socket
 
 import pytest
 
-from core.chat.cli import cmd_chat
 from core.chat.selftest import (LADDER, QUESTIONS, Clip, SelfTestRequest, format_report, is_correct,
                                 run_selftest)
 from core.chat.session import load_chat, perceive_file
+from core.cli import command
 from core.jobs import HeadlessState
+
+cmd_chat = command("chat")  # the command as main.py runs it
 
 
 @pytest.fixture(scope="module")

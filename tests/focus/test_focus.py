@@ -454,7 +454,7 @@ def test_itm_wrong_folders_are_model_errors(tmp_path):
 
 def test_store_export_and_cli(monkeypatch, minute_video, tmp_path, capsys):
     from core.perception import ops
-    from core.focus.cli import cmd_select
+    from core.cli import command
     from core.focus.store import export_frames, store_selection
     from core.media.decode import probe
     from core.store.project import Project
@@ -477,6 +477,7 @@ def test_store_export_and_cli(monkeypatch, minute_video, tmp_path, capsys):
     assert [f["time"] for f in meta["frames"]] == [f.time for f in res.frames] and meta["scorer"] == "scripted"
     assert meta["budget"] == 40 and meta["query"] == "a bus"
 
+    cmd_select = command("select")
     rc = cmd_select([str(minute_video), "--query", "a bus", "--k", "4", "--budget-share", "0.03",
                      "--project", str(tmp_path / "cli.kestrel"), "--export", str(tmp_path / "cli")])
     out = capsys.readouterr().out.splitlines()

@@ -390,10 +390,10 @@ def test_the_cli_refuses_a_planted_trigger_in_one_line(filled: tuple[Path, dict[
     c.close()
     before = sha256(path)
     done = _child(f"""
-        from core.perception.cli import open_or_create
+        from core.cli import open_project
         from core.store.project import ProjectError
         try:
-            open_or_create({str(path)!r})
+            open_project({str(path)!r})
         except ProjectError as e:
             print(e)
     """)

@@ -61,15 +61,6 @@ class TextVectors:
     MiniLM on first use, and if that fails everything falls back to word overlap (logged once).
     """
 
-    _shared: "TextVectors | None" = None
-
-    @classmethod
-    def shared(cls) -> "TextVectors":
-        """One process-wide instance over the catalogue's MiniLM: loaded once, cache kept."""
-        if cls._shared is None:
-            cls._shared = cls()
-        return cls._shared
-
     def __init__(self, embedder: Any = None, *, load: bool = True, max_items: int = 20000) -> None:
         self._emb = embedder
         self._load = load and embedder is None
@@ -81,8 +72,8 @@ class TextVectors:
         if self._emb is None and self._load:
             self._load = False
             try:
-                from models.catalogue import load_model
-                self._emb = load_model("minilm")
+                from models.loaded import held
+                self._emb = held("minilm")
             except Exception as e:  # ModelError or a broken install: keep going on word overlap
                 log.warning("no sentence embeddings (%s); matching questions by shared words only", e)
         return self._emb
@@ -98,6 +89,15 @@ class TextVectors:
             for t, v in zip(todo, emb.embed(todo)):
                 self._cache[t] = v
         return np.stack([self._cache[t] for t in texts])
+
+
+def text_vectors(embedder: Any = None) -> TextVectors:
+    """Vectors over ``embedder``; without one, this thread's over the catalogue's MiniLM, kept by
+    :func:`models.loaded.keep` (loaded once, its cache kept from question to question)."""
+    if embedder is not None:
+        return TextVectors(embedder)
+    from models.loaded import keep
+    return keep("chat.text-vectors", TextVectors)
 
 
 # -- language ---------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core.chat import make_backend
-from core.chat.encoder import TextVectors, is_text_question
+from core.chat import make_backend, text_vectors
+from core.chat.encoder import is_text_question
 from core.chat.grounding import PerceptionLog
-from core.chat.session import ChatAnswer, ChatRequest, EncoderSettings, Eyes, answer, perceive_file
+from core.chat.session import ChatAnswer, ChatRequest, EncoderSettings, Eyes, answer, held_eyes, perceive_file
 from core.jobs import HeadlessState, JobState, SubProgress, check
 
 log = logging.getLogger(__name__)
@@ -267,8 +267,8 @@ def run_selftest(req: SelfTestRequest, state: JobState | None = None) -> SelfTes
     from core.chat.encoder import human_quality_kbps
 
     state = state or HeadlessState()
-    eyes = req.eyes or Eyes.shared()
-    vectors = TextVectors(req.embedder) if req.embedder is not None else TextVectors.shared()
+    eyes = req.eyes or held_eyes()
+    vectors = text_vectors(req.embedder)
     qs = [q for q in req.questions if q.clip in req.clips]
     rungs = ([UNCOMPRESSED] if req.baseline else []) + list(req.ladder)
     report = SelfTestReport(str(getattr(req.backend, "name", "model")), [], None)

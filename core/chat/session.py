@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from core.chat import text_vectors
 from core.chat.encoder import (EncodedFrame, MachineEncoder, RegionScorer, Seen, TextVectors, human_quality_kbps,
                                seen_from)
 from core.chat.grounding import (Citation, Grounding, LogLine, PerceptionLog, citations, fmt_time,
@@ -54,19 +55,10 @@ class EncoderSettings:
 class Eyes:
     """Perception on the frames the model receives (decoded from the low-bitrate stream).
 
-    The detector (SSD) is loaded on first use; OCR only when a question needs reading text.
-    Either may be given (tests pass their own), and either failing to load is a note, not an
+    The detector (SSD) is loaded on first use; OCR only when a question needs reading text
+    (both held by :mod:`models.loaded`). Either may be given (tests pass their own), and either failing to load is a note, not an
     error: the answer then rests on the log alone.
     """
-
-    _shared: "Eyes | None" = None
-
-    @classmethod
-    def shared(cls) -> "Eyes":
-        """One process-wide pair of catalogue models, loaded on first use."""
-        if cls._shared is None:
-            cls._shared = cls()
-        return cls._shared
 
     def __init__(self, detector: Any = None, reader: Any = None) -> None:
         self.detector, self.reader = detector, reader
@@ -78,9 +70,10 @@ class Eyes:
             return getattr(self, what)
         self._tried.add(what)
         if getattr(self, what) is None:
-            from models.catalogue import ModelError, load_model
+            from models.catalogue import ModelError
+            from models.loaded import held
             try:
-                setattr(self, what, load_model("ssd-mobilenet-v2-coco" if what == "detector" else "rapidocr"))
+                setattr(self, what, held("ssd-mobilenet-v2-coco" if what == "detector" else "rapidocr"))
             except ModelError as e:
                 self.notes.append(f"no {'detection' if what == 'detector' else 'text reading'} on the frames: {e}")
         return getattr(self, what)
@@ -95,6 +88,12 @@ class Eyes:
         if read_text and (ocr := self._load("reader")) is not None:
             out += seen_from(texts=ocr.read(image))
         return out
+
+
+def held_eyes() -> Eyes:
+    """This thread's eyes over the catalogue's detector and OCR, kept by :func:`models.loaded.keep`."""
+    from models.loaded import keep
+    return keep("chat.eyes", Eyes)
 
 
 @dataclass
@@ -198,7 +197,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         ans.notes.append(note)
     at = req.at if req.at is not None else (frames[-1][0] if frames else (req.log.span[1] if req.log else 0.0))
     ans.at = at
-    index = req.vectors or (TextVectors(req.embedder) if req.embedder is not None else TextVectors.shared())
+    index = req.vectors or text_vectors(req.embedder)
     enc = req.encoder.make(RegionScorer(index))
     base_log = req.log or PerceptionLog()
     sent: list[EncodedFrame] = []
@@ -227,7 +226,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     eye_lines: list[LogLine] = []
     # always, a VLM included: its frames' perception is grounding too, and a server that turns
     # out to refuse images still gets what the frames showed
-    eyes = req.eyes or Eyes.shared()
+    eyes = req.eyes or held_eyes()
     for i, f in enumerate(to_model):  # text is read in the latest two frames (OCR is the slow part)
         seen = eyes.look(f.decoded_image, read_text=g_probe.text_question and i >= len(to_model) - 2)
         _add_seen(eyes_log, f, seen)

@@ -1,4 +1,5 @@
-"""Operations on media and projects that the GUI and the CLI share (Qt-free).
+"""Operations on media and projects that the GUI and the CLI share (Qt-free): perception's
+storage and reuse (:mod:`core.perception`), and probing, frame index, waveform and tracks.
 
 Jobs here have the ``fn(request, state)`` form. Functions taking a ``Project`` are meant
 to run on the database worker; the others on the I/O or compute workers.

@@ -1,4 +1,5 @@
-"""What the player draws over the picture: boxes at the playhead, filtered (Qt-free).
+"""What the player draws over the picture: boxes at the playhead, filtered (Qt-free; perception's
+results, :mod:`core.perception`).
 
 Boxes come from the timeline's hidden "boxes" tracks (one per model run): each item is
 one detection at a sampled time, valid until the next sample, with its box in the pixels

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QVBoxLayout, QWidget)
 
 from core.errors import describe
-from core.session import format_time
+from core.timefmt import timecode
 
 log = logging.getLogger(__name__)
 CONTEXT_S = 3.0
@@ -195,7 +195,7 @@ class AnomalyPanel(QWidget):
                 q = QImage(img.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
                 icon.setIcon(QIcon(QPixmap.fromImage(q)))
             icon.setData(Qt.ItemDataRole.UserRole, r)
-            cells = [icon, _num(format_time(ev.start), ev.start), _num(f"{ev.peak:.2f}", ev.peak),
+            cells = [icon, _num(timecode(ev.start), ev.start), _num(f"{ev.peak:.2f}", ev.peak),
                      _why(ev),
                      QTableWidgetItem(ev.feedback or "")]
             for c, it in enumerate(cells):
@@ -289,7 +289,7 @@ class AnomalyPanel(QWidget):
         kind, ev = payload
         if kind != "opened":
             return
-        self.banner.setText(f"⚠ {format_time(ev.start)}  {ev.label}  (score {ev.peak:.2f})")
+        self.banner.setText(f"⚠ {timecode(ev.start)}  {ev.label}  (score {ev.peak:.2f})")
         self.banner.show()
         self.events.append(ev)
         self._set_events(self.events)

@@ -1,4 +1,5 @@
-"""Perception views: the detections panel, the analysis dialog and the models dialog."""
+"""Perception views (:mod:`core.perception`; the ``analyze`` command runs the same job): the
+detections panel, the analysis dialog and the models dialog."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
 
 from core.perception.analysis import AUDIO_TASKS, DEFAULT_MODELS, VISUAL_TASKS
 from core.perception.overlay import OverlayModel
-from core.session import MediaSession, format_time
+from core.session import MediaSession
+from core.timefmt import timecode
 from gui.views.player import label_color
 
 TASK_TITLES = {"detect": "objects", "faces": "faces", "ocr": "on-screen text", "image-tags": "scene tags",
@@ -51,7 +53,7 @@ class DetectionsModel(QAbstractTableModel):
             track = it.data.get("track")
             text = it.data.get("text")
             label = f"text “{text[:40]}”" if isinstance(text, str) else it.label
-            return (format_time(it.start), label, f"{it.confidence:.2f}",
+            return (timecode(it.start), label, f"{it.confidence:.2f}",
                     "" if track is None else f"#{track}", source)[c]
         if role == Qt.ItemDataRole.ForegroundRole and c == 1:
             return label_color(it.label)
@@ -165,7 +167,7 @@ class AnalysisDialog(QDialog):
         self.range = QComboBox()
         self.range.addItem("whole file", None)
         if view is not None:
-            self.range.addItem(f"visible range {format_time(view[0])} – {format_time(view[1])}", view)
+            self.range.addItem(f"visible range {timecode(view[0])} – {timecode(view[1])}", view)
         self.device = QComboBox()
         for d, text in (("auto", "automatic (CUDA when present)"), ("cpu", "CPU"), ("cuda", "CUDA GPU")):
             self.device.addItem(text, d)

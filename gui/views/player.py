@@ -13,7 +13,8 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSizePolicy, QSlider, QStyle
 
 from core.media.decode import Frame
 from core.perception.overlay import OverlayModel
-from core.session import MediaSession, format_time
+from core.session import MediaSession
+from core.timefmt import timecode
 from gui.tasks import FrameFetcher
 from gui.views.timeline import label_color
 
@@ -239,7 +240,7 @@ class PlayerView(QWidget):
         """A frame from a camera or stream (live mode: no seeking, the clock is the stream's)."""
         self.live = True
         self.canvas.set_frame(image)
-        self.time_label.setText(f"LIVE {format_time(t)}")
+        self.time_label.setText(f"LIVE {timecode(t)}")
         self.frame_label.setText("")
         self.frame_shown.emit(t)
 
@@ -263,7 +264,7 @@ class PlayerView(QWidget):
 
     def _update_labels(self, t: float) -> None:
         s = self.session
-        self.time_label.setText(f"{format_time(t)} / {format_time(s.duration)}")
+        self.time_label.setText(f"{timecode(t)} / {timecode(s.duration)}")
         if s.info is not None and s.info.has_video:
             total = len(s.frame_times) if s.frame_times is not None else None
             n = s.frame_number(t)

@@ -7,7 +7,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem
 
 from core.media.decode import decode_thumbs
-from core.session import format_time
+from core.timefmt import timecode
 
 THUMB = QSize(160, 90)
 
@@ -35,7 +35,7 @@ class ThumbStrip(QListWidget):
         self.clear()
         self._items = {}
         for t, caption in sorted(frames):
-            it = QListWidgetItem(f"{format_time(t)}\n{caption}")
+            it = QListWidgetItem(f"{timecode(t)}\n{caption}")
             it.setData(Qt.ItemDataRole.UserRole, float(t))
             it.setSizeHint(QSize(THUMB.width() + 12, THUMB.height() + 40))
             self.addItem(it)
@@ -50,7 +50,7 @@ class ThumbStrip(QListWidget):
         self.clear()
         self._items = {}
         for t, caption, _img in sorted(frames, key=lambda f: f[0]):
-            it = QListWidgetItem(f"{format_time(t)}\n{caption}")
+            it = QListWidgetItem(f"{timecode(t)}\n{caption}")
             it.setData(Qt.ItemDataRole.UserRole, float(t))
             it.setSizeHint(QSize(THUMB.width() + 12, THUMB.height() + 40))
             self.addItem(it)

@@ -11,7 +11,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
-from core.session import MediaSession, format_time
+from core.session import MediaSession
+from core.timefmt import timecode
 from core.timeline import Item, Track
 
 HEADER_W = 150
@@ -50,7 +51,7 @@ def tick_step(span: float, pixels: int, min_px: int = 80) -> float:
 
 
 def tick_label(t: float, step: float) -> str:
-    s = format_time(t)
+    s = timecode(t)
     if s.startswith("00:"):
         s = s[3:]
     return s if step < 1 else s[:-4]
@@ -176,7 +177,7 @@ class TimelineView(QWidget):
                 p.drawText(QPointF(x + 3, RULER_H - 10), tick_label(t, step))
         p.setPen(DIM)
         p.drawText(QRectF(8, 0, HEADER_W - 12, RULER_H), Qt.AlignmentFlag.AlignVCenter,
-                   f"{format_time(t1 - t0)} shown")
+                   f"{timecode(t1 - t0)} shown")
 
     def _paint_track(self, p: QPainter, tr: Track, y: float, h: float) -> None:
         t0, t1 = self.session.view
@@ -256,7 +257,7 @@ class TimelineView(QWidget):
             QToolTip.hideText()
             return
         tr, it = hit
-        span = format_time(it.start) + ("" if it.is_marker else f" – {format_time(it.end)}")
+        span = timecode(it.start) + ("" if it.is_marker else f" – {timecode(it.end)}")
         run = f"\nrun #{it.run_id}" if it.run_id is not None else ""
         QToolTip.showText(ev.globalPosition().toPoint(),
                           f"<b>{it.label or tr.style.title}</b><br>{span}<br>"

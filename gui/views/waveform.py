@@ -9,7 +9,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from core.session import MediaSession, format_time
+from core.session import MediaSession
+from core.timefmt import timecode
 from core.media.waveform import PeakPyramid, read_samples
 from gui.tasks import TaskManager
 from gui.views.timeline import HEADER_W
@@ -27,7 +28,7 @@ class TimeAxis(pg.AxisItem):
     def tickStrings(self, values, scale, spacing):
         out = []
         for v in values:
-            s = format_time(max(0.0, v))
+            s = timecode(max(0.0, v))
             s = s[3:] if s.startswith("00:") else s
             out.append(s if spacing < 1 else s[:-4])
         return out
@@ -109,7 +110,7 @@ class WaveformView(QWidget):
         if pyr.approximate:
             self.label.setText("quick overview — exact peaks are being computed…")
         elif not pyr.complete:
-            self.label.setText(f"computing peaks… {format_time(pyr.duration)}")
+            self.label.setText(f"computing peaks… {timecode(pyr.duration)}")
         else:
             a = self.session.info.audio if self.session.info else None
             self.label.setText(f"{a.codec} {a.sample_rate} Hz, {a.channels} ch" if a else "")

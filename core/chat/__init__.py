@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from core.timefmt import clock
+
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
@@ -185,18 +187,11 @@ def _describe(s: Seen) -> str:
     return f"a {s.label}"
 
 
-# -- times: how the model is asked to cite them, and how they are found in its answer ------
-
-def fmt_time(t: float) -> str:
-    """``mm:ss`` (``h:mm:ss`` past an hour): the form the model is asked to cite."""
-    t = max(0.0, t)
-    h, rest = divmod(int(round(t)), 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
+# -- times: how the model is asked to cite them (core.timefmt.clock), and how they are found in its answer
 
 def fmt_span(a: float, b: float) -> str:
-    return f"[{fmt_time(a)}]" if round(b) <= round(a) else f"[{fmt_time(a)}–{fmt_time(b)}]"
+    """``[mm:ss]`` or ``[mm:ss–mm:ss]`` (:func:`core.timefmt.clock`): a span as the model is asked to cite it."""
+    return f"[{clock(a)}]" if round(b) <= round(a) else f"[{clock(a)}–{clock(b)}]"
 
 
 TIME_RE = re.compile(r"\[?\b(?:(\d{1,2}):)?(\d{1,2}):(\d{2})\b"

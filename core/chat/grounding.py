@@ -18,8 +18,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from core.chat import (STOP, SYNONYMS, TIME_RE, Citation, TextVectors, citations, fmt_span, fmt_time,  # noqa: F401
+from core.chat import (STOP, SYNONYMS, TIME_RE, Citation, TextVectors, citations, fmt_span,  # noqa: F401
                        is_text_question, language_of, plural, question_words)
+from core.timefmt import clock
 
 Box = tuple[float, float, float, float]
 OBJECT_KINDS = ("object", "face")
@@ -380,7 +381,7 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
             else "open")
     g = Grounding(question, at, kind, labels, text_question=is_text_question(question),
                   language=language_of(question))
-    win = f"{fmt_time(t0)}–{fmt_time(t_end)}"
+    win = f"{clock(t0)}–{clock(t_end)}"
     for label in labels[:2]:
         spans = log.presence(label, t0, t_end + log.step)
         name = plural(label, 2)
@@ -389,12 +390,12 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
             most = max((n for _s, _e, n in spans), default=0)
             if now is not None:
                 n, ft = now
-                g.facts.append(Fact("count", f"At [{fmt_time(ft)}] perception counts {n} {plural(label, n)} "
+                g.facts.append(Fact("count", f"At [{clock(ft)}] perception counts {n} {plural(label, n)} "
                                     f"in the frame.", n, (ft,)))
-                g.direct = g.direct or f"{n} {plural(label, n)} at [{fmt_time(ft)}] (counted by Kestrel " \
+                g.direct = g.direct or f"{n} {plural(label, n)} at [{clock(ft)}] (counted by Kestrel " \
                                        f"from the detector log)."
             g.facts.append(Fact("count" if now is None else "max", f"Most {name} seen at once between "
-                                f"[{fmt_time(t0)}] and [{fmt_time(t_end)}]: {most}.", most))
+                                f"[{clock(t0)}] and [{clock(t_end)}]: {most}.", most))
             if now is None:
                 g.direct = g.direct or f"At most {most} {plural(label, most)} at once in {win} (counted by " \
                                        f"Kestrel from the detector log)."
@@ -402,27 +403,27 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
             total = sum(e - s for s, e, _n in spans)
             parts = ", ".join(fmt_span(s, e) for s, e, _ in spans) or "never"
             g.facts.append(Fact("duration", f"{label} visible for {total:.0f} s in total between "
-                                f"[{fmt_time(t0)}] and [{fmt_time(t_end)}]: {parts}.", total,
+                                f"[{clock(t0)}] and [{clock(t_end)}]: {parts}.", total,
                                 tuple(x for s, e, _ in spans for x in (s, e))))
             g.direct = g.direct or (f"The {label} was visible for about {total:.0f} s ({parts})." if spans
                                     else f"No {label} was seen in {win}.")
         elif kind == "when":
             if spans:
                 first, last = spans[0][0], spans[-1][1]
-                g.facts.append(Fact("when", f"{label} first seen at [{fmt_time(first)}], last seen at "
-                                    f"[{fmt_time(last)}] ({len(spans)} appearance(s)).", None, (first, last)))
-                g.direct = g.direct or (f"The {label} was last seen at [{fmt_time(last)}]." if LEAVE.search(question)
-                                        else f"The {label} first appeared at [{fmt_time(first)}].")
+                g.facts.append(Fact("when", f"{label} first seen at [{clock(first)}], last seen at "
+                                    f"[{clock(last)}] ({len(spans)} appearance(s)).", None, (first, last)))
+                g.direct = g.direct or (f"The {label} was last seen at [{clock(last)}]." if LEAVE.search(question)
+                                        else f"The {label} first appeared at [{clock(first)}].")
             else:
                 g.facts.append(Fact("when", f"No {label} was seen in {win}."))
         elif kind == "presence":
             now = log.count_at(label, t_end)
             if now is not None and now[0] > 0:
-                g.facts.append(Fact("presence", f"Yes: at [{fmt_time(now[1])}] perception sees {now[0]} "
+                g.facts.append(Fact("presence", f"Yes: at [{clock(now[1])}] perception sees {now[0]} "
                                     f"{plural(label, now[0])}.", now[0], (now[1],)))
             elif spans:
                 g.facts.append(Fact("presence", f"{label} seen earlier: " + ", ".join(
-                    fmt_span(s, e) for s, e, _ in spans[-3:]) + f"; not at [{fmt_time(t_end)}].", 0,
+                    fmt_span(s, e) for s, e, _ in spans[-3:]) + f"; not at [{clock(t_end)}].", 0,
                                     tuple(s for s, _e, _n in spans[-3:])))
             else:
                 g.facts.append(Fact("presence", f"No: perception saw no {label} in {win}.", 0))
@@ -430,9 +431,9 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
         g.kind = "open"
     best = best_text(question, log, t0, t_end + log.step, index) if g.text_question else None
     if best:
-        g.facts.append(Fact("text", f'The text reads "{best[0]}" (read in the frame at [{fmt_time(best[1])}]).',
+        g.facts.append(Fact("text", f'The text reads "{best[0]}" (read in the frame at [{clock(best[1])}]).',
                             None, (best[1],)))
-        g.direct = g.direct or f'The text reads "{best[0]}" [{fmt_time(best[1])}].'
+        g.direct = g.direct or f'The text reads "{best[0]}" [{clock(best[1])}].'
     lines = log.lines(max(0.0, t0 - window_s), t_end + log.step) + list(extra_lines)
     if best:  # the other OCR lines only tempt a small model into quoting the wrong one
         words = set(best[0].lower().split())

@@ -21,9 +21,10 @@ import numpy as np
 from core.chat import text_vectors
 from core.chat.encoder import (EncodedFrame, MachineEncoder, RegionScorer, Seen, TextVectors, human_quality_kbps,
                                seen_from)
-from core.chat.grounding import (Citation, Grounding, LogLine, PerceptionLog, citations, fmt_time,
+from core.chat.grounding import (Citation, Grounding, LogLine, PerceptionLog, citations,
                                  ground, position, reconcile)
 from core.jobs import JobState
+from core.timefmt import clock
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +419,7 @@ def _frame_line(f: EncodedFrame, seen: list[Seen]) -> LogLine:
     what = ", ".join(parts) or "nothing perception recognises"
     if texts:
         what += "; text " + ", ".join(texts)
-    body = f"[{fmt_time(f.time)}] frame given to the model ({f.size[0]}×{f.size[1]}) shows: {what}"
+    body = f"[{clock(f.time)}] frame given to the model ({f.size[0]}×{f.size[1]}) shows: {what}"
     return LogLine(f.time, f.time, "frame", "frame", body)
 
 
@@ -434,8 +435,8 @@ def _prompt(g: Grounding, lines: list[LogLine], images: list[Any]) -> list[dict[
         parts.append("Facts computed from the perception log:\n" + "\n".join(f"- {f.text}" for f in g.facts))
     parts.append("Log lines (time, what perception found):\n" + ("\n".join(ln.text for ln in lines) or "(none)"))
     if images:
-        parts.append("Frames attached, in order, at " + ", ".join(f"[{fmt_time(i.time)}]" for i in images) + ".")
-    when = f" (asked at [{fmt_time(g.at)}])" if g.at is not None else ""
+        parts.append("Frames attached, in order, at " + ", ".join(f"[{clock(i.time)}]" for i in images) + ".")
+    when = f" (asked at [{clock(g.at)}])" if g.at is not None else ""
     lang = "" if g.language == "en" else " Answer in the language of the question."
     parts.append(f"Question{when}: {g.question}{lang}")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushB
 from core.chat import make_backend
 from core.chat.live import LivePerception, LiveStreamMeter, StreamRate
 from core.errors import describe
-from core.session import format_time
+from core.timefmt import timecode
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class ChatPanel(QWidget):
         self.frames_override = sorted(times)
         self.question.setFocus()
         self._add(f"<i>next question is about {len(times)} selected frame(s) from "
-                            f"{format_time(times[0])}</i>")
+                            f"{timecode(times[0])}</i>")
 
     def ask(self) -> None:
         q = self.question.text().strip()
@@ -202,7 +202,7 @@ class ChatPanel(QWidget):
                 return
         self.question.clear()
         when = self.bench.live.last_time if self.bench.live.running else (self._at() or 0)
-        self._add(f"<p><b>You</b> <span style='color:#888'>[{format_time(when)}]</span>: "
+        self._add(f"<p><b>You</b> <span style='color:#888'>[{timecode(when)}]</span>: "
                             f"{html.escape(q)}</p>")
         self.ask_btn.setEnabled(False)
         self.stop_btn.setEnabled(True)
@@ -280,7 +280,7 @@ class ChatPanel(QWidget):
             extra.append(html.escape(ans.error))
         if ans.corrected:
             extra.append("; ".join(ans.notes) or "corrected from the perception log")
-        seen = ", ".join(f"<a href='t:{t}'>{format_time(t)[3:]}</a>" for t in ans.frames_seen[:6])
+        seen = ", ".join(f"<a href='t:{t}'>{timecode(t)[3:]}</a>" for t in ans.frames_seen[:6])
         note = f"<br><span style='color:#999'>{'; '.join(extra)}</span>" if extra else ""
         self._add(f"<p><b>Kestrel</b> ({html.escape(ans.model)}): {body}{note}<br>"
                             f"<span style='color:#888'>saw {seen or 'no frames'} · {ans.kbps:.1f} kbps · "

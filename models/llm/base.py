@@ -105,3 +105,11 @@ def messages_tokens(messages: Sequence[dict[str, Any]]) -> int:
         n += 4 + (estimate_tokens(c) if isinstance(c, str) else sum(
             estimate_tokens(p.get("text", "")) for p in c if isinstance(p, dict)))
     return n
+
+
+def mmss(t: float) -> str:
+    """``mm:ss`` (``h:mm:ss`` past an hour), whole seconds: how a frame's time is written for the
+    model, the form it is asked to cite (core.timefmt.clock; models/ does not import core)."""
+    m, s = divmod(int(round(max(0.0, t))), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

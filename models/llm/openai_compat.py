@@ -23,7 +23,8 @@ import time
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from models.llm.base import ChatImage, LLMError, StopLike, Timing, _Flag, stopped
+from models.errors import KestrelError
+from models.llm.base import ChatImage, LLMError, StopLike, Timing, _Flag, mmss, stopped
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class OpenAICompatLLM:
             text = msgs[last].get("content", "")
             parts: list[dict[str, Any]] = [{"type": "text", "text": text if isinstance(text, str) else ""}]
             for im in images:
-                parts.append({"type": "text", "text": f"Frame at [{_mmss(im.time)}]:"})
+                parts.append({"type": "text", "text": f"Frame at [{mmss(im.time)}]:"})
                 parts.append({"type": "image_url", "image_url": {"url": im.data_url()}})
             msgs[last] = {"role": "user", "content": parts}
         return json.dumps({"model": self.model, "messages": msgs, "stream": True, "max_tokens": int(max_tokens),
@@ -303,12 +304,12 @@ class OpenAICompatLLM:
         return f"The chat server at {self.base_url} answered {status}: {detail}"
 
 
-class _ImagesRefused(Exception):
-    pass
+class _ImagesRefused(KestrelError):
+    """The server refused the images (caught here: the request is sent again without them)."""
 
 
-class _Stopped(Exception):
-    pass
+class _Stopped(KestrelError):
+    """The analyst stopped the answer while the request was on its way (caught here)."""
 
 
 def _delta(obj: Any) -> str | None:
@@ -340,9 +341,3 @@ def _msg(err: Any) -> str:
 
 def _excerpt(raw: bytes, n: int) -> str:
     return " ".join(raw[: n * 2].decode("utf-8", "replace").split())[:n]
-
-
-def _mmss(t: float) -> str:
-    m, s = divmod(int(round(max(0.0, t))), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

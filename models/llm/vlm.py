@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from models.backends.hfconfig import check_loaded_weights
 from models.catalogue import ModelError, ModelSpec
-from models.llm.base import ChatImage, LLMError, StopLike, Timing, _Flag, stopped
+from models.llm.base import ChatImage, LLMError, StopLike, Timing, _Flag, mmss, stopped
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,13 @@ class TransformersVLM:
         if template:
             content: list[dict[str, Any]] = []
             for im in images:
-                content += [{"type": "text", "text": f"Frame at [{_mmss(im.time)}]:"}, {"type": "image"}]
+                content += [{"type": "text", "text": f"Frame at [{mmss(im.time)}]:"}, {"type": "image"}]
             content.append({"type": "text", "text": text})
             prompt = self.processor.apply_chat_template([{"role": "user", "content": content}],
                                                         add_generation_prompt=True, tokenize=False)
         else:
             mark = getattr(self.processor, "image_token", None) or "<image>"
-            frames = "".join(f"Frame at [{_mmss(im.time)}]: {mark}\n" for im in images)
+            frames = "".join(f"Frame at [{mmss(im.time)}]: {mark}\n" for im in images)
             prompt = f"USER: {frames}{text}\nASSISTANT:"
         kw: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         if pics:
@@ -155,8 +155,3 @@ def _eos_ids(model: Any, tok: Any) -> set[int]:
         elif isinstance(v, (list, tuple)):
             out.update(int(x) for x in v)
     return out
-
-
-def _mmss(t: float) -> str:
-    m, s = divmod(int(round(max(0.0, t))), 60)
-    return f"{m:02d}:{s:02d}"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from core.chat import language_of, question_words
-from core.chat.grounding import (PerceptionLog, citations, fmt_time, ground, reconcile, retrieve)
+from core.chat.grounding import PerceptionLog, citations, ground, reconcile, retrieve
+from core.timefmt import clock as fmt_time
 from core.timeline import Item, Track
 from models.types import Detection, TextRegion
 

@@ -47,6 +47,15 @@ def factory_for(name: str, given: FFNFactory | None = None) -> FFNFactory:
     return factory
 
 
+def refuse_other_ffn(stored: str, given: FFNFactory, what: str, retrain: str) -> None:
+    """A checkpoint of ``stored`` FFN blocks is not loaded into ``given`` blocks (``what``: "anomaly
+    model"; ``retrain``: "retrain the model", "retrain it")."""
+    asked = ffn_name_of(given)
+    if asked != stored:
+        raise CheckpointError(f"this {what} was trained with {stored!r} feed-forward blocks, but {asked!r} blocks were "
+                              f"asked for: {retrain} with {asked!r} blocks (or load it with {stored!r}).")
+
+
 def stored_ffn_factory(name: str, experts: dict[str, Any]) -> FFNFactory:
     """The factory a checkpoint's stored expert config (``factory.config``) makes, checked
     against the FFN name it recorded — so a non-default mixture (``anyexperts-1a2b3c4d``)
@@ -67,14 +76,15 @@ def stored_ffn_factory(name: str, experts: dict[str, Any]) -> FFNFactory:
 
 # -- stored configs --------------------------------------------------------------------------
 
-def check_arch(d: Any, arch: str, version: int, what: str, retrain: str) -> None:
-    """Refuse a stored config of another architecture or layout version (``what``: "model",
-    "multimodal model"; ``retrain``: what the message tells the analyst to do)."""
+def stored_config(cls: Any, d: Any, arch: str, version: int, what: str, retrain: str = "retrain it") -> Any:
+    """The config dataclass ``cls`` a checkpoint stored as ``d``; refuses another architecture or
+    layout version (``what``: "model", "multimodal model"; ``retrain``: what the analyst should do)."""
     if d.get("arch") != arch:
         raise CheckpointError(f"the stored model is a {d.get('arch')!r}, not a {arch}; retrain it.")
     if int(d.get("arch_version", -1)) != version:
         raise CheckpointError(f"the stored {what} has layout version {d.get('arch_version')}; this Kestrel "
                               f"reads version {version}: {retrain}.")
+    return config_from_fields(cls, d, what)
 
 
 def config_from_fields(cls: Any, d: Any, what: str) -> Any:
@@ -113,6 +123,22 @@ def total_aux_loss(net: Any) -> Any:
 
     terms = [m.aux_loss for m in net.modules() if m is not net and torch.is_tensor(getattr(m, "aux_loss", None))]
     return sum(terms) if terms else None
+
+
+def train_step(net: Any, opt: Any, sched: Any, loss: Any, aux_weight: float) -> float:
+    """One optimiser step on ``loss`` plus ``aux_weight`` times the FFN modules' aux_loss (gradients
+    clipped to norm 1); returns the loss it stepped on."""
+    import torch
+
+    aux = net.collect_aux_loss()
+    if aux is not None:
+        loss = loss + aux_weight * aux
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return float(loss.detach())
 
 
 # -- checkpoints (safetensors + JSON, never pickle) ------------------------------------------

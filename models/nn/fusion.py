@@ -39,9 +39,10 @@ from typing import Any, Callable
 import numpy as np
 
 from models.loaded import limit_threads
-from models.nn.common import (CheckpointError, TrainSettings, check_arch, config_from_fields,  # noqa: F401
-                              ensure_known, factory_for, ffn_factory, header_metadata, load_checked, param_count,
-                              state_bytes, stored_ffn_factory, total_aux_loss)
+from models.nn.common import (CheckpointError, TrainSettings, config_from_fields, ensure_known,  # noqa: F401
+                              factory_for, ffn_factory, header_metadata, load_checked, param_count,
+                              refuse_other_ffn, state_bytes, stored_config, stored_ffn_factory, total_aux_loss,
+                              train_step)
 from models.nn.ffn import _FFN, FFNFactory, dense_ffn, ffn_name_of, ffn_names, register_ffn  # noqa: F401
 
 ARCH = "kestrel-av-fusion"
@@ -78,8 +79,7 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FusionConfig":
-        check_arch(d, ARCH, ARCH_VERSION, "model", "retrain it on the normal footage")
-        return config_from_fields(cls, d, "model")
+        return stored_config(cls, d, ARCH, ARCH_VERSION, "model", "retrain it on the normal footage")
 
 
 @dataclass(frozen=True)
@@ -254,15 +254,7 @@ def _fit(net, video, audio, params, segment, progress, check) -> dict[str, Any]:
         pad_t = torch.as_tensor(pad)
         rv, ra = net(v, a, mv_t, ma_t, pad_t)
         loss = _masked_mse(torch, rv, v_all[it], mv_t & ~pad_t) + _masked_mse(torch, ra, a_all[it], ma_t & ~pad_t)
-        aux = net.collect_aux_loss()
-        if aux is not None:
-            loss = loss + params.aux_weight * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(train_step(net, opt, sched, loss, params.aux_weight))
         if progress is not None and (step % 10 == 0 or step == params.steps - 1):
             progress((step + 1) / params.steps, float(np.mean(losses[-10:])))
     net.eval()
@@ -390,11 +382,7 @@ def from_bytes(blob: bytes, config: dict[str, Any], ffn_factory: FFNFactory | No
 
     cfg = FusionConfig.from_dict(dict(config.get("net", {})))
     if ffn_factory is not None:
-        asked = ffn_name_of(ffn_factory)
-        if asked != cfg.ffn:
-            raise CheckpointError(
-                f"this anomaly model was trained with {cfg.ffn!r} feed-forward blocks, but {asked!r} blocks "
-                f"were asked for: retrain the model with {asked!r} blocks (or load it with {cfg.ffn!r}).")
+        refuse_other_ffn(cfg.ffn, ffn_factory, "anomaly model", "retrain the model")
     elif config.get("experts"):
         ffn_factory = stored_ffn_factory(cfg.ffn, config["experts"])
     elif cfg.ffn.startswith(("moe-topk", "anyexperts")):

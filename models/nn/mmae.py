@@ -19,7 +19,7 @@ Per-modality normalisation (mean/std over present rows) is computed by :func:`fi
 in the checkpoint (as buffers beside the weights). Non-finite values become 0 after
 normalising; a row with no finite value counts as missing.
 
-Feed-forward blocks come from the registry (:mod:`models.nn.ffn`, looked up by :mod:`models.nn.common`) (``factory(dim, hidden)``,
+Feed-forward blocks come from the registry in :mod:`models.nn.ffn` (``factory(dim, hidden)``,
 default ``"dense"``), so a mixture-of-experts registered there plugs into MMAE's encoders and
 decoders too; a module's ``aux_loss`` is added to the training loss. A checkpoint names its FFN
 type and is refused (:class:`~models.nn.common.CheckpointError`) when asked to load into another.
@@ -38,10 +38,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from models.loaded import limit_threads
-from models.nn.common import (CheckpointError, TrainSettings, check_arch, config_from_fields, factory_for,
-                              header_metadata, load_checked, param_count, state_bytes, stored_ffn_factory,
-                              total_aux_loss)
-from models.nn.ffn import FFNFactory, ffn_name_of, ffn_names
+from models.nn.common import (CheckpointError, TrainSettings, factory_for, header_metadata, load_checked,
+                              param_count, refuse_other_ffn, state_bytes, stored_config, stored_ffn_factory,
+                              total_aux_loss, train_step)
+from models.nn.ffn import FFNFactory, ffn_names
 
 ARCH = "kestrel-mmae"
 ARCH_VERSION = 1
@@ -123,8 +123,7 @@ class MMAEConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "MMAEConfig":
-        check_arch(d, ARCH, ARCH_VERSION, "multimodal model", "retrain it")
-        return config_from_fields(cls, d, "multimodal model")
+        return stored_config(cls, d, ARCH, ARCH_VERSION, "multimodal model")
 
 
 @dataclass(frozen=True)
@@ -399,15 +398,7 @@ def _fit(net, xs, pres, usable, params: TrainParams, progress, check) -> dict[st
                 x_in = x
             _, recs, _ = net(x_in, vis)
             loss = sum(((r - t) ** 2 * w).sum() / w.sum().clamp(min=1.0) for r, t, w in zip(recs, x, e))
-            aux = net.collect_aux_loss()
-            if aux is not None:
-                loss = loss + params.aux_weight * aux
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            run += float(loss.detach()) * len(idx)
+            run += train_step(net, opt, sched, loss, params.aux_weight) * len(idx)
             step += 1
         history.append(run / n)
         if progress is not None:
@@ -605,11 +596,7 @@ def from_bytes(blob: bytes, ffn_factory: FFNFactory | None = None) -> Any:
     info = checkpoint_info(blob)
     cfg = MMAEConfig.from_dict(info["net"])
     if ffn_factory is not None:
-        asked = ffn_name_of(ffn_factory)
-        if asked != cfg.ffn:
-            raise CheckpointError(
-                f"this multimodal model was trained with {cfg.ffn!r} feed-forward blocks, but {asked!r} blocks were "
-                f"asked for: retrain it with {asked!r} blocks (or load it with {cfg.ffn!r}).")
+        refuse_other_ffn(cfg.ffn, ffn_factory, "multimodal model", "retrain it")
     experts = info.get("experts") or (info.get("provenance") or {}).get("experts")
     if experts:  # a mixture's settings (budget, K, rho…) must be the ones its name stands for
         stored = stored_ffn_factory(cfg.ffn, experts)

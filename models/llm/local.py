@@ -9,7 +9,7 @@ in code, and the perception of the encoded frames as its eyes (``sees_images = F
 The six parts are concatenated once, in order, into ``$KESTREL_MODEL_CACHE/qwen2.5-0.5b/
 model.gguf`` (default ``~/.cache/kestrel/models``): built in a temporary folder, checked
 against the catalogue's size and sha256, renamed into place — the same routine as the
-split Whisper model (:func:`models.backends.asr.assemble_split_model`).
+split Whisper model (:func:`models.weights.assemble_split_model`).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 
 from models.catalogue import CATALOGUE_DIR, ModelError, ModelSpec, locate
 from models.llm.base import ChatImage, LLMError, StopLike, Timing, _Flag, stopped
+from models.weights import assemble_split_model
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def catalogue_spec(name: str = CATALOGUE_NAME) -> ModelSpec:
 
 def model_file(spec: ModelSpec | None = None) -> Path:
     """The assembled GGUF, built on first use; ModelError says which package is missing."""
-    from models.backends.asr import assemble_split_model
-
     spec = spec or catalogue_spec()
     avail = locate(spec)
     if not avail.available:

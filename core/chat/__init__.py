@@ -234,11 +234,15 @@ def plural(label: str, n: int) -> str:
     return {"person": "people", "bus": "buses", "face": "faces"}.get(label, label + "s")
 
 
-def make_backend(request: tuple[str, str, str], state):
-    """Job: load the chosen model (seconds for the local GGUF; a server is only configured)."""
+def make_backend(request: tuple[str, str, str], state: Any = None, **server: Any):
+    """Job: load the chosen model (seconds for the local GGUF; a server is only configured).
+
+    ``request``: (kind, url, model) — "local" for the embedded model, "server" for ``model`` on the
+    OpenAI-compatible server at ``url``; ``server``: more options for the server's client
+    (``key_env``, ``read_timeout``: the command line's flags). The one place a backend is chosen."""
     kind, url, model = request
     if kind == "server":
         from models.llm.openai_compat import OpenAICompatLLM
-        return OpenAICompatLLM(url, model)
+        return OpenAICompatLLM(url, model, **server)
     from models.catalogue import load_model
     return load_model("qwen2.5-0.5b-chat")

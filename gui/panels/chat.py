@@ -5,8 +5,8 @@ window is encoded for the machine (question-aware regions, ultra-low bitrate), g
 the perception log, and answered by the chosen backend; tokens stream into the panel.
 Timestamps in answers are links that seek the player. The meter shows the kbps the model
 was given beside what a human-quality stream of the same frames costs: per answer, and —
-while a live source runs — continuously, from :class:`LiveStreamMeter`, a live processor
-that encodes on the live worker; the panel only shows the numbers it reports.
+while a live source runs — continuously, from :class:`core.chat.live.LiveStreamMeter`, a live
+processor that encodes on the live worker; the panel only shows the numbers it reports.
 """
 from __future__ import annotations
 

@@ -16,17 +16,17 @@ similarity (:func:`score_image_query`).
 from __future__ import annotations
 
 import collections
-import contextlib
 import difflib
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
+
+from models.loaded import held, keep, limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -160,25 +160,6 @@ def default_threads() -> int | None:
     return 1 if (os.cpu_count() or 1) <= 4 else None
 
 
-@contextlib.contextmanager
-def few_threads(n: int | None) -> Iterator[None]:
-    """Run torch and OpenCV with ``n`` threads inside the block, restoring their settings after."""
-    if n is None:
-        yield
-        return
-    import cv2
-    import torch
-
-    before = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before[0])
-        cv2.setNumThreads(before[1])
-
-
 class _Embeddings:
     """MiniLM with a bounded text -> vector cache (descriptions repeat a lot across frames)."""
 
@@ -264,7 +245,7 @@ class EmbeddedScorer:
 
     def score(self, frames: Sequence[np.ndarray | None], times: Sequence[float], query: str,
               source: str = "") -> np.ndarray:
-        with few_threads(self.threads):
+        with limit_threads(self.threads, opencv=True):
             return self._score(frames, times, query, source)
 
     def _score(self, frames: Sequence[np.ndarray | None], times: Sequence[float], query: str,
@@ -319,7 +300,7 @@ def image_embedding(tagger: Any, images: Sequence[np.ndarray]) -> np.ndarray:
 
 def score_image_query(frames: Sequence[np.ndarray], example_image: np.ndarray, tagger: Any = None) -> np.ndarray:
     """Visual similarity of each frame to an example frame or region (cosine, in [0, 1])."""
-    tagger = tagger or _load("efficientnet-lite3")
+    tagger = tagger or held("efficientnet-lite3")
     ex = image_embedding(tagger, [example_image])[0]
     return image_embedding(tagger, frames) @ ex
 
@@ -360,45 +341,17 @@ class ITMScorer(_Uncached):
         return np.asarray(self.matcher.match(list(frames), query), float)
 
 
-_local = threading.local()  # loaded models per worker thread: TFLite and OpenCV nets are not thread-safe
-
-
-def _models() -> dict[str, Any]:
-    if not hasattr(_local, "models"):
-        _local.models = {}
-    return _local.models
-
-
-def _load(name: str, **kw: Any) -> Any:
-    from models.catalogue import load_model
-
-    key = name + repr(sorted(kw.items()))
-    m = _models()
-    if key not in m:
-        m[key] = load_model(name, **kw)
-        if not kw:
-            m[name] = m[key]
-    return m[key]
-
-
 def make_scorer(name: str = "embedded", path: str | None = None, *, device: str | None = None,
                 transcript: Sequence[tuple[float, float, str]] = (), ocr: bool | None = None, faces: bool = True,
                 example: np.ndarray | None = None) -> FrameScorer:
     """A scorer by name ("embedded" or a catalogue image-text model with ``path``); models are loaded
-    once per worker thread. Raises ModelError when a model is missing or of the wrong kind."""
+    once per worker thread (models.loaded). Raises ModelError when a model is missing or of the wrong kind."""
     from models.catalogue import ModelError, get_spec
 
     if example is not None:
-        return ExampleScorer(example, _load("efficientnet-lite3"))
+        return ExampleScorer(example, held("efficientnet-lite3"))
     if name == "embedded":
-        key = ("embedded", bool(faces))
-        cached = _models().get(key)
-        if cached is None:
-            tags = _load("efficientnet-lite3", threads=default_threads() or 2)
-            cached = EmbeddedScorer(_load("minilm"), _load("ssd-mobilenet-v2-coco"), tags,
-                                    _load("mtcnn-faces", device="cpu", min_face_size=FACE_MIN_PX) if faces else None,
-                                    load_reader=lambda: _load("rapidocr"))
-            _models()[key] = cached
+        cached = keep(("focus-embedded", bool(faces)), lambda: _embedded_scorer(faces))
         cached.ocr = ocr
         if ocr:
             cached._needs_ocr("")  # load RapidOCR now: a missing OCR model is a clear error, not failed frames
@@ -408,10 +361,14 @@ def make_scorer(name: str = "embedded", path: str | None = None, *, device: str 
     if spec.task != "image-text":
         raise ModelError(f"{spec.title} is a {spec.task} model, not an image-text model; choose embedded, "
                          "blip-itm-user, clip-user or siglip-user.")
-    key = f"{name}@{path}"
-    if key not in _models():
-        _models()[key] = ITMScorer(_load(name, user_path=path, device=device), name)
-    return _models()[key]
+    return keep(("focus-itm", name, path), lambda: ITMScorer(held(name, user_path=path, device=device), name))
+
+
+def _embedded_scorer(faces: bool) -> EmbeddedScorer:
+    tags = held("efficientnet-lite3", threads=default_threads() or 2)
+    return EmbeddedScorer(held("minilm"), held("ssd-mobilenet-v2-coco"), tags,
+                          held("mtcnn-faces", device="cpu", min_face_size=FACE_MIN_PX) if faces else None,
+                          load_reader=lambda: held("rapidocr"))
 
 
 def score_isolated(scorer: FrameScorer, frames: list[np.ndarray | None], times: list[float], query: str,

@@ -19,6 +19,7 @@ from core.focus import scorers as fs
 from core.focus.search import FocusError, FocusRequest, FocusSelector, bernstein_bound, budget_for, select_frames
 from core.jobs import Cancelled, HeadlessState
 from models.catalogue import ModelError, load_model, package_dir
+from models.loaded import held, limit_threads
 
 
 # -- synthetic worlds -------------------------------------------------------------------------
@@ -319,7 +320,7 @@ def fit_calibration(embedder: Any) -> tuple[float, float]:
     """Fit (centre, scale) of the cosine -> probability logistic with balanced classes (Newton steps)."""
     queries, facets, match = calibration_pairs()
     e = fs._Embeddings(embedder)
-    with fs.few_threads(fs.default_threads()):
+    with limit_threads(fs.default_threads(), opencv=True):
         cos = (e(queries) @ e(facets).T).ravel()
     y = match.ravel().astype(float)
     wts = np.where(y > 0, 0.5 / y.sum(), 0.5 / (1 - y).sum())
@@ -335,7 +336,7 @@ def fit_calibration(embedder: Any) -> tuple[float, float]:
 
 
 def test_calibration_constants_match_a_fresh_fit():
-    centre, scale = fit_calibration(fs._load("minilm"))
+    centre, scale = fit_calibration(held("minilm"))
     assert centre == pytest.approx(fs.CAL_CENTER, abs=0.01) and scale == pytest.approx(fs.CAL_SCALE, abs=0.005)
     assert fs.calibrate([fs.CAL_CENTER])[0] == pytest.approx(0.5)
 

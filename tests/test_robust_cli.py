@@ -212,8 +212,7 @@ def test_good_numbers_pass():
 
 def test_every_command_line_error_goes_through_print_error():
     files = [ROOT / "main.py", ROOT / "core/cli.py", ROOT / "core/perception/cli.py", ROOT / "core/anomaly/cli.py",
-             ROOT / "core/chat/cli.py",
-             ROOT / "core/tagging/cli.py", ROOT / "core/focus/cli.py"]
+             ROOT / "core/chat/cli.py", ROOT / "core/tagging/cli.py", ROOT / "core/focus/cli.py"]
     pasted = [f"{f.relative_to(ROOT)}:{i}" for f in files
               for i, line in enumerate(f.read_text().splitlines(), 1) if 'kestrel: {' in line or 'f"kestrel:' in line]
     assert pasted == []

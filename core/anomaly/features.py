@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.media.spectrum import HOP, N_FFT, SAMPLE_RATE, SILENCE_DB, coverage, hann, mel_filterbank, resample
+from core.media.spectrum import N_FFT, SAMPLE_RATE, SILENCE_DB, coverage, log_mel, resample
 
 log = logging.getLogger(__name__)
 
@@ -308,12 +308,7 @@ class WindowFeaturizer:
         x = np.clip(x[:n_win], -1.0, 1.0)
         if x.size < n_win:
             x = np.pad(x, (0, n_win - x.size))
-        nf = 1 + (x.size - N_FFT) // HOP
-        frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP][:nf]
-        win = hann()
-        spec = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 / (win.sum() ** 2 / 4)
-        mel = np.maximum(10 * np.log10(spec @ mel_filterbank(self.cfg.mel_bands).T + 1e-10), SILENCE_DB)
-        frame_db = np.maximum(10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12), SILENCE_DB)
+        mel, frame_db = log_mel(x, self.cfg.mel_bands)
         row[ix["rms_db"]] = max(SILENCE_DB, 10 * math.log10(float(np.mean(x.astype(np.float64) ** 2)) + 1e-12))
         row[ix["rms_db_max"]] = float(frame_db.max())
         # spectral flux: how much louder each band got since the previous 16 ms frame

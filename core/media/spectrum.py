@@ -1,6 +1,6 @@
 """Audio-feature basics that every capability computes alike: 16 kHz mono, 32 ms frames every
-16 ms, a Hann window, log-mel bands floored at :data:`SILENCE_DB`, and how much of a span
-segments cover.
+16 ms, a Hann window, log-mel bands floored at :data:`SILENCE_DB` (:func:`log_mel`), and how
+much of a span segments cover.
 
 The anomaly features (``core.anomaly.features``) and the tagging features
 (``core.tagging.features``) both frame and filter sound this way, so both read it from here
@@ -46,6 +46,20 @@ def mel_filterbank(bands: int, sr: int = SAMPLE_RATE, n_fft: int = N_FFT, fmin: 
 def hann() -> np.ndarray:
     """The periodic Hann window of one ``N_FFT`` frame (float32)."""
     return np.hanning(N_FFT + 1)[:-1].astype(np.float32)
+
+
+def log_mel(x: np.ndarray, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel power (dB) ``[T, bands]`` and frame loudness (dB) ``[T]`` of 16 kHz mono ``x`` in
+    ``N_FFT`` frames every ``HOP`` samples, both floored at ``SILENCE_DB`` (float32)."""
+    if x.size < N_FFT:
+        x = np.pad(x, (0, N_FFT - x.size))
+    nf = 1 + (x.size - N_FFT) // HOP
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP][:nf]
+    win = hann()
+    spec = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 / (win.sum() ** 2 / 4)
+    mel = np.maximum(10 * np.log10(spec @ mel_filterbank(bands).T + 1e-10), SILENCE_DB).astype(np.float32)
+    db = np.maximum(10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12), SILENCE_DB)
+    return mel, db.astype(np.float32)
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:

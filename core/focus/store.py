@@ -1,9 +1,11 @@
-"""A FOCUS selection in the project (a run and two tracks) and on disk (PNGs + selection.json).
+"""A FOCUS selection in the project (a run and two tracks), on the timeline and on disk (PNGs + selection.json).
 
 Why two tracks: the chosen frames are markers an analyst steps through; the arms (one item per clip
 with its mean, upper bound and pull count) are the explanation — the view draws them as a heatmap,
-so "why these frames" is visible on the timeline. Only existing Project methods are used; a second
-selection for the same query replaces that query's tracks (the run history keeps both).
+so "why these frames" is visible on the timeline. The heat cells are computed once
+(:func:`heat_cells`) for the tracks the panel draws while the search runs (:func:`arms_track`)
+and for the stored ones. Only existing Project methods are used; a second selection for the same
+query replaces that query's tracks (the run history keeps both).
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import math
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from core.exportsafe import write_replacing
-from core.focus.search import FocusRequest, FocusResult
+from core.focus.search import ArmStat, ChosenFrame, FocusRequest, FocusResult
+from core.timefmt import timecode
+from core.timeline import Item, Track
 
 RUN_KIND = "focus"
 TRACK_KIND = "focus"
@@ -26,14 +30,38 @@ ARMS_KIND = "focus-arms"
 VERSION = "1"  # their track kinds (markers, heat) are registered in core.timeline
 
 
-def timecode(t: float) -> str:
-    """hh:mm:ss.mmm"""
-    ms = int(round(max(0.0, t) * 1000))
-    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
-
-
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
+
+
+def heat_cells(arms: Sequence[ArmStat], unscored: str = "not scored") -> list[tuple[ArmStat, float, str]]:
+    """(arm, brightness, label) per arm of the heat track: brightness = the arm's rank (its
+    empirical-Bernstein bound at the coarse pull count, which orders arms for the final pick; the
+    raw bound favours arms with few pulls), normalised over the arms scored so far; an arm not
+    scored (yet) is dark and labelled ``unscored``."""
+    ranks = [a.rank for a in arms if a.n and math.isfinite(a.rank)]
+    lo, hi = (min(ranks), max(ranks)) if ranks else (0.0, 1.0)
+    cells = []
+    for a in arms:
+        if a.n and math.isfinite(a.rank):
+            conf = (a.rank - lo) / (hi - lo) if hi > lo else 1.0
+            label = f"mean {a.mean:.2f} · bound {a.ucb:.2f} · {a.n} scored"
+        else:
+            conf, label = 0.0, unscored
+        cells.append((a, float(conf), label))
+    return cells
+
+
+def arms_track(name: str, arms: Sequence[ArmStat]) -> Track:
+    """The heat track the view draws while a search runs and when it is done."""
+    return Track(ARMS_KIND, name, [Item(a.start, max(a.end, a.start), label, conf, data={"n": a.n})
+                                   for a, conf, label in heat_cells(arms, "not scored yet")])
+
+
+def frames_track(name: str, frames: Sequence[ChosenFrame]) -> Track:
+    """The chosen frames as markers the view steps through (score as label and brightness)."""
+    return Track(TRACK_KIND, name, [Item(f.time, f.time, f"{f.score:.2f}", float(f.score) if math.isfinite(f.score)
+                                         else 0.0, data={"reason": f.reason}) for f in frames])
 
 
 def run_params(req: FocusRequest) -> dict[str, Any]:
@@ -72,16 +100,10 @@ def store_selection(project: Any, media_id: int, result: FocusResult) -> int:
                   "run_id": run_id, "data": {"arm": f.arm, "scored": f.scored, "reason": f.reason}}
                  for f in result.frames]
         project.save_track(media_id, TRACK_KIND, name, marks, run_id=run_id, meta=meta)
-        ranks = np.array([a.rank for a in result.arms], float)
-        ok = np.isfinite(ranks)
-        lo, hi = (ranks[ok].min(), ranks[ok].max()) if ok.any() else (0.0, 1.0)
-        items = []
-        for a, r in zip(result.arms, ranks):
-            conf = ((r - lo) / (hi - lo) if hi > lo else 1.0) if math.isfinite(r) else 0.0
-            label = f"mean {a.mean:.2f} · bound {a.ucb:.2f} · {a.n} scored" if a.n else "not scored"
-            items.append({"start_s": a.start, "end_s": max(a.end, a.start), "label": label, "confidence": float(conf),
-                          "run_id": run_id, "data": {"mean": _finite(a.mean), "ucb": _finite(a.ucb), "rank": _finite(a.rank),
-                                                     "n": a.n}})
+        items = [{"start_s": a.start, "end_s": max(a.end, a.start), "label": label, "confidence": conf,
+                  "run_id": run_id, "data": {"mean": _finite(a.mean), "ucb": _finite(a.ucb), "rank": _finite(a.rank),
+                                             "n": a.n}}
+                 for a, conf, label in heat_cells(result.arms)]
         project.save_track(media_id, ARMS_KIND, name, items, run_id=run_id, meta=meta)
         if result.scored:
             project.put_array(media_id, f"focus/scored/{run_id}", np.asarray(result.scored, np.float64),

@@ -1,43 +1,27 @@
 """Frame search (FOCUS): ask a question of a long video, get the few frames that answer it.
 
 The panel runs :func:`core.focus.search.select_frames` on the compute worker; while it runs the
-arms' statistics fill the timeline's "Frame search" heat track (why these frames), and the
+arms' statistics fill the timeline's "Frame search" heat track (why these frames; built by
+:func:`core.focus.store.arms_track`), and the
 chosen frames arrive as a thumbnail strip that seeks on click. Results are stored in the
 project with their run, and can be exported as PNGs + JSON.
 """
 from __future__ import annotations
 
 import logging
-import math
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from core.errors import describe
-from core.focus.search import FocusPartial, FocusRequest, select_frames
+from core.focus.search import FocusPartial, FocusRequest, select_frames, validate
+from core.focus.store import arms_track, export_frames, frames_track, store_selection
 from core.session import MediaSession
-from core.timeline import Item, Track
 from gui.views.thumbstrip import ThumbStrip
+from gui.workbench import Workbench
 
 log = logging.getLogger(__name__)
-
-
-def arms_track(name: str, arms) -> Track:
-    """Heat cells: brightness = the arm's rank (its empirical-Bernstein bound at the coarse pull
-    count, which orders arms for the final pick; the raw bound favours arms with few pulls),
-    normalised over the arms scored so far."""
-    ranks = [a.rank for a in arms if a.n and math.isfinite(a.rank)]
-    lo, hi = (min(ranks), max(ranks)) if ranks else (0.0, 1.0)
-    items = []
-    for a in arms:
-        if a.n and math.isfinite(a.rank):
-            conf = (a.rank - lo) / (hi - lo) if hi > lo else 1.0
-            label = f"mean {a.mean:.2f} · bound {a.ucb:.2f} · {a.n} scored"
-        else:
-            conf, label = 0.0, "not scored yet"
-        items.append(Item(a.start, max(a.end, a.start), label, float(conf), data={"n": a.n}))
-    return Track("focus-arms", name, items)
 
 
 class FocusPanel(QWidget):
@@ -46,10 +30,10 @@ class FocusPanel(QWidget):
     search_finished = Signal(object)
     send_to_chat = Signal(list)
 
-    def __init__(self, window, parent=None):
+    def __init__(self, bench: Workbench, parent=None):
         super().__init__(parent)
-        self.w = window
-        self.session: MediaSession = window.session
+        self.bench = bench
+        self.session: MediaSession = bench.session
         self.result = None
         self.query = QLineEdit()
         self.query.setPlaceholderText("what to look for, e.g. “a bus at the gate”, “a person with a dog”")
@@ -78,7 +62,7 @@ class FocusPanel(QWidget):
         self.to_chat.clicked.connect(lambda: self.send_to_chat.emit([f.time for f in self.result.frames]))
         self.info = QLabel("")
         self.info.setWordWrap(True)
-        self.strip = ThumbStrip(window.tasks)
+        self.strip = ThumbStrip(bench.tasks)
         self.strip.clicked_time.connect(self.session.seek)
         top = QHBoxLayout()
         top.addWidget(self.query, 1)
@@ -101,21 +85,20 @@ class FocusPanel(QWidget):
     def run(self) -> None:
         info = self.session.info
         if info is None or not info.has_video:
-            self.w.show_error("Open a video first: frame search needs pictures.")
+            self.bench.show_error("Open a video first: frame search needs pictures.")
             return
         scorer = self.scorer.currentData()
-        paths = dict(self.w.analysis.user_paths())
+        paths = dict(self.bench.user_paths())
         if scorer != "embedded" and scorer not in paths:
-            self.w.show_error(f"{self.scorer.currentText()}: choose its folder first (Analyse ▸ Models…).")
+            self.bench.show_error(f"{self.scorer.currentText()}: choose its folder first (Analyse ▸ Models…).")
             return
         try:
             req = FocusRequest(path=info.path, query=self.query.text().strip(), k=self.k.value(),
                                budget_share=self.budget.value() / 100.0, scorer=scorer,
                                scorer_path=paths.get(scorer), transcript=self._transcript())
-            from core.focus.search import validate
             validate(req)
         except ValueError as e:
-            self.w.show_error(str(e))
+            self.bench.show_error(str(e))
             return
         name = req.query or "frame search"
         self.info.setText(f"searching for “{name}”…")
@@ -131,32 +114,29 @@ class FocusPanel(QWidget):
             if self.session.info is not info:
                 return
             self.show_result(res)
-            mid, proj = self.session.media_id, self.w.project
+            mid, proj = self.session.media_id, self.bench.project()
             if mid is not None and proj is not None and not proj.read_only:
-                from core.focus.store import store_selection
-                self.w.tasks.call(store_selection, proj, mid, res, pool="db", name="store selection").on_error(
-                    lambda e: self.w.show_error(f"Could not store the selection: {describe(e)}"))
+                self.bench.tasks.call(store_selection, proj, mid, res, pool="db", name="store selection").on_error(
+                    lambda e: self.bench.show_error(f"Could not store the selection: {describe(e)}"))
             self.search_finished.emit(res)
 
         def failed(e) -> None:
             self.go.setEnabled(True)
             self.info.setText("")
-            self.w.show_error(f"Frame search failed: {describe(e)}")
+            self.bench.show_error(f"Frame search failed: {describe(e)}")
 
         def cancelled() -> None:
             self.go.setEnabled(True)
             self.info.setText("search cancelled")
 
-        self.w.tasks.run(select_frames, req, pool="compute", name="frame search", key="focus").on_partial(
+        self.bench.tasks.run(select_frames, req, pool="compute", name="frame search", key="focus").on_partial(
             partial).on_done(done).on_error(failed).on_cancel(cancelled)
 
     def show_result(self, res) -> None:
         self.result = res
         name = res.request.query or "frame search"
         self.session.timeline.set_track(arms_track(name, res.arms))
-        self.session.timeline.set_track(Track("focus", name, [
-            Item(f.time, f.time, f"{f.score:.2f}", float(f.score) if math.isfinite(f.score) else 0.0,
-                 data={"reason": f.reason}) for f in res.frames]))
+        self.session.timeline.set_track(frames_track(name, res.frames))
         frames = [(f.time, f"{f.score:.2f} {'★' if f.reason == 'top' else ''}".strip()) for f in res.frames]
         if res.thumbnails and len(res.thumbnails) == len(res.frames):
             self.strip.set_frames_with_images([(f.time, c, img) for (_t, c), f, img in
@@ -178,10 +158,9 @@ class FocusPanel(QWidget):
             self.export_to(d)
 
     def export_to(self, folder: str):
-        from core.focus.store import export_frames
         res = self.result
-        return self.w.tasks.call(export_frames, res, res.request.path, folder, pool="io",
-                                 name="export frames").on_done(
-            lambda files: self.w.statusBar().showMessage(f"exported {len(files)} files to {folder}", 8000)).on_error(
-            lambda e: self.w.show_error(f"Export failed: {describe(e)}"))
+        return self.bench.tasks.call(export_frames, res, res.request.path, folder, pool="io",
+                                     name="export frames").on_done(
+            lambda files: self.bench.show_status(f"exported {len(files)} files to {folder}", 8000)).on_error(
+            lambda e: self.bench.show_error(f"Export failed: {describe(e)}"))
 

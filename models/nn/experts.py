@@ -61,6 +61,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
+from models.errors import KestrelError
 from models.nn.ffn import FFNFactory, ffn_names, register_ffn
 
 KINDS = ("dense", "topk", "dynamic")
@@ -78,12 +79,13 @@ _EPS = 1e-9
 BATCHED_PAIRS = 3072  # routed (token, expert) pairs up to which all experts run as one batched matmul
 
 
-class ExpertsConfigError(ValueError):
+class ExpertsConfigError(KestrelError, ValueError):
     """An expert configuration that cannot work; ``str()`` says why and what to change."""
 
 
-class ExpertCollapseWarning(RuntimeWarning):
-    """One expert took most of a mixture's work (the others are barely trained)."""
+class ExpertCollapseWarning(KestrelError, RuntimeWarning):
+    """One expert took most of a mixture's work (the others are barely trained). A warning, not
+    raised; rooted in KestrelError so that, turned into an error (``-W error``), it reads as a sentence."""
 
 
 # -- config ----------------------------------------------------------------------------------

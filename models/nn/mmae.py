@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from models.errors import KestrelError
 from models.loaded import limit_threads
 from models.nn.common import (CheckpointError, TrainSettings, factory_for, header_metadata, load_checked,
                               param_count, refuse_other_ffn, state_bytes, stored_config, stored_ffn_factory,
@@ -54,11 +55,11 @@ __all__ = ["MMAEConfig", "TrainParams", "NoModalityError", "NotEnoughData", "Che
            "checkpoint_info", "param_count", "too_little_data", "MIN_SHOTS"]
 
 
-class NoModalityError(ValueError):
+class NoModalityError(KestrelError, ValueError):
     """Some shots have no usable modality at all, so they have no place in the latent."""
 
 
-class NotEnoughData(ValueError):
+class NotEnoughData(KestrelError, ValueError):
     """Too few shots to train; ``str()`` says so and what is used instead."""
 
 

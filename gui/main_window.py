@@ -175,7 +175,7 @@ class MainWindow(QMainWindow):
             project_changed=self.project_changed, show_error=self.show_error,
             show_status=lambda text, ms=8000: self.statusBar().showMessage(text, ms),
             open_media=self.open_media, live=self.live, user_paths=lambda: dict(self.analysis.user_paths()))
-        self.focus = FocusPanel(self)
+        self.focus = FocusPanel(self.bench)
         fdock = QDockWidget("Frame search", self)
         fdock.setObjectName("focus-dock")
         fdock.setWidget(self.focus)

@@ -197,7 +197,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.anomaly_dock, cdock)
         self.detections_dock.raise_()
         self.chat_dock = cdock
-        self.tagging = TaggingPanel(self)
+        self.tagging = TaggingPanel(self.bench)
         tdock = QDockWidget("Tags", self)
         tdock.setObjectName("tags-dock")
         tdock.setWidget(self.tagging)

@@ -89,7 +89,7 @@ if KILL == "1":
     archive._set_current = die
 if WHICH == "panel":
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    import gui.panels.tags as panel
+    import core.tagging.jobs as panel
     if KILL == "1":
         panel.set_current = die
     mid = panel.store_file(p, panel.FileDone(info, result(info.path)))

@@ -1,14 +1,24 @@
 """Tag a whole folder of media: find the files, describe each one, store, build the archive index.
 
-The per-file work (shots + per-shot features) is :func:`describe_file`: a plain, picklable,
-top-level function that needs no project, takes and returns plain data, and keeps one
-:class:`~core.tagging.features.ModelPool` per process (models load once per process, not
-once per file). It runs here, in the calling process, or — with ``ArchiveRequest.ray_address``
-— as Ray tasks on a cluster (Ray is the engine: it schedules, retries a task whose worker
-died (``max_retries``), and cancels). Either way only this process writes to the project
-(SQLite keeps one writer): results come back here and are stored as each one arrives. On a
-real cluster every worker needs Kestrel installed and the media at the same paths (shared
-storage); the paths, not the files, travel to the workers.
+The one tagging pipeline, which the command line (:func:`tag_archive`) and the window (the jobs
+of :mod:`core.tagging.jobs`) both run, one file at a time:
+
+1. :func:`stored_file` reads what the project holds of the file already (its shots with the
+   request's shot parameters, and for those shots features with the request's settings);
+2. :func:`tag_file` reuses that, or runs :func:`describe_file` (shots unless stored, then
+   per-shot features): a :class:`FileDone`, the job's partial result for that file;
+3. :func:`store_file` stores it on the one thread that writes (shots run, features run and
+   "current" in one commit).
+
+:func:`tag_files` runs 1–2 over a list of files, reading only. :func:`describe_file` is a plain,
+picklable, top-level function that needs no project, takes and returns plain data; its models
+are held by :mod:`models.loaded` (loaded once per process and thread, not once per file). It
+runs here, in the calling process, or — with ``ArchiveRequest.ray_address`` — as Ray tasks on a
+cluster (Ray is the engine: it schedules, retries a task whose worker died (``max_retries``),
+and cancels). Either way only this process writes to the project (SQLite keeps one writer):
+results come back here and are stored as each one arrives. On a real cluster every worker
+needs Kestrel installed and the media at the same paths (shared storage); the paths, not the
+files, travel to the workers.
 
 Incremental: a file whose shots and features are already stored with the same parameters
 is not described again; the same path with the same content keeps its media row, and a
@@ -24,11 +34,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from core.jobs import Cancelled, HeadlessState, JobState, check
+from core.jobs import Cancelled, HeadlessState, JobState, SubProgress, check
 from core.media.decode import MEDIA_EXTENSIONS, MediaError, MediaInfo, probe
 from core.tagging import TaggingError
 from core.tagging.features import (
@@ -116,15 +126,11 @@ def scan_media(folder: str | os.PathLike, project: Any = None) -> tuple[list[Med
 
 # -- the per-file work (local or on a Ray worker) --------------------------------------------------
 
-_POOLS: dict[str | None, ModelPool] = {}
-
-
 def worker_pool(device: str | None = None) -> ModelPool:
-    """This process's model pool: one per device, kept for the life of the process (a Ray
-    worker describes many files; loading the models per file would cost more than the work)."""
-    if device not in _POOLS:
-        _POOLS[device] = ModelPool(device=device)
-    return _POOLS[device]
+    """This process's feature models on ``device``: held by :mod:`models.loaded` for the life of
+    the thread (a Ray worker describes many files; loading the models per file would cost more
+    than the work)."""
+    return ModelPool(device=device)
 
 
 def feature_config(d: Mapping[str, Any] | FeatureConfig | None) -> FeatureConfig:
@@ -202,11 +208,12 @@ def describe_file(path: str, feature_cfg: Mapping[str, Any] | None, shot_params_
             shots = shots_from_rows(np.asarray(shot_rows, np.float64))
             detected = False
         else:
-            shots = detect_shots(path, _Span(state, 0.0, 0.2), sp["threshold"], sp["min_shot_s"], sp["detector"])
+            shots = detect_shots(path, SubProgress(state, 0.0, 0.2), sp["threshold"], sp["min_shot_s"],
+                                 sp["detector"])
             detected = True
         c1 = time.perf_counter()
         stage = "describing its shots"
-        feats = shot_features(path, shots, _Span(state, 0.2, 1.0), cfg, pool)
+        feats = shot_features(path, shots, SubProgress(state, 0.2, 1.0), cfg, pool)
     except Cancelled:
         raise
     except TaggingError as e:
@@ -237,21 +244,118 @@ def _warm(pool: ModelPool, cfg: FeatureConfig) -> float:
     return time.perf_counter() - c0
 
 
-class _Span:
-    """A JobState that maps a sub-task's progress 0..1 into ``[a, b]`` of its parent's."""
+# -- one file: what is stored already, describe, store ----------------------------------------
 
-    def __init__(self, parent: JobState, a: float, b: float, prefix: str = ""):
-        self.parent, self.a, self.b, self.prefix = parent, a, b, prefix
+@dataclass(frozen=True)
+class Stored:
+    """What the project holds of one file already (read only): its media row (None: this content
+    is not registered under this path yet), its shots found with ``shot_params`` and, for those
+    shots, features with the job's settings (then the file is reused, not described again)."""
 
-    def set_progress(self, fraction: float, text: str = "") -> None:
-        f = min(1.0, max(0.0, float(fraction)))
-        self.parent.set_progress(self.a + (self.b - self.a) * f, self.prefix + text)
+    media_id: int | None = None
+    shot_params: Mapping[str, Any] = field(default_factory=shot_params)
+    shots: list[Shot] | None = None
+    features: ShotFeatures | None = None
 
-    def set_partial_result(self, value: Any) -> None:
-        self.parent.set_partial_result(value)
 
-    def is_cancelled(self) -> bool:
-        return self.parent.is_cancelled()
+def stored_file(project: Any, info: MediaInfo, cfg: FeatureConfig, sp: Mapping[str, Any],
+                media_id: int | None = None) -> Stored:
+    """Reads only. ``media_id``: the file's row when the job registered it (else looked up by path,
+    and only this very content counts)."""
+    if media_id is None:
+        m = project.find_media(info.path)
+        if m is None or m.content_hash != info.content_hash:
+            return Stored(None, dict(sp))
+        media_id = m.id
+    shots = load_shots(project, media_id, sp)
+    feats = load_features(project, media_id, feature_params(shots, cfg)) if shots else None
+    return Stored(media_id, dict(sp), shots, feats)
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """One file's outcome, a tagging job's partial result and what :func:`store_file` stores:
+    described now (``result``), already stored with these settings (``reused``: ``stored`` holds
+    its shots and features), or failed (``error``). ``stored``: what the project held before."""
+
+    info: MediaInfo
+    result: FileResult | None = None
+    stored: Stored | None = None
+    error: str = ""
+
+    @property
+    def reused(self) -> bool:
+        return self.result is None and not self.error and self.stored is not None and self.stored.features is not None
+
+
+def tag_file(info: MediaInfo, stored: Stored, cfg: FeatureConfig, sp: Mapping[str, Any], state: JobState,
+             device: str | None = None) -> FileDone:
+    """The one per-file step: reuse what is stored, else :func:`describe_file` (shots only when none
+    are stored with these parameters). A failure is the FileDone's ``error``; Cancelled is raised."""
+    if stored.features is not None:
+        return FileDone(info, stored=stored)
+    rows = [s.to_row() for s in stored.shots] if stored.shots else None
+    try:
+        return FileDone(info, describe_file(info.path, cfg, sp, rows, state, device), stored)
+    except TaggingError as e:
+        return FileDone(info, stored=stored, error=str(e))
+
+
+def plan_files(project: Any, infos: Sequence[MediaInfo], cfg: FeatureConfig, sp: Mapping[str, Any],
+               media_ids: Sequence[int | None] | None = None) -> tuple[list[FileDone], list[tuple[MediaInfo, Stored]]]:
+    """Reads only: the files stored already with these settings (reused, as FileDones) and the
+    others with what is stored of them (to describe)."""
+    reused, todo = [], []
+    for info, mid in zip(infos, media_ids or [None] * len(infos)):
+        st = stored_file(project, info, cfg, sp, mid)
+        if st.features is not None:
+            reused.append(FileDone(info, stored=st))
+        else:
+            todo.append((info, st))
+    return reused, todo
+
+
+def tag_files(project: Any, infos: Sequence[MediaInfo], cfg: FeatureConfig, sp: Mapping[str, Any] | None,
+              state: JobState, device: str | None = None,
+              media_ids: Sequence[int | None] | None = None) -> Iterator[FileDone]:
+    """The one tagging loop, reading the project only: a :class:`FileDone` per file, the reused ones
+    first, then each other one described (progress shared by duration; a file's own partial
+    results are dropped: the job's are the FileDones). Cancel stops between files and inside one."""
+    sp = checked_shot_params(sp)
+    reused, todo = plan_files(project, infos, cfg, sp, media_ids)
+    yield from reused
+    total = sum(max(info.duration_s, 0.1) for info, _ in todo) or 1.0
+    done = 0.0
+    for k, (info, st) in enumerate(todo):
+        check(state)
+        w = max(info.duration_s, 0.1) / total
+        sub = SubProgress(state, done, done + w, f"{k + 1}/{len(todo)} {Path(info.path).name}: ", forward=False)
+        yield tag_file(info, st, cfg, sp, sub, device)
+        done += w
+
+
+def store_file(project: Any, done: FileDone) -> int:
+    """The writer's side of one file: register it (unless the job did), then store its shots (unless
+    stored before), features and "current" in one commit, or only mark reused ones current. The
+    media id."""
+    st = done.stored or Stored()
+    mid = st.media_id if st.media_id is not None else _register(project, done.info)
+    if done.result is None:
+        if st.features is None:
+            raise TaggingError(f"{Path(done.info.path).name} has nothing to store: {done.error or 'not described'}")
+        _set_current(project, mid, st.shots, st.features.params, st.shot_params)
+        return mid
+    res, t = done.result, done.result.timings
+    shots = res.shots
+    with project.batch():  # shots run, features run and current commit together (a kill leaves all or none)
+        if res.shots_detected or not st.shots:
+            store_shots(project, mid, shots, res.shot_params, started_at=t.get("started_at"),
+                        duration_s=t.get("shots_s", 0.0))
+        store_features(project, mid, res.features(), res.feature_params,
+                       started_at=t.get("started_at", time.time()) + t.get("shots_s", 0.0),
+                       duration_s=t.get("features_s", 0.0))
+        _set_current(project, mid, shots, res.feature_params, res.shot_params)
+    return mid
 
 
 # -- the archive job ----------------------------------------------------------------------------
@@ -317,6 +421,8 @@ class ArchiveResult:
 
 @dataclass
 class _Job:
+    """A file the Ray path sends to a worker."""
+
     info: MediaInfo
     media_id: int
     shots: list[Shot] | None  # stored shots with these params (features still missing)
@@ -331,7 +437,6 @@ def tag_archive(req: ArchiveRequest, state: JobState) -> ArchiveResult:
     if project.read_only:
         raise TaggingError(f"{project.path} is read-only; tags cannot be stored.")
     cfg, sp = req.features, checked_shot_params(req.shots)
-    fp_cfg = cfg.params()
     state.set_progress(0.0, "finding media")
     if req.folder is not None:
         infos, skipped = scan_media(req.folder, project)
@@ -344,25 +449,24 @@ def tag_archive(req: ArchiveRequest, state: JobState) -> ArchiveResult:
                 skipped.append((str(p), f"unreadable: {e}"))
     check(state)
     result = ArchiveResult([], skipped, engine="ray" if req.ray_address else "local")
-    todo: list[_Job] = []
-    for info in infos:
-        mid = _register(project, info)
-        out = FileOutcome(info.path, mid, "failed", duration_s=info.duration_s)
-        result.files.append(out)
-        shots = load_shots(project, mid, sp)
-        feats = load_features(project, mid, feature_params(shots, cfg)) if shots else None
-        if feats is not None:
-            _set_current(project, mid, shots, feats.params, sp)
-            out.status, out.shots, out.notes = "reused", len(shots), list(feats.notes)
-            continue
-        todo.append(_Job(info, mid, shots, out))
-    total = sum(max(j.info.duration_s, 0.1) for j in todo) or 1.0
-    files = _Span(state, 0.0, FILES_SHARE if req.build_index else 1.0)
+    # this job writes: every file is registered first (a cancelled run leaves them listed)
+    ids = [_register(project, info) for info in infos]
+    outcomes = {}
+    for info, mid in zip(infos, ids):
+        outcomes[id(info)] = FileOutcome(info.path, mid, "failed", duration_s=info.duration_s)
+        result.files.append(outcomes[id(info)])
+    files = SubProgress(state, 0.0, FILES_SHARE if req.build_index else 1.0)
     c0 = time.perf_counter()
-    if todo and req.ray_address:
-        _run_ray(req, todo, fp_cfg, sp, files, total, result)
-    elif todo:
-        _run_local(req, todo, fp_cfg, sp, files, total)
+    if infos and req.ray_address:
+        reused, todo = plan_files(project, infos, cfg, sp, ids)
+        for done in reused:
+            _finish(project, done, outcomes[id(done.info)], files)
+        if todo:
+            jobs = [_Job(info, st.media_id, st.shots, outcomes[id(info)]) for info, st in todo]
+            _run_ray(req, jobs, cfg.params(), sp, files, sum(max(j.info.duration_s, 0.1) for j in jobs), result)
+    else:
+        for done in tag_files(project, infos, cfg, sp, files, req.device, ids):
+            _finish(project, done, outcomes[id(done.info)], files)
     result.timings["files_s"] = time.perf_counter() - c0
     for f in result.failed:
         log.warning("%s", f.error)
@@ -371,7 +475,7 @@ def tag_archive(req: ArchiveRequest, state: JobState) -> ArchiveResult:
 
         c1 = time.perf_counter()
         try:
-            result.index = build_index(project, _Span(state, FILES_SHARE, 0.995), req.index)
+            result.index = build_index(project, SubProgress(state, FILES_SHARE, 0.995), req.index)
             result.notes += list(result.index.notes)
         except TaggingError as e:
             result.notes.append(f"the archive index could not be built: {e}")
@@ -394,45 +498,31 @@ def _set_current(project: Any, media_id: int, shots: list[Shot], fparams: Mappin
     set_current(project, media_id, shots, fparams, sp)
 
 
+def _finish(project: Any, done: FileDone, out: FileOutcome, state: JobState | None = None) -> None:
+    """The writing job's side of one file: store it (:func:`store_file`), say so in its outcome,
+    and pass the outcome on as the job's partial result."""
+    if done.error:
+        out.status, out.error = "failed", done.error
+    elif done.result is None:
+        store_file(project, done)
+        out.status, out.shots, out.notes = "reused", len(done.stored.shots), list(done.stored.features.notes)
+    else:
+        store_file(project, done)
+        res, t = done.result, done.result.timings
+        out.status, out.shots, out.notes = "tagged", len(res.shot_rows), list(res.notes)
+        out.compute_s, out.load_s, out.cpu_s, out.where = t.get("total_s", 0.0), t.get("load_s", 0.0), \
+            t.get("cpu_s", 0.0), res.where
+    if state is not None:
+        state.set_partial_result(out)
+
+
 def _store(project: Any, job: _Job, res: FileResult) -> None:
-    """Driver side: the worker's result into the project (shots run, features run, current)."""
-    t = res.timings
-    shots = res.shots
-    feats = res.features()
-    with project.batch():  # shots run, features run and current commit together (a kill leaves all or none)
-        if res.shots_detected or job.shots is None:
-            store_shots(project, job.media_id, shots, res.shot_params, started_at=t.get("started_at"),
-                        duration_s=t.get("shots_s", 0.0))
-        store_features(project, job.media_id, feats, res.feature_params,
-                       started_at=t.get("started_at", time.time()) + t.get("shots_s", 0.0),
-                       duration_s=t.get("features_s", 0.0))
-        _set_current(project, job.media_id, shots, res.feature_params, res.shot_params)
-    o = job.outcome
-    o.status, o.shots, o.notes = "tagged", len(shots), list(res.notes)
-    o.compute_s, o.load_s, o.cpu_s, o.where = t.get("total_s", 0.0), t.get("load_s", 0.0), t.get("cpu_s", 0.0), \
-        res.where
+    """A Ray worker's result into the project."""
+    _finish(project, FileDone(job.info, res, Stored(job.media_id, res.shot_params, job.shots)), job.outcome)
 
 
 def _fail(job: _Job, message: str) -> None:
     job.outcome.status, job.outcome.error = "failed", message
-
-
-def _run_local(req: ArchiveRequest, todo: list[_Job], cfg: dict, sp: dict, state: JobState, total: float) -> None:
-    done = 0.0
-    for k, job in enumerate(todo):
-        check(state)
-        w = max(job.info.duration_s, 0.1) / total
-        name = Path(job.info.path).name
-        sub = _Span(state, done, done + w, f"{k + 1}/{len(todo)} {name}: ")
-        rows = [s.to_row() for s in job.shots] if job.shots else None
-        try:
-            res = describe_file(job.info.path, cfg, sp, rows, sub, req.device)
-        except TaggingError as e:
-            _fail(job, str(e))
-        else:
-            _store(req.project, job, res)
-        done += w
-        state.set_partial_result(job.outcome)
 
 
 def _run_ray(req: ArchiveRequest, todo: list[_Job], cfg: dict, sp: dict, state: JobState, total: float,

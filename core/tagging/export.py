@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from core.exportsafe import dict_writer, inside, safe_name, unique_names, write_replacing
 from core.tagging import TaggingError
 from core.tagging.tags import finite_number
+from core.timefmt import subtitle_stamp
 
 log = logging.getLogger(__name__)
 
@@ -149,22 +150,15 @@ def cues(words: Sequence[Sequence[Any]], boundaries: Sequence[float] = (), *, ma
     return out
 
 
-def _stamp(t: float, sep: str) -> str:
-    ms = int(round(max(0.0, t) * 1000))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
 def to_webvtt(cs: Sequence[Cue]) -> str:
-    body = "".join(f"{k}\n{_stamp(c.start, '.')} --> {_stamp(c.end, '.')}\n{c.text}\n\n"
+    body = "".join(f"{k}\n{subtitle_stamp(c.start, '.')} --> {subtitle_stamp(c.end, '.')}\n{c.text}\n\n"
                    for k, c in enumerate(cs, 1))
     return "WEBVTT\n\n" + body
 
 
 def to_srt(cs: Sequence[Cue]) -> str:
-    return "".join(f"{k}\n{_stamp(c.start, ',')} --> {_stamp(c.end, ',')}\n{c.text}\n\n" for k, c in enumerate(cs, 1))
+    return "".join(f"{k}\n{subtitle_stamp(c.start, ',')} --> {subtitle_stamp(c.end, ',')}\n{c.text}\n\n"
+                   for k, c in enumerate(cs, 1))
 
 
 def media_cues(project: Any, media_id: int) -> list[Cue]:

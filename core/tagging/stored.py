@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from core.tagging import TaggingError
 from core.tagging.tags import STATES, Tag, finite_number
 
 log = logging.getLogger("core.tagging.index")
@@ -29,8 +30,8 @@ log = logging.getLogger("core.tagging.index")
 MAX_CLUSTER = 100_000  # a cluster id beyond this is damage (k-means runs with at most a few dozen)
 
 
-class Damaged(ValueError):
-    """A media file's stored tags cannot be used; str() says why."""
+class Damaged(TaggingError, ValueError):
+    """A media file's stored tags cannot be used; str() says why (a ValueError too, as it was)."""
 
 
 @dataclass

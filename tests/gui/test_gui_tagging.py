@@ -201,7 +201,7 @@ def test_bad_input_says_what_is_wrong(qtbot, window, tmp_path):
 
 def test_read_only_view_keeps_writes_for_the_writer(tmp_path):
     from core.store.project import Project
-    from gui.panels.tags import ReadOnlyProject
+    from core.tagging.jobs import ReadOnlyProject
 
     p = Project.create(tmp_path / "p.kestrel")
     try:

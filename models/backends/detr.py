@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 DETR_FAMILY = ("detr", "conditional_detr", "deformable_detr", "dab-detr", "rt_detr", "rt_detr_v2",
                "d_fine", "deimv2", "lw_detr", "rf_detr", "table-transformer", "yolos")
 TIMM_BY_DEFAULT = ("detr", "conditional_detr", "deformable_detr", "dab-detr", "table-transformer")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 
 
 class DETRDetector:
@@ -104,6 +102,7 @@ class DETRDetector:
 
 
 from models.backends.hfconfig import check_loaded_weights, read_config  # noqa: E402
+from models.backends.hffiles import check_weights_and_preprocessor  # noqa: E402
 
 
 def _check_folder(spec: ModelSpec, folder: Path) -> str:
@@ -115,12 +114,7 @@ def _check_folder(spec: ModelSpec, folder: Path) -> str:
         raise ModelError(f"{spec.title}: {folder.name} holds a '{model_type or 'unknown'}' model ({archs}); "
                          f"expected a DETR-family object detector (model_type one of {', '.join(DETR_FAMILY)}, "
                          "e.g. DetrForObjectDetection or RTDetrForObjectDetection).")
-    if not any((folder / f).is_file() for f in WEIGHT_FILES):
-        raise ModelError(f"{spec.title}: {folder.name} has a {model_type} config but no weights "
-                         f"({' or '.join(WEIGHT_FILES[::2])}).")
-    if not (folder / "preprocessor_config.json").is_file():
-        raise ModelError(f"{spec.title}: {folder.name} lacks preprocessor_config.json (how images are resized "
-                         "and normalised for this model); copy it from where the model came from.")
+    check_weights_and_preprocessor(spec, folder, model_type)
     if _needs_timm(cfg) and importlib.util.find_spec("timm") is None:
         raise ModelError(f"{spec.title}: this {model_type} model uses a timm backbone, and the timm package is "
                          "not installed: pip install timm")

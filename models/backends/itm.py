@@ -36,8 +36,6 @@ FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "clip": (("clip",), "CLIPModel"),
     "siglip": (("siglip",), "SiglipModel"),
 }
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 NEUTRAL = "a photo"
 
 
@@ -123,6 +121,7 @@ class ImageTextMatcher:
 
 
 from models.backends.hfconfig import read_config  # noqa: E402
+from models.backends.hffiles import check_weights_and_preprocessor  # noqa: E402
 
 
 def _check_folder(spec: ModelSpec, folder: Path, family: str) -> str:
@@ -138,12 +137,7 @@ def _check_folder(spec: ModelSpec, folder: Path, family: str) -> str:
     if family == "blip" and archs and want_cls not in archs:
         raise ModelError(f"{spec.title}: {folder.name} is a BLIP {', '.join(archs)}, which has no image-text "
                          "matching head; FOCUS needs BlipForImageTextRetrieval (e.g. blip-itm-base-coco).")
-    if not any((folder / f).is_file() for f in WEIGHT_FILES):
-        raise ModelError(f"{spec.title}: {folder.name} has a {model_type} config but no weights "
-                         f"({' or '.join(WEIGHT_FILES[::2])}).")
-    if not (folder / "preprocessor_config.json").is_file():
-        raise ModelError(f"{spec.title}: {folder.name} lacks preprocessor_config.json (how images are resized "
-                         "and normalised for this model); copy it from where the model came from.")
+    check_weights_and_preprocessor(spec, folder, model_type)
     if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model")):
         raise ModelError(f"{spec.title}: {folder.name} has no tokenizer files (tokenizer.json, vocab.txt, "
                          "vocab.json or spiece.model).")

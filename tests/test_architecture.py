@@ -95,3 +95,197 @@ def test_signal_emit_keeps_refcounts():
         "assert after == before, (before, after)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-500:]
+
+
+# ---------------------------------------------------------------- the house (issue #16)
+CAPABILITIES = ("focus", "anomaly", "chat", "tagging")
+
+
+def _module_of(p: Path) -> str:
+    parts = p.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_of(p): p for folder in ("core", "models", "gui") for p in _py(folder)}
+
+
+def _edges(mods: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the Kestrel modules it imports (anywhere in the file, lazily or not)."""
+    out: dict[str, set[str]] = {}
+    for name, p in mods.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                           for a in node.names]
+            else:
+                continue
+            deps.update(t for t in targets if t in mods and t != name)
+        out[name] = deps
+    return out
+
+
+def test_no_import_cycles():
+    mods = _modules()
+    graph = _edges(mods)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
+
+
+def test_capabilities_use_shared_modules_not_each_others():
+    bad = []
+    for cap in CAPABILITIES:
+        for p in _py(f"core/{cap}"):
+            for m, line, _ in _imports(p):
+                parts = m.split(".")
+                if len(parts) >= 2 and parts[0] == "core" and parts[1] in CAPABILITIES and parts[1] != cap:
+                    bad.append(f"{p.relative_to(ROOT)}:{line} {m}")
+    assert not bad, bad
+
+
+def _gui_defined(tree: ast.Module) -> set[str]:
+    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_gui_holds_no_job_logic():
+    """Every function the window hands to a worker (tasks.run / tasks.call / the window's _db) is
+    defined in core/ (or is a method of a core object): never a lambda or a function written in gui/."""
+    bad = []
+    for p in _py("gui"):
+        if p.name == "tasks.py":
+            continue
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        local = _gui_defined(tree)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args):
+                continue
+            f = node.func
+            owner = f.value.attr if isinstance(f.value, ast.Attribute) else getattr(f.value, "id", "")
+            if not ((f.attr in ("run", "call") and owner == "tasks") or f.attr == "_db"):
+                continue
+            fn = node.args[0]
+            if isinstance(fn, ast.Lambda):
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno} lambda")
+            elif isinstance(fn, ast.Name) and fn.id in local:
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno} {fn.id} (defined in gui/)")
+            elif (isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) and fn.value.id == "self"
+                  and fn.attr in local):
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno} self.{fn.attr} (a gui method)")
+    assert not bad, bad
+
+
+def test_one_holder_of_loaded_models():
+    """Loaded models are held in models/loaded.py only: no other per-thread store, no shared()
+    singletons, no cached loader. (core/store/project.py's thread-local holds a transaction.)"""
+    allowed = {ROOT / "models" / "loaded.py", ROOT / "core" / "store" / "project.py"}
+    bad = []
+    for folder in ("core", "models", "gui"):
+        for p in _py(folder):
+            if p in allowed:
+                continue
+            tree = ast.parse(p.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "local" and getattr(node.func.value, "id", "") == "threading"):
+                    bad.append(f"{p.relative_to(ROOT)}:{node.lineno} threading.local")
+                if isinstance(node, ast.FunctionDef) and node.name == "shared" and any(
+                        getattr(d, "id", "") == "classmethod" for d in node.decorator_list):
+                    bad.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name}()")
+                if isinstance(node, ast.FunctionDef) and any(
+                        "cache" in ast.unparse(d) for d in node.decorator_list) and "load_model" in ast.unparse(node):
+                    bad.append(f"{p.relative_to(ROOT)}:{node.lineno} cached loader {node.name}")
+    assert not bad, bad
+
+
+def test_one_thread_limiter():
+    """Torch and OpenCV thread counts change in models/loaded.limit_threads, or where a backend
+    configures the model it loads (models/backends, models/llm): nowhere in core/ or gui/, and no
+    second limiter in models/nn."""
+    bad = [f"{p.relative_to(ROOT)}" for folder in ("core", "gui", "models/nn") for p in _py(folder)
+           if "set_num_threads(" in (t := p.read_text(encoding="utf-8")) or "setNumThreads(" in t]
+    assert not bad, bad
+
+
+def test_processes_and_ray_start_where_the_rule_says():
+    """Ray workers start only in archive tagging's cluster path; child processes only where
+    samples are fetched with pip. Threads: test_only_gui_tasks_creates_threads."""
+    rules = {"ray": {ROOT / "core" / "tagging" / "archive.py"},
+             "subprocess": {ROOT / "core" / "media" / "samples.py"},
+             "multiprocessing": set(), "concurrent.futures.process": set()}
+    bad = [f"{p.relative_to(ROOT)}:{line} {m}" for folder in ("core", "models", "gui") for p in _py(folder)
+           for m, line, _ in _imports(p) for mod, where in rules.items()
+           if (m == mod or m.startswith(mod + ".")) and p not in where]
+    assert not bad, bad
+
+
+def test_one_root_error():
+    """Every exception class Kestrel defines derives from models.errors.KestrelError (through
+    its own bases), and only core/errors.py prints an error line. ``core.jobs.Cancelled`` is the
+    one exception that is not an error: a stop the analyst asked for (like KeyboardInterrupt),
+    which no error handler may catch as a failure."""
+    mods = _modules()
+    classes: dict[str, list[str]] = {}
+    for p in mods.values():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).extend(
+                    b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases)
+
+    def root(name: str, seen: frozenset = frozenset()) -> bool:
+        if name == "KestrelError":
+            return True
+        if name in seen or name not in classes:
+            return False
+        return any(root(b, seen | {name}) for b in classes[name])
+
+    import builtins
+
+    excs = {n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
+            and issubclass(getattr(builtins, n), BaseException)}
+
+    def is_exception(name: str, seen: frozenset = frozenset()) -> bool:
+        if name in excs:
+            return True
+        if name in seen or name not in classes:
+            return False
+        return any(is_exception(b, seen | {name}) for b in classes[name])
+
+    bad = sorted(n for n in classes if n not in ("KestrelError", "Cancelled") and is_exception(n) and not root(n))
+    assert not bad, bad
+    printers = [f"{p.relative_to(ROOT)}" for p in [*mods.values(), ROOT / "main.py"]
+                if p != ROOT / "core" / "errors.py" and '"kestrel: ' in p.read_text(encoding="utf-8")
+                or "f\"kestrel: {" in p.read_text(encoding="utf-8") and p != ROOT / "core" / "errors.py"]
+    assert not printers, printers

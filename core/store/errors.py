@@ -54,11 +54,11 @@ class _ExistsError(ProjectError):
     """Internal: the file to create exists (or appeared meanwhile); open_or_create opens it."""
 
 
-class _ReadOnlyFile(Exception):
+class _ReadOnlyFile(KestrelError):
     """Internal: SQLite opened the file but cannot write to it."""
 
 
-class _CannotOpen(Exception):
+class _CannotOpen(KestrelError):
     """Internal: a plain read-only open failed (WAL side files cannot be created)."""
 
 

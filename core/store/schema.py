@@ -69,6 +69,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import QueuePool
 
+from models.errors import KestrelError
+
 #: ``PRAGMA application_id`` of every Kestrel project: the ASCII bytes "KSTR".
 APPLICATION_ID = 0x4B535452
 #: Layout version written by this build; files with a larger number are refused.
@@ -206,7 +208,7 @@ MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
 
 
 # ------------------------------------------------------------------------ records
-class BadValue(Exception):
+class BadValue(KestrelError):
     """A value read from a project file failed validation (-> ProjectCorruptError)."""
 
 

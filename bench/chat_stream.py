@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.chat.encoder import human_quality_kbps  # noqa: E402
+from core.chat.codec import human_quality_kbps  # noqa: E402
+from core.chat.encoder import EncoderSettings  # noqa: E402
 from core.chat.selftest import (LADDER, QUESTIONS, SelfTestRequest, format_report, prepare_clips,  # noqa: E402
                                 run_selftest)
-from core.chat.session import EncoderSettings  # noqa: E402
 from core.jobs import HeadlessState  # noqa: E402
 
 CACHE = Path(os.environ.get("KESTREL_BENCH_CACHE", Path.home() / ".cache" / "kestrel" / "bench")) / "chat"

@@ -17,25 +17,25 @@ question is not about only add latency. So this encoder
    by default, and decodes the packet again: the *decoded* image is what the receiving
    model sees, and the packets' real byte count is the bitrate the meter shows.
 
-``human_quality_kbps`` is the yardstick: a normal H.264 encode (CRF 23, the source frame
-rate, full size) of the same frames.
+This module decides what to send, when, and at what quality (1–3, rate control); the codec
+work of 4 — packets, ROI side data, decoding — is :mod:`core.chat.codec`'s, and so is the
+yardstick ``human_quality_kbps``: a normal H.264 encode (CRF 23, the source frame rate, full
+size) of the same frames.
 """
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
-from fractions import Fraction
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from core.chat import (SYNONYMS, RegionScorer, Seen, TextVectors, is_text_question,  # noqa: F401 (re-exported)
-                       question_words, seen_from)
+from core.chat import RegionScorer, Seen
+from core.chat.codec import MachineCodec, Roi, pick_codec
+from core.chat.codec import human_quality_kbps  # noqa: F401 (tests/media/test_robust_media.py imports it from here)
 
-log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Region:
@@ -81,7 +81,9 @@ class EncoderStats:
         return max(self.last_time - self.first_time, 0.0)
 
     def kbps(self, frame_interval: float = 0.0) -> float:
-        return self.bytes * 8 / 1000 / d if (d := self.duration_s + frame_interval) > 0 else 0.0
+        """Bitrate of the bytes sent over the stream time covered (plus one frame's interval)."""
+        d = self.duration_s + frame_interval
+        return self.bytes * 8 / 1000 / d if d > 0 else 0.0
 
 
 class MachineEncoder:
@@ -120,9 +122,7 @@ class MachineEncoder:
         self.scorer = scorer or RegionScorer()
         self.stats = EncoderStats()
         self._crf_boost = 0
-        self._enc: Any = None
-        self._dec: Any = None
-        self._enc_key: tuple = ()
+        self._codec = MachineCodec(self.codec, gop=self.gop, preset=self.preset)
         self._last: dict[str, Any] | None = None  # descriptor of the last frame sent
         self._question: str | None = None
         self._intervals: deque[float] = deque(maxlen=32)
@@ -258,7 +258,10 @@ class MachineEncoder:
             return "keepalive"
         return None
 
-    _sent_t = property(lambda self: self._recent[-1][0] if self._recent else -1e9)
+    @property
+    def _sent_t(self) -> float:
+        """Stream time of the last frame sent (long ago when none was)."""
+        return self._recent[-1][0] if self._recent else -1e9
 
     # -- how to send ------------------------------------------------------------------------
     def compose(self, img: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
@@ -289,7 +292,6 @@ class MachineEncoder:
         return (frame * mask + back * (1 - mask)).astype(np.uint8)
 
     def _encode(self, t: float, img: np.ndarray, regions: tuple[Region, ...], reason: str) -> EncodedFrame:
-        import av
         import cv2
 
         if self.uncompressed:
@@ -298,81 +300,32 @@ class MachineEncoder:
                                 (img.shape[1], img.shape[0]), 0, 1.0)
         pic = self.compose(img, regions)
         h, w = pic.shape[:2]
+        scale = w / img.shape[1]
         crf = min(51, self.crf + self._crf_boost)
-        self._open(w, h, crf)
-        vf = av.VideoFrame.from_ndarray(pic, format="rgb24").reformat(format="yuv420p")
-        vf.pts = int(round(t * 1000))
-        vf.time_base = Fraction(1, 1000)
-        vf = self._with_roi(vf, regions, w / img.shape[1])
-        packets = list(self._enc.encode(vf))
-        if not packets:  # an encoder that buffers despite zerolatency: drain it for this frame
-            packets = list(self._enc.encode(None))
-            self._enc = None
-        data = b"".join(bytes(p) for p in packets)
-        decoded = None
-        for p in packets:
-            for fr in self._dec.decode(p):
-                decoded = fr.to_ndarray(format="rgb24")
-        if decoded is None:
-            raise RuntimeError(f"{self.codec}: the encoded frame at {t:.2f} s did not decode")
+        data, decoded = self._codec.encode(t, pic, crf, self.quantiser_map(regions, scale, (w, h)))
         ok, jpg = cv2.imencode(".jpg", decoded[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         return EncodedFrame(t, jpg.tobytes() if ok else b"", data, regions, decoded, self.codec, reason, (w, h), crf,
-                            w / img.shape[1])
+                            scale)
 
-    def _with_roi(self, vf: Any, regions: Sequence[Region], scale: float) -> Any:
-        """The paper's per-region QP map, for real: FFmpeg's ``addroi`` filter attaches
-        regions-of-interest side data that libx264/libx265 turn into quantiser offsets — lower QP
-        in the question's regions, higher elsewhere. Regions go first (the first takes precedence
-        where they overlap), the whole-frame background last."""
+    def quantiser_map(self, regions: Sequence[Region], scale: float, size: tuple[int, int]) -> list[Roi]:
+        """The paper's per-region QP map, for real: quantiser offsets that the codec attaches as
+        FFmpeg regions-of-interest side data — lower QP in the question's regions (text regions
+        1.5×), higher elsewhere. Regions go first (the first takes precedence where they
+        overlap), the whole-frame background last. ``scale``: encoded pixels per source pixel;
+        ``size``: the encoded width and height."""
         if not regions or (not self.roi_qoffset and not self.background_qoffset):
-            return vf
-        import av.filter
-
-        g = av.filter.Graph()
-        last = g.add_buffer(width=vf.width, height=vf.height, format="yuv420p", time_base=Fraction(1, 1000))
-        rois = []
+            return []
+        width, height = size
+        rois: list[Roi] = []
         for r in regions:
             q = max(-1.0, self.roi_qoffset * (1.5 if r.kind == "text" else 1.0))
             x1, y1, x2, y2 = (int(round(v * scale)) for v in r.box)
-            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(vf.width, x2), min(vf.height, y2)
+            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
             if x2 - x1 >= 2 and y2 - y1 >= 2 and q:
                 rois.append((x1, y1, x2 - x1, y2 - y1, q))
         if self.background_qoffset:
-            rois.append((0, 0, vf.width, vf.height, min(1.0, self.background_qoffset)))
-        for x, y, w, h, q in rois:
-            f = g.add("addroi", f"x={x}:y={y}:w={w}:h={h}:qoffset={q:.3f}")
-            last.link_to(f)
-            last = f
-        sink = g.add("buffersink")
-        last.link_to(sink)
-        g.configure()
-        g.push(vf)
-        return g.pull()
-
-    def _open(self, w: int, h: int, crf: int) -> None:
-        import av
-
-        key = (w, h, crf)
-        if self._enc is not None and key == self._enc_key:
-            return
-        name = "libx265" if self.codec == "hevc" else "libx264"
-        enc = av.CodecContext.create(name, "w")
-        enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
-        enc.time_base = Fraction(1, 1000)
-        enc.gop_size = self.gop
-        enc.max_b_frames = 0
-        # zerolatency: one packet out per frame in. qcomp=1: the same quality for every frame —
-        # without lookahead, CRF otherwise lets the quantiser drift ~10 steps up after the first
-        # frame (measured: 82 kB, then 11 kB per intra frame of the same scene).
-        opts = {"preset": self.preset, "tune": "zerolatency", "crf": str(crf)}
-        if name == "libx265":
-            opts["x265-params"] = f"log-level=none:keyint={self.gop}:min-keyint=1:bframes=0:qcomp=1"
-        else:
-            opts["x264-params"] = f"keyint={self.gop}:min-keyint=1:qcomp=1"
-        enc.options = opts
-        enc.open()
-        self._enc, self._enc_key = enc, key
-        self._dec = av.CodecContext.create("hevc" if self.codec == "hevc" else "h264", "r")
+            rois.append((0, 0, width, height, min(1.0, self.background_qoffset)))
+        return rois
 
     def _rate_control(self) -> None:
         if not self.max_kbps:
@@ -382,6 +335,24 @@ class MachineEncoder:
             self._crf_boost += 2
         elif k < 0.6 * self.max_kbps and self._crf_boost > 0:
             self._crf_boost -= 1
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """One rung of the bitrate ladder (see :class:`MachineEncoder` for what each knob does)."""
+
+    max_side: int = 640
+    context_side: int = 384
+    crf: int = 36
+    change_threshold: float = 0.3
+    codec: str = "h264"
+    background: str = "flat"
+    min_interval: float = 0.5
+    max_interval: float = 10.0
+    uncompressed: bool = False  # the baseline: the same frames, original pixels
+
+    def make(self, scorer: RegionScorer | None = None) -> MachineEncoder:
+        return MachineEncoder(scorer=scorer, **asdict(self))
 
 
 def _count_change(a: Counter, b: Counter) -> float:
@@ -398,102 +369,13 @@ def _text_change(a: frozenset, b: frozenset) -> float:
 
     if a == b:
         return 0.0
-    alike = lambda t, others: any(SequenceMatcher(None, t, u).ratio() >= 0.6 for u in others)  # noqa: E731
+
+    def alike(t: str, others: frozenset) -> bool:
+        return any(SequenceMatcher(None, t, u).ratio() >= 0.6 for u in others)
+
     changed = sum(not alike(t, a) for t in b) + sum(not alike(t, b) for t in a)
     return min(1.0, changed / max(1, len(a | b)))
 
 
 def _norm_text(s: str) -> str:
     return re.sub(r"\W+", "", s.lower())
-
-
-def pick_codec(codec: str) -> str:
-    """"h264" or "hevc"; hevc falls back to h264 (logged) when PyAV's FFmpeg lacks libx265."""
-    if codec not in ("h264", "hevc"):
-        raise ValueError("codec must be 'h264' or 'hevc'")
-    import av
-
-    if codec == "hevc" and "libx265" not in av.codecs_available:
-        log.warning("this PyAV build has no libx265; encoding H.264 instead")
-        return "h264"
-    return codec
-
-
-def human_quality_kbps(frames: Sequence[tuple[float, np.ndarray]] | str, *, fps: float | None = None,
-                       crf: int = 23, preset: str = "medium", start: float = 0.0,
-                       end: float | None = None) -> float:
-    """What a person-oriented stream of the same frames costs: libx264 CRF 23 (x264's default
-    quality), full size, every frame at the source rate, normal GOP with B-frames.
-
-    ``frames``: (time, RGB image) pairs, or a file path whose [start, end) is decoded and encoded
-    frame by frame (never held in memory as a whole)."""
-    if isinstance(frames, str):
-        return _human_from_file(frames, crf=crf, preset=preset, start=start, end=end)
-    if not frames:
-        return 0.0
-    d = np.diff([t for t, _ in frames])
-    enc = HumanQualityStream(fps or (1.0 / float(np.median(d)) if len(d) else 25.0), crf, preset)
-    for t, img in frames:
-        enc.add(t, img)
-    return enc.finish()
-
-
-class HumanQualityStream:
-    """A person-oriented H.264 stream of the same frames, for the meter beside the machine stream:
-    ``add`` every frame, read ``kbps``. ``tune="zerolatency"`` suits a live meter (packets come out
-    at once); the bench's yardstick keeps x264's defaults (``preset="medium"``, lookahead, B-frames)."""
-
-    def __init__(self, fps: float, crf: int = 23, preset: str = "medium", tune: str | None = None) -> None:
-        self.fps, self.crf, self.preset, self.tune = fps, crf, preset, tune
-        self._enc: Any = None
-        self.total = 0
-        self.t0: float | None = None
-        self.t1 = 0.0
-
-    def add(self, t: float, img: np.ndarray) -> None:
-        import av
-
-        h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
-        if self._enc is None:
-            self._enc = av.CodecContext.create("libx264", "w")
-            self._enc.width, self._enc.height, self._enc.pix_fmt = w, h, "yuv420p"
-            self._enc.time_base = Fraction(1, 1000)
-            self._enc.framerate = Fraction(round(self.fps * 1000), 1000)
-            tune = {"tune": self.tune} if self.tune else {}
-            self._enc.options = {"preset": self.preset, "crf": str(self.crf), **tune}
-            self.t0 = t
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="rgb24").reformat(format="yuv420p")
-        vf.pts = int(round((t - (self.t0 or 0.0)) * 1000))
-        vf.time_base = Fraction(1, 1000)
-        self.total += sum(p.size for p in self._enc.encode(vf))
-        self.t1 = t
-
-    @property
-    def kbps(self) -> float:
-        """Bits so far over the time covered (undercounts by the encoder's lookahead until ``finish``)."""
-        duration = self.t1 - (self.t0 or 0.0) + 1.0 / self.fps
-        return self.total * 8 / 1000 / duration if self._enc is not None else 0.0
-
-    def finish(self) -> float:
-        if self._enc is not None:
-            self.total += sum(p.size for p in self._enc.encode(None))
-        return self.kbps
-
-
-def _human_from_file(path: str, *, crf: int, preset: str, start: float, end: float | None) -> float:
-    import av
-
-    with av.open(path, metadata_errors="replace") as c:
-        vs = c.streams.video[0]
-        vs.thread_type = "AUTO"
-        fps = float(vs.average_rate or vs.guessed_rate or 25)
-        enc = HumanQualityStream(fps, crf, preset)
-        if start > 0:
-            c.seek(int(start / vs.time_base), stream=vs, backward=True)
-        for f in c.decode(vs):
-            if f.time is None or f.time < start - 1e-6:
-                continue
-            if end is not None and f.time >= end:
-                break
-            enc.add(float(f.time), f.to_ndarray(format="rgb24"))
-    return enc.finish()

@@ -33,7 +33,7 @@ class LivePerception:
         self._new_log()
 
     def _new_log(self) -> None:
-        from core.chat.grounding import PerceptionLog
+        from core.chat.perception_log import PerceptionLog
 
         self.log = PerceptionLog(self.horizon_s, step=1.0 / self.fps)
         self._last_t: float | None = None
@@ -80,7 +80,7 @@ class LivePerception:
 
     def snapshot(self) -> Any:
         """A copy of the log as it is now (public API only: frames looked at, then what was seen)."""
-        from core.chat.grounding import PerceptionLog
+        from core.chat.perception_log import PerceptionLog
 
         with self._lock:
             frames, obs = self.log.frame_times, self.log.observations()
@@ -167,7 +167,7 @@ class LiveStreamMeter:
         t0 = _time.perf_counter()
         if self._enc is None:
             from core.chat import RegionScorer, TextVectors
-            from core.chat.session import EncoderSettings
+            from core.chat.encoder import EncoderSettings
             # regions matched to the question by shared words: loading MiniLM here, beside the
             # compute worker's copy, would cost a second model and race transformers' lazy imports
             self._enc = (self.settings or EncoderSettings()).make(RegionScorer(TextVectors(load=False)))
@@ -190,7 +190,7 @@ class LiveStreamMeter:
                            self._enc.codec, 1000 * self._cost / self._frames)]
 
     def _add_human(self, t: float, image: Any) -> None:
-        from core.chat.encoder import HumanQualityStream
+        from core.chat.codec import HumanQualityStream
 
         if self._human is None:
             if self._first is None or t <= self._first[0]:

@@ -23,10 +23,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core.chat import make_backend, text_vectors
-from core.chat.encoder import is_text_question
-from core.chat.grounding import PerceptionLog
-from core.chat.session import ChatAnswer, ChatRequest, EncoderSettings, Eyes, answer, held_eyes, perceive_file
+from core.chat import is_text_question, make_backend, text_vectors
+from core.chat.encoder import EncoderSettings
+from core.chat.evidence import Eyes, held_eyes, perceive_file
+from core.chat.perception_log import PerceptionLog
+from core.chat.session import ChatAnswer, ChatRequest, answer
 from core.jobs import HeadlessState, JobState, SubProgress, check
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ class SelfTestPartial:
 def run_selftest(req: SelfTestRequest, state: JobState | None = None) -> SelfTestReport:
     """Job: every question at every rung (and from the uncompressed frames); partial results
     per answered question, so the plot fills in as it runs."""
-    from core.chat.encoder import human_quality_kbps
+    from core.chat.codec import human_quality_kbps
 
     state = state or HeadlessState()
     eyes = req.eyes or held_eyes()

@@ -8,93 +8,35 @@ code), streams the backend's tokens as partial results, and returns a :class:`Ch
 with the citations, the bitrate the model was given, the frames it saw and where the time
 went. Nothing here raises to the caller for a bad server, a missing model, a stop or a
 dropped camera: the answer carries the message and is marked partial.
+
+The window's frames and the eyes on them are :mod:`core.chat.evidence`'s; storing the answer
+in the project is :mod:`core.chat.history`'s.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-import numpy as np
-
-from core.chat import text_vectors
-from core.chat.encoder import (EncodedFrame, MachineEncoder, RegionScorer, Seen, TextVectors, human_quality_kbps,
-                               seen_from)
-from core.chat.grounding import (Citation, Grounding, LogLine, PerceptionLog, citations,
-                                 ground, position, reconcile)
+from core.chat import Citation, RegionScorer, TextVectors, citations, text_vectors
+from core.chat.codec import human_quality_kbps
+from core.chat.encoder import EncodedFrame, EncoderSettings
+from core.chat.evidence import (Eyes, Frames, add_seen, frame_line, held_eyes, pick_frames, seen_near,
+                                window_frames)
+from core.chat.evidence import file_frames, perceive_file  # noqa: F401 (core/chat/cli.py imports them from here)
+from core.chat.grounding import Grounding, ground, reconcile
+from core.chat.history import save_chat  # noqa: F401 (core/chat/cli.py imports it from here)
+from core.chat.perception_log import LogLine, PerceptionLog
 from core.jobs import JobState
 from core.timefmt import clock
 
 log = logging.getLogger(__name__)
 
-Frames = Sequence[tuple[float, np.ndarray]]
 SYSTEM = ("You answer an analyst's questions about a video in one or two short sentences, using only the log "
           "lines given (what was seen and heard, with times). Facts given as computed are exact: repeat their "
           "numbers and never count by yourself. Cite the times you rely on as [mm:ss]. If the log does not say, "
           "answer that it is not in the log.")
-
-
-@dataclass(frozen=True)
-class EncoderSettings:
-    """One rung of the bitrate ladder (see :class:`MachineEncoder` for what each knob does)."""
-
-    max_side: int = 640
-    context_side: int = 384
-    crf: int = 36
-    change_threshold: float = 0.3
-    codec: str = "h264"
-    background: str = "flat"
-    min_interval: float = 0.5
-    max_interval: float = 10.0
-    uncompressed: bool = False  # the baseline: the same frames, original pixels
-
-    def make(self, scorer: RegionScorer | None = None) -> MachineEncoder:
-        return MachineEncoder(scorer=scorer, **asdict(self))
-
-
-class Eyes:
-    """Perception on the frames the model receives (decoded from the low-bitrate stream).
-
-    The detector (SSD) is loaded on first use; OCR only when a question needs reading text
-    (both held by :mod:`models.loaded`). Either may be given (tests pass their own), and either failing to load is a note, not an
-    error: the answer then rests on the log alone.
-    """
-
-    def __init__(self, detector: Any = None, reader: Any = None) -> None:
-        self.detector, self.reader = detector, reader
-        self.notes: list[str] = []
-        self._tried: set[str] = set()
-
-    def _load(self, what: str) -> Any:
-        if what in self._tried:
-            return getattr(self, what)
-        self._tried.add(what)
-        if getattr(self, what) is None:
-            from models.catalogue import ModelError
-            from models.loaded import held
-            try:
-                setattr(self, what, held("ssd-mobilenet-v2-coco" if what == "detector" else "rapidocr"))
-            except ModelError as e:
-                self.notes.append(f"no {'detection' if what == 'detector' else 'text reading'} on the frames: {e}")
-        return getattr(self, what)
-
-    def look(self, image: np.ndarray, *, read_text: bool = False) -> list[Seen]:
-        """What perception sees in one frame. Text is read in the whole frame: crops cut tightly
-        around a region read worse than the frame, whose backdrop is flat anyway."""
-        out: list[Seen] = []
-        det = self._load("detector")
-        if det is not None:
-            out += seen_from(det.detect([image])[0])
-        if read_text and (ocr := self._load("reader")) is not None:
-            out += seen_from(texts=ocr.read(image))
-        return out
-
-
-def held_eyes() -> Eyes:
-    """This thread's eyes over the catalogue's detector and OCR, kept by :func:`models.loaded.keep`."""
-    from models.loaded import keep
-    return keep("chat.eyes", Eyes)
 
 
 @dataclass
@@ -193,7 +135,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         return
     t_enc = time.perf_counter()
     state.set_progress(0.05, "encoding the stream")
-    frames, note = _window_frames(req)
+    frames, note = window_frames(req.frames, req.source, req.at, req.window_s, req.sample_fps)
     if note:
         ans.notes.append(note)
     at = req.at if req.at is not None else (frames[-1][0] if frames else (req.log.span[1] if req.log else 0.0))
@@ -203,7 +145,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     base_log = req.log or PerceptionLog()
     sent: list[EncodedFrame] = []
     for t, img in frames:
-        ef = enc.push(t, img, _seen_near(base_log, t, img.shape), question)
+        ef = enc.push(t, img, seen_near(base_log, t, img.shape), question)
         if ef is not None:
             sent.append(ef)
     ans.kbps, ans.frames_sent, ans.bytes_sent = enc.kbps, enc.stats.frames_sent, enc.stats.bytes
@@ -211,7 +153,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     ans.encode_s = time.perf_counter() - t_enc
     if req.reference and frames:
         ans.human_kbps = human_quality_kbps(list(frames), preset="veryfast")
-    to_model = _pick(sent, at, req.max_frames)
+    to_model = pick_frames(sent, at, req.max_frames)
     ans.frames = to_model
     ans.frames_seen = [f.time for f in to_model]
     if state.is_cancelled():
@@ -230,8 +172,8 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     eyes = req.eyes or held_eyes()
     for i, f in enumerate(to_model):  # text is read in the latest two frames (OCR is the slow part)
         seen = eyes.look(f.decoded_image, read_text=g_probe.text_question and i >= len(to_model) - 2)
-        _add_seen(eyes_log, f, seen)
-        eye_lines.append(_frame_line(f, seen))
+        add_seen(eyes_log, f, seen)
+        eye_lines.append(frame_line(f, seen))
     ans.notes += eyes.notes
     ans.perceive_s = time.perf_counter() - t_p
 
@@ -299,130 +241,6 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     state.set_progress(1.0, "done")
 
 
-def _window_frames(req: ChatRequest) -> tuple[list[tuple[float, np.ndarray]], str]:
-    frames, note = _raw_window(req)
-    out: list[tuple[float, np.ndarray]] = []
-    for f in frames:  # a live buffer holds every frame: the encoder needs no more than sample_fps
-        if not out or f[0] - out[-1][0] >= 0.999 / req.sample_fps:
-            out.append(f)
-    return out, note
-
-
-def _raw_window(req: ChatRequest) -> tuple[list[tuple[float, np.ndarray]], str]:
-    at = req.at
-    span = getattr(getattr(req.frames, "__self__", None), "span", None)  # a RingBuffer's bound method
-    if at is None and span and span[1] > 0:  # "now" on a live feed: decode only the last window
-        at = float(span[1])
-    if at is None and req.source and req.frames is None:  # a file's "now" is its end
-        from core.media.decode import probe
-        try:
-            at = probe(req.source, with_hash=False).duration_s
-        except Exception as e:
-            return [], f"No video for this answer ({e}); answering from the perception log only."
-    t1 = at if at is not None else float("inf")
-    t0 = (at - req.window_s) if at is not None else -float("inf")
-    try:
-        if callable(req.frames):
-            frames = list(req.frames(t0 if at is not None else 0.0, t1))
-            if at is None and frames:  # "now": the latest window
-                last = frames[-1][0]
-                frames = [f for f in frames if f[0] >= last - req.window_s]
-        elif req.frames is not None:
-            frames = [f for f in req.frames if t0 <= f[0] <= t1]
-        elif req.source:
-            frames = file_frames(req.source, max(0.0, at - req.window_s), at, req.sample_fps)
-        else:
-            frames = []
-    except Exception as e:  # LiveError, MediaError, a dropped camera: answer from the log
-        return [], f"No video for this answer ({e}); answering from the perception log only."
-    if not frames:
-        return [], "No video frames in this window (camera disconnected?); answering from the log only."
-    return frames, ""
-
-
-def file_frames(path: str, start: float, end: float | None, fps: float,
-                max_size: tuple[int, int] = (1280, 720)) -> list[tuple[float, np.ndarray]]:
-    """Frames of a file from ``start`` to ``end`` at ``fps`` (decoded forward, never per-frame seeks)."""
-    from core.media.decode import MediaError, VideoDecoder, probe
-
-    info = probe(path, with_hash=False)
-    end = info.duration_s if end is None else min(end, info.duration_s)
-    out = []
-    with VideoDecoder(path, max_size=max_size) as dec:
-        for t in np.arange(max(0.0, start), max(start, end) + 1e-6, 1.0 / fps):
-            try:
-                f = dec.frame_at(float(t))
-            except MediaError:
-                continue
-            if not out or f.time > out[-1][0]:
-                out.append((float(f.time), f.image))
-    return out
-
-
-def perceive_file(path: str, *, start: float = 0.0, end: float | None = None, fps: float = 2.0,
-                  models: Sequence[str] = ("ssd-mobilenet-v2-coco", "whisper-tiny"),
-                  state: JobState | None = None) -> tuple[PerceptionLog, list[str]]:
-    """Run the perception job over [start, end] of a file (for a file with no stored tracks)
-    and return its log, with the errors of models that failed (the others still count)."""
-    from core.perception.analysis import AnalysisRequest, analyze, tracks_for
-    from core.jobs import HeadlessState
-
-    res = analyze(AnalysisRequest(path=path, models=tuple(models), fps=fps, start=start, end=end),
-                  state or HeadlessState())
-    tracks = [tr for out in res.outputs.values() if not out.error for tr in tracks_for(out, 1.0 / fps)]
-    return PerceptionLog.from_tracks(tracks), [f"{k}: {v}" for k, v in res.errors.items()]
-
-
-def _seen_near(log: PerceptionLog, t: float, shape: tuple[int, ...]) -> list[Seen]:
-    """The log's boxes at the sample nearest ``t``, scaled to this frame's size (for region scoring)."""
-    obs = [o for o in log.observations(t - 1.5 * log.step, t + 1.5 * log.step) if o.box is not None and o.end is None]
-    if not obs:
-        return []
-    tn = min({o.time for o in obs}, key=lambda x: abs(x - t))
-    h, w = shape[:2]
-    out = []
-    for o in obs:
-        if abs(o.time - tn) > 1e-3:
-            continue
-        sx, sy = (w / o.size[0], h / o.size[1]) if o.size and o.size[0] and o.size[1] else (1.0, 1.0)
-        b = o.box
-        out.append(Seen("object" if o.kind == "object" else o.kind, o.label,
-                        (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy), o.score))
-    return out
-
-
-def _pick(sent: list[EncodedFrame], at: float, n: int) -> list[EncodedFrame]:
-    """The ``n`` sent frames the model gets: the latest at or before ``at``, then spread back in time."""
-    before = [f for f in sent if f.time <= at + 1e-6] or sent
-    if len(before) <= n:
-        return before
-    idx = np.unique(np.round(np.linspace(0, len(before) - 1, n)).astype(int))
-    return [before[i] for i in idx]
-
-
-def _add_seen(log: PerceptionLog, f: EncodedFrame, seen: list[Seen]) -> None:
-    from models.types import Detection, Face, TextRegion
-
-    log.add_frame(f.time, detections=[Detection(s.box, s.label, s.score) for s in seen if s.kind == "object"],
-                  faces=[Face(s.box, s.score) for s in seen if s.kind == "face"],
-                  texts=[TextRegion(s.box, s.label, s.score) for s in seen if s.kind == "text"],
-                  size=f.size)
-
-
-def _frame_line(f: EncodedFrame, seen: list[Seen]) -> LogLine:
-    objs: dict[str, list[str]] = {}
-    for s in seen:
-        if s.kind != "text":
-            objs.setdefault(s.label, []).append(position(s.box, f.size))
-    parts = [f"{lb} ×{len(p)}" if len(p) > 1 else f"{lb} ({p[0]})" for lb, p in objs.items()]
-    texts = [f'"{s.label}"' for s in seen if s.kind == "text"]
-    what = ", ".join(parts) or "nothing perception recognises"
-    if texts:
-        what += "; text " + ", ".join(texts)
-    body = f"[{clock(f.time)}] frame given to the model ({f.size[0]}×{f.size[1]}) shows: {what}"
-    return LogLine(f.time, f.time, "frame", "frame", body)
-
-
 def _images(frames: list[EncodedFrame]) -> list[Any]:
     from models.llm.base import ChatImage
 
@@ -459,42 +277,3 @@ def _fit(req: ChatRequest, g: Grounding, images: list[Any]) -> tuple[list[dict[s
         at = g.at if g.at is not None else lines[-1].end
         lines.remove(max(lines, key=lambda ln: min(abs(ln.start - at), abs(ln.end - at))))
 
-
-# -- history in the project ------------------------------------------------------------------
-
-CHAT_TRACK = ("chat", "chat")
-
-
-def save_chat(project: Any, media_id: int, ans: ChatAnswer) -> int:
-    """Store one question and answer as a marker on the media's "chat" track (run the call on
-    the database worker). The provenance — model, bitrate, frames — rides in the item's data
-    and in a recorded run; no API key or server secret is ever part of it."""
-    at = float(ans.at or 0.0)
-    with project.batch():  # the run and its marker commit together
-        run_id = project.record_run(kind="chat", producer=ans.model, version="1",
-                                    params={"question": ans.question, "kbps": round(ans.kbps, 2),
-                                            "frames": [round(t, 3) for t in ans.frames_seen]},
-                                    media_id=media_id, started_at=time.time(),
-                                    duration_s=ans.encode_s + ans.transfer_s + ans.inference_s + ans.perceive_s,
-                                    status="failed" if ans.error and not ans.text else "ok", error=ans.error)
-        item = {"start_s": at, "end_s": at, "label": ans.question[:500], "confidence": None, "run_id": run_id,
-                "data": {"answer": ans.text, "model": ans.model, "kbps": round(ans.kbps, 2),
-                         "human_kbps": None if ans.human_kbps is None else round(ans.human_kbps, 2),
-                         "frames": [round(t, 3) for t in ans.frames_seen], "partial": ans.partial,
-                         "error": ans.error, "citations": [[c.text, c.seconds] for c in ans.citations],
-                         "latency": {"encode_s": round(ans.encode_s, 3), "transfer_s": round(ans.transfer_s, 3),
-                                     "inference_s": round(ans.inference_s, 3), "perceive_s": round(ans.perceive_s, 3)}}}
-        for tr in project.load_tracks(media_id):
-            if (tr.kind, tr.name) == CHAT_TRACK:
-                project.append_items(tr.id, [item])
-                return tr.id
-        return project.save_track(media_id, CHAT_TRACK[0], CHAT_TRACK[1], [item], meta={"kind": "chat history"})
-
-
-def load_chat(project: Any, media_id: int) -> list[dict[str, Any]]:
-    """The stored chat of a media file, oldest first: {"at", "question", **data}."""
-    out = []
-    for tr in project.load_tracks(media_id):
-        if (tr.kind, tr.name) == CHAT_TRACK:
-            out += [{"at": i.start_s, "question": i.label, **dict(i.data)} for i in tr.items]
-    return sorted(out, key=lambda d: d["at"])

@@ -223,7 +223,7 @@ class ChatPanel(QWidget):
         return self.session.position if self.session.info is not None else None
 
     def _ask(self, q: str) -> None:
-        from core.chat.grounding import PerceptionLog
+        from core.chat.perception_log import PerceptionLog
         from core.chat.session import ChatRequest, answer
 
         live = self.bench.live.running
@@ -294,7 +294,7 @@ class ChatPanel(QWidget):
         self._finish_ui(None)
         proj, mid = self.bench.project(), self.session.media_id
         if proj is not None and mid is not None and not proj.read_only and not self.bench.live.running:
-            from core.chat.session import save_chat
+            from core.chat.history import save_chat
             self.bench.tasks.call(save_chat, proj, mid, ans, pool="db", name="store chat").on_error(
                 lambda e: log.warning("could not store the chat: %s", e))
         self.answered.emit(ans)

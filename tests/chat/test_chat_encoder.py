@@ -6,9 +6,11 @@ import av
 import numpy as np
 import pytest
 
-from core.chat.encoder import MachineEncoder, human_quality_kbps, seen_from
+from core.chat import seen_from
+from core.chat.codec import human_quality_kbps
+from core.chat.encoder import MachineEncoder
+from core.chat.evidence import file_frames
 from core.chat.selftest import make_sign_clip
-from core.chat.session import file_frames
 from models.catalogue import load_model
 
 

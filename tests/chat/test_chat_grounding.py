@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.chat import language_of, question_words
-from core.chat.grounding import PerceptionLog, citations, ground, reconcile, retrieve
+from core.chat import citations, language_of, question_words
+from core.chat.grounding import ground, reconcile, retrieve
+from core.chat.perception_log import PerceptionLog
 from core.timefmt import clock as fmt_time
 from core.timeline import Item, Track
 from models.types import Detection, TextRegion

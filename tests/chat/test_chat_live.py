@@ -7,7 +7,7 @@ import math
 import pytest
 
 from core.chat.live import LivePerception, LiveStreamMeter
-from core.chat.session import EncoderSettings
+from core.chat.encoder import EncoderSettings
 from core.media.live import LiveSource
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.chat.grounding import PerceptionLog
-from core.chat.session import ChatPartial, ChatRequest, answer, load_chat, perceive_file, save_chat
+from core.chat.evidence import perceive_file
+from core.chat.history import load_chat, save_chat
+from core.chat.perception_log import PerceptionLog
+from core.chat.session import ChatPartial, ChatRequest, answer
 from core.jobs import HeadlessState
 from models.catalogue import ModelError
 from models.llm.base import LLMError, Timing

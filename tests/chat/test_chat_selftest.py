@@ -6,9 +6,10 @@ import socket
 
 import pytest
 
+from core.chat.evidence import perceive_file
+from core.chat.history import load_chat
 from core.chat.selftest import (LADDER, QUESTIONS, Clip, SelfTestRequest, format_report, is_correct,
                                 run_selftest)
-from core.chat.session import load_chat, perceive_file
 from core.cli import command
 from core.jobs import HeadlessState
 

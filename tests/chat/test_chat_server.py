@@ -18,7 +18,8 @@ import urllib.request
 
 import pytest
 
-from core.chat.session import ChatRequest, answer, perceive_file
+from core.chat.evidence import perceive_file
+from core.chat.session import ChatRequest, answer
 from core.jobs import HeadlessState
 from models.llm.base import LLMError
 from models.llm.openai_compat import OpenAICompatLLM

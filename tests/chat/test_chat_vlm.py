@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.chat.session import ChatRequest, answer, perceive_file
+from core.chat.evidence import perceive_file
+from core.chat.session import ChatRequest, answer
 from core.jobs import HeadlessState
 from models.catalogue import ModelError
 from models.llm.base import ChatImage, LLMError

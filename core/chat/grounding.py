@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -113,63 +113,34 @@ def target_labels(question: str, log: PerceptionLog) -> list[str]:
     return sorted(hits, key=lambda lb: (lb not in present, lb))
 
 
+def question_kind(question: str, labels: Sequence[str]) -> str:
+    """count | duration | when | presence | open: which fact the question asks for."""
+    if COUNT_Q.search(question):
+        return "count"
+    if DURATION_Q.search(question):
+        return "duration"
+    if WHEN_Q.search(question):
+        return "when"
+    if PRESENCE_Q.search(question) and labels:
+        return "presence"
+    return "open"
+
+
 def ground(question: str, log: PerceptionLog, *, at: float | None = None, window_s: float = 60.0,
            k: int = 8, index: TextVectors | None = None, extra_lines: Sequence[LogLine] = ()) -> Grounding:
     """Facts computed from the log and the retrieved lines, for ``question`` asked about time ``at``."""
     t_end = at if at is not None else log.span[1]
     t0 = max(0.0, t_end - window_s)
     labels = target_labels(question, log)
-    kind = ("count" if COUNT_Q.search(question) else "duration" if DURATION_Q.search(question)
-            else "when" if WHEN_Q.search(question) else "presence" if PRESENCE_Q.search(question) and labels
-            else "open")
+    kind = question_kind(question, labels)
     g = Grounding(question, at, kind, labels, text_question=is_text_question(question),
                   language=language_of(question))
-    win = f"{clock(t0)}–{clock(t_end)}"
-    for label in labels[:2]:
-        spans = log.presence(label, t0, t_end + log.step)
-        name = plural(label, 2)
-        if kind == "count":
-            now = log.count_at(label, t_end)
-            most = max((n for _s, _e, n in spans), default=0)
-            if now is not None:
-                n, ft = now
-                g.facts.append(Fact("count", f"At [{clock(ft)}] perception counts {n} {plural(label, n)} "
-                                    f"in the frame.", n, (ft,)))
-                g.direct = g.direct or f"{n} {plural(label, n)} at [{clock(ft)}] (counted by Kestrel " \
-                                       f"from the detector log)."
-            g.facts.append(Fact("count" if now is None else "max", f"Most {name} seen at once between "
-                                f"[{clock(t0)}] and [{clock(t_end)}]: {most}.", most))
-            if now is None:
-                g.direct = g.direct or f"At most {most} {plural(label, most)} at once in {win} (counted by " \
-                                       f"Kestrel from the detector log)."
-        elif kind == "duration":
-            total = sum(e - s for s, e, _n in spans)
-            parts = ", ".join(fmt_span(s, e) for s, e, _ in spans) or "never"
-            g.facts.append(Fact("duration", f"{label} visible for {total:.0f} s in total between "
-                                f"[{clock(t0)}] and [{clock(t_end)}]: {parts}.", total,
-                                tuple(x for s, e, _ in spans for x in (s, e))))
-            g.direct = g.direct or (f"The {label} was visible for about {total:.0f} s ({parts})." if spans
-                                    else f"No {label} was seen in {win}.")
-        elif kind == "when":
-            if spans:
-                first, last = spans[0][0], spans[-1][1]
-                g.facts.append(Fact("when", f"{label} first seen at [{clock(first)}], last seen at "
-                                    f"[{clock(last)}] ({len(spans)} appearance(s)).", None, (first, last)))
-                g.direct = g.direct or (f"The {label} was last seen at [{clock(last)}]." if LEAVE.search(question)
-                                        else f"The {label} first appeared at [{clock(first)}].")
-            else:
-                g.facts.append(Fact("when", f"No {label} was seen in {win}."))
-        elif kind == "presence":
-            now = log.count_at(label, t_end)
-            if now is not None and now[0] > 0:
-                g.facts.append(Fact("presence", f"Yes: at [{clock(now[1])}] perception sees {now[0]} "
-                                    f"{plural(label, now[0])}.", now[0], (now[1],)))
-            elif spans:
-                g.facts.append(Fact("presence", f"{label} seen earlier: " + ", ".join(
-                    fmt_span(s, e) for s, e, _ in spans[-3:]) + f"; not at [{clock(t_end)}].", 0,
-                                    tuple(s for s, _e, _n in spans[-3:])))
-            else:
-                g.facts.append(Fact("presence", f"No: perception saw no {label} in {win}.", 0))
+    if kind in _FACTS:
+        asked = _Window(log, question, t0, t_end)
+        for label in labels[:2]:
+            facts, direct = _FACTS[kind](asked, label, log.presence(label, t0, t_end + log.step))
+            g.facts += facts
+            g.direct = g.direct or direct
     if kind in ("count", "presence") and not labels:
         g.kind = "open"
     best = best_text(question, log, t0, t_end + log.step, index) if g.text_question else None
@@ -183,6 +154,84 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
         lines = [ln for ln in lines if ln.kind != "text" or set(ln.label.lower().split()) & words]
     g.lines = retrieve(question, lines, k=k, at=t_end, window_s=window_s, index=index)
     return g
+
+
+# -- one label's facts, per kind of question: (facts, the answer computed in code or None) ------
+
+_Spans = list[tuple[float, float, int]]  # PerceptionLog.presence: (start, end, most at once)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The question and the stretch of the log it is asked about: [t0, t_end]."""
+
+    log: PerceptionLog
+    question: str
+    t0: float
+    t_end: float
+
+    @property
+    def text(self) -> str:
+        return f"{clock(self.t0)}–{clock(self.t_end)}"
+
+    @property
+    def between(self) -> str:
+        return f"between [{clock(self.t0)}] and [{clock(self.t_end)}]"
+
+
+def _count_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str | None]:
+    now = w.log.count_at(label, w.t_end)
+    most = max((n for _s, _e, n in spans), default=0)
+    facts, direct = [], None
+    if now is not None:
+        n, ft = now
+        facts.append(Fact("count", f"At [{clock(ft)}] perception counts {n} {plural(label, n)} in the frame.",
+                          n, (ft,)))
+        direct = f"{n} {plural(label, n)} at [{clock(ft)}] (counted by Kestrel from the detector log)."
+    facts.append(Fact("count" if now is None else "max",
+                      f"Most {plural(label, 2)} seen at once {w.between}: {most}.", most))
+    if now is None:
+        direct = (f"At most {most} {plural(label, most)} at once in {w.text} "
+                  f"(counted by Kestrel from the detector log).")
+    return facts, direct
+
+
+def _duration_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str | None]:
+    total = sum(e - s for s, e, _n in spans)
+    parts = ", ".join(fmt_span(s, e) for s, e, _ in spans) or "never"
+    fact = Fact("duration", f"{label} visible for {total:.0f} s in total {w.between}: {parts}.", total,
+                tuple(x for s, e, _ in spans for x in (s, e)))
+    if spans:
+        return [fact], f"The {label} was visible for about {total:.0f} s ({parts})."
+    return [fact], f"No {label} was seen in {w.text}."
+
+
+def _when_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str | None]:
+    if not spans:
+        return [Fact("when", f"No {label} was seen in {w.text}.")], None
+    first, last = spans[0][0], spans[-1][1]
+    fact = Fact("when", f"{label} first seen at [{clock(first)}], last seen at [{clock(last)}] "
+                f"({len(spans)} appearance(s)).", None, (first, last))
+    if LEAVE.search(w.question):
+        return [fact], f"The {label} was last seen at [{clock(last)}]."
+    return [fact], f"The {label} first appeared at [{clock(first)}]."
+
+
+def _presence_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str | None]:
+    now = w.log.count_at(label, w.t_end)
+    if now is not None and now[0] > 0:
+        n, ft = now
+        return [Fact("presence", f"Yes: at [{clock(ft)}] perception sees {n} {plural(label, n)}.", n, (ft,))], None
+    if spans:
+        recent = spans[-3:]
+        seen = ", ".join(fmt_span(s, e) for s, e, _ in recent)
+        return [Fact("presence", f"{label} seen earlier: {seen}; not at [{clock(w.t_end)}].", 0,
+                     tuple(s for s, _e, _n in recent))], None
+    return [Fact("presence", f"No: perception saw no {label} in {w.text}.", 0)], None
+
+
+_FACTS: dict[str, Callable[[_Window, str, _Spans], tuple[list[Fact], str | None]]] = {
+    "count": _count_facts, "duration": _duration_facts, "when": _when_facts, "presence": _presence_facts}
 
 
 def best_text(question: str, log: PerceptionLog, t0: float, t1: float,

@@ -24,19 +24,19 @@ class AnalysisController(QObject):
 
     analysis_finished = Signal(str)
 
-    def __init__(self, window):
-        super().__init__(window)
-        self.w = window
+    def __init__(self, bench, parent: QObject | None = None):
+        super().__init__(parent)
+        self.bench = bench  # gui.workbench.Workbench: tasks, session, project, errors
         self._titles: dict[str, str] = {}
 
     def user_paths(self) -> tuple[tuple[str, str], ...]:
-        paths = self.w.settings.get("model_paths")
+        paths = self.bench.settings.get("model_paths")
         return tuple(sorted((k, v) for k, v in paths.items() if isinstance(v, str))) if isinstance(paths, dict) else ()
 
     def start(self, models: tuple[str, ...], fps: float, span: tuple[float, float] | None = None,
               device: str | None = None) -> None:
-        w = self.w
-        info, media_id, project = w.session.info, w.session.media_id, w.project
+        w = self.bench
+        info, media_id, project = w.session.info, w.session.media_id, w.project()
         if info is None:
             w.show_error("Open a media file first.")
             return
@@ -52,10 +52,10 @@ class AnalysisController(QObject):
             lambda e: w.show_error(f"Could not read stored results: {e}"))
 
     def _run(self, req: AnalysisRequest, info, media_id, cached: dict[str, int]) -> None:
-        w = self.w
+        w = self.bench
         todo = tuple(m for m in req.models if m not in cached)
         if not todo:
-            w.statusBar().showMessage(f"All {len(cached)} models already have results for these settings "
+            w.show_status(f"All {len(cached)} models already have results for these settings "
                                       "(reused).", 8000)
             self._reload(media_id, f"reused {len(cached)} stored results")
             return
@@ -83,18 +83,18 @@ class AnalysisController(QObject):
                        + (f", reused {len(cached)}" if cached else "")
                        + (f", {len(errors)} failed" if errors else "")
                        + "".join(f"; {n}: {why}" for n, why in result.skipped.items()))  # not applicable
-            if media_id is None or w.project is None or w.project.read_only:
+            if media_id is None or w.project() is None or w.project().read_only:
                 self._show_unsaved(result, step, summary)
                 return
-            w.tasks.call(ops.store_analyses, w.project, media_id, list(result.outputs.values()), step,
+            w.tasks.call(ops.store_analyses, w.project(), media_id, list(result.outputs.values()), step,
                          pool="db", name="store results").on_done(
                 lambda _r: self._reload(media_id, summary)).on_error(
                 lambda e: w.show_error(f"Could not store the analysis results: {e}"))
 
         def cancelled() -> None:
-            w.statusBar().showMessage("Analysis cancelled: nothing was stored for it.", 8000)
-            if media_id is not None and w.project is not None and not w.project.read_only:
-                w.tasks.call(ops.record_cancelled, w.project, media_id, req, info.duration_s, todo, pool="db")
+            w.show_status("Analysis cancelled: nothing was stored for it.", 8000)
+            if media_id is not None and w.project() is not None and not w.project().read_only:
+                w.tasks.call(ops.record_cancelled, w.project(), media_id, req, info.duration_s, todo, pool="db")
             self._reload(media_id, "cancelled")
 
         def failed(e) -> None:
@@ -106,31 +106,31 @@ class AnalysisController(QObject):
 
     def _reload(self, media_id, summary: str) -> None:
         """Show exactly what the project holds for the media (drops partial tracks)."""
-        w = self.w
-        if media_id is None or w.project is None:
+        w = self.bench
+        if media_id is None or w.project() is None:
             self.analysis_finished.emit(summary)
             return
-        proj = w.project
+        proj = w.project()
         w.tasks.call(ops.load_tracks, proj, media_id, pool="db", name="load tracks").on_done(
             lambda tracks: self._set_tracks(media_id, tracks, summary))
 
     def _set_tracks(self, media_id, tracks, summary: str) -> None:
-        w = self.w
+        w = self.bench
         if w.session.media_id != media_id:
             return
         w.session.timeline.clear()
         for tr in tracks:
             w.session.timeline.set_track(tr)
-        w.statusBar().showMessage(summary, 8000)
+        w.show_status(summary, 8000)
         self.analysis_finished.emit(summary)
 
     def _show_unsaved(self, result, step: float, summary: str) -> None:
         from core.perception.analysis import tracks_for
-        w = self.w
+        w = self.bench
         for out in result.outputs.values():
             if not out.error and out.task != "?":
                 for tr in tracks_for(out, step):
                     w.session.timeline.set_track(tr)
-        w.statusBar().showMessage(summary + " (not stored: no writable project)", 8000)
+        w.show_status(summary + " (not stored: no writable project)", 8000)
         self.analysis_finished.emit(summary)
 

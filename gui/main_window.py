@@ -169,12 +169,12 @@ class MainWindow(QMainWindow):
         self.resizeDocks([ddock], [280], Qt.Orientation.Horizontal)
         self.detections_dock = ddock
         self.live = LiveController(self.tasks, self)
-        self.analysis = AnalysisController(self)
         self.bench = Workbench(
             tasks=self.tasks, session=self.session, settings=self.settings, project=lambda: self.project,
             project_changed=self.project_changed, show_error=self.show_error,
             show_status=lambda text, ms=8000: self.statusBar().showMessage(text, ms),
             open_media=self.open_media, live=self.live, user_paths=lambda: dict(self.analysis.user_paths()))
+        self.analysis = AnalysisController(self.bench, self)
         self.focus = FocusPanel(self.bench)
         fdock = QDockWidget("Frame search", self)
         fdock.setObjectName("focus-dock")

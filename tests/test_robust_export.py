@@ -155,7 +155,7 @@ def test_planted_project_exports_no_live_formula(proj, tmp_path, capsys):
             tags = [{"name": x, "kind": "keyword", "confidence": 0.9} for x in PLANTED[k:] + PLANTED[:k]]
             plant_media(p, s + (f"{k}.mp4" if k else ""), first, tags=tags, names={"0": s})
     # an analyst's own renames and additions, through the API the Tags panel uses
-        from gui.panels.tags import edit_job
+        from core.tagging.jobs import edit_job
 
         idx = load_index(p)
         ref = idx.refs[0]
@@ -493,7 +493,7 @@ def test_damaged_tag_metadata_search_and_export_give_a_sentence(proj, tmp_path, 
     if damage in RAW:
         _raw(proj, RAW[damage][0], mid)
         if "vocabulary" in damage:
-            from gui.panels.tags import load_job
+            from core.tagging.jobs import load_job
 
             with Project.open(proj) as p:
                 idx, vocab = load_job(p, HeadlessState())
@@ -527,7 +527,7 @@ def test_all_tag_metadata_damaged_is_one_sentence_and_rc_1(proj, tmp_path, capsy
 
 
 def test_rename_on_damaged_edits_and_vocabulary_is_stored_clean(proj):
-    from gui.panels.tags import edit_job, load_job
+    from core.tagging.jobs import edit_job, load_job
 
     with Project.open(proj) as p:
         p.set_setting("tagging/vocabulary", {"not": "a list"})
@@ -544,7 +544,7 @@ def test_rename_on_damaged_edits_and_vocabulary_is_stored_clean(proj):
 
 
 def test_window_edit_on_damaged_stored_tags_is_a_sentence(proj):
-    from gui.panels.tags import edit_job
+    from core.tagging.jobs import edit_job
 
     with Project.open(proj) as p:
         idx = load_index(p)

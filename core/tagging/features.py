@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from core.media.spectrum import HOP, N_FFT, SILENCE_DB, coverage, mel_filterbank
+from core.media.spectrum import HOP, N_FFT, SILENCE_DB, coverage, log_mel
 from core.jobs import JobState, check
 from core.media.decode import MediaError, VideoDecoder, probe
 from core.tagging import TaggingError
@@ -415,20 +415,6 @@ def audio_chunks(shots: Sequence[Shot], duration: float, target: float = AUDIO_C
         out.append((a, b))
         a = b
     return out
-
-
-def log_mel(x: np.ndarray, bands: int) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mel power (dB) ``[T, bands]`` and frame loudness (dB) ``[T]`` of 32 ms frames every 16 ms,
-    framed and filtered exactly as the anomaly features are."""
-    if x.size < N_FFT:
-        x = np.pad(x, (0, N_FFT - x.size))
-    nf = 1 + (x.size - N_FFT) // HOP
-    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP][:nf]
-    win = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
-    spec = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 / (win.sum() ** 2 / 4)
-    mel = np.maximum(10 * np.log10(spec @ mel_filterbank(bands).T + 1e-10), SILENCE_DB).astype(np.float32)
-    db = np.maximum(10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12), SILENCE_DB)
-    return mel, db.astype(np.float32)
 
 
 def dct_matrix(n_out: int, n_in: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from core.timeline import Timeline
 from core.media.waveform import PeakPyramid
 from core.timefmt import timecode
 
-# hh:mm:ss.mmm under its old name, for the callers not yet on core.timefmt (gui/ views and panels)
+# hh:mm:ss.mmm under its old name: tests/perception/test_timeline.py still imports it from here
 format_time = timecode
 
 

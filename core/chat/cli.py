@@ -20,7 +20,7 @@ from core.chat.session import ChatAnswer, ChatPartial, ChatRequest, EncoderSetti
 from core.cli import open_project
 from core.errors import describe, print_error
 from core.jobs import HeadlessState
-from core.timefmt import clock as fmt_time
+from core.timefmt import clock
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -114,10 +114,9 @@ def _backend(args):
     """The model asked, chosen as the window chooses it (core.chat.make_backend)."""
     from core.chat import make_backend
 
-    if args.server:  # make_backend takes no --key-env or --timeout yet: the server is configured here
-        from models.llm.openai_compat import OpenAICompatLLM
-        return OpenAICompatLLM(args.server, args.model, key_env=args.key_env, read_timeout=args.timeout)
-    return make_backend(("local", "", ""), None)
+    if args.server:
+        return make_backend(("server", args.server, args.model), key_env=args.key_env, read_timeout=args.timeout)
+    return make_backend(("local", "", ""))
 
 
 def _file_window(info, at: float | None, window: float):
@@ -135,7 +134,7 @@ def _file_window(info, at: float | None, window: float):
     except MediaError as e:
         return [], end, describe(e)
     t0 = max(0.0, end - window)
-    return frames, end, None if frames else f"no frame decodes in {fmt_time(t0)}–{fmt_time(end)}"
+    return frames, end, None if frames else f"no frame decodes in {clock(t0)}–{clock(end)}"
 
 
 def _file_log(args):
@@ -161,7 +160,7 @@ def _file_log(args):
     if info.has_audio:
         models.append("whisper-tiny")
     t0 = time.perf_counter()
-    print(f"perception over {fmt_time(max(0.0, at - args.window))}–{fmt_time(at)} "
+    print(f"perception over {clock(max(0.0, at - args.window))}–{clock(at)} "
           f"({', '.join(models)})…", file=sys.stderr)
     log, errors = perceive_file(info.path, start=max(0.0, at - args.window), end=at + 0.5, models=models)
     for e in errors:
@@ -251,7 +250,7 @@ def _report(ans: ChatAnswer) -> None:
     if ans.human_kbps:
         ratio = ans.human_kbps / ans.kbps if ans.kbps else float("inf")
         ref = f" (human-quality H.264 of the same frames: {ans.human_kbps:.0f} kbps, 1/{ratio:.0f})"
-    seen = ", ".join(fmt_time(t) for t in ans.frames_seen) or "none"
+    seen = ", ".join(clock(t) for t in ans.frames_seen) or "none"
     out.write(f"stream: {ans.kbps:.1f} kbps{ref}; {ans.frames_sent} frames encoded, the model saw {seen}\n")
     out.write(f"latency: encode {ans.encode_s:.2f} s, transfer {ans.transfer_s:.2f} s, inference "
               f"{ans.inference_s:.2f} s (perception on the decoded frames {ans.perceive_s:.2f} s); model {ans.model}\n")

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from core.chat import Citation, RegionScorer, TextVectors, citations, text_vectors
 from core.chat.codec import human_quality_kbps
-from core.chat.encoder import EncodedFrame, EncoderSettings
+from core.chat.encoder import EncodedFrame, EncoderSettings, MachineEncoder
 from core.chat.evidence import (Eyes, Frames, add_seen, frame_line, held_eyes, pick_frames, seen_near,
                                 window_frames)
 from core.chat.evidence import file_frames, perceive_file  # noqa: F401 (core/chat/cli.py imports them from here)
@@ -127,12 +127,41 @@ def answer(req: ChatRequest, state: JobState) -> ChatAnswer:
 
 
 def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
-    from models.llm.base import LLMError
-
     question = (req.question or "").strip()
     if not question:
         ans.error = "Ask a question first."
         return
+    base_log = req.log or PerceptionLog()
+    enc, index = _encode_window(req, state, ans, question, base_log)
+    if state.is_cancelled():
+        ans.partial, ans.error = True, "Stopped before the model was asked."
+        return
+    g = _ground(req, state, ans, question, base_log, enc, index)
+    # the prompt, trimmed to the model's window
+    images = _images(ans.frames) if getattr(req.backend, "sees_images", False) else []
+    messages, g.lines = _fit(req, g, images)
+    ans.lines = [ln.text for ln in g.lines]
+    if state.is_cancelled():
+        ans.partial, ans.error = True, "Stopped before the model was asked."
+        return
+    text = _ask(req, state, ans, messages, images)
+    if not ans.error or text:
+        fixed, ans.corrected = reconcile(text, g) if not ans.partial else (text, False)
+        if ans.corrected:
+            what = "count" if g.kind == "count" else "reading of the on-screen text"
+            ans.notes.append(f"The model said {text!r}; Kestrel's {what}, computed from the log, replaced it.")
+        text = fixed
+    if not text and not ans.error:
+        text = g.direct or "The model gave no answer."
+    ans.text = text
+    ans.citations = citations(text)
+    state.set_progress(1.0, "done")
+
+
+def _encode_window(req: ChatRequest, state: JobState, ans: ChatAnswer, question: str,
+                   base_log: PerceptionLog) -> tuple[MachineEncoder, TextVectors]:
+    """The window's frames through the machine encoder (the question steering what stays sharp);
+    ``ans`` gets the stream's numbers and the frames the model will be given."""
     t_enc = time.perf_counter()
     state.set_progress(0.05, "encoding the stream")
     frames, note = window_frames(req.frames, req.source, req.at, req.window_s, req.sample_fps)
@@ -142,7 +171,6 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     ans.at = at
     index = req.vectors or text_vectors(req.embedder)
     enc = req.encoder.make(RegionScorer(index))
-    base_log = req.log or PerceptionLog()
     sent: list[EncodedFrame] = []
     for t, img in frames:
         ef = enc.push(t, img, seen_near(base_log, t, img.shape), question)
@@ -153,14 +181,17 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     ans.encode_s = time.perf_counter() - t_enc
     if req.reference and frames:
         ans.human_kbps = human_quality_kbps(list(frames), preset="veryfast")
-    to_model = pick_frames(sent, at, req.max_frames)
-    ans.frames = to_model
-    ans.frames_seen = [f.time for f in to_model]
-    if state.is_cancelled():
-        ans.partial, ans.error = True, "Stopped before the model was asked."
-        return
+    ans.frames = pick_frames(sent, at, req.max_frames)
+    ans.frames_seen = [f.time for f in ans.frames]
+    return enc, index
 
-    # the model's eyes: perception on the decoded, low-bitrate frames
+
+def _ground(req: ChatRequest, state: JobState, ans: ChatAnswer, question: str, base_log: PerceptionLog,
+            enc: MachineEncoder, index: TextVectors) -> Grounding:
+    """The model's eyes — perception on the decoded, low-bitrate frames — and the question
+    grounded in the log with what they saw."""
+    at = ans.at
+    to_model = ans.frames
     t_p = time.perf_counter()
     state.set_progress(0.3, "looking at the frames")
     g_probe = ground(question, base_log, at=at, window_s=req.window_s, k=0)
@@ -192,14 +223,14 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         ans.notes.append("This question needs reading text in the picture — the first thing to break at a low "
                          "bitrate; check the answer against the frame.")
     ans.facts = [f.text for f in g.facts]
+    return g
 
-    # the prompt, trimmed to the model's window
-    images = _images(to_model) if getattr(req.backend, "sees_images", False) else []
-    messages, g.lines = _fit(req, g, images)
-    ans.lines = [ln.text for ln in g.lines]
-    if state.is_cancelled():
-        ans.partial, ans.error = True, "Stopped before the model was asked."
-        return
+
+def _ask(req: ChatRequest, state: JobState, ans: ChatAnswer, messages: list[dict[str, Any]],
+         images: list[Any]) -> str:
+    """The backend's tokens, streamed as partial results; its timing, and a stop or a failure,
+    go into ``ans``. Returns the answer's text, stripped."""
+    from models.llm.base import LLMError
 
     state.set_progress(0.5, f"asking {ans.model}")
     text = ""
@@ -227,18 +258,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         ans.error = ans.error or "Stopped by the user: the answer is incomplete."
     elif ans.error:
         ans.partial = bool(text)
-    text = text.strip()
-    if not ans.error or text:
-        fixed, ans.corrected = reconcile(text, g) if not ans.partial else (text, False)
-        if ans.corrected:
-            what = "count" if g.kind == "count" else "reading of the on-screen text"
-            ans.notes.append(f"The model said {text!r}; Kestrel's {what}, computed from the log, replaced it.")
-        text = fixed
-    if not text and not ans.error:
-        text = g.direct or "The model gave no answer."
-    ans.text = text
-    ans.citations = citations(text)
-    state.set_progress(1.0, "done")
+    return text.strip()
 
 
 def _images(frames: list[EncodedFrame]) -> list[Any]:

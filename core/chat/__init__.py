@@ -1,8 +1,12 @@
 """Chat with a model over a video or a live feed (issue 6), Qt-free.
 
-:mod:`.encoder` makes the machine-oriented low-bitrate stream, :mod:`.grounding` the
-perception log, retrieval, facts computed in code and citations, :mod:`.session` the
-answering job, :mod:`.selftest` accuracy against kbps, :mod:`.cli` the headless command.
+:mod:`.encoder` decides what the machine-oriented low-bitrate stream sends (regions, change,
+rate) and :mod:`.codec` encodes it (and the human-quality yardstick it is measured against);
+:mod:`.perception_log` is the log of what was seen and heard; :mod:`.grounding` retrieval,
+facts computed in code and citations; :mod:`.evidence` the window's frames and the model's
+eyes; :mod:`.session` the answering job; :mod:`.history` the stored conversation;
+:mod:`.live` the processors that watch a live feed; :mod:`.selftest` accuracy against kbps;
+:mod:`.cli` the headless command.
 
 This module holds the small vocabulary they share — what a question is about, whether it
 needs reading text, which language it is in, how perceived things match it (cached MiniLM

@@ -102,7 +102,7 @@ class DETRDetector:
 
 
 from models.backends.hfconfig import check_loaded_weights, read_config  # noqa: E402
-from models.backends.hffiles import check_weights_and_preprocessor  # noqa: E402
+from models.backends.hfconfig import check_weights_and_preprocessor  # noqa: E402
 
 
 def _check_folder(spec: ModelSpec, folder: Path) -> str:

@@ -1,5 +1,7 @@
 """A user's transformers folder, shared by the backends: its config read before torch is
-imported, and its weights checked after loading (none left random, none foreign)."""
+imported, the files it must hold beside config.json (weights, the image preprocessor's settings;
+one check, so DETR and the image-text backends refuse a folder in the same words), and its
+weights checked after loading (none left random, none foreign)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from models.catalogue import ModelError, ModelSpec
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_weights_and_preprocessor(spec: ModelSpec, folder: Path, model_type: str) -> None:
+    """A ModelError naming what the folder of a ``model_type`` model lacks: its weights, or
+    preprocessor_config.json (how images are resized and normalised for it)."""
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise ModelError(f"{spec.title}: {folder.name} has a {model_type} config but no weights "
+                         f"({' or '.join(WEIGHT_FILES[::2])}).")
+    if not (folder / "preprocessor_config.json").is_file():
+        raise ModelError(f"{spec.title}: {folder.name} lacks preprocessor_config.json (how images are resized "
+                         "and normalised for this model); copy it from where the model came from.")
 
 
 def read_config(spec: ModelSpec, folder: Path, needs: str) -> dict[str, Any]:

@@ -121,7 +121,7 @@ class ImageTextMatcher:
 
 
 from models.backends.hfconfig import read_config  # noqa: E402
-from models.backends.hffiles import check_weights_and_preprocessor  # noqa: E402
+from models.backends.hfconfig import check_weights_and_preprocessor  # noqa: E402
 
 
 def _check_folder(spec: ModelSpec, folder: Path, family: str) -> str:

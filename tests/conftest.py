@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 
 import mediagen  # noqa: E402
 from core.media import samples  # noqa: E402
+from modelkit import no_network  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +64,54 @@ def bus_clip(tmp_path_factory, sample):
     from core.chat.selftest import make_bus_clip
 
     return make_bus_clip(tmp_path_factory.mktemp("bus") / "bus.mp4", sample("bus_jpg"))
+
+
+# --- the real models: one session fixture per catalogue model, loaded once for the whole run ---
+# Each is loaded with sockets blocked (modelkit.no_network), whichever test file asks first, so a
+# backend that tried to download anything fails here instead of in a user's hands. Tests that
+# need a model with other options (classes, score, a user's weights) load their own.
+def _model(fixture: str, name: str, doc: str, **options):
+    """A session fixture ``fixture`` that loads catalogue model ``name`` with ``options``."""
+
+    def load():
+        from models.catalogue import load_model
+
+        with no_network():
+            return load_model(name, **options)
+
+    load.__doc__ = doc
+    return pytest.fixture(scope="session", name=fixture)(load)
+
+
+ssd = _model("ssd", "ssd-mobilenet-v2-coco", "SSD MobileNet v2 (COCO, 80 classes), default thresholds.")
+mtcnn = _model("mtcnn", "mtcnn-faces", "MTCNN face detector on the CPU.", device="cpu")
+silero_vad = _model("silero_vad", "silero-vad", "Silero voice activity detector (16 kHz).")
+whisper_tiny = _model("whisper_tiny", "whisper-tiny", "Whisper tiny (English) speech recogniser.")
+whisper_base = _model("whisper_base", "whisper-base", "Whisper base (multilingual) speech recogniser.")
+rapidocr = _model("rapidocr", "rapidocr", "RapidOCR text reader.")
+minilm = _model("minilm", "minilm", "MiniLM sentence embedder (384 dimensions).")
+efficientnet = _model("efficientnet", "efficientnet-lite3", "EfficientNet-Lite3 ImageNet tagger.")
+
+
+@pytest.fixture(scope="session")
+def qwen_chat():
+    """The embedded chat LLM (Qwen2.5-0.5B, qwen2.5-0.5b-chat, on llama.cpp), built as the app
+    builds it by default."""
+    from models.llm.local import LocalLLM
+
+    with no_network():
+        return LocalLLM()
+
+
+@pytest.fixture(scope="module")
+def module_project(request, tmp_path_factory):
+    """A fresh project file shared by one test module (its tests build on each other's runs),
+    named after the module and closed after it."""
+    from core.store.project import Project
+
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with Project.create(tmp_path_factory.mktemp("proj") / f"{name}.kestrel") as p:
+        yield p
 
 
 @pytest.fixture

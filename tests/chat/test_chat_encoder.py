@@ -11,17 +11,6 @@ from core.chat.codec import human_quality_kbps
 from core.chat.encoder import MachineEncoder
 from core.chat.evidence import file_frames
 from core.chat.selftest import make_sign_clip
-from models.catalogue import load_model
-
-
-@pytest.fixture(scope="module")
-def ssd():
-    return load_model("ssd-mobilenet-v2-coco")
-
-
-@pytest.fixture(scope="module")
-def ocr():
-    return load_model("rapidocr")
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +49,9 @@ def test_a_tenth_of_a_human_quality_stream_on_a_real_clip(sample, ssd):
     _decodes(sent, "h264")
 
 
-def test_the_question_region_stays_legible_at_low_bitrate(sign_clip, ocr):
+def test_the_question_region_stays_legible_at_low_bitrate(sign_clip, rapidocr):
     frames = file_frames(str(sign_clip), 0.0, 4.0, 8.0)
-    sign = [r for r in ocr.read(frames[0][1]) if "GATE" in r.text.upper()]
+    sign = [r for r in rapidocr.read(frames[0][1]) if "GATE" in r.text.upper()]
     assert sign, "OCR cannot read the drawn sign even in the source"
     enc = MachineEncoder()
     last = None
@@ -71,7 +60,7 @@ def test_the_question_region_stays_legible_at_low_bitrate(sign_clip, ocr):
     human = human_quality_kbps(str(sign_clip))
     assert enc.kbps <= human / 10, (enc.kbps, human)
     assert last is not None and last.regions[0].kind == "text"
-    read = " ".join(r.text for r in ocr.read(last.decoded_image)).upper().replace(" ", "")
+    read = " ".join(r.text for r in rapidocr.read(last.decoded_image)).upper().replace(" ", "")
     assert "GATE7" in read, read
     # …while the bits outside the region went nowhere: the backdrop is flat
     x1, y1, x2, y2 = (int(v * last.scale) for v in last.regions[0].box)

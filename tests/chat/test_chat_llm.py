@@ -16,11 +16,6 @@ from models.llm.local import LocalLLM
 
 
 @pytest.fixture(scope="module")
-def llm():
-    return LocalLLM()
-
-
-@pytest.fixture(scope="module")
 def sintel(sample):
     path = str(sample("sintel"))
     log, errors = perceive_file(path, start=0.0, end=26.0, models=("ssd-mobilenet-v2-coco", "whisper-tiny"))
@@ -68,8 +63,8 @@ def _ask(q, backend, clip, at, **kw):
     return ans, tokens
 
 
-def test_transcript_question_is_answered(llm, sintel):
-    ans, tokens = _ask("What is the character searching for?", llm, sintel, 25.0)
+def test_transcript_question_is_answered(qwen_chat, sintel):
+    ans, tokens = _ask("What is the character searching for?", qwen_chat, sintel, 25.0)
     assert ans.error is None and not ans.partial
     assert "someone" in ans.text.lower(), ans.text
     assert len(tokens) > 1 and "".join(tokens).strip() == ans.text  # it streamed
@@ -78,24 +73,24 @@ def test_transcript_question_is_answered(llm, sintel):
     assert ans.model == "qwen2.5-0.5b-chat" and ans.inference_s > 0 and ans.encode_s > 0
 
 
-def test_detection_question_is_answered(llm, bus):
-    ans, _ = _ask("Is there a bus?", llm, bus, 2.0, window_s=3.0)
+def test_detection_question_is_answered(qwen_chat, bus):
+    ans, _ = _ask("Is there a bus?", qwen_chat, bus, 2.0, window_s=3.0)
     assert ans.error is None
     assert ans.text.lower().startswith("yes"), ans.text
     assert any("bus" in ln for ln in ans.lines)
 
 
-def test_counting_comes_from_code_not_from_the_model(llm, bus):
+def test_counting_comes_from_code_not_from_the_model(qwen_chat, bus):
     fake = FakeBackend("There are 7 people in the frame.")
     ans, _ = _ask("How many people are there?", fake, bus, 2.0, window_s=3.0)
     assert ans.corrected and "7" not in ans.text and ans.text.startswith("3 people"), ans.text
     prompt = fake.messages[-1]["content"]
     assert "perception counts 3 people" in prompt  # the model was given the number as a fact
-    real, _ = _ask("How many people are there?", llm, bus, 2.0, window_s=3.0)
+    real, _ = _ask("How many people are there?", qwen_chat, bus, 2.0, window_s=3.0)
     assert "3" in real.text or "three" in real.text.lower(), real.text
 
 
-def test_user_stop_gives_a_partial_answer(llm, sintel):
+def test_user_stop_gives_a_partial_answer(qwen_chat, sintel):
     state = HeadlessState()
     seen = []
 
@@ -105,7 +100,7 @@ def test_user_stop_gives_a_partial_answer(llm, sintel):
             state.cancel()
 
     state._on_partial = on_partial
-    ans = answer(ChatRequest("Describe everything that happens in the clip.", llm, source=sintel[0], at=20.0,
+    ans = answer(ChatRequest("Describe everything that happens in the clip.", qwen_chat, source=sintel[0], at=20.0,
                              log=sintel[1], max_tokens=120), state)
     assert ans.partial and "Stopped" in ans.error and ans.text and len(seen) <= 3
 
@@ -124,20 +119,20 @@ def test_a_missing_model_file_is_a_clear_error(tmp_path):
         LocalLLM(model_path=bad)
 
 
-def test_a_long_log_is_trimmed_to_the_context(llm, sintel):
+def test_a_long_log_is_trimmed_to_the_context(qwen_chat, sintel):
     path, log = sintel
     big = PerceptionLog(step=0.5)
     for o in log.observations():
         big.add(o)
     for i in range(3000):  # an hour of chatter
         big.add_speech(i * 1.0, i * 1.0 + 0.9, f"Line {i}: the weather is mild and nothing happens at the market.")
-    ans, _ = _ask("What is the character searching for?", llm, (path, big), 25.0)
+    ans, _ = _ask("What is the character searching for?", qwen_chat, (path, big), 25.0)
     assert ans.error is None and ans.text, ans.error
     assert len(ans.lines) <= 8
 
 
-def test_a_question_in_another_language_is_answered_anyway(llm, bus):
-    ans, _ = _ask("¿Hay un autobús?", llm, bus, 2.0, window_s=3.0)
+def test_a_question_in_another_language_is_answered_anyway(qwen_chat, bus):
+    ans, _ = _ask("¿Hay un autobús?", qwen_chat, bus, 2.0, window_s=3.0)
     assert ans.error is None and ans.text
     assert any("not in English" in n for n in ans.notes)
 

@@ -16,19 +16,13 @@ from core.jobs import HeadlessState
 cmd_chat = command("chat")  # the command as main.py runs it
 
 
-@pytest.fixture(scope="module")
-def llm():
-    from models.llm.local import LocalLLM
-    return LocalLLM()
-
-
-def test_accuracy_per_kbps_with_a_warning_for_text(llm, bus_clip):
+def test_accuracy_per_kbps_with_a_warning_for_text(qwen_chat, bus_clip):
     log, errors = perceive_file(str(bus_clip), models=("ssd-mobilenet-v2-coco", "rapidocr"))
     assert not errors
     qs = [q for q in QUESTIONS if q.clip == "bus" and q.question != "Is there a dog?"]
     assert [q.needs_text for q in qs] == [False, False, True]
     partials = []
-    rep = run_selftest(SelfTestRequest(llm, {"bus": Clip(str(bus_clip), log)}, questions=qs,
+    rep = run_selftest(SelfTestRequest(qwen_chat, {"bus": Clip(str(bus_clip), log)}, questions=qs,
                                        ladder=(LADDER[0], LADDER[-1]), max_tokens=40),
                        HeadlessState(on_partial=partials.append))
     assert len(partials) == 9 and rep.baseline is not None

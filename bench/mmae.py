@@ -58,14 +58,14 @@ def sample_folder(names: Sequence[str], folder: Path) -> Path:
 
 def featured_project(names: Sequence[str] = MEDIA, cfg: FeatureConfig = FAST, path: Path | None = None) -> Any:
     """A project whose media have stored shots and features (computed once, then reused)."""
-    from core.perception.cli import open_or_create
+    from core.cli import open_project
     from core.tagging.archive import ArchiveRequest, tag_archive
 
     tag = "full" if cfg.faces else "fast"
     path = path or CACHE / f"mmae-{tag}.kestrel"
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = sample_folder(names, CACHE / "mmae-media")
-    project = open_or_create(str(path))
+    project = open_project(str(path))
     t0 = time.perf_counter()
     res = tag_archive(ArchiveRequest(project, paths=tuple(str(folder / Path(sample_name(n)).name) for n in names),
                                      features=cfg, build_index=False), HeadlessState(bar=True, label="features"))

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.open_media import CACHE, make_hour  # noqa: E402
-from core.perception.analysis import AnalysisRequest, analyze, sample_times  # noqa: E402
+from core.perception.analysis import AnalysisRequest, analyze, planned_frames  # noqa: E402
 from core.media.audio import load_mono  # noqa: E402
 from core.jobs import HeadlessState  # noqa: E402
 from core.media.decode import VideoDecoder, probe  # noqa: E402
@@ -53,7 +53,7 @@ def main() -> int:
     print(f"clip: {path.name}, {info.summary()}; using {span:.0f} s")
 
     # -- baseline: decoding the frames the job samples at 2 fps ------------------------------
-    times = sample_times(0.0, span, 2.0)
+    times = [k / 2.0 for k in range(planned_frames(0.0, span, 2.0))]  # the job's plan at 2 fps
     t0 = time.perf_counter()
     with VideoDecoder(path) as dec:
         frames = [dec.frame_at(float(t)).image for t in times]

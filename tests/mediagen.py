@@ -372,6 +372,31 @@ def corrupt_copy(src: str | Path, dst: str | Path, seed: int = 0) -> Path:
     return dst
 
 
+BAD_KINDS = ("empty", "zero", "text", "dir", "missing", "truncated", "corrupt")
+
+
+def make_bad(path: str | Path, kind: str, src: str | Path | None = None, *, fraction: float = 0.5,
+             seed: int = 0) -> Path:
+    """A file at *path* that is not a readable clip, of one of ``BAD_KINDS``: "empty" (or "zero",
+    a zero-byte file), "text" (a text file named like a video), "dir" (a folder), "missing"
+    (nothing there), "truncated" (the first *fraction* of *src*) or "corrupt" (*src* with byte
+    runs overwritten, per *seed*)."""
+    path = Path(path)
+    if kind in ("empty", "zero"):
+        make_zero_byte(path)
+    elif kind == "text":
+        make_text_as_mp4(path)
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "truncated":
+        truncate_copy(src, path, fraction)
+    elif kind == "corrupt":
+        corrupt_copy(src, path, seed=seed)
+    elif kind != "missing":
+        raise ValueError(f"unknown kind of bad file {kind!r}; one of {BAD_KINDS}")
+    return path
+
+
 def speak(text: str, rate: int = 16000, wpm: int | None = None) -> np.ndarray:
     """espeak-ng saying ``text``: mono float32 at ``rate`` (fails the test clearly without espeak-ng),
     at ``wpm`` words a minute (espeak-ng's default, 175, when None)."""

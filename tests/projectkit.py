@@ -59,6 +59,13 @@ def raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
+def run_sql(path: Path, sql: str) -> None:
+    """Run ``sql`` (one or more statements) on the file through such a connection, then close it."""
+    c = raw(path)
+    c.executescript(sql)
+    c.close()
+
+
 ARRAYS: dict[str, np.ndarray] = {
     "peaks_f16": (np.arange(3 * 50 * 2, dtype=np.float16).reshape(3, 50, 2) / 7).astype(np.float16),
     "f32": np.linspace(-1, 1, 17, dtype=np.float32),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from projectkit import run_sql
+
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -148,11 +150,7 @@ def test_a_project_missing_a_table_is_refused_and_the_open_one_kept(window, qtbo
 
     path = tmp_path / "no-runs.kestrel"
     Project.create(path).close()
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        con.execute("DROP TABLE runs")
-    finally:
-        con.close()
+    run_sql(path, "DROP TABLE runs")
     before = window.project
     with qtbot.waitSignal(window.error_shown, timeout=10000) as sig:
         window.open_project(str(path))
@@ -168,11 +166,7 @@ def _planted_project(tmp_path: Path) -> Path:
     p = Project.create(path)
     p.add_media("/videos/a.mp4", "sha256:aaa", 1234, 61.5, "mp4", [])
     p.close()
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        con.execute("CREATE TRIGGER wipe AFTER INSERT ON items BEGIN DELETE FROM items; END")
-    finally:
-        con.close()
+    run_sql(path, "CREATE TRIGGER wipe AFTER INSERT ON items BEGIN DELETE FROM items; END")
     return path
 
 

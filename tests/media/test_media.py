@@ -126,17 +126,7 @@ def test_huge_resolution_is_scaled_for_display(tmp_path):
 @pytest.mark.parametrize("make", ["zero", "text", "dir", "missing", "truncated", "corrupt"])
 def test_bad_files_give_clear_errors(tmp_path, media_dir, make):
     src = media_dir / "clip.mp4"
-    p = tmp_path / "bad.mp4"
-    if make == "zero":
-        mediagen.make_zero_byte(p)
-    elif make == "text":
-        mediagen.make_text_as_mp4(p)
-    elif make == "dir":
-        p.mkdir()
-    elif make == "truncated":
-        mediagen.truncate_copy(src, p, 0.4)
-    elif make == "corrupt":
-        mediagen.corrupt_copy(src, p, seed=3)
+    p = mediagen.make_bad(tmp_path / "bad.mp4", make, src, fraction=0.4, seed=3)
     if make in ("truncated", "corrupt"):
         # The header may survive: then opening works and decoding the damaged part must
         # give frames or a clear MediaError, never another exception.

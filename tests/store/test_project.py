@@ -25,12 +25,8 @@ from core.store.project import (
     ProjectNewerSchemaError,
     ProjectReadOnlyError,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-
-
 from projectkit import (  # noqa: F401  (fixtures are used by name)
-    sha256, dir_listing, raw, populate, check_populated, project_path, filled, fast_busy, REPO,
+    REPO, check_populated, dir_listing, fast_busy, filled, populate, project_path, raw, sha256,
 )
 
 # ----------------------------------------------------------------------------- happy paths

@@ -16,12 +16,8 @@ from core.store.project import (
     ProjectError,
     ProjectReadOnlyError,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-
-
 from projectkit import (  # noqa: F401  (fixtures are used by name)
-    sha256, dir_listing, raw, populate, check_populated, project_path, filled, fast_busy, REPO,
+    check_populated, dir_listing, filled, project_path, raw, run_sql, sha256,
 )
 
 # ----------------------------------------------------------------------------- hostile rows
@@ -71,9 +67,7 @@ def test_malicious_array_row(project_path: Path, column: str, value: Any) -> Non
 ])
 def test_bad_stored_values(filled: tuple[Path, dict[str, Any]], sql: str, call: str) -> None:
     path, written = filled
-    c = raw(path)
-    c.executescript(sql)
-    c.close()
+    run_sql(path, sql)
     with Project.open(path) as p:  # opening still works: only the bad part is unreadable
         actions: dict[str, Callable[[], object]] = {
             "list_runs": p.list_runs, "list_media": p.list_media,

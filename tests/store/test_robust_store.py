@@ -29,7 +29,8 @@ from core.store.project import (
 from models.catalogue import get_spec
 from models.types import Detection
 from projectkit import (  # noqa: F401  (fixtures are used by name)
-    DURATION, MODEL, _request, detector_output, REPO, check_populated, dir_listing, filled, populate, project_path, raw, sha256,
+    DURATION, MODEL, _request, detector_output, REPO, check_populated, dir_listing, filled, populate, project_path,
+    raw, run_sql, sha256,
 )
 
 
@@ -305,9 +306,7 @@ def _refused(path: Path, error: type[ProjectError], *needles: str) -> ProjectErr
 def test_a_damaged_schema_is_refused_before_any_write(filled: tuple[Path, dict[str, Any]], sql: str,
                                                       needle: str | None) -> None:
     path, written = filled
-    c = raw(path)
-    c.executescript(sql)
-    c.close()
+    run_sql(path, sql)
     if needle is None:  # an extra column with a default is harmless: opened
         with Project.open(path) as p:
             check_populated(p, written)
@@ -357,9 +356,7 @@ def test_a_planted_trigger_is_refused_then_stripped_with_consent(filled: tuple[P
 ])
 def test_foreign_objects_are_named_and_strippable(filled: tuple[Path, dict[str, Any]], sql: str, what: str) -> None:
     path, written = filled
-    c = raw(path)
-    c.executescript(sql)
-    c.close()
+    run_sql(path, sql)
     err = _refused(path, ProjectForeignSqlError, what)
     assert what in err.objects
     removed = Project.strip_foreign_objects(path)

@@ -43,6 +43,14 @@ def secs(g: tuple[str, ...]) -> tuple[float, float]:
     return h * 3600 + m * 60 + s + ms / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
 
 
+def _cue(m: re.Match | None, text: list[str], block: str) -> tuple[float, float, str]:
+    """One subtitle cue: its timing line matched (``m``), then at least one line of text."""
+    assert m, block
+    a, b = secs(m.groups())
+    assert 0 <= a < b and text, block
+    return a, b, "\n".join(text)
+
+
 def parse_vtt(text: str) -> list[tuple[float, float, str]]:
     assert text.startswith("WEBVTT\n\n")
     out = []
@@ -50,11 +58,7 @@ def parse_vtt(text: str) -> list[tuple[float, float, str]]:
         lines = block.split("\n")
         if not VTT_TIME.match(lines[0]):  # an optional cue identifier first
             lines = lines[1:]
-        m = VTT_TIME.match(lines[0])
-        assert m, block
-        a, b = secs(m.groups())
-        assert 0 <= a < b and lines[1:], block
-        out.append((a, b, "\n".join(lines[1:])))
+        out.append(_cue(VTT_TIME.match(lines[0]), lines[1:], block))
     return out
 
 
@@ -63,11 +67,7 @@ def parse_srt(text: str) -> list[tuple[float, float, str]]:
     for k, block in enumerate(text.strip("\n").split("\n\n"), 1):
         lines = block.split("\n")
         assert lines[0] == str(k), block  # numbered 1, 2, 3…
-        m = SRT_TIME.match(lines[1])
-        assert m, block
-        a, b = secs(m.groups())
-        assert 0 <= a < b and lines[2:], block
-        out.append((a, b, "\n".join(lines[2:])))
+        out.append(_cue(SRT_TIME.match(lines[1]), lines[2:], block))
     return out
 
 

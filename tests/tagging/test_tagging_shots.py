@@ -131,13 +131,7 @@ def test_audio_only_is_one_shot_without_frames(tmp_path):
 
 @pytest.mark.parametrize("make", ["text", "empty", "truncated", "missing"])
 def test_unreadable_files_raise_a_clear_tagging_error(tmp_path, media_dir, make):
-    p = tmp_path / "bad.mp4"
-    if make == "text":
-        mediagen.make_text_as_mp4(p)
-    elif make == "empty":
-        mediagen.make_zero_byte(p)
-    elif make == "truncated":
-        mediagen.truncate_copy(media_dir / "clip.mp4", p, 0.5)
+    p = mediagen.make_bad(tmp_path / "bad.mp4", make, media_dir / "clip.mp4")
     with pytest.raises(TaggingError) as e:
         detect_shots(str(p), HeadlessState())
     msg = str(e.value)

@@ -28,6 +28,7 @@ from core.store.project import Project
 from core.timeline import kind_of
 from models.nn import fusion
 from models.nn.experts import ExpertCollapseWarning, ExpertsConfig
+from test_anomaly_real import Recorder, plant
 
 cmd_anomalies = command("anomalies")  # the command as main.py runs it
 
@@ -50,30 +51,17 @@ def _quiet_collapse():
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, sample) -> Path:
-    from test_anomaly_real import plant
-
     d = tmp_path_factory.mktemp("experts")
     return plant(d / "chaplin_boom.mp4", sample("chaplin"), WINDOWS, sounds=((sample("boom_wav"), 21.0),))
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    with Project.create(tmp_path_factory.mktemp("proj") / "experts.kestrel") as p:
-        yield p
-
-
-class Recorder(HeadlessState):
-    def __init__(self):
-        self.got: list = []
-        super().__init__(on_partial=self.got.append)
-
-
-@pytest.fixture(scope="module")
-def dynamic(clip, project):
+def dynamic(clip, module_project):
     state = Recorder()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExpertCollapseWarning)
-        res = run_anomalies(project, str(clip), state, normal=NORMAL, ffn="anyexperts", experts=DYNAMIC, train=FAST)
+        res = run_anomalies(module_project, str(clip), state, normal=NORMAL, ffn="anyexperts", experts=DYNAMIC,
+                            train=FAST)
     res.state = state
     return res
 
@@ -82,7 +70,7 @@ def _track(project, media_id, kind, name):
     return next((t for t in ops.load_tracks(project, media_id) if t.key == (kind, name)), None)
 
 
-def test_dynamic_experts_score_and_record_their_config(dynamic, project):
+def test_dynamic_experts_score_and_record_their_config(dynamic, module_project):
     r = dynamic
     assert r.model is not None and r.model_trained
     assert np.isfinite(r.curve.score).all() and len(r.curve.score) == WINDOWS
@@ -90,20 +78,20 @@ def test_dynamic_experts_score_and_record_their_config(dynamic, project):
     # provenance: the layer type (hashed name of a non-default shape) and its whole config
     assert r.model.ffn.startswith("anyexperts-") and r.model.config["net"]["ffn"] == r.model.ffn
     assert r.model.experts == DYNAMIC.to_dict()
-    runs = [x for x in project.list_runs(r.media_id) if x.kind == MODEL_KIND]
+    runs = [x for x in module_project.list_runs(r.media_id) if x.kind == MODEL_KIND]
     assert runs[-1].params["ffn"] == r.model.ffn and runs[-1].params["experts"] == DYNAMIC.to_dict()
-    score_run = [x for x in project.list_runs(r.media_id) if x.kind == "anomaly/score"][-1]
+    score_run = [x for x in module_project.list_runs(r.media_id) if x.kind == "anomaly/score"][-1]
     assert score_run.params["experts"]["budget"] == 1.5
     assert any("real experts per token" in n for n in r.notes)
 
 
-def test_experts_spent_per_modality_over_time(dynamic, project):
+def test_experts_spent_per_modality_over_time(dynamic, module_project):
     r = dynamic
     assert set(r.experts) == {"video", "audio"}
     for m, spent in r.experts.items():
         assert spent.shape == (WINDOWS,) and np.isfinite(spent).all()
         assert spent.min() >= DYNAMIC.k_min and spent.max() <= DYNAMIC.k_max, m
-        tr = _track(project, r.media_id, EXPERTS_KIND, m)
+        tr = _track(module_project, r.media_id, EXPERTS_KIND, m)
         assert tr is not None and len(tr.items) == WINDOWS  # one value per window, stored with the run
         np.testing.assert_allclose([it.data["real"] for it in tr.items], spent, atol=1e-3)
         np.testing.assert_allclose([it.start for it in tr.items], r.curve.times)
@@ -119,7 +107,7 @@ def test_experts_spent_per_modality_over_time(dynamic, project):
     assert kind_of(EXPERTS_KIND).style == "curve"
 
 
-def test_a_non_default_mixture_reloads_in_a_fresh_process(dynamic, project):
+def test_a_non_default_mixture_reloads_in_a_fresh_process(dynamic, module_project):
     """Nothing in the new process ever built an anyexperts-xxxxxxxx factory: the checkpoint's
     stored experts config must rebuild it, and the scores must be the same."""
     r = dynamic
@@ -132,7 +120,7 @@ assert {r.model.ffn!r} not in fusion.ffn_names()
 from core.anomaly.features import FeatureConfig, load_features
 from core.anomaly.train import load_stored_model
 from core.store.project import Project
-p = Project.open({str(project.path)!r}, read_only=True)
+p = Project.open({str(module_project.path)!r}, read_only=True)
 m = load_stored_model(p, {r.media_id})
 fs = load_features(p, {r.media_id}, FeatureConfig(), {r.features.params["start"]}, {r.features.params["end"]})
 z = m.zscores(fs)
@@ -147,8 +135,8 @@ print(json.dumps({{"ffn": m.ffn, "video": list(map(float, z["video"])),
     np.testing.assert_allclose(got["experts"], r.experts["audio"], atol=1e-6)
 
 
-def test_the_pipeline_reuses_the_stored_model_for_the_same_request(dynamic, clip, project):
-    again = detect_anomalies(AnomalyRequest(str(clip), normal=NORMAL, project=project, media_id=dynamic.media_id,
+def test_the_pipeline_reuses_the_stored_model_for_the_same_request(dynamic, clip, module_project):
+    again = detect_anomalies(AnomalyRequest(str(clip), normal=NORMAL, project=module_project, media_id=dynamic.media_id,
                                             ffn="anyexperts", experts=DYNAMIC.to_dict(), train=FAST,
                                             thumbnails=False), HeadlessState())
     assert not again.model_trained and any("anomaly model reused" in n for n in again.notes)
@@ -158,12 +146,12 @@ def test_the_pipeline_reuses_the_stored_model_for_the_same_request(dynamic, clip
         np.testing.assert_allclose(again.experts[m], dynamic.experts[m])
 
 
-def test_another_layer_type_or_expert_setting_retrains(dynamic, clip, project):
+def test_another_layer_type_or_expert_setting_retrains(dynamic, clip, module_project):
     mid = dynamic.media_id
 
     def run(**kw):
-        return detect_anomalies(AnomalyRequest(str(clip), normal=NORMAL, project=project, media_id=mid, train=FAST,
-                                               thumbnails=False, **kw), HeadlessState())
+        return detect_anomalies(AnomalyRequest(str(clip), normal=NORMAL, project=module_project, media_id=mid,
+                                               train=FAST, thumbnails=False, **kw), HeadlessState())
 
     topk = run(ffn="moe-topk")
     assert topk.model_trained and topk.model.ffn == "moe-topk" and topk.model.experts["k"] == 2
@@ -177,7 +165,7 @@ def test_another_layer_type_or_expert_setting_retrains(dynamic, clip, project):
     assert any("experts were trained with other settings (balance_weight)" in n for n in other.notes)
     # asking for another factory explicitly: the checkpoint refuses to load into it, clearly
     with pytest.raises(fusion.CheckpointError, match=r"trained with 'anyexperts-[0-9a-f]{8}'.*'moe-topk' blocks"):
-        load_stored_model(project, mid, ffn_factory=fusion.ffn_factory("moe-topk"))
+        load_stored_model(module_project, mid, ffn_factory=fusion.ffn_factory("moe-topk"))
     dense = run(ffn="dense", ffn_factory=fusion.dense_ffn)
     assert dense.model_trained and dense.experts == {}
     assert any("stored anomaly model cannot be used" in n and "'dense' blocks were asked for" in n

@@ -108,12 +108,6 @@ def clips(tmp_path_factory, sample, bus_clip) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    with Project.create(tmp_path_factory.mktemp("proj") / "anomalies.kestrel") as p:
-        yield p
-
-
 class Recorder(HeadlessState):
     """Keeps every progress value and partial result, as the GUI would receive them."""
 
@@ -128,11 +122,11 @@ class Recorder(HeadlessState):
 
 
 @pytest.fixture(scope="module")
-def results(clips, project):
+def results(clips, module_project):
     out = {}
     for name, normal in (("chaplin", (0, 28)), ("quiet", (0, 28)), ("sintel", (0, 20))):
         state = Recorder()
-        out[name] = run_anomalies(project, str(clips[name]), state, normal=normal)
+        out[name] = run_anomalies(module_project, str(clips[name]), state, normal=normal)
         out[name].state = state
         print(f"\n{name}: {len(out[name].events)} events, compute {out[name].compute_s:.1f} s "
               f"({out[name].timings})")
@@ -196,19 +190,19 @@ def test_a_quiet_real_clip_gives_few_false_alarms(results):
     assert float(np.mean(r.curve.score < r.threshold)) > 0.97
 
 
-def test_results_are_stored_and_the_cli_reuses_them(results, clips, project, tmp_path, capsys):
+def test_results_are_stored_and_the_cli_reuses_them(results, clips, module_project, tmp_path, capsys):
     from core.perception import ops
     from core.anomaly.events import load_events
 
-    media = project.find_media(str(Path(clips["chaplin"]).resolve()))
-    tracks = {(t.kind, t.name): t for t in ops.load_tracks(project, media.id)}
+    media = module_project.find_media(str(Path(clips["chaplin"]).resolve()))
+    tracks = {(t.kind, t.name): t for t in ops.load_tracks(module_project, media.id)}
     assert len(tracks[("anomaly", "score")].items) == 58
     assert [round(i.start) for i in tracks[("anomaly-events", "events")].items] == \
         [round(e.start) for e in results["chaplin"].events]
-    assert [e.id for e in load_events(project, media.id)] == [e.id for e in results["chaplin"].events]
-    kinds = {r.kind for r in project.list_runs(media.id)}
+    assert [e.id for e in load_events(module_project, media.id)] == [e.id for e in results["chaplin"].events]
+    kinds = {r.kind for r in module_project.list_runs(media.id)}
     assert {"anomaly/features", "anomaly/model", "anomaly/score"} <= kinds
-    rc = cmd_anomalies([str(clips["chaplin"]), "--normal", "0-28", "--project", str(project.path),
+    rc = cmd_anomalies([str(clips["chaplin"]), "--normal", "0-28", "--project", str(module_project.path),
                         "--export", str(tmp_path / "out"), "--clips", "1"])
     out, err = capsys.readouterr()
     assert rc == 0, err

@@ -26,6 +26,7 @@ from core.jobs import Cancelled, HeadlessState
 from core.store.project import Project
 from models.nn import fusion
 from models.types import Detection
+from projectkit import CancelAfter
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = fusion.TrainParams(steps=25, batch=16)
@@ -125,17 +126,11 @@ def test_too_little_normal_footage_is_refused_clearly():
 
 
 def test_cancel_halfway_keeps_the_previous_model(tmp_path, trained):
-    class CancelHalfway(HeadlessState):
-        def set_progress(self, fraction, text=""):
-            super().set_progress(fraction, text)
-            if fraction >= 0.5:
-                self.cancel()
-
     with Project.create(tmp_path / "p.kestrel") as p:
         mid = p.add_media("/v.mp4", "h", 1, 60.0, "mp4", [])
         store_model(p, mid, trained)
         runs = len(p.list_runs())
-        st = CancelHalfway()
+        st = CancelAfter(0.5)  # cancels itself halfway
         with pytest.raises(Cancelled):
             train_model(TrainRequest(synthetic(seed=9), (0, 40), params=fusion.TrainParams(steps=200)), st)
         assert 0.5 <= st.progress < 0.93  # it stopped in the middle of training

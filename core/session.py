@@ -13,9 +13,6 @@ from core.timeline import Timeline
 from core.media.waveform import PeakPyramid
 from core.timefmt import timecode
 
-# hh:mm:ss.mmm under its old name: tests/perception/test_timeline.py still imports it from here
-format_time = timecode
-
 
 class MediaSession:
     """Events: ``media_changed(info|None)``, ``position_changed(t)``, ``playing_changed(bool)``,

@@ -7,7 +7,8 @@ from PySide6.QtGui import QWheelEvent
 from PySide6.QtTest import QTest
 
 from core.media.decode import MediaInfo, StreamInfo
-from core.session import MediaSession, format_time
+from core.session import MediaSession
+from core.timefmt import timecode as format_time
 from core.timeline import Item, Timeline, Track, TrackKind, register_kind
 from gui.views.timeline import HEADER_W, RULER_H, TimelineView, tick_step
 

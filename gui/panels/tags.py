@@ -150,8 +150,8 @@ class TaggingPanel(QWidget):
         if proj is self.bench.project():
             self._vocab_stored(vocab)
             self.set_index(idx)
-            self._show_notes(f"{len(idx)} shots in {len({r.media_id for r in idx.refs})} files are tagged."
-                             if idx else NOTHING_YET, idx.notes if idx else [])
+            self._show_notes(_tagged_line(len(idx), len({r.media_id for r in idx.refs})) if idx else NOTHING_YET,
+                             idx.notes if idx else [])
 
     def set_index(self, idx: ArchiveIndex | None) -> None:
         self.idx, self._desc_emb, self.hits = idx, None, []
@@ -598,3 +598,9 @@ def _experts_line(idx, i: int) -> str:
     """With mixture-of-experts encoders: how many real experts each modality's encoder spent."""
     parts = [f"{m} {v[i]:.1f}" for m, v in (idx.experts or {}).items() if i < len(v) and v[i] == v[i]]
     return f"<br><span style='color:#7fd1b9'>experts spent: {' · '.join(parts)}</span>" if parts else ""
+
+
+def _tagged_line(shots: int, files: int) -> str:
+    """"6 shots in 1 file are tagged." — singular where it is one."""
+    return (f"{shots} shot{'s' if shots != 1 else ''} in {files} file{'s' if files != 1 else ''} "
+            f"{'are' if shots != 1 else 'is'} tagged.")

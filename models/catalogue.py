@@ -24,7 +24,8 @@ from models.errors import KestrelError
 log = logging.getLogger(__name__)
 
 CATALOGUE_DIR = Path(__file__).resolve().parent / "catalogue"
-TASKS = ("detect", "faces", "vad", "asr", "ocr", "text-embed", "image-tags", "image-text", "chat", "vlm")
+TASKS = ("detect", "faces", "vad", "asr", "ocr", "text-embed", "image-tags", "image-text", "chat", "vlm",
+         "speaker-embed")
 
 
 class ModelError(KestrelError):

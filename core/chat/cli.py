@@ -139,8 +139,11 @@ def _file_window(info, at: float | None, window: float):
 
 def _file_log(args):
     """The perception log of a file: the project's stored tracks when there are any, else a
-    perception pass over the window (detector, OCR for text questions, speech)."""
+    perception pass over the window (detector, OCR for text questions, speech). A question about
+    when speech starts or ends gets voice activity over the whole file (Silero is cheap); the log
+    knows what the file holds (audio, video) and which part of it perception covered."""
     from core.chat import is_text_question
+    from core.chat.grounding import question_kind
     from core.media.decode import probe
 
     info = probe(args.source, with_hash=args.project is not None)
@@ -154,19 +157,49 @@ def _file_log(args):
             tracks = [t for t in ops.load_tracks(project, media_id) if t.kind != "chat"]
             if tracks:
                 print(f"using {len(tracks)} stored perception tracks", file=sys.stderr)
-                return project, media_id, PerceptionLog.from_tracks(tracks)
+                log = PerceptionLog.from_tracks(tracks)
+                log.describe_media(info)
+                log.seen, log.heard = stored_coverage(project, media_id, tracks, info.duration_s)
+                return project, media_id, log
     at = info.duration_s if args.at is None else min(args.at, info.duration_s)
+    kind = question_kind(args.ask, [])
     models = ["ssd-mobilenet-v2-coco"] + (["rapidocr"] if is_text_question(args.ask) else [])
     if info.has_audio:
+        models += ["silero-vad"] if kind == "audio" else []
         models.append("whisper-tiny")
     t0 = time.perf_counter()
     print(f"perception over {clock(max(0.0, at - args.window))}–{clock(at)} "
           f"({', '.join(models)})…", file=sys.stderr)
     log, errors = perceive_file(info.path, start=max(0.0, at - args.window), end=at + 0.5, models=models)
+    if kind == "speech" and info.has_audio:  # when speech starts or ends: listen to the whole file
+        print("voice activity over the whole file (silero-vad)…", file=sys.stderr)
+        heard, more = perceive_file(info.path, start=0.0, end=None, models=("silero-vad",))
+        errors += more
+        if not more:
+            log.voice, log.heard = heard.voice, heard.heard
     for e in errors:
         print(f"  {e}", file=sys.stderr)
     print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return project, media_id, log
+
+
+def stored_coverage(project, media_id: int, tracks, duration: float):
+    """The stretches of a file the stored perception covered, (seen, heard): from the params
+    (start, end) of the analysis runs that made ``tracks``; None for a side nothing covered."""
+    owners = {t.run_id for t in tracks if t.run_id is not None}
+    seen: list[tuple[float, float]] = []
+    heard: list[tuple[float, float]] = []
+    for run in project.list_runs(media_id):
+        if run.id not in owners or not str(run.kind).startswith("analysis/"):
+            continue
+        p = dict(run.params or {})
+        a, b = float(p.get("start", 0.0) or 0.0), float(p.get("end", duration) or duration)
+        (heard if run.kind in ("analysis/vad", "analysis/asr") else seen).append((a, b))
+
+    def union(spans):
+        return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+
+    return union(seen), union(heard)
 
 
 def _listen(spec: str, seconds: float, connect_timeout: float = 20.0):

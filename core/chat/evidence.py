@@ -109,10 +109,20 @@ def perceive_file(path: str, *, start: float = 0.0, end: float | None = None, fp
     from core.jobs import HeadlessState
     from core.perception.analysis import AnalysisRequest, analyze, tracks_for
 
+    from core.media.decode import probe
+
     res = analyze(AnalysisRequest(path=path, models=tuple(models), fps=fps, start=start, end=end),
                   state or HeadlessState())
     tracks = [tr for out in res.outputs.values() if not out.error for tr in tracks_for(out, 1.0 / fps)]
-    return PerceptionLog.from_tracks(tracks), [f"{k}: {v}" for k, v in res.errors.items()]
+    log = PerceptionLog.from_tracks(tracks)
+    log.describe_media(probe(path, with_hash=False))
+    stretch = (max(0.0, start), min(end, res.media_duration) if end is not None else res.media_duration)
+    tasks = {out.task for out in res.outputs.values() if not out.error}
+    if tasks - {"vad", "asr"}:
+        log.seen = stretch  # what the facts "over the file" may claim: this stretch, not the file
+    if tasks & {"vad", "asr"}:
+        log.heard = stretch
+    return log, [f"{k}: {v}" for k, v in res.errors.items()]
 
 
 def seen_near(log: PerceptionLog, t: float, shape: tuple[int, ...]) -> list[Seen]:

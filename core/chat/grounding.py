@@ -20,7 +20,7 @@ import numpy as np
 
 from core.chat import (STOP, SYNONYMS, TIME_RE, TextVectors, fmt_span, is_text_question, language_of, plural,
                        question_words)
-from core.chat.perception_log import LogLine, Observation, PerceptionLog
+from core.chat.perception_log import LogLine, Observation, PerceptionLog, position
 from core.timefmt import clock
 
 
@@ -66,7 +66,7 @@ def retrieve(question: str, lines: Sequence[LogLine], *, k: int = 8, at: float |
 
 @dataclass(frozen=True)
 class Fact:
-    kind: str  # count | duration | when | presence
+    kind: str  # count | max | duration | when | presence | text | audio | video | speech | colour | view
     text: str
     value: float | None = None
     times: tuple[float, ...] = ()
@@ -77,7 +77,16 @@ DURATION_Q = re.compile(r"\bhow long\b|\bfor how many (seconds|minutes)\b|\bdura
 WHEN_Q = re.compile(r"^\s*when\b|\bwhat time\b|\bat what (point|moment)\b|\bwhen did\b|\bwhen was\b", re.I)
 PRESENCE_Q = re.compile(r"^\s*(is|are|was|were|do|does|did|can)\b.*\b(there|anyone|anybody|someone|any|a|an)\b"
                         r"|\b(see|visible|present)\b", re.I)
-LEAVE = re.compile(r"\b(leave|left|leaves|disappear\w*|go|gone|went|depart\w*|exit\w*|stop\w*|end\w*)\b", re.I)
+LEAVE = re.compile(r"\b(leave|left|leaves|disappear\w*|go|gone|went|depart\w*|exit\w*|stop\w*|end\w*|last)\b", re.I)
+COLOUR_Q = re.compile(r"\bcolou?rs?\b|\bwhat shade\b", re.I)
+VIDEO_Q = re.compile(r"\b(video|picture|image|visual)s? (track|stream)\b|\b(has|have|is there|any) (a )?(video|picture)\b"
+                     r"|\bcan you see anything\b|\bis there anything to see\b", re.I)
+SPEECH_Q = re.compile(r"\b(speak\w*|spoke|spoken|talk\w*|speech|voices?|says?|said|saying|words?)\b", re.I)
+YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have)\b", re.I)
+AUDIO_Q = re.compile(r"\b(hear\w*|audible|sounds?|audio|noises?|listen\w*)\b", re.I)
+VIEW_Q = re.compile(r"\bwhat (objects?|things?)\b|\bwhat do(es)? (you|it|kestrel) see\b|\bwhat can (you|be) seen?\b"
+                    r"|\bwhat(?:'s| is| are)\b.*\b(in view|visible|on screen|in (the|this) (frame|picture|image|shot|scene))\b"
+                    r"|\bdescribe (the|this) (scene|frame|picture|shot)\b", re.I)
 
 
 @dataclass
@@ -91,6 +100,7 @@ class Grounding:
     facts: list[Fact] = field(default_factory=list)
     lines: list[LogLine] = field(default_factory=list)
     direct: str | None = None  # the answer computed in code (counts, durations, when)
+    final: bool = False  # ``direct`` is the answer as it stands: the model is not asked to word it
     text_question: bool = False
     language: str = "en"
 
@@ -114,33 +124,55 @@ def target_labels(question: str, log: PerceptionLog) -> list[str]:
 
 
 def question_kind(question: str, labels: Sequence[str]) -> str:
-    """count | duration | when | presence | open: which fact the question asks for."""
+    """Which fact the question asks for: colour | video | speech | audio | count | duration | when |
+    view | presence | open."""
+    reads = is_text_question(question)  # "what does the sign say?" is about text, not speech
+    if COLOUR_Q.search(question):
+        return "colour"
+    if VIDEO_Q.search(question):
+        return "video"
+    if not reads and SPEECH_Q.search(question) and (WHEN_Q.search(question) or YES_NO.search(question)
+                                      or DURATION_Q.search(question)):
+        return "speech"  # "when did someone start speaking?" is about the voice, not a person in view
+    if AUDIO_Q.search(question) and not COUNT_Q.search(question):
+        return "audio"
     if COUNT_Q.search(question):
         return "count"
     if DURATION_Q.search(question):
         return "duration"
     if WHEN_Q.search(question):
         return "when"
+    if VIEW_Q.search(question) and not reads:
+        return "view"
     if PRESENCE_Q.search(question) and labels:
         return "presence"
     return "open"
 
 
 def ground(question: str, log: PerceptionLog, *, at: float | None = None, window_s: float = 60.0,
-           k: int = 8, index: TextVectors | None = None, extra_lines: Sequence[LogLine] = ()) -> Grounding:
-    """Facts computed from the log and the retrieved lines, for ``question`` asked about time ``at``."""
+           k: int = 8, index: TextVectors | None = None, extra_lines: Sequence[LogLine] = (),
+           frames: Sequence[tuple[float, np.ndarray]] = (), seen_log: PerceptionLog | None = None) -> Grounding:
+    """Facts computed from the log and the retrieved lines, for ``question`` asked about time ``at``.
+
+    ``frames``: (time, RGB) of the asked window, for the facts read from pixels (colour), with the
+    boxes of ``log`` or, failing those, of ``seen_log`` (perception on the frames given to the model)."""
     t_end = at if at is not None else log.span[1]
     t0 = max(0.0, t_end - window_s)
     labels = target_labels(question, log)
     kind = question_kind(question, labels)
     g = Grounding(question, at, kind, labels, text_question=is_text_question(question),
                   language=language_of(question))
+    asked = _Window(log, question, t0, t_end, tuple(frames), seen_log)
     if kind in _FACTS:
-        asked = _Window(log, question, t0, t_end)
         for label in labels[:2]:
-            facts, direct = _FACTS[kind](asked, label, log.presence(label, t0, t_end + log.step))
+            spans = log.presence(label) if kind == "when" else log.presence(label, t0, t_end + log.step)
+            facts, direct = _FACTS[kind](asked, label, spans)
             g.facts += facts
             g.direct = g.direct or direct
+        g.final = kind in FINAL and g.direct is not None
+    elif kind in _FILE_FACTS:
+        g.facts, g.direct = _FILE_FACTS[kind](asked, labels)
+        g.final = g.direct is not None
     if kind in ("count", "presence") and not labels:
         g.kind = "open"
     best = best_text(question, log, t0, t_end + log.step, index) if g.text_question else None
@@ -169,6 +201,8 @@ class _Window:
     question: str
     t0: float
     t_end: float
+    frames: tuple[tuple[float, np.ndarray], ...] = ()
+    seen_log: PerceptionLog | None = None
 
     @property
     def text(self) -> str:
@@ -207,14 +241,30 @@ def _duration_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], 
 
 
 def _when_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str | None]:
+    """First and last appearance over everything perception looked at (the whole file when a
+    project holds its perception), not only the window before the asked time; when perception
+    saw only part of the file, the answer says which part. Appearances in one sampled frame or
+    at a low score are weak: said apart, and never the first or last appearance while firm ones exist."""
+    looked = _looked(w.log, w.log.seen or w.log.span)
     if not spans:
-        return [Fact("when", f"No {label} was seen in {w.text}.")], None
-    first, last = spans[0][0], spans[-1][1]
+        return [Fact("when", f"No {label} was seen in {looked}.")], f"No {label} was seen in {looked}."
+    rated = [(a, b, *_evidence(w.log, label, a, b)) for a, b, _n in spans]
+    firm = [(a, b) for a, b, n, sc in rated if not _weak(n, sc)]
+    weak = [(a, b, n, sc) for a, b, n, sc in rated if _weak(n, sc)]
+    use = firm or [(a, b) for a, b, _n, _sc in weak]
+    first, last = use[0][0], use[-1][1]
+    where = ", ".join(fmt_span(a, b) for a, b in use[:6]) + (f" and {len(use) - 6} more" if len(use) > 6 else "")
+    unsure = "; ".join(f"{fmt_span(a, b)} ({_strength(n, sc)})" for a, b, n, sc in weak[:4])
     fact = Fact("when", f"{label} first seen at [{clock(first)}], last seen at [{clock(last)}] "
-                f"({len(spans)} appearance(s)).", None, (first, last))
+                f"({len(use)} appearance(s): {where}" + (f"; weak sightings: {unsure}" if weak else "") + ").",
+                None, (first, last))
+    if firm:
+        tail = f" Seen {where}, in {looked}." + (f" Weak sightings, not counted: {unsure}." if weak else "")
+    else:
+        tail = (f" Weak evidence only: {unsure} — the {label} may not be there at all. Looked at {looked}.")
     if LEAVE.search(w.question):
-        return [fact], f"The {label} was last seen at [{clock(last)}]."
-    return [fact], f"The {label} first appeared at [{clock(first)}]."
+        return [fact], f"The {label} was last seen at [{clock(last)}].{tail}"
+    return [fact], f"The {label} first appeared at [{clock(first)}].{tail}"
 
 
 def _presence_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str | None]:
@@ -232,6 +282,227 @@ def _presence_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], 
 
 _FACTS: dict[str, Callable[[_Window, str, _Spans], tuple[list[Fact], str | None]]] = {
     "count": _count_facts, "duration": _duration_facts, "when": _when_facts, "presence": _presence_facts}
+FINAL = {"when"}  # label kinds whose computed answer is given as it stands (the model only words the others)
+
+
+# -- the evidence behind a fact: how much was seen, and what part of the file was looked at ------
+
+WEAK_SCORE = 0.5  # detections under this, or in one sampled frame only, are weak evidence
+
+
+def _evidence(log: PerceptionLog, label: str, t0: float, t1: float) -> tuple[int, float]:
+    """How many sampled frames show ``label`` in [t0, t1], and its best score there (intervals
+    without samples count as one frame each)."""
+    rows = [o for o in log.observations(t0, t1) if o.label == label and o.kind in ("object", "face", "tag")]
+    frames = {round(o.time, 3) for o in rows if o.end is None}
+    frames |= {round(o.time, 3) for o in rows if o.end is not None and o.end - o.time < 1.5 * log.step}
+    frames_n = len(frames) + sum(max(1, int((o.end - o.time) / log.step)) for o in rows
+                                 if o.end is not None and o.end - o.time >= 1.5 * log.step)
+    return frames_n, max((o.score for o in rows), default=0.0)
+
+
+def _strength(n: int, score: float) -> str:
+    return f"{n} sampled frame{'s' if n != 1 else ''}, score up to {score:.2f}"
+
+
+def _weak(n: int, score: float) -> str:
+    """"" or a sentence saying the evidence is weak, and why."""
+    why = [w for w, bad in ((f"seen in one sampled frame only", n <= 1),
+                            (f"the detector's score is only {score:.2f}", score < WEAK_SCORE)) if bad]
+    return f" Weak evidence: {' and '.join(why)}." if why else ""
+
+
+def _looked(log: PerceptionLog, stretch: tuple[float, float] | None) -> str:
+    """The part of the file perception covered, in words: "the whole file (00:00–10:00)" or
+    "only 09:30–10:00 of the 10:00 file (the rest was not looked at)"."""
+    if not stretch or stretch[1] <= stretch[0]:
+        return "the perception log (nothing was looked at or listened to)"
+    a, b = stretch
+    if log.whole(stretch):
+        return f"the whole file ({clock(0)}–{clock(log.duration or b)})"
+    if log.duration:
+        return (f"only {clock(a)}–{clock(b)} of the {clock(log.duration)} file (the part perception covered; "
+                f"the rest was not looked at — analyse the file into a project for the whole of it)")
+    return f"{clock(a)}–{clock(b)} (what perception covered)"
+
+
+# -- facts about the file or the moment, not about one label: (facts, the answer computed in code) ---
+
+def _video_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
+    has = w.log.has_video
+    if has is None:
+        return [], None
+    text = "Yes: this file has a video stream." if has else "No: this file has no video stream."
+    return [Fact("video", text, float(has))], text
+
+
+def _audio_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
+    """Whether anything can be heard: no audio track is a plain no; else what the audio models
+    recognised near the asked time (speech, voice activity, named sounds), and only that."""
+    log = w.log
+    if log.has_audio is False:
+        text = "No: this file has no audio track."
+        return [Fact("audio", text, 0.0)], text
+    lo, hi = w.t0, w.t_end + log.step
+    speech = [o for o in log.observations(lo, hi) if o.kind == "speech"]
+    voice = [v for v in log.voice if v[1] >= lo and v[0] <= hi]
+    sounds = [o for o in log.observations(lo, hi) if o.kind == "audio"]
+    heard = []
+    if speech:
+        said = "; ".join(f'{fmt_span(o.time, o.end or o.time)} "{o.label}"' for o in speech[-3:])
+        heard.append(f"speech: {said}")
+    elif voice:
+        heard.append("a voice (no words recognised): " + ", ".join(fmt_span(a, b) for a, b, _ in voice[-3:]))
+    if sounds:
+        heard.append("sounds: " + ", ".join(f"{o.label} ({o.score:.2f}) {fmt_span(o.time, o.end or o.time)}"
+                                            for o in sounds[-4:]))
+    if heard:
+        text = "Yes: " + "; ".join(heard) + "."
+        return [Fact("audio", text, 1.0, tuple(o.time for o in speech + sounds))], text
+    listened = log.heard is not None or bool(log.voice) or any(o.kind == "speech" for o in log.observations())
+    if log.has_audio is None and not listened:
+        return [], None  # nothing known about the sound: the log's lines may still say something
+    track = "The file has an audio track, but" if log.has_audio else "In what was listened to,"
+    text = (f"{track} Kestrel recognised nothing in it in {w.text}: no speech, and no sound it can name "
+            f"(it names speech; other sounds only where an audio model has labelled them).")
+    return [Fact("audio", text, 0.0)], text
+
+
+def _speech_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
+    """When speech starts and ends, over everything the audio models listened to: voice activity
+    (VAD) first, the transcript's segments when there is no VAD."""
+    log = w.log
+    if log.has_audio is False:
+        text = "No one can be heard: this file has no audio track."
+        return [Fact("speech", text, 0.0)], text
+    said = [o for o in log.observations() if o.kind == "speech"]
+    spans = [(a, b) for a, b, _ in log.voice] or [(o.time, o.end or o.time) for o in said]
+    looked = _looked(log, log.heard or (log.span if log.voice or said else None))
+    if not spans:
+        if log.heard is None:
+            if log.has_audio is None:
+                return [], None
+            text = ("Kestrel has not listened to this file's audio: no voice activity or transcript is in "
+                    "its perception, so it cannot say when anyone speaks.")
+            return [Fact("speech", text)], text
+        text = f"No speech was detected in {looked}."
+        return [Fact("speech", text, 0.0)], text
+    source = "voice activity" if log.voice else "the transcript"
+    first, last = spans[0][0], max(b for _a, b in spans)
+    total = sum(b - a for a, b in spans)
+    where = ", ".join(fmt_span(a, b) for a, b in spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
+    words = f' First words: "{said[0].label}" {fmt_span(said[0].time, said[0].end or said[0].time)}.' if said else ""
+    fact = Fact("speech", f"Speech ({source}) from [{clock(first)}] to [{clock(last)}], {total:.0f} s in all: "
+                f"{where}; listened to {looked}.", total, (first, last))
+    if DURATION_Q.search(w.question):
+        return [fact], f"Speech lasts about {total:.0f} s in all ({where}; {source}).{words}"
+    if LEAVE.search(w.question) or re.search(r"(finish\w*|ends?|stops?|stopped)", w.question, re.I):
+        return [fact], f"Speech ends at [{clock(last)}] (last heard {fmt_span(*spans[-1])}, {source})."
+    if YES_NO.search(w.question) and not WHEN_Q.search(w.question):
+        return [fact], f"Yes: speech is heard from [{clock(first)}] ({where}, {source}).{words}"
+    return [fact], f"Speech starts at [{clock(first)}] and ends at [{clock(last)}] ({where}, {source}).{words}"
+
+
+def _view_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
+    """What is in view at the asked time: the objects of the sample nearest to it, each with its
+    score (weak ones said as weak), and the scene tags over it; "nothing recognised" when empty."""
+    log, t = w.log, w.t_end
+    times = [ft for ft in log.frame_times if abs(ft - t) <= max(1.5 * log.step, log.hold_s)]
+    tags = [o for o in log.observations(t, t) if o.kind == "tag" and o.end is not None]
+    if not times and not tags:
+        return [], None
+    parts, cites = [], []
+    if times:
+        ft = min(times, key=lambda x: abs(x - t))
+        cites.append(ft)
+        here = [o for o in log.observations(ft, ft) if o.end is None and abs(o.time - ft) < 1e-3
+                and o.kind in ("object", "face")]
+        for label in sorted({o.label for o in here}, key=lambda lb: -max(o.score for o in here if o.label == lb)):
+            mine = [o for o in here if o.label == label]
+            n_frames, _ = _evidence(log, label, w.t0, t + log.step)
+            scores = ", ".join(f"{o.score:.2f}" for o in sorted(mine, key=lambda o: -o.score)[:4])
+            weak = " — weak" if (max(o.score for o in mine) < WEAK_SCORE or n_frames <= 1) else ""
+            parts.append(f"{plural(label, len(mine)) if len(mine) > 1 else label}"
+                         f"{f' ×{len(mine)}' if len(mine) > 1 else ''} ({scores}{weak})")
+        objs = ", ".join(parts) or "nothing recognised"
+        text = f"In view at [{clock(ft)}]: {objs}."
+    else:
+        text = f"At [{clock(t)}]:"
+    if tags:
+        text += " Scene: " + ", ".join(f"{o.label} ({o.score:.2f})" for o in tags[:3]) + "."
+    if not parts and times:
+        text += " (Kestrel's detector knows 80 everyday object classes and found none of them here.)"
+    return [Fact("view", text, float(len(parts)), tuple(cites))], text
+
+
+VEHICLES = ("car", "truck", "bus", "motorcycle", "bicycle", "train", "boat", "airplane")
+
+
+def _colour_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
+    """The named colour of the object asked about, read from its pixels (core.perception.colour)
+    in its box at the sampled frame nearest the asked time."""
+    from core.perception.colour import box_colour
+
+    if not labels:
+        text = "Kestrel reads the colour of detected objects only, and the question names none it detects."
+        return [Fact("colour", text)], text
+    want = labels[0]
+    family = [want] + ([v for v in VEHICLES if v != want] if want in VEHICLES else [])
+    if not w.frames:
+        text = f"No frame of {w.text} is at hand to read the {want}'s colour from."
+        return [Fact("colour", text)], text
+    for log in (w.log, w.seen_log):
+        if log is None:
+            continue
+        boxed = [o for o in log.observations(w.t0, w.t_end + log.step)
+                 if o.end is None and o.box is not None and o.kind in ("object", "face")]
+        for label in family:
+            rows = [o for o in boxed if o.label == label]
+            if not rows:
+                continue
+            tn = min({o.time for o in rows}, key=lambda x: (abs(x - w.t_end), -x))
+            here = sorted((o for o in rows if abs(o.time - tn) < 1e-3), key=lambda o: -o.score)[:3]
+            ft, img = min(w.frames, key=lambda f: abs(f[0] - tn))
+            if abs(ft - tn) > max(1.0, 1.5 * log.step):
+                continue
+            found = []
+            for o in here:
+                sx, sy = _scale(o, img.shape)
+                c = box_colour(img, (o.box[0] * sx, o.box[1] * sy, o.box[2] * sx, o.box[3] * sy))
+                if c is not None:
+                    found.append((o, c))
+            if not found:
+                continue
+            return _say_colour(w, want, label, tn, found)
+    text = f"No {want} with a box was seen in {w.text}, so Kestrel cannot read its colour."
+    return [Fact("colour", text)], text
+
+
+def _scale(o: Observation, shape: tuple[int, ...]) -> tuple[float, float]:
+    h, w = shape[:2]
+    return (w / o.size[0], h / o.size[1]) if o.size and o.size[0] and o.size[1] else (1.0, 1.0)
+
+
+def _say_colour(w: _Window, want: str, label: str, t: float, found: list) -> tuple[list[Fact], str]:
+    called = "" if label == want else f" (the detector's nearest label: {label})"
+    o, c = found[0]
+    weak = []
+    if c.weak:
+        weak.append("the box's pixels are split between colours")
+    if o.score < WEAK_SCORE:
+        weak.append(f"the detector is unsure it is a {label} ({o.score:.2f})")
+    warn = f" Weak evidence: {' and '.join(weak)}." if weak else ""
+    what = f"The {label}{called} at [{clock(t)}] is {c.name}"
+    if len(found) > 1:
+        others = ", ".join(f"{c2.name} ({position(o2.box, o2.size) or 'another'})" for o2, c2 in found[1:])
+        what += f" ({position(o.box, o.size) or 'the most confident'}); other {plural(label, 2)}: {others}"
+    text = (f"{what} — read from its pixels: {c.describe()} of the box, detection score {o.score:.2f}.{warn}")
+    return [Fact("colour", text, c.confidence, (t,))], text
+
+
+_FILE_FACTS: dict[str, Callable[[_Window, Sequence[str]], tuple[list[Fact], str | None]]] = {
+    "video": _video_facts, "audio": _audio_facts, "speech": _speech_facts, "view": _view_facts,
+    "colour": _colour_facts}
 
 
 def best_text(question: str, log: PerceptionLog, t0: float, t1: float,

@@ -71,6 +71,14 @@ class PerceptionLog:
         self.hold_s = float(hold_s)  # a frame stands for the scene until the next one (sparse streams)
         self._obs: list[Observation] = []
         self._frames: set[float] = set()  # times perception looked at a frame
+        self.voice: list[tuple[float, float, float]] = []  # voice activity (VAD): (start, end, score)
+        # what the file is and which part of it perception covered (None: not known, e.g. live);
+        # facts "over the whole file" are said only when ``seen``/``heard`` cover it
+        self.has_audio: bool | None = None
+        self.has_video: bool | None = None
+        self.duration: float | None = None
+        self.seen: tuple[float, float] | None = None  # the stretch the visual models looked at
+        self.heard: tuple[float, float] | None = None  # the stretch the audio models listened to
 
     def __len__(self) -> int:
         return len(self._obs)
@@ -100,6 +108,21 @@ class PerceptionLog:
 
     def add_event(self, start: float, end: float, kind: str, label: str, score: float = 1.0) -> None:
         self.add(Observation(start, kind, label, end, score=score))
+
+    def add_voice(self, start: float, end: float, score: float = 1.0) -> None:
+        """A stretch of voice activity (VAD): speech heard, words or not. Not a log line (the
+        transcript says more); the facts about when speech starts and ends rest on it."""
+        self.voice.append((float(start), float(end), float(score)))
+        self.voice.sort()
+
+    def describe_media(self, info: Any) -> None:
+        """Take what a probe (core.media.decode.MediaInfo) says about the file: audio, video, length."""
+        self.has_audio, self.has_video = bool(info.has_audio), bool(info.has_video)
+        self.duration = float(info.duration_s or 0.0) or None
+
+    def whole(self, stretch: tuple[float, float] | None) -> bool:
+        """Does ``stretch`` (``seen`` or ``heard``) cover the whole file (to within a second)?"""
+        return bool(stretch and self.duration and stretch[0] <= 1.0 and stretch[1] >= self.duration - 1.0)
 
     def _trim(self, now: float) -> None:
         if self.horizon_s is None:
@@ -161,6 +184,9 @@ class PerceptionLog:
             elif tr.kind == "speech" and tr.name == "transcript":
                 for it in tr.items:
                     log.add_speech(it.start, it.end, it.label, it.confidence)
+            elif tr.kind == "speech" and tr.name == "voice activity":
+                for it in tr.items:
+                    log.add_voice(it.start, it.end, it.confidence)
             elif tr.kind == "tags":
                 for it in tr.items:
                     log._obs.append(Observation(it.start, "tag", it.label, it.end, score=it.confidence))

@@ -132,11 +132,19 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         ans.error = "Ask a question first."
         return
     base_log = req.log or PerceptionLog()
-    enc, index = _encode_window(req, state, ans, question, base_log)
+    _describe_source(req, base_log)
+    enc, index, frames = _encode_window(req, state, ans, question, base_log)
     if state.is_cancelled():
         ans.partial, ans.error = True, "Stopped before the model was asked."
         return
-    g = _ground(req, state, ans, question, base_log, enc, index)
+    g = _ground(req, state, ans, question, base_log, enc, index, frames)
+    if g.final and g.direct:  # a fact computed in code is the answer: the model is not asked to reword it
+        ans.text, ans.lines = g.direct, [ln.text for ln in g.lines]
+        ans.notes.append("Answered from facts Kestrel computed (the model was not asked).")
+        state.set_partial_result(ChatPartial(g.direct, g.direct))
+        ans.citations = citations(g.direct)
+        state.set_progress(1.0, "done")
+        return
     # the prompt, trimmed to the model's window
     images = _images(ans.frames) if getattr(req.backend, "sees_images", False) else []
     messages, g.lines = _fit(req, g, images)
@@ -158,10 +166,23 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     state.set_progress(1.0, "done")
 
 
+def _describe_source(req: ChatRequest, plog: PerceptionLog) -> None:
+    """What the file is (audio or not, video or not, its length), for the facts about the file,
+    when the log does not know yet."""
+    if not req.source or plog.has_audio is not None:
+        return
+    from core.media.decode import probe
+    try:
+        plog.describe_media(probe(req.source, with_hash=False))
+    except Exception as e:  # a file that no longer probes: those facts stay unknown
+        log.info("no media facts for %s: %s", req.source, e)
+
+
 def _encode_window(req: ChatRequest, state: JobState, ans: ChatAnswer, question: str,
-                   base_log: PerceptionLog) -> tuple[MachineEncoder, TextVectors]:
+                   base_log: PerceptionLog) -> tuple[MachineEncoder, TextVectors, list]:
     """The window's frames through the machine encoder (the question steering what stays sharp);
-    ``ans`` gets the stream's numbers and the frames the model will be given."""
+    ``ans`` gets the stream's numbers and the frames the model will be given. Returns the encoder,
+    the text vectors and the window's frames as decoded from the source (colour is read there)."""
     t_enc = time.perf_counter()
     state.set_progress(0.05, "encoding the stream")
     frames, note = window_frames(req.frames, req.source, req.at, req.window_s, req.sample_fps)
@@ -183,11 +204,11 @@ def _encode_window(req: ChatRequest, state: JobState, ans: ChatAnswer, question:
         ans.human_kbps = human_quality_kbps(list(frames), preset="veryfast")
     ans.frames = pick_frames(sent, at, req.max_frames)
     ans.frames_seen = [f.time for f in ans.frames]
-    return enc, index
+    return enc, index, frames
 
 
 def _ground(req: ChatRequest, state: JobState, ans: ChatAnswer, question: str, base_log: PerceptionLog,
-            enc: MachineEncoder, index: TextVectors) -> Grounding:
+            enc: MachineEncoder, index: TextVectors, frames: list | None = None) -> Grounding:
     """The model's eyes — perception on the decoded, low-bitrate frames — and the question
     grounded in the log with what they saw."""
     at = ans.at
@@ -212,9 +233,13 @@ def _ground(req: ChatRequest, state: JobState, ans: ChatAnswer, question: str, b
         for o in base_log.observations():
             if o.kind == "speech":
                 eyes_log.add(o)
-        g = ground(question, eyes_log, at=at, window_s=req.window_s, index=index)
+        for attr in ("has_audio", "has_video", "duration"):
+            setattr(eyes_log, attr, getattr(base_log, attr))
+        g = ground(question, eyes_log, at=at, window_s=req.window_s, index=index,
+                   frames=[(f.time, f.decoded_image) for f in to_model])
     else:
-        g = ground(question, base_log, at=at, window_s=req.window_s, index=index, extra_lines=eye_lines)
+        g = ground(question, base_log, at=at, window_s=req.window_s, index=index, extra_lines=eye_lines,
+                   frames=frames or [], seen_log=eyes_log)
     if g.language != "en":
         ans.notes.append("The question is not in English: Kestrel's retrieval (MiniLM) and transcripts "
                          "(Whisper tiny.en) are English-only, so the answer may miss things."

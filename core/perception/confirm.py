@@ -316,6 +316,9 @@ class SecondLook:
 class Confirmer:
     """Decide, frame by frame, which detections belong to confirmed tracks.
 
+    Detections join the open track of their label that carries the same tracker ``track_id``
+    (the analysis job's ByteTrack ids), else the one whose last box overlaps them most (IoU).
+
     Feed every sampled frame in order with ``update(t, image, detections)`` (frames with no
     detections too: they age the tracks); the second look runs on the frame's pixels at a
     track's first hits, so no frame has to be kept. ``tracks()`` gives every track with its
@@ -347,6 +350,12 @@ class Confirmer:
                         and tr.hits[-1][0] < fi), reverse=True)
         owner: dict[int, ObjectTrack] = {}
         used: set[int] = set()
+        for di, d in enumerate(detections):  # the tracker's id (ByteTrack, in the analysis job) links first
+            ti = next((ti for ti, tr in enumerate(self._open) if d.track_id is not None and tr.label == d.label
+                       and tr.hits[-1][2].track_id == d.track_id and tr.hits[-1][0] < fi), None)
+            if ti is not None and ti not in used:
+                used.add(ti)
+                owner[di] = self._open[ti]
         for v, ti, di in pairs:
             if v < self.rules.link_iou:
                 break

@@ -277,6 +277,11 @@ def _presence_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], 
         seen = ", ".join(fmt_span(s, e) for s, e, _ in recent)
         return [Fact("presence", f"{label} seen earlier: {seen}; not at [{clock(w.t_end)}].", 0,
                      tuple(s for s, _e, _n in recent))], None
+    elsewhere = w.log.presence(label)
+    if elsewhere:  # not in the window asked about, but elsewhere in what perception covered
+        seen = ", ".join(fmt_span(s, e) for s, e, _ in elsewhere[:4])
+        return [Fact("presence", f"No {label} in {w.text}; in {_looked(w.log, w.log.seen or w.log.span)} "
+                     f"it was seen at {seen}.", 0, tuple(s for s, _e, _n in elsewhere[:4]))], None
     return [Fact("presence", f"No: perception saw no {label} in {w.text}.", 0)], None
 
 
@@ -394,13 +399,15 @@ def _speech_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | 
     words = f' First words: "{said[0].label}" {fmt_span(said[0].time, said[0].end or said[0].time)}.' if said else ""
     fact = Fact("speech", f"Speech ({source}) from [{clock(first)}] to [{clock(last)}], {total:.0f} s in all: "
                 f"{where}; listened to {looked}.", total, (first, last))
+    heard = f" Listened to {looked}."
     if DURATION_Q.search(w.question):
-        return [fact], f"Speech lasts about {total:.0f} s in all ({where}; {source}).{words}"
-    if LEAVE.search(w.question) or re.search(r"(finish\w*|ends?|stops?|stopped)", w.question, re.I):
-        return [fact], f"Speech ends at [{clock(last)}] (last heard {fmt_span(*spans[-1])}, {source})."
+        return [fact], f"Speech lasts about {total:.0f} s in all ({where}; {source}).{words}{heard}"
+    if LEAVE.search(w.question) or re.search(r"\b(finish\w*|ends?|stops?|stopped)\b", w.question, re.I):
+        return [fact], f"Speech ends at [{clock(last)}] (last heard {fmt_span(*spans[-1])}, {source}).{heard}"
     if YES_NO.search(w.question) and not WHEN_Q.search(w.question):
-        return [fact], f"Yes: speech is heard from [{clock(first)}] ({where}, {source}).{words}"
-    return [fact], f"Speech starts at [{clock(first)}] and ends at [{clock(last)}] ({where}, {source}).{words}"
+        return [fact], f"Yes: speech is heard from [{clock(first)}] ({where}, {source}).{words}{heard}"
+    return [fact], (f"Speech starts at [{clock(first)}] and ends at [{clock(last)}] ({where}, {source})."
+                    f"{words}{heard}")
 
 
 def _view_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
@@ -422,8 +429,7 @@ def _view_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | No
             n_frames, _ = _evidence(log, label, w.t0, t + log.step)
             scores = ", ".join(f"{o.score:.2f}" for o in sorted(mine, key=lambda o: -o.score)[:4])
             weak = " — weak" if (max(o.score for o in mine) < WEAK_SCORE or n_frames <= 1) else ""
-            parts.append(f"{plural(label, len(mine)) if len(mine) > 1 else label}"
-                         f"{f' ×{len(mine)}' if len(mine) > 1 else ''} ({scores}{weak})")
+            parts.append(f"{f'{len(mine)} ' if len(mine) > 1 else ''}{plural(label, len(mine))} ({scores}{weak})")
         objs = ", ".join(parts) or "nothing recognised"
         text = f"In view at [{clock(ft)}]: {objs}."
     else:

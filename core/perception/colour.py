@@ -5,7 +5,7 @@ Why code and not a model: the embedded chat model reads no pixels, and asked "wh
 van?" it guesses ("red" for a white van). Here every pixel of the box gets a basic name from its
 HSV values (a low saturation is white, grey or black by value; a chromatic pixel is named by hue,
 dark orange is brown, pale red is pink); the names are weighted towards the box's centre, where
-the object is, and a name that is more common in a ring just outside the box than in the box's
+the object is (black pixels a little less: windows, tyres and shadows are dark on any object), and a name that is more common in a ring just outside the box than in the box's
 core (the wall or the hedge behind the object) counts for less. The winner's share of the weight
 is its confidence; a small box or a split vote is weak evidence and says so (``weak``).
 
@@ -20,6 +20,7 @@ import numpy as np
 NAMES = ("white", "grey", "black", "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 MAX_SIDE = 160  # boxes are subsampled to about this many pixels a side: the vote needs no more
 WEAK_BELOW = 0.45  # a winning share under this is a split vote
+DARK_WEIGHT = 0.6  # black pixels count less: windows, tyres and shadows are dark whatever the paint
 MIN_SIDE = 12  # a box smaller than this (pixels) is too small to name reliably
 
 
@@ -34,7 +35,9 @@ class Colour:
 
     @property
     def weak(self) -> bool:
-        return self.confidence < WEAK_BELOW
+        """A split vote: the winner's share is low, or a runner-up is close behind it."""
+        second = max((v for n, v in self.shares.items() if n != self.name), default=0.0)
+        return self.confidence < WEAK_BELOW or second >= 0.75 * self.confidence
 
     def describe(self) -> str:
         """"white (0.82)" or "grey (weak: 0.38; also white 0.31)"."""
@@ -100,6 +103,7 @@ def box_colour(image: np.ndarray, box: tuple[float, float, float, float] | None 
     yy, xx = np.mgrid[0:ch, 0:cw]
     dy, dx = (yy + 0.5) / ch - 0.5, (xx + 0.5) / cw - 0.5
     weights = np.exp(-(dx ** 2 + dy ** 2) / (2 * 0.22 ** 2))  # the object is at the centre, its backdrop at the edges
+    weights = weights * np.where(names == NAMES.index("black"), DARK_WEIGHT, 1.0)
     inside = _vote(names, weights)
     core = _vote(names[(abs(dy) < 0.25) & (abs(dx) < 0.25)], np.ones(int(((abs(dy) < 0.25) & (abs(dx) < 0.25)).sum())))
     ring = _ring_vote(image, x0, y0, x1, y1)

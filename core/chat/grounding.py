@@ -82,6 +82,7 @@ COLOUR_Q = re.compile(r"\bcolou?rs?\b|\bwhat shade\b", re.I)
 VIDEO_Q = re.compile(r"\b(video|picture|image|visual)s? (track|stream)\b|\b(has|have|is there|any) (a )?(video|picture)\b"
                      r"|\bcan you see anything\b|\bis there anything to see\b", re.I)
 SPEECH_Q = re.compile(r"\b(speak\w*|spoke|spoken|talk\w*|speech|voices?|says?|said|saying|words?)\b", re.I)
+SPEAKERS_Q = re.compile(r"\bspeakers?\b|\bvoices?\b|\bsaid\b|\bsaying\b|\bbeing said\b", re.I)
 YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have)\b", re.I)
 AUDIO_Q = re.compile(r"\b(hear\w*|audible|sounds?|audio|noises?|listen\w*)\b", re.I)
 VIEW_Q = re.compile(r"\bwhat (objects?|things?)\b|\bwhat do(es)? (you|it|kestrel) see\b|\bwhat can (you|be) seen?\b"
@@ -162,6 +163,10 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
     kind = question_kind(question, labels)
     g = Grounding(question, at, kind, labels, text_question=is_text_question(question),
                   language=language_of(question))
+    if log.has_audio is False and kind not in ("colour", "video", "view", "speech") and (
+            AUDIO_Q.search(question) or SPEECH_Q.search(question) or SPEAKERS_Q.search(question)) \
+            and not g.text_question:
+        g.kind = kind = "audio"  # "what is being said?", "how many speakers?" on a silent file
     asked = _Window(log, question, t0, t_end, tuple(frames), seen_log)
     if kind in _FACTS:
         for label in labels[:2]:
@@ -248,13 +253,13 @@ def _when_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str 
     looked = _looked(w.log, w.log.seen or w.log.span)
     if not spans:
         return [Fact("when", f"No {label} was seen in {looked}.")], f"No {label} was seen in {looked}."
-    rated = [(a, b, *_evidence(w.log, label, a, b)) for a, b, _n in spans]
-    firm = [(a, b) for a, b, n, sc in rated if not _weak(n, sc)]
-    weak = [(a, b, n, sc) for a, b, n, sc in rated if _weak(n, sc)]
-    use = firm or [(a, b) for a, b, _n, _sc in weak]
+    rated = [(a, b, _evidence(w.log, label, a, b)) for a, b, _n in spans]
+    firm = [(a, b) for a, b, ev in rated if not _weak(ev)]
+    weak = [(a, b, ev) for a, b, ev in rated if _weak(ev)]
+    use = firm or [(a, b) for a, b, _ev in weak]
     first, last = use[0][0], use[-1][1]
     where = ", ".join(fmt_span(a, b) for a, b in use[:6]) + (f" and {len(use) - 6} more" if len(use) > 6 else "")
-    unsure = "; ".join(f"{fmt_span(a, b)} ({_strength(n, sc)})" for a, b, n, sc in weak[:4])
+    unsure = "; ".join(f"{fmt_span(a, b)} ({_strength(ev)})" for a, b, ev in weak[:4])
     fact = Fact("when", f"{label} first seen at [{clock(first)}], last seen at [{clock(last)}] "
                 f"({len(use)} appearance(s): {where}" + (f"; weak sightings: {unsure}" if weak else "") + ").",
                 None, (first, last))
@@ -295,25 +300,36 @@ FINAL = {"when"}  # label kinds whose computed answer is given as it stands (the
 WEAK_SCORE = 0.5  # detections under this, or in one sampled frame only, are weak evidence
 
 
-def _evidence(log: PerceptionLog, label: str, t0: float, t1: float) -> tuple[int, float]:
-    """How many sampled frames show ``label`` in [t0, t1], and its best score there (intervals
-    without samples count as one frame each)."""
+@dataclass(frozen=True)
+class _Evidence:
+    frames: int  # sampled frames that show the label
+    score: float  # its best detection score there
+    unconfirmed: bool = False  # every box of it is marked unconfirmed (core.perception.confirm)
+
+
+def _evidence(log: PerceptionLog, label: str, t0: float, t1: float) -> _Evidence:
+    """How many sampled frames show ``label`` in [t0, t1] (intervals without samples count a frame
+    per step), its best score there, and whether perception marked all of it unconfirmed."""
     rows = [o for o in log.observations(t0, t1) if o.label == label and o.kind in ("object", "face", "tag")]
     frames = {round(o.time, 3) for o in rows if o.end is None}
     frames |= {round(o.time, 3) for o in rows if o.end is not None and o.end - o.time < 1.5 * log.step}
-    frames_n = len(frames) + sum(max(1, int((o.end - o.time) / log.step)) for o in rows
-                                 if o.end is not None and o.end - o.time >= 1.5 * log.step)
-    return frames_n, max((o.score for o in rows), default=0.0)
+    n = len(frames) + sum(max(1, int((o.end - o.time) / log.step)) for o in rows
+                          if o.end is not None and o.end - o.time >= 1.5 * log.step)
+    return _Evidence(n, max((o.score for o in rows), default=0.0),
+                     bool(rows) and all(o.confirmed is False for o in rows))
 
 
-def _strength(n: int, score: float) -> str:
-    return f"{n} sampled frame{'s' if n != 1 else ''}, score up to {score:.2f}"
+def _strength(ev: _Evidence) -> str:
+    return (f"{ev.frames} sampled frame{'s' if ev.frames != 1 else ''}, score up to {ev.score:.2f}"
+            + (", unconfirmed" if ev.unconfirmed else ""))
 
 
-def _weak(n: int, score: float) -> str:
+def _weak(ev: _Evidence) -> str:
     """"" or a sentence saying the evidence is weak, and why."""
-    why = [w for w, bad in ((f"seen in one sampled frame only", n <= 1),
-                            (f"the detector's score is only {score:.2f}", score < WEAK_SCORE)) if bad]
+    why = [w for w, bad in (("seen in one sampled frame only", ev.frames <= 1),
+                            (f"the detector's score is only {ev.score:.2f}", ev.score < WEAK_SCORE),
+                            ("perception did not confirm it (no moving track or second look)", ev.unconfirmed))
+           if bad]
     return f" Weak evidence: {' and '.join(why)}." if why else ""
 
 
@@ -349,6 +365,11 @@ def _audio_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | N
         text = "No: this file has no audio track."
         return [Fact("audio", text, 0.0)], text
     lo, hi = w.t0, w.t_end + log.step
+    events = [o for o in log.observations() if o.kind == "audio"]
+    if WHEN_Q.search(w.question) and events:  # "when is the loud sound heard?": over everything listened to
+        text = "Sounds Kestrel names: " + ", ".join(f"{o.label} ({o.score:.2f}) at {fmt_span(o.time, o.end or o.time)}"
+                                                   for o in events[:4]) + "."
+        return [Fact("audio", text, 1.0, tuple(o.time for o in events[:4]))], text
     speech = [o for o in log.observations(lo, hi) if o.kind == "speech"]
     voice = [v for v in log.voice if v[1] >= lo and v[0] <= hi]
     sounds = [o for o in log.observations(lo, hi) if o.kind == "audio"]
@@ -426,9 +447,10 @@ def _view_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | No
                 and o.kind in ("object", "face")]
         for label in sorted({o.label for o in here}, key=lambda lb: -max(o.score for o in here if o.label == lb)):
             mine = [o for o in here if o.label == label]
-            n_frames, _ = _evidence(log, label, w.t0, t + log.step)
+            ev = _evidence(log, label, w.t0, t + log.step)
             scores = ", ".join(f"{o.score:.2f}" for o in sorted(mine, key=lambda o: -o.score)[:4])
-            weak = " — weak" if (max(o.score for o in mine) < WEAK_SCORE or n_frames <= 1) else ""
+            weak = (" — weak" if (max(o.score for o in mine) < WEAK_SCORE or ev.frames <= 1) else "") + (
+                ", unconfirmed" if all(o.confirmed is False for o in mine) else "")
             parts.append(f"{f'{len(mine)} ' if len(mine) > 1 else ''}{plural(label, len(mine))} ({scores}{weak})")
         objs = ", ".join(parts) or "nothing recognised"
         text = f"In view at [{clock(ft)}]: {objs}."
@@ -449,14 +471,15 @@ def _colour_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | 
     in its box at the sampled frame nearest the asked time."""
     from core.perception.colour import box_colour
 
-    if not labels:
-        text = "Kestrel reads the colour of detected objects only, and the question names none it detects."
+    if not w.frames:
+        text = f"No frame of {w.text} is at hand to read a colour from."
         return [Fact("colour", text)], text
+    if MONO_Q.search(w.question):
+        return _mono_facts(w)
+    if not labels:
+        return _standout_facts(w)
     want = labels[0]
     family = [want] + ([v for v in VEHICLES if v != want] if want in VEHICLES else [])
-    if not w.frames:
-        text = f"No frame of {w.text} is at hand to read the {want}'s colour from."
-        return [Fact("colour", text)], text
     for log in (w.log, w.seen_log):
         if log is None:
             continue
@@ -482,6 +505,46 @@ def _colour_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | 
             return _say_colour(w, want, label, tn, found)
     text = f"No {want} with a box was seen in {w.text}, so Kestrel cannot read its colour."
     return [Fact("colour", text)], text
+
+
+MONO_Q = re.compile(r"black[ -]and[ -]white|\bin colou?r or\b|\bgr[ae]yscale\b|\bmonochrome\b", re.I)
+
+
+def _nearest_frame(w: _Window) -> tuple[float, np.ndarray]:
+    return min(w.frames, key=lambda f: (abs(f[0] - w.t_end), -f[0]))
+
+
+def _standout_facts(w: _Window) -> tuple[list[Fact], str]:
+    """No detector label for the thing asked about ("the square"): the colour of what stands out
+    from the frame's backdrop at the asked time, said as such."""
+    from core.perception.colour import standout_colour
+
+    t, img = _nearest_frame(w)
+    got = standout_colour(img)
+    if got is None:
+        text = (f"The question names nothing Kestrel's detector knows, and nothing stands out from the "
+                f"backdrop in the frame at [{clock(t)}], so Kestrel cannot say its colour.")
+        return [Fact("colour", text)], text
+    c, box = got
+    where = position(box, (img.shape[1], img.shape[0]))
+    warn = " Weak evidence: the region's pixels are split between colours." if c.weak else ""
+    text = (f"What stands out from the backdrop at [{clock(t)}] ({where}) is {c.name} — read from its pixels: "
+            f"{c.describe()}; no detector label names it, so this is the frame's most distinct region.{warn}")
+    return [Fact("colour", text, c.confidence, (t,))], text
+
+
+def _mono_facts(w: _Window) -> tuple[list[Fact], str]:
+    """Colour or black and white: the share of pixels with a hue, over the window's frames."""
+    from core.perception.colour import colourfulness
+
+    picks = [w.frames[i] for i in np.unique(np.linspace(0, len(w.frames) - 1, min(5, len(w.frames))).astype(int))]
+    share = float(np.median([colourfulness(img) for _t, img in picks]))
+    span = fmt_span(picks[0][0], picks[-1][0])
+    if share < 0.02:
+        text = f"It is in black and white: only {share:.1%} of the pixels have a hue in the frames of {span}."
+    else:
+        text = f"It is in colour: {share:.0%} of the pixels have a hue in the frames of {span}."
+    return [Fact("colour", text, share, (picks[0][0],))], text
 
 
 def _scale(o: Observation, shape: tuple[int, ...]) -> tuple[float, float]:

@@ -45,6 +45,7 @@ class Observation:
     score: float = 1.0
     track: int | None = None
     count: int = 1  # for presence intervals that already carry a count
+    confirmed: bool | None = None  # core.perception.confirm's verdict on a box, where it gave one
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ class PerceptionLog:
                     size = tuple(d["size"]) if d.get("size") else None
                     box = tuple(d["box"]) if d.get("box") else None
                     log._frames.add(round(it.start, 3))
-                    log._obs.append(Observation(it.start, kind, label, None, box, size, it.confidence, d.get("track")))
+                    log._obs.append(Observation(it.start, kind, label, None, box, size, it.confidence, d.get("track"),
+                                                confirmed=d.get("confirmed")))
             elif tr.kind in ("detections", "faces"):
                 if {"detections": "detect", "faces": "faces"}[tr.kind] in boxed:
                     continue  # the per-sample boxes say the same, with positions

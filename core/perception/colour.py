@@ -134,3 +134,41 @@ def _ring_vote(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndar
     if out.sum() < 16:
         return None
     return _vote(pixel_names(big)[out], np.ones(int(out.sum())))
+
+
+def standout_colour(image: np.ndarray) -> tuple[Colour, tuple[int, int, int, int]] | None:
+    """The colour of what stands out from the backdrop of a whole frame (for "what colour is the
+    square?" when no detector knows squares): pixels named unlike the frame's border (the
+    backdrop: names holding 15 % of a band along the edges), centre-weighted; with the box those
+    pixels span in ``image``. None when nothing stands out (under 0.5 % of the frame)."""
+    h, w = image.shape[:2]
+    step = max(1, int(max(h, w) // (2 * MAX_SIDE)))
+    small = image[::step, ::step, :3]
+    names = pixel_names(small)
+    sh, sw = names.shape
+    band = max(1, int(0.08 * min(sh, sw)))
+    edge = np.ones_like(names, bool)
+    edge[band:-band, band:-band] = False
+    border = _vote(names[edge], np.ones(int(edge.sum())))
+    backdrop = {i for i, share in enumerate(border) if share >= 0.15}
+    fg = ~np.isin(names, list(backdrop))
+    if fg.sum() < 0.005 * names.size:
+        return None
+    yy, xx = np.mgrid[0:sh, 0:sw]
+    dy, dx = (yy + 0.5) / sh - 0.5, (xx + 0.5) / sw - 0.5
+    weights = np.exp(-(dx ** 2 + dy ** 2) / (2 * 0.3 ** 2))
+    vote = _vote(names[fg], weights[fg])
+    order = np.argsort(vote)[::-1]
+    best = int(order[0])
+    ys, xs = np.nonzero(fg & (names == best))
+    box = (int(xs.min() * step), int(ys.min() * step), int((xs.max() + 1) * step), int((ys.max() + 1) * step))
+    shares = {NAMES[i]: round(float(vote[i]), 3) for i in order[:4] if vote[i] > 0.02}
+    return Colour(NAMES[best], round(float(vote[best]), 3), shares), box
+
+
+def colourfulness(image: np.ndarray) -> float:
+    """The share of a frame's pixels that have a hue (not white, grey or black): near 0 for a
+    black-and-white picture."""
+    step = max(1, int(max(image.shape[:2]) // (2 * MAX_SIDE)))
+    names = pixel_names(image[::step, ::step, :3])
+    return float(np.isin(names, [NAMES.index(n) for n in NAMES[3:]]).mean())

@@ -275,3 +275,46 @@ def test_presence_outside_the_window_points_to_where_it_was_seen():
     assert g.kind == "presence"
     assert g.facts[0].text == ("No person in 09:30–10:00; in the whole file (00:00–10:00) it was seen at "
                                "[06:40–06:50]."), g.facts[0].text
+
+
+def test_any_sound_question_on_a_file_without_audio_says_so():
+    log = _file_log(has_audio=False)
+    for q in ("What is being said?", "How many speakers are there?", "Is anyone talking?", "What sounds can be heard?"):
+        g = ground(q, log, at=600.0)
+        assert g.final and "no audio track" in g.direct, (q, g.kind, g.direct)
+    assert ground("What does the sign say?", log, at=600.0).kind == "open"  # reading, not hearing
+
+
+def test_when_a_sound_is_heard_over_the_whole_log():
+    log = _speech_log()
+    log.add_event(6.0, 6.5, "audio", "loud impact", 0.9)
+    g = ground("When is the loud sound heard?", log, at=40.0, window_s=10)
+    assert g.kind == "audio" and g.direct.startswith("Sounds Kestrel names: loud impact (0.90) at [00:06]"), g.direct
+
+
+def test_colour_of_something_no_detector_knows_is_what_stands_out():
+    img = _scene((30, 60, 200), (235, 235, 235), size=(360, 640), box=(260, 120, 380, 240))
+    g = ground("What colour is the circle?", PerceptionLog(), at=4.0, frames=[(4.0, img)])
+    assert g.kind == "colour" and g.direct.startswith("What stands out from the backdrop at [00:04] (centre) is blue")
+    g = ground("What colour is the circle?", PerceptionLog(), at=4.0, frames=[(4.0, np.full((90, 160, 3), 200, np.uint8))])
+    assert "cannot say its colour" in g.direct
+    grey = np.repeat(_scene((30, 30, 30), (200, 200, 200))[..., :1], 3, axis=2)
+    g = ground("Is this film in colour or in black and white?", PerceptionLog(), at=1.0, frames=[(1.0, grey)])
+    assert g.direct.startswith("It is in black and white"), g.direct
+    g = ground("Is this film in colour or in black and white?", PerceptionLog(), at=1.0, frames=[(1.0, img)])
+    assert g.direct.startswith("It is in colour"), g.direct
+
+
+def test_boxes_perception_did_not_confirm_are_weak():
+    """A box item's ``confirmed`` flag (core.perception.confirm's verdict, when the analysis writes
+    it) makes a sighting weak however high its score: SSD's "surfboard" at 0.89 on a static tree."""
+    items = [Item(t, t + 0.5, "surfboard", 0.89, None, {"box": [10, 10, 60, 90], "size": [160, 120], "confirmed": False})
+             for t in (20.0, 20.5, 21.0, 21.5)]
+    items += [Item(t, t + 0.5, "person", 0.8, None, {"box": [80, 20, 120, 110], "size": [160, 120], "confirmed": True})
+              for t in (30.0, 30.5, 31.0)]
+    log = PerceptionLog.from_tracks([Track("boxes", "ssd", items, meta={"task": "detect"})])
+    g = ground("When does the surfboard appear?", log, at=40.0)
+    assert "Weak evidence only" in g.direct and "unconfirmed" in g.direct, g.direct
+    assert ground("When does a person appear?", log, at=40.0).direct.startswith("The person first appeared at [00:30]. Seen")
+    g = ground("What is in view?", log, at=21.0, window_s=10)
+    assert g.direct.startswith("In view at [00:21]: surfboard (0.89, unconfirmed)."), g.direct

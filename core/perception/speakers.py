@@ -21,7 +21,10 @@ but never as a speaker. ``n_speakers`` counts voices with at least ``min_speaker
 How it works: windows of ``window_s`` (1.5 s, hop 0.75 s) inside each speech segment (a shorter
 segment is one window of its own length) are embedded by the speaker encoder (``resemblyzer-voices``,
 256-d, cosine similarity); the windows are clustered by average-linkage agglomeration on cosine
-distance, cut at ``threshold`` (tuned on generated espeak-ng dialogues: ``bench/diarization.py``);
+distance, cut at ``threshold`` (0.3; ``bench/diarization.py --tune``: on generated espeak-ng
+dialogues 0.26-0.28 scores best and 0.30 costs ~5 points of DER, but the real two-person call there
+is told apart only at 0.30-0.32 — espeak's voices, one synthesiser, are closer to each other than
+people are — and 0.34 already merges its two speakers: the cut is the weak point);
 clusters with less than ``min_speaker_s`` of speech are not speakers (their windows go to the
 nearest speaker when similar enough). Every 10 ms of speech is then given to the speaker whose
 centroid the windows covering it resemble most, turns shorter than ``min_turn_s`` are merged into

@@ -7,7 +7,7 @@ known truth) is asked exactly as ``main.py chat CLIP --ask Q --at T --window W``
 ``core.cli.command("chat")``, its argument parsing, the perception pass over the window, the
 answer job and the printed report. Two things differ from a fresh process, both to save time,
 neither changing an answer: the chat model is loaded once and handed to every question (the
-command would load it each time: ~2 s), and the printed report is also kept as the
+command would load it each time, for seconds), and the printed report is also kept as the
 ``ChatAnswer`` it was printed from (the answer is its text; for a file the command refuses,
 the one error line it prints). The perception models stay loaded per thread as in the app
 (models.loaded).

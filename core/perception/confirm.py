@@ -58,8 +58,10 @@ class Rules:
     close. ``crops``: the classifier looks at the box grown by each of these factors (tight, with
     context) and agrees if one view does; the re-detection uses ``enlarge``. ``looks``: second
     looks tried per track (at its first hits) before it counts as disagreeing. ``look_hits``: an
-    agreeing look confirms a track seen in at least this many of ``n`` consecutive frames (one
-    frame's flash is not an object even when a look agrees: noise makes such flashes).
+    agreeing re-detection confirms a track seen in at least this many of ``n`` consecutive frames
+    (the same detector twice is correlated evidence: sensor noise makes one-frame flashes that it
+    re-finds); ``classifier_hits``: the same for the classifier, an independent model, whose
+    agreement confirms a car glimpsed in one sampled frame.
     ``weak_share``: where the classifier disagrees but still gives the class this share (a bicycle
     locked to a post: "jinrikisha", bicycle 0.12), the re-detection decides; below it (a white
     wall's "vase": 0.000) the classifier's no stands — the detector re-finds its own confusions."""
@@ -76,6 +78,7 @@ class Rules:
     crops: tuple[float, ...] = (1.15, 1.6)
     looks: int = 2
     look_hits: int = 2
+    classifier_hits: int = 1
     weak_share: float = 0.03
 
 
@@ -143,23 +146,27 @@ class ObjectTrack:
 
     @property
     def confirmed(self) -> bool:
-        return self.reason.startswith("confirmed")
+        return self.verdict()[0]
 
     @property
     def reason(self) -> str:
         """Why the track is (not) confirmed, in one line an analyst can read."""
+        return self.verdict()[1]
+
+    def verdict(self) -> tuple[bool, str]:
+        """(confirmed, why), by the rules of the module's docstring."""
         hits = f"hits {self.steady}/{self.rules.n}"
         if self.confusion:
-            return f"unconfirmed: a learned confusion of this scene ({self.confusion})"
+            return False, f"unconfirmed: a learned confusion of this scene ({self.confusion})"
         look = self.agreeing_look
-        if look is not None and self.steady >= self.rules.look_hits:
-            return f"confirmed: second look {look.describe()}, {hits}"
-        moving = self.motion >= self.rules.moved
-        if self.steady >= self.rules.k and moving:
-            return f"confirmed: {hits}, moving"
+        need = self.rules.classifier_hits if look is not None and look.kind == "classifier" else self.rules.look_hits
+        if look is not None and self.steady >= need:
+            return True, f"confirmed: second look {look.describe()}, {hits}"
+        if self.steady >= self.rules.k and self.motion >= self.rules.moved:
+            return True, f"confirmed: {hits}, moving"
         why = [hits if self.steady < self.rules.k else f"{hits} but static"]
         why += [(look or lk).describe() for lk in self.looks[:1]] or ["no second look"]
-        return "unconfirmed: " + ", ".join(why)
+        return False, "unconfirmed: " + ", ".join(why)
 
     def evidence(self) -> dict[str, Any]:
         """What the verdict rests on, as plain data (for a track's stored ``data``)."""

@@ -25,12 +25,12 @@ def det(label: str, x: float, y: float, w: float = 60, h: float = 80, score: flo
 class FakeLook:
     """Agrees (or not) with every box, and counts how often it was asked."""
 
-    def __init__(self, agrees: bool) -> None:
-        self.agrees, self.asked = agrees, 0
+    def __init__(self, agrees: bool, kind: str = "fake") -> None:
+        self.agrees, self.kind, self.asked = agrees, kind, 0
 
     def looks(self, image, dets, t=0.0):
         self.asked += len(dets)
-        return [Look("fake", self.agrees, d.label if self.agrees else "", 0.9, t) for d in dets]
+        return [Look(self.kind, self.agrees, d.label if self.agrees else "", 0.9, t) for d in dets]
 
 
 def run(frames, look=None, confusions=None):
@@ -47,6 +47,9 @@ def test_a_one_frame_flash_is_unconfirmed_even_when_a_look_agrees():
         (tr,) = run(frames, look)
         assert not tr.confirmed and len(tr.hits) == 1 and tr.steady == 1
         assert tr.reason.startswith("unconfirmed: hits 1/5")
+    # the ImageNet classifier is an independent model: its agreement confirms a one-frame glimpse
+    (tr,) = run(frames, FakeLook(True, kind="classifier"))
+    assert tr.confirmed and tr.reason.startswith("confirmed: second look classifier agrees")
 
 
 def test_a_steady_moving_track_is_confirmed_by_hits():

@@ -15,7 +15,11 @@ present here only when one of these holds:
    counterpart (person, surfboard...) the same detector on the enlarged crop, mirrored (a
    different view of the same pixels: a real person is a person mirrored and closer, a texture
    that happened to excite the "person" filters usually is not). A box that covers most of the
-   frame has no context left to enlarge: the re-detection then sees the mirrored frame.
+   frame has no context left to enlarge: the re-detection then sees the mirrored frame. The
+   classifier (an independent model) confirms even a one-frame glimpse; the re-detection (the
+   same model again, correlated) needs ``Rules.look_hits`` hits. Where the classifier says no
+   but still gives the class some probability (``Rules.weak_share``), the re-detection decides;
+   where it gives none, its no stands (a detector re-finds its own confusions: the wall's vase);
 
 and the track is not one of the scene's learned confusions (:class:`SceneConfusions`: classes
 that fire on a static region of a camera's normal footage, suppressed there, undoable).
@@ -102,7 +106,8 @@ class Look:
 
 @dataclass
 class ObjectTrack:
-    """An IoU-linked chain of one label's detections across sampled frames, and its verdict."""
+    """A chain of one label's detections across sampled frames (linked by tracker id or IoU),
+    its second looks, and its verdict (``confirmed``, ``reason``, ``evidence()``)."""
 
     key: int
     label: str

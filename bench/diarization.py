@@ -141,11 +141,11 @@ def main() -> int:
         tune = make_set(100)
         print(f"tuning set: {len(tune)} dialogues, {sum(d.duration for d in tune):.0f} s")
         call = None if args.no_real else real_call()
-        for t in (0.24, 0.26, 0.28, 0.30, 0.32, 0.34):
-            d, d0, right = score(tune, vad, emb, False, threshold=t)
-            line = f"  cut {t:.2f}: DER {d:6.1%} (no collar {d0:6.1%}), speaker count right {right}/{len(tune)}"
+        for t, lt in [(t, lt) for lt in (0.0, 1.5, 2.0) for t in (0.24, 0.26, 0.28, 0.30, 0.32, 0.34)]:
+            d, d0, right = score(tune, vad, emb, False, threshold=t, min_longest_turn_s=lt)
+            line = f"  cut {t:.2f}, longest turn {lt}: DER {d:6.1%} (no collar {d0:6.1%}), speaker count right {right}/{len(tune)}"
             if call is not None:
-                r = diarize(call[0], vad.segments(call[0]), embedder=emb, threshold=t)
+                r = diarize(call[0], vad.segments(call[0]), embedder=emb, threshold=t, min_longest_turn_s=lt)
                 line += f"; real call: {r.n_speakers} speakers, DER {der(call[1], r.turns)['der']:.1%}"
             print(line)
         return 0

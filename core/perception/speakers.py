@@ -16,7 +16,9 @@ How to use::
 ``Turn.speaker`` is ``None`` ("unknown") where the evidence is too weak to name a voice: speech
 shorter than ``min_embed_s``, or a stretch whose fingerprint is not close enough to any speaker's
 (``min_similarity``), or too close to two of them (``min_margin``). Such turns count as speech
-but never as a speaker. ``n_speakers`` counts voices with at least ``min_speaker_s`` of speech.
+but never as a speaker. ``n_speakers`` counts voices with at least ``min_speaker_s`` (2 s) of
+speech and one turn of at least ``min_longest_turn_s`` (2 s); a cluster short of that (often windows
+that straddle a change of speaker) is dropped and its speech given to the voices that remain.
 
 How it works: windows of ``window_s`` (1.5 s, hop 0.75 s) inside each speech segment (a shorter
 segment is one window of its own length) are embedded by the speaker encoder (``resemblyzer-voices``,
@@ -174,7 +176,8 @@ def _centroids(emb: np.ndarray, labels: np.ndarray, which: Sequence[int]) -> np.
 def diarize(samples_16k: np.ndarray, speech_segments: Iterable[Any], *, embedder: Any = None,
             window_s: float = 1.5, hop_s: float = 0.75, threshold: float = 0.3,
             min_speaker_s: float = 2.0, min_turn_s: float = 0.5, min_embed_s: float = 0.3,
-            min_similarity: float = 0.6, min_margin: float = 0.0) -> Diarization:
+            min_similarity: float = 0.6, min_margin: float = 0.0,
+            min_longest_turn_s: float = 2.0) -> Diarization:
     """Speaker turns in ``samples_16k`` (mono float32, 16 kHz) over ``speech_segments`` (Silero's
     SpeechSegments or ``(start, end)`` pairs in seconds). ``embedder`` is a speaker-embed model
     (``embed(windows) -> [n, d]`` unit rows); by default ``held("resemblyzer-voices")``."""
@@ -186,7 +189,7 @@ def diarize(samples_16k: np.ndarray, speech_segments: Iterable[Any], *, embedder
                                f"shape {audio.shape} and type {audio.dtype}.")
     settings = dict(window_s=window_s, hop_s=hop_s, threshold=threshold, min_speaker_s=min_speaker_s,
                     min_turn_s=min_turn_s, min_embed_s=min_embed_s, min_similarity=min_similarity,
-                    min_margin=min_margin)
+                    min_margin=min_margin, min_longest_turn_s=min_longest_turn_s)
     segs = _segments(speech_segments, audio.size)
     speech_s = sum(b - a for a, b in segs)
     wins = windows_for(segs, window_s, hop_s, min_embed_s)
@@ -206,14 +209,22 @@ def diarize(samples_16k: np.ndarray, speech_segments: Iterable[Any], *, embedder
     if not speakers:
         return Diarization([Turn(a, b, None, 0.0) for a, b in segs], 0, speech_s, settings)
     cents = _centroids(emb, labels, speakers)
-    sims = emb @ cents.T  # [windows, speakers]
-    turns: list[Turn] = []
-    for k, (a, b) in enumerate(segs):
-        turns += _segment_turns(k, a, b, wins, sims, min_turn_s, min_similarity, min_margin)
-    found = sorted({t.speaker for t in turns if t.speaker is not None})
-    time_of = {s: sum(t.end - t.start for t in turns if t.speaker == s) for s in found}
-    real = [s for s in found if time_of[s] >= min_speaker_s] or found[:1]
-    rename = {s: r for r, s in enumerate(sorted(real, key=lambda s: min(t.start for t in turns if t.speaker == s)))}
+    live = list(range(len(speakers)))
+    while True:  # a voice must hold min_speaker_s and one turn of min_longest_turn_s, else re-assign
+        sims = emb @ cents[live].T  # [windows, live speakers]
+        turns: list[Turn] = []
+        for k, (a, b) in enumerate(segs):
+            turns += _segment_turns(k, a, b, wins, sims, min_turn_s, min_similarity, min_margin)
+        turns = [Turn(t.start, t.end, live[t.speaker] if t.speaker is not None else None, t.confidence)
+                 for t in turns]
+        time_of = {s: sum(t.end - t.start for t in turns if t.speaker == s) for s in live}
+        longest = {s: max([t.end - t.start for t in turns if t.speaker == s], default=0.0) for s in live}
+        weak = [s for s in live if time_of[s] < min_speaker_s or longest[s] < min_longest_turn_s]
+        if not weak or len(live) == 1:
+            break
+        live.remove(min(weak, key=lambda s: time_of[s]))
+    rename = {s: r for r, s in enumerate(sorted((s for s in live if time_of[s] > 0),
+                                                key=lambda s: min(t.start for t in turns if t.speaker == s)))}
     turns = [Turn(t.start, t.end, rename.get(t.speaker) if t.speaker is not None else None,
                   t.confidence if t.speaker in rename else 0.0) for t in turns]
     return Diarization(_join(turns), len(rename), speech_s, settings)

@@ -134,6 +134,19 @@ def test_diarize_leaves_short_and_weak_speech_unknown():
     assert "1 speaker:" in d.describe() and "speaker ? 5.8-6.0 s" in d.describe()
 
 
+def test_a_voice_heard_only_in_snatches_is_not_counted():
+    """Three 1-second interjections (3 s in all, none 2 s long) are not enough to fingerprint a
+    speaker: they are given to the remaining voice when similar enough, else unknown."""
+    parts = []
+    for _ in range(3):
+        parts += [(3.0, 0), (0.6, None), (1.0, 1), (0.6, None)]
+    audio, ref = tones(parts)
+    d = diarize(audio, [(a, b) for a, b, _ in ref], embedder=ToneEmbedder())
+    assert d.n_speakers == 1 and [t.speaker for t in d.turns] == [0, None] * 3
+    assert diarize(audio, [(a, b) for a, b, _ in ref], embedder=ToneEmbedder(),
+                   min_longest_turn_s=0.5).n_speakers == 2
+
+
 def test_diarize_without_speech_and_bad_input():
     d = diarize(np.zeros(SR, np.float32), [], embedder=ToneEmbedder())
     assert d.n_speakers == 0 and d.turns == [] and d.describe() == "No speech to tell speakers apart."

@@ -107,9 +107,8 @@ def perceive_file(path: str, *, start: float = 0.0, end: float | None = None, fp
     """Run the perception job over [start, end] of a file (for a file with no stored tracks)
     and return its log, with the errors of models that failed (the others still count)."""
     from core.jobs import HeadlessState
-    from core.perception.analysis import AnalysisRequest, analyze, tracks_for
-
     from core.media.decode import probe
+    from core.perception.analysis import AnalysisRequest, analyze, tracks_for
 
     res = analyze(AnalysisRequest(path=path, models=tuple(models), fps=fps, start=start, end=end),
                   state or HeadlessState())

@@ -81,10 +81,24 @@ LEAVE = re.compile(r"\b(leave|left|leaves|disappear\w*|go|gone|went|depart\w*|ex
 COLOUR_Q = re.compile(r"\bcolou?rs?\b|\bwhat shade\b", re.I)
 VIDEO_Q = re.compile(r"\b(video|picture|image|visual)s? (track|stream)\b|\b(has|have|is there|any) (a )?(video|picture)\b"
                      r"|\bcan you see anything\b|\bis there anything to see\b", re.I)
-SPEECH_Q = re.compile(r"\b(speak\w*|spoke|spoken|talk\w*|speech|voices?|says?|said|saying|words?)\b", re.I)
+SPEECH_Q = re.compile(r"\b(speak\w*|spoke|spoken|talk\w*|speech|voices?|says?|said|saying|words?|mention\w*)\b", re.I)
+SOUND_NOUN = re.compile(r"\b(bang|boom|crash|thud|thump|bark\w*|siren|alarm|explosion|gunshot|scream|horn|music|"
+                        r"applause|knock\w*|beep\w*)s?\b", re.I)
+WHICH_VOICE = re.compile(r"\b(second|other|another|third|2nd|3rd|different|new|each)\s+(voice|speaker|person)s?\b", re.I)
+# words of a speech question that say nothing about what was said ("when does someone start speaking?")
+SPEECH_GENERIC = {"someone", "somebody", "anyone", "anybody", "person", "people", "speak", "speaking", "speaks",
+                  "spoke", "spoken", "talk", "talking", "talks", "talked", "speech", "voice", "voices", "say", "says",
+                  "said", "saying", "word", "words", "mention", "mentions", "mentioned", "start", "starts",
+                  "started", "begin", "begins", "began", "first", "last", "end", "ends", "ended", "stop", "stops",
+                  "stopped", "finish", "finishes", "finished", "time", "video", "clip", "file", "recording", "about",
+                  "anything", "something", "can", "could", "will", "would", "not", "no", "yes", "here", "now",
+                  "then", "again", "ever", "all", "one", "man", "woman", "men", "women", "they", "their", "second",
+                  "other", "another", "third", "different", "new", "each", "loud", "clearly", "out"}
 SPEAKERS_Q = re.compile(r"\bspeakers?\b|\bvoices?\b|\bsaid\b|\bsaying\b|\bbeing said\b", re.I)
 YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have)\b", re.I)
-AUDIO_Q = re.compile(r"\b(hear\w*|audible|sounds?|audio|noises?|listen\w*)\b", re.I)
+AUDIO_Q = re.compile(r"\b(hear\w*|audible|sounds?|audio|noises?|listen\w*|bang\w*|boom\w*|crash\w*|thud\w*|"
+                     r"bark\w*|siren\w*|alarm\w*|explosion\w*|gunshots?|scream\w*|horns?|music|applause|knock\w*|"
+                     r"beep\w*)\b", re.I)
 VIEW_Q = re.compile(r"\bwhat (objects?|things?)\b|\bwhat do(es)? (you|it|kestrel) see\b|\bwhat can (you|be) seen?\b"
                     r"|\bwhat(?:'s| is| are)\b.*\b(in view|visible|on screen|in (the|this) (frame|picture|image|shot|scene))\b"
                     r"|\bdescribe (the|this) (scene|frame|picture|shot)\b", re.I)
@@ -250,7 +264,7 @@ def _when_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str 
     project holds its perception), not only the window before the asked time; when perception
     saw only part of the file, the answer says which part. Appearances in one sampled frame or
     at a low score are weak: said apart, and never the first or last appearance while firm ones exist."""
-    looked = _looked(w.log, w.log.seen or w.log.span)
+    looked = _looked(w.log)
     if not spans:
         return [Fact("when", f"No {label} was seen in {looked}.")], f"No {label} was seen in {looked}."
     rated = [(a, b, _evidence(w.log, label, a, b)) for a, b, _n in spans]
@@ -285,7 +299,7 @@ def _presence_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], 
     elsewhere = w.log.presence(label)
     if elsewhere:  # not in the window asked about, but elsewhere in what perception covered
         seen = ", ".join(fmt_span(s, e) for s, e, _ in elsewhere[:4])
-        return [Fact("presence", f"No {label} in {w.text}; in {_looked(w.log, w.log.seen or w.log.span)} "
+        return [Fact("presence", f"No {label} in {w.text}; in {_looked(w.log)} "
                      f"it was seen at {seen}.", 0, tuple(s for s, _e, _n in elsewhere[:4]))], None
     return [Fact("presence", f"No: perception saw no {label} in {w.text}.", 0)], None
 
@@ -333,17 +347,25 @@ def _weak(ev: _Evidence) -> str:
     return f" Weak evidence: {' and '.join(why)}." if why else ""
 
 
-def _looked(log: PerceptionLog, stretch: tuple[float, float] | None) -> str:
-    """The part of the file perception covered, in words: "the whole file (00:00–10:00)" or
-    "only 09:30–10:00 of the 10:00 file (the rest was not looked at)"."""
-    if not stretch or stretch[1] <= stretch[0]:
-        return "the perception log (nothing was looked at or listened to)"
+def _looked(log: PerceptionLog, side: str = "seen") -> str:
+    """The part of the file perception covered (``side``: "seen" by the visual models or "heard"
+    by the audio ones), in words: "the whole file (00:00–10:00)" or "only 09:30–10:00 of the 10:00
+    file (…the rest was not looked at…)". Where the log does not know what was covered (a log
+    built from tracks alone), only the stretch of what it recorded is named, and nothing is claimed
+    about the rest."""
+    stretch = getattr(log, side)
+    if stretch is None:
+        a, b = log.span
+        if b <= a:
+            return "the perception log (nothing was recorded)"
+        return f"what perception recorded ({clock(a)}–{clock(b)})"
     a, b = stretch
     if log.whole(stretch):
         return f"the whole file ({clock(0)}–{clock(log.duration or b)})"
     if log.duration:
+        verb = "looked at" if side == "seen" else "listened to"
         return (f"only {clock(a)}–{clock(b)} of the {clock(log.duration)} file (the part perception covered; "
-                f"the rest was not looked at — analyse the file into a project for the whole of it)")
+                f"the rest was not {verb} — analyse the file into a project for the whole of it)")
     return f"{clock(a)}–{clock(b)} (what perception covered)"
 
 
@@ -366,10 +388,19 @@ def _audio_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | N
         return [Fact("audio", text, 0.0)], text
     lo, hi = w.t0, w.t_end + log.step
     events = [o for o in log.observations() if o.kind == "audio"]
-    if WHEN_Q.search(w.question) and events:  # "when is the loud sound heard?": over everything listened to
+    noun = SOUND_NOUN.search(w.question)
+    if noun:  # a sound by name ("the loud bang"): the events that name it, or no invented one
+        stem = noun.group(0).lower()[:4]
+        events = [o for o in events if stem in o.label.lower()]
+    if (WHEN_Q.search(w.question) or noun) and events:  # over everything listened to
         text = "Sounds Kestrel names: " + ", ".join(f"{o.label} ({o.score:.2f}) at {fmt_span(o.time, o.end or o.time)}"
                                                    for o in events[:4]) + "."
         return [Fact("audio", text, 1.0, tuple(o.time for o in events[:4]))], text
+    if WHEN_Q.search(w.question) or noun:
+        what = f"no {noun.group(0).lower()}" if noun else "no sound by name"
+        text = (f"Kestrel recognised {what} in {_looked(log, 'heard')}: no audio model labelled one, and it does "
+                f"not invent a sound it cannot name.")
+        return [Fact("audio", text, 0.0)], text
     speech = [o for o in log.observations(lo, hi) if o.kind == "speech"]
     voice = [v for v in log.voice if v[1] >= lo and v[0] <= hi]
     sounds = [o for o in log.observations(lo, hi) if o.kind == "audio"]
@@ -403,7 +434,15 @@ def _speech_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | 
         return [Fact("speech", text, 0.0)], text
     said = [o for o in log.observations() if o.kind == "speech"]
     spans = [(a, b) for a, b, _ in log.voice] or [(o.time, o.end or o.time) for o in said]
-    looked = _looked(log, log.heard or (log.span if log.voice or said else None))
+    looked = _looked(log, "heard")
+    if WHICH_VOICE.search(w.question) and spans:
+        where = ", ".join(fmt_span(a, b) for a, b in spans[:5])
+        text = (f"Kestrel cannot tell voices apart in this log (no speaker turns in it), so it cannot say which "
+                f"voice is which; speech of any voice is heard at {where}.")
+        return [Fact("speech", text, None, tuple(a for a, _b in spans[:5]))], text
+    topic = _topic_words(w.question)
+    if topic:  # "when does someone mention the gatekeepers?": the transcript line that says it
+        return _said_when(w, topic, said, looked)
     if not spans:
         if log.heard is None:
             if log.has_audio is None:
@@ -431,11 +470,42 @@ def _speech_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | 
                     f"{words}{heard}")
 
 
+def _topic_words(question: str) -> list[str]:
+    """The words of a speech question that name what was said (none for "when does someone speak?")."""
+    words = re.findall(r"[a-z']+", question.lower())
+    return [x for x in words if len(x) >= 3 and x not in STOP and x not in SPEECH_GENERIC
+            and not WHEN_Q.fullmatch(x) and x not in ("what", "when", "who", "which", "how")]
+
+
+def _said_when(w: _Window, topic: list[str], said: list[Observation], looked: str) -> tuple[list[Fact], str]:
+    """The transcript lines that say the topic's words (spelling forgiven: Whisper's "gatekeeper"
+    for "gatekeepers"), the first cited; or that no line says them."""
+    from difflib import SequenceMatcher
+
+    def match(o: Observation) -> float:
+        ws = re.findall(r"[a-z']+", o.label.lower())
+        return sum(max((SequenceMatcher(None, t, x).ratio() for x in ws), default=0.0) >= 0.8 for t in topic)
+
+    hits = [o for o in said if match(o) > 0]
+    best = max((match(o) for o in hits), default=0)
+    hits = [o for o in hits if match(o) == best]
+    if not hits:
+        text = (f"No transcribed line says \"{' '.join(topic)}\" in {looked}"
+                + (f" ({len(said)} line(s) transcribed)." if said else " (nothing was transcribed)."))
+        return [Fact("speech", text, 0.0)], text
+    lines = "; ".join(f'{fmt_span(o.time, o.end or o.time)} "{o.label}"' for o in hits[:3])
+    yes = "Yes: it" if YES_NO.search(w.question) and not WHEN_Q.search(w.question) else "It"
+    text = f"{yes} is said at [{clock(hits[0].time)}]: {lines}."
+    return [Fact("speech", text, float(len(hits)), tuple(o.time for o in hits[:3]))], text
+
+
 def _view_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
     """What is in view at the asked time: the objects of the sample nearest to it, each with its
     score (weak ones said as weak), and the scene tags over it; "nothing recognised" when empty."""
     log, t = w.log, w.t_end
     times = [ft for ft in log.frame_times if abs(ft - t) <= max(1.5 * log.step, log.hold_s)]
+    if not times and log.seen and log.seen[0] - log.step <= t <= log.seen[1] + log.step:
+        times = [t]  # the detector looked here and found nothing (an empty frame leaves no box behind)
     tags = [o for o in log.observations(t, t) if o.kind == "tag" and o.end is not None]
     if not times and not tags:
         return [], None

@@ -131,7 +131,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
     if not question:
         ans.error = "Ask a question first."
         return
-    base_log = req.log or PerceptionLog()
+    base_log = req.log if req.log is not None else PerceptionLog()  # an empty log is a finding: keep it
     _describe_source(req, base_log)
     enc, index, frames = _encode_window(req, state, ans, question, base_log)
     if state.is_cancelled():

@@ -318,3 +318,60 @@ def test_boxes_perception_did_not_confirm_are_weak():
     assert ground("When does a person appear?", log, at=40.0).direct.startswith("The person first appeared at [00:30]. Seen")
     g = ground("What is in view?", log, at=21.0, window_s=10)
     assert g.direct.startswith("In view at [00:21]: surfboard (0.89, unconfirmed)."), g.direct
+
+
+def test_chat_command_uses_a_projects_stored_perception_over_the_whole_file(tmp_path, capsys):
+    """"When do people appear?" asked at the end of a file with a 3 s window: the project's stored
+    detector run covers the whole file, so the answer is the person at 12 s, not "nothing in the window"."""
+    from core.media.decode import probe
+    from core.perception import ops
+    from core.perception.analysis import AnalysisRequest, ModelOutput, run_params
+    from core.store.project import Project
+    from models.catalogue import get_spec
+
+    clip = mediagen.make_video_only(tmp_path / "yard.mp4", duration=20.0, fps=5, size=(160, 120))
+    spec = get_spec("ssd-mobilenet-v2-coco")
+    frames = [(i * 0.5, [Detection((40.0, 20.0, 80.0, 110.0), "person", 0.9, 1)] if 12.0 <= i * 0.5 < 14.0 else [])
+              for i in range(40)]
+    out = ModelOutput(spec.name, spec.title, spec.task, spec.version or "1",
+                      run_params(AnalysisRequest(path=str(clip), models=(spec.name,)), spec, 20.0),
+                      frames=frames, frame_size=(160, 120), started_at=1.7e9, duration_s=1.0)
+    with Project.create(tmp_path / "yard.kestrel") as p:
+        ops.store_analysis(p, ops.register_media(p, probe(str(clip))), out, 0.5)
+    assert cmd_chat([str(clip), "--ask", "When do people appear in this video?", "--window", "3",
+                     "--project", str(tmp_path / "yard.kestrel")]) == 0
+    text = capsys.readouterr().out
+    assert "The person first appeared at [00:12]. Seen [00:12–00:14], in the whole file (00:00–00:20)." in text, text
+
+
+def test_an_empty_scene_is_nothing_recognised(tmp_path, capsys):
+    """A file the detector looked at and found nothing in: no box is stored, yet the answer is
+    "nothing recognised", not the model's "Objects are in view."."""
+    log = PerceptionLog.from_tracks([Track("boxes", "ssd", [], meta={"task": "detect"})])
+    log.seen, log.duration = (0.0, 10.0), 10.0
+    g = ground("What objects are in view?", log, at=10.0)
+    assert g.final and g.direct.startswith("In view at [00:10]: nothing recognised."), g.direct
+    assert ground("What objects are in view?", PerceptionLog(), at=10.0).direct is None  # nothing looked at: unknown
+    clip = mediagen.make_video_only(tmp_path / "wall.mp4", duration=3.0)
+    assert cmd_chat([str(clip), "--ask", "What objects are in view?"]) == 0
+    assert "nothing recognised" in capsys.readouterr().out
+
+
+def test_when_something_is_said_comes_from_the_transcript():
+    log = _speech_log()
+    log.add_speech(30.0, 33.0, "What brings you to the land of the gatekeeper?")
+    g = ground("When does someone mention the gatekeepers?", log, at=40.0)
+    assert g.kind == "speech" and g.direct.startswith("It is said at [00:30]:"), g.direct  # not "a person appears"
+    assert ground("Does anyone say hello?", log, at=40.0).direct.startswith("Yes: it is said at [00:15]")
+    assert ground("When does someone mention the dragon?", log, at=40.0).direct.startswith(
+        'No transcribed line says "dragon" in the whole file')
+    g = ground("When does the second voice start speaking?", log, at=40.0)
+    assert g.direct.startswith("Kestrel cannot tell voices apart"), g.direct  # never the first voice's time as its answer
+
+
+def test_a_sound_nothing_names_is_not_invented():
+    log = _speech_log()
+    g = ground("When was the loud bang?", log, at=40.0)
+    assert g.kind == "audio" and g.direct.startswith("Kestrel recognised no bang in the whole file") and "[" not in g.direct
+    log.add_event(6.0, 6.4, "audio", "bang", 0.7)
+    assert ground("When was the loud bang?", log, at=40.0).direct == "Sounds Kestrel names: bang (0.70) at [00:06]."

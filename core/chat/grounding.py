@@ -84,7 +84,8 @@ VIDEO_Q = re.compile(r"\b(video|picture|image|visual)s? (track|stream)\b|\b(has|
 SPEECH_Q = re.compile(r"\b(speak\w*|spoke|spoken|talk\w*|speech|voices?|says?|said|saying|words?|mention\w*)\b", re.I)
 SOUND_NOUN = re.compile(r"\b(bang|boom|crash|thud|thump|bark\w*|siren|alarm|explosion|gunshot|scream|horn|music|"
                         r"applause|knock\w*|beep\w*)s?\b", re.I)
-WHICH_VOICE = re.compile(r"\b(second|other|another|third|2nd|3rd|different|new|each)\s+(voice|speaker|person)s?\b", re.I)
+WHICH_VOICE = re.compile(r"\b(second|other|another|third|2nd|3rd|different|new|each|two|three|several|multiple)\s+"
+                         r"(voice|speaker|person|people)s?\b|\bmore than one\b|\bwho (is )?speak\w*\b", re.I)
 # words of a speech question that say nothing about what was said ("when does someone start speaking?")
 SPEECH_GENERIC = {"someone", "somebody", "anyone", "anybody", "person", "people", "speak", "speaking", "speaks",
                   "spoke", "spoken", "talk", "talking", "talks", "talked", "speech", "voice", "voices", "say", "says",
@@ -93,7 +94,9 @@ SPEECH_GENERIC = {"someone", "somebody", "anyone", "anybody", "person", "people"
                   "stopped", "finish", "finishes", "finished", "time", "video", "clip", "file", "recording", "about",
                   "anything", "something", "can", "could", "will", "would", "not", "no", "yes", "here", "now",
                   "then", "again", "ever", "all", "one", "man", "woman", "men", "women", "they", "their", "second",
-                  "other", "another", "third", "different", "new", "each", "loud", "clearly", "out"}
+                  "other", "another", "third", "different", "new", "each", "loud", "clearly", "out", "hear", "heard",
+                  "hearing", "listen", "listening", "sound", "sounds", "audio", "speaker", "speakers", "aloud",
+                  "audible", "there", "this", "that"}
 SPEAKERS_Q = re.compile(r"\bspeakers?\b|\bvoices?\b|\bsaid\b|\bsaying\b|\bbeing said\b", re.I)
 YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have)\b", re.I)
 AUDIO_Q = re.compile(r"\b(hear\w*|audible|sounds?|audio|noises?|listen\w*|bang\w*|boom\w*|crash\w*|thud\w*|"
@@ -147,7 +150,7 @@ def question_kind(question: str, labels: Sequence[str]) -> str:
     if VIDEO_Q.search(question):
         return "video"
     if not reads and SPEECH_Q.search(question) and (WHEN_Q.search(question) or YES_NO.search(question)
-                                      or DURATION_Q.search(question)):
+                                                     or DURATION_Q.search(question) or WHICH_VOICE.search(question)):
         return "speech"  # "when did someone start speaking?" is about the voice, not a person in view
     if AUDIO_Q.search(question) and not COUNT_Q.search(question):
         return "audio"

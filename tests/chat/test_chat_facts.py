@@ -375,3 +375,15 @@ def test_a_sound_nothing_names_is_not_invented():
     assert g.kind == "audio" and g.direct.startswith("Kestrel recognised no bang in the whole file") and "[" not in g.direct
     log.add_event(6.0, 6.4, "audio", "bang", 0.7)
     assert ground("When was the loud bang?", log, at=40.0).direct == "Sounds Kestrel names: bang (0.70) at [00:06]."
+
+
+@pytest.mark.parametrize("q", ["Is more than one person speaking?", "Are there two different voices?",
+                               "Who is speaking?"])
+def test_how_many_or_which_voices_is_not_answered_from_voice_activity(q):
+    g = ground(q, _speech_log(), at=40.0)
+    assert g.direct.startswith("Kestrel cannot tell voices apart"), (q, g.kind, g.direct)
+
+
+def test_hearing_someone_talk_is_voice_activity_not_a_quote():
+    g = ground("Can you hear anyone talking?", _speech_log(), at=40.0)
+    assert g.direct.startswith("Yes: speech is heard from [00:15]"), g.direct

@@ -104,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"the chat model's catalogue name ({DEFAULT_MODEL})")
     ap.add_argument("--json", help="write every answer and the totals here")
     ap.add_argument("--verbose", action="store_true", help="print each answer as it comes")
+    ap.add_argument("--rescore", metavar="JSON", help="ask nothing: check the answers of an earlier --json run "
+                                                      "again with today's checkers")
     args = ap.parse_args(argv)
+    if args.rescore:
+        rows = rescore(json.loads(Path(args.rescore).read_text())["rows"])
+        print(format_summary(summarise(rows), rows))
+        return 0
 
     qs = select(category=args.category, limit=args.limit)
     print(f"QA bench: {len(qs)} questions, model {args.model}, through main.py chat's path", flush=True)
@@ -126,6 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "summary": summary, "rows": rows}, indent=1))
     return 0
+
+
+def rescore(rows: list[dict], questions=QUESTIONS) -> list[dict]:
+    """An earlier run's answers checked by today's checkers (questions no longer in the set are dropped)."""
+    by_key = {(q.clip, q.question, q.at): q for q in questions}
+    out = []
+    for r in rows:
+        q = by_key.get((r["clip"], r["question"], r["at"]))
+        if q is not None:
+            out.append({**r, "category": q.category, "expected": q.expected, "right": bool(q.check(r["answer"]))})
+    return out
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -243,6 +243,8 @@ class SaysNoAudio:
 
 Checker = Number | YesNo | Time | Colour | Words | SaysNoAudio
 SPEECH_WORDS = ("speech", "speak", "talk", "voice", "say", "said", "someone", "person", "word")
+# an answer that says speech was heard ("no speech" says the opposite, and is no claim)
+CLAIMS_SPEECH = ("speech:", "speech is", "speech was", "someone says", "says:", "talking", "spoken")
 LOUD_WORDS = ("loud", "bang", "boom", "explosion", "impact", "crash", "thud", "blast", "knock", "hit", "punch",
               "slam", "clap")
 
@@ -305,11 +307,11 @@ QUESTIONS: tuple[Question, ...] = (
     Q("speech_two", "Is more than one person speaking?", 16.0, "speakers", YesNo(True)),
     Q("speech_one", "Are there two different voices?", 12.0, "speakers", YesNo(False)),
     # sound
-    Q("boom", "What sound can be heard?", 10.0, "sound", Words((LOUD_WORDS,), ("speech", "talk", "music"))),
-    Q("punch", "What sound is heard?", 8.0, "sound", Words((LOUD_WORDS,), ("speech", "talk", "music"))),
+    Q("boom", "What sound can be heard?", 10.0, "sound", Words((LOUD_WORDS,), CLAIMS_SPEECH + ("music",))),
+    Q("punch", "What sound is heard?", 8.0, "sound", Words((LOUD_WORDS,), CLAIMS_SPEECH + ("music",))),
     Q("speech_one", "What can be heard?", 12.0, "sound", Words((SPEECH_WORDS,), ("music",))),
     Q("wall_silent", "What can be heard?", 10.0, "sound",
-      Words((("nothing", "silence", "silent", "no sound", "quiet", "no audible"),), ("speech", "music", "says"))),
+      Words((("nothing", "silence", "silent", "no sound", "quiet", "no audible"),), CLAIMS_SPEECH + ("music", "loud"))),
     Q("boom", "Is there a loud noise?", 10.0, "sound", YesNo(True, ("loud", "bang", "boom", "explosion"))),
     Q("two_booms", "Can you hear anyone talking?", 10.0, "sound", YesNo(False)),
     # colour

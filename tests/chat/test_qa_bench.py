@@ -14,6 +14,8 @@ import pytest
 from bench import qa, qa_set
 from bench.qa_set import CATEGORIES, QUESTIONS, Colour, Number, SaysNoAudio, Time, Words, YesNo
 
+QUESTIONS_BY = {(q.clip, q.question): q for q in QUESTIONS}
+
 
 def test_sixty_questions_over_ten_categories():
     assert len(QUESTIONS) >= 60
@@ -55,6 +57,10 @@ def test_checker_accepts_its_answer_and_rejects_a_wrong_one(q):
     (Words((("north",), ("gate",))), 'Someone says: "The delivery truck will arrive at the north gate."', True),
     (Words((("north",), ("gate",))), "At the south gate.", False),
     (Words((("loud", "bang"),), ("speech",)), "Speech and a loud bang.", False),
+    (QUESTIONS_BY[("wall_silent", "What can be heard?")].check,
+     "The file has an audio track, but Kestrel recognised nothing in it: no speech, and no sound it can name.", True),
+    (QUESTIONS_BY[("wall_silent", "What can be heard?")].check, 'Yes: speech: [00:03] ". ."', False),
+    (QUESTIONS_BY[("boom", "What sound can be heard?")].check, "A loud sound at [00:06]; no speech.", True),
     (SaysNoAudio(), "The video has no audio track, so nothing can be heard.", True),
     (SaysNoAudio(), "Yes, I can hear the person and car.", False),
     (SaysNoAudio(), "It is not in the log.", False),
@@ -68,6 +74,18 @@ def test_limit_spreads_over_categories():
     assert len(picked) == 10 and {q.category for q in picked} == set(CATEGORIES)
     assert all(q.category == "colour" for q in qa.select(category="colour"))
     assert qa.select(category="text", limit=2) == [q for q in QUESTIONS if q.category == "text"][:2]
+
+
+def test_rescore_checks_old_answers_again():
+    q = next(q for q in QUESTIONS if q.category == "colour")
+    rows = [{"clip": q.clip, "question": q.question, "at": q.at, "category": "x", "expected": "", "seconds": 1.0,
+             "answer": q.check.right, "right": False},
+            {"clip": "gone", "question": "?", "at": 0.0, "category": "x", "expected": "", "answer": "", "seconds": 1.0,
+             "right": True}]
+    again = qa.rescore(rows)
+    assert len(again) == 1 and again[0]["right"] and again[0]["category"] == "colour"
+    s = qa.summarise(again)
+    assert s["accuracy"] == 1.0 and s["categories"]["colour"]["total"] == 1
 
 
 def test_chat_path_returns_the_commands_own_refusal(tmp_path):

@@ -8,6 +8,16 @@ the question; counts, durations, "when" and the on-screen text asked about are c
 in code, and handed to the model as facts it only has to word; and an answer that contradicts
 them is replaced (:func:`reconcile`). The times an answer cites are parsed by
 :func:`core.chat.citations`, so the chat panel can make them seek the player.
+
+Facts about the file and the moment (#17) are computed here too, one function per kind of fact,
+and given as the answer itself (``Grounding.final``: the model is not asked to reword them):
+whether the file has audio or video at all (from the probe), when speech starts and ends (voice
+activity over what was listened to) and when something is said (the transcript), an object's
+colour read from its pixels (:mod:`core.perception.colour`), first and last appearance over all
+that perception covered (the whole file when a project holds it; otherwise the answer names the
+part looked at), what is in view. Weak evidence — one sampled frame, a low score, a box
+perception did not confirm, a split colour vote — is said as weak, and what was not perceived
+is said as not perceived, never guessed.
 """
 from __future__ import annotations
 

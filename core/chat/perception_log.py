@@ -7,7 +7,9 @@ tags come in as :class:`Observation` — from a project's stored tracks
 intervals, "[00:12–00:14] seen: person, up to 2 at once (left)". The log also answers the
 questions code can answer exactly: where a label was present (:meth:`PerceptionLog.presence`)
 and how many were seen in a frame (:meth:`PerceptionLog.count_at`). :mod:`core.chat.grounding`
-turns these into what a question is given.
+turns these into what a question is given. It also keeps what the file is (audio, video, length),
+which stretches the visual and audio models covered (``seen``, ``heard``: facts "over the file"
+rest on them) and the voice activity (``voice``), which is no line of its own.
 """
 from __future__ import annotations
 

@@ -65,7 +65,10 @@ class Rules:
     agreeing re-detection confirms a track seen in at least this many of ``n`` consecutive frames
     (the same detector twice is correlated evidence: sensor noise makes one-frame flashes that it
     re-finds); ``classifier_hits``: the same for the classifier, an independent model, whose
-    agreement confirms a car glimpsed in one sampled frame.
+    agreement confirms a car glimpsed in one sampled frame. ``redetect_score``: a re-detection
+    confirms a track whose best score reaches this, or one seen in all ``n`` consecutive frames
+    (noise flashes on snowy rocks sit just above the detector's threshold, 0.41–0.43, and the
+    detector re-finds a few of them).
     ``weak_share``: where the classifier disagrees but still gives the class this share (a bicycle
     locked to a post: "jinrikisha", bicycle 0.12), the re-detection decides; below it (a white
     wall's "vase": 0.000) the classifier's no stands — the detector re-finds its own confusions."""
@@ -83,6 +86,7 @@ class Rules:
     looks: int = 2
     look_hits: int = 2
     classifier_hits: int = 1
+    redetect_score: float = 0.5
     weak_share: float = 0.03
 
 
@@ -164,8 +168,10 @@ class ObjectTrack:
         if self.confusion:
             return False, f"unconfirmed: a learned confusion of this scene ({self.confusion})"
         look = self.agreeing_look
-        need = self.rules.classifier_hits if look is not None and look.kind == "classifier" else self.rules.look_hits
-        if look is not None and self.steady >= need:
+        by_classifier = look is not None and look.kind == "classifier"
+        need = self.rules.classifier_hits if by_classifier else self.rules.look_hits
+        strong = by_classifier or self.best.score >= self.rules.redetect_score or self.steady >= self.rules.n
+        if look is not None and self.steady >= need and strong:
             return True, f"confirmed: second look {look.describe()}, {hits}"
         if self.steady >= self.rules.k and self.motion >= self.rules.moved:
             return True, f"confirmed: {hits}, moving"

@@ -52,6 +52,17 @@ def test_a_one_frame_flash_is_unconfirmed_even_when_a_look_agrees():
     assert tr.confirmed and tr.reason.startswith("confirmed: second look classifier agrees")
 
 
+def test_a_redetection_needs_two_hits_and_a_score_clear_of_the_threshold():
+    def flash(score, hits):
+        return [(i / 2, [det("person", 100, 100, score=score)] if 3 <= i < 3 + hits else []) for i in range(10)]
+
+    redetect = FakeLook(True, kind="redetect")
+    assert not run(flash(0.8, 1), redetect)[0].confirmed  # one frame
+    assert not run(flash(0.42, 2), redetect)[0].confirmed  # a noise flash just over SSD's 0.4
+    assert run(flash(0.8, 2), redetect)[0].confirmed
+    assert run(flash(0.42, 5), redetect)[0].confirmed  # weak but there in every frame
+
+
 def test_a_steady_moving_track_is_confirmed_by_hits():
     frames = [(i / 2, [det("person", 50 + 20 * i, 100)]) for i in range(5)]  # walks right, 20 px a frame
     (tr,) = run(frames)

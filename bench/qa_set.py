@@ -22,8 +22,6 @@ tests/chat/test_qa_bench.py holds every checker to both.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -431,20 +429,9 @@ def text_frame(text: str, fg: tuple[int, int, int], bg: tuple[int, int, int], un
 
 def speak(text: str, voice: str, rate: int = RATE) -> np.ndarray:
     """espeak-ng's ``voice`` saying ``text``: mono float32 at ``rate``, leading and trailing silence trimmed."""
-    import io
+    from tests.mediagen import espeak
 
-    import av
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is missing: apt-get install espeak-ng (the QA bench's speech clips need it)")
-    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True,
-                         timeout=60).stdout
-    out = []
-    with av.open(io.BytesIO(wav)) as c:
-        rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        for frame in c.decode(audio=0):
-            out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
-        out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
-    return trim(np.concatenate(out).astype(np.float32))
+    return trim(espeak(text, voice=voice, rate=rate))
 
 
 def trim(sig: np.ndarray, rel: float = 0.02) -> np.ndarray:
@@ -454,14 +441,9 @@ def trim(sig: np.ndarray, rel: float = 0.02) -> np.ndarray:
 
 def load_sound(path: str | Path, rate: int = RATE) -> np.ndarray:
     """A real sound file as mono float32 at ``rate``, peak-normalised to 0.9, silence trimmed."""
-    import av
-    out = []
-    with av.open(str(path)) as c:
-        rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        for frame in c.decode(audio=0):
-            out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
-        out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
-    sig = trim(np.concatenate(out).astype(np.float32))
+    from tests.mediagen import decode_mono
+
+    sig = trim(decode_mono(path, rate))
     return (0.9 * sig / max(1e-6, float(np.abs(sig).max()))).astype(np.float32)
 
 

@@ -8,13 +8,11 @@ speaker)`` in seconds with ``speaker`` the index into the voices given.
 """
 from __future__ import annotations
 
-import io
-import shutil
-import subprocess
 from dataclasses import dataclass
 
-import av
 import numpy as np
+
+from mediagen import espeak
 
 SR = 16000
 
@@ -47,18 +45,8 @@ SENTENCES = [
 def say(text: str, voice: tuple[str, int], wpm: int = 165, rate: int = SR) -> np.ndarray:
     """espeak-ng saying ``text`` in ``voice`` (name, pitch): mono float32 at ``rate``, silence
     at both ends trimmed. Raises RuntimeError without espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)")
     name, pitch = voice
-    wav = subprocess.run(["espeak-ng", "--stdout", "-v", name, "-p", str(int(pitch)), "-s", str(int(wpm)), text],
-                         capture_output=True, check=True, timeout=60).stdout
-    out = []
-    with av.open(io.BytesIO(wav)) as c:
-        rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        for frame in c.decode(audio=0):
-            out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
-        out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
-    audio = np.concatenate(out).astype(np.float32)
+    audio = espeak(text, voice=name, pitch=pitch, wpm=wpm, rate=rate)
     loud = np.flatnonzero(np.abs(audio) > 0.01 * max(1e-6, float(np.abs(audio).max())))
     return audio[loud[0]:loud[-1] + 1] if loud.size else audio[:0]
 

@@ -406,27 +406,44 @@ def make_bad(path: str | Path, kind: str, src: str | Path | None = None, *, frac
     return path
 
 
-def speak(text: str, rate: int = 16000, wpm: int | None = None) -> np.ndarray:
-    """espeak-ng saying ``text``: mono float32 at ``rate`` (fails the test clearly without espeak-ng),
-    at ``wpm`` words a minute (espeak-ng's default, 175, when None)."""
+def decode_mono(source: bytes | str | Path, rate: int = 16000) -> np.ndarray:
+    """The first audio stream of a file (or of its bytes) as mono float32 at ``rate``."""
     import io
-    import shutil
-    import subprocess
 
-    import pytest
-
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)", pytrace=False)
-    speed = [] if wpm is None else ["-s", str(int(wpm))]
-    wav = subprocess.run(["espeak-ng", "--stdout", *speed, text], capture_output=True, check=True,
-                         timeout=60).stdout
     out = []
-    with av.open(io.BytesIO(wav)) as c:
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as c:
         rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
         for frame in c.decode(audio=0):
             out += [f.to_ndarray().reshape(-1) for f in rs.resample(frame)]
         out += [f.to_ndarray().reshape(-1) for f in rs.resample(None)]
     return np.concatenate(out).astype(np.float32)
+
+
+def espeak(text: str, *, voice: str | None = None, pitch: int | None = None, wpm: int | None = None,
+           rate: int = 16000) -> np.ndarray:
+    """espeak-ng saying ``text`` (in ``voice`` at ``pitch``, ``wpm`` words a minute; espeak-ng's
+    defaults where None): mono float32 at ``rate``. Raises RuntimeError without espeak-ng."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)")
+    args = ([] if voice is None else ["-v", voice]) + ([] if pitch is None else ["-p", str(int(pitch))]) \
+        + ([] if wpm is None else ["-s", str(int(wpm))])
+    wav = subprocess.run(["espeak-ng", "--stdout", *args, text], capture_output=True, check=True, timeout=60).stdout
+    return decode_mono(wav, rate)
+
+
+def speak(text: str, rate: int = 16000, wpm: int | None = None) -> np.ndarray:
+    """espeak-ng saying ``text``: mono float32 at ``rate`` (fails the test clearly without espeak-ng),
+    at ``wpm`` words a minute (espeak-ng's default, 175, when None)."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: apt-get install espeak-ng (the speech tests need it)", pytrace=False)
+    return espeak(text, wpm=wpm, rate=rate)
 
 
 # --- lying headers and odd streams (tests/media/test_robust_media.py, tests/media/test_fuzz_media.py) ---

@@ -229,6 +229,9 @@ def test_the_open_file_follows_the_project_so_results_never_land_on_a_stale_id(w
     clip = str(media_dir / "clip.mp4")
     with qtbot.waitSignal(window.media_list_refreshed, timeout=20000):
         window.open_media(clip)
+    # the media list also refreshes when the window's own project finishes opening: on a busy
+    # machine that refresh can come first, before the file is registered
+    qtbot.waitUntil(lambda: window.session.media_id is not None, timeout=20000)
     info = window.session.info
     assert window.session.media_id == 1
     other = tmp_path / "other.kestrel"

@@ -39,6 +39,11 @@ SYNONYMS = {"people": "person", "persons": "person", "man": "person", "men": "pe
             "cars": "car", "vehicle": "car", "vehicles": "car", "faces": "face"}
 
 
+def norm_text(s: str) -> str:
+    """Read text reduced to lower-case letters and digits: what counts as the same sign."""
+    return re.sub(r"\W+", "", s.lower())
+
+
 def is_text_question(question: str) -> bool:
     """Does answering need reading text in the picture? (The first thing to break at low bitrate.)"""
     return bool(TEXT_Q.search(question or ""))

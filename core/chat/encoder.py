@@ -24,7 +24,6 @@ size) of the same frames.
 """
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.chat import RegionScorer, Seen
+from core.chat import RegionScorer, Seen, norm_text
 from core.chat.codec import MachineCodec, Roi, pick_codec
 from core.chat.codec import human_quality_kbps  # noqa: F401 (tests/media/test_robust_media.py imports it from here)
 
@@ -224,8 +223,8 @@ class MachineEncoder:
         return {"grey": grey, "hist": hist, "focus": focus,
                 "labels": Counter(s.label for s in seen if s.kind != "text" and s.score >= 0.5),
                 "asked": Counter(r.label for r in regions if r.kind != "text"),
-                "texts": frozenset(_norm_text(s.label) for s in seen if s.kind == "text"),
-                "asked_text": frozenset(_norm_text(r.label) for r in regions if r.kind == "text")}
+                "texts": frozenset(norm_text(s.label) for s in seen if s.kind == "text"),
+                "asked_text": frozenset(norm_text(r.label) for r in regions if r.kind == "text")}
 
     def change(self, a: dict[str, Any], b: dict[str, Any]) -> float:
         """Semantic change between two frame descriptors, 0 (same) .. 1 (a different scene)."""
@@ -376,6 +375,3 @@ def _text_change(a: frozenset, b: frozenset) -> float:
     changed = sum(not alike(t, a) for t in b) + sum(not alike(t, b) for t in a)
     return min(1.0, changed / max(1, len(a | b)))
 
-
-def _norm_text(s: str) -> str:
-    return re.sub(r"\W+", "", s.lower())

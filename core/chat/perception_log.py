@@ -14,12 +14,11 @@ rest on them) and the voice activity (``voice``), which is no line of its own.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from core.chat import Box, fmt_span
+from core.chat import Box, fmt_span, norm_text
 
 OBJECT_KINDS = ("object", "face")
 
@@ -211,7 +210,7 @@ class PerceptionLog:
         samples: dict[tuple[str, str], list[Observation]] = defaultdict(list)
         for o in obs:
             if o.end is None:
-                samples[(o.kind, o.label if o.kind != "text" else _norm(o.label))].append(o)
+                samples[(o.kind, o.label if o.kind != "text" else norm_text(o.label))].append(o)
             else:
                 out.append(_interval_line(o))
         for (kind, _label), rows in samples.items():
@@ -250,10 +249,6 @@ class PerceptionLog:
 def _event_kind(track_kind: str) -> str:
     k = track_kind.lower()
     return "anomaly" if "anomal" in k else "audio" if "audio" in k or "sound" in k else k
-
-
-def _norm(s: str) -> str:
-    return re.sub(r"\W+", "", s.lower())
 
 
 def _segments(rows: list[Observation], step: float) -> list[list[Observation]]:

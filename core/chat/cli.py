@@ -197,7 +197,15 @@ def stored_coverage(project, media_id: int, tracks, duration: float):
         (heard if run.kind in ("analysis/vad", "analysis/asr") else seen).append((a, b))
 
     def union(spans):
-        return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+        """One covered stretch: runs that overlap or touch merge; where they leave a gap, the
+        longest stretch (a gap between two runs was not looked at and must not be claimed)."""
+        merged: list[list[float]] = []
+        for a, b in sorted(spans):
+            if merged and a <= merged[-1][1] + 1e-6:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        return tuple(max(merged, key=lambda m: m[1] - m[0])) if merged else None
 
     return union(seen), union(heard)
 

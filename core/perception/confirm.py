@@ -514,3 +514,29 @@ class SceneConfusions:
     def from_json(cls, rows: Iterable[dict[str, Any]]) -> SceneConfusions:
         return cls([Confusion(str(r["label"]), tuple(float(v) for v in r["box"]), float(r["share"]),
                               float(r["score"]), bool(r.get("suppressed", False))) for r in rows])
+
+
+# -- where a scene's confusions live: the project's settings, one entry per scene -----------
+
+CONFUSIONS_KEY = "scene-confusions/"
+
+
+def load_confusions(project: Any, scene: str = "default") -> SceneConfusions:
+    """The scene's confusions stored in ``project`` (empty when none were learned). ``scene``
+    names a camera or source; the project's default scene is used when there is no better key."""
+    rows = project.get_setting(CONFUSIONS_KEY + scene, []) if project is not None else []
+    try:
+        return SceneConfusions.from_json(rows or [])
+    except (KeyError, TypeError, ValueError):  # a damaged entry: learn again rather than crash
+        return SceneConfusions()
+
+
+def save_confusions(project: Any, confusions: SceneConfusions, scene: str = "default") -> None:
+    """Store the scene's confusions (all entries, marked or not: the analyst's undo list)."""
+    project.set_setting(CONFUSIONS_KEY + scene, confusions.to_json())
+
+
+def stored_scenes(project: Any) -> list[str]:
+    """The scenes with stored confusions (for the panel that shows them)."""
+    keys = project.setting_keys(CONFUSIONS_KEY)
+    return [k[len(CONFUSIONS_KEY):] for k in keys]

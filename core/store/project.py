@@ -751,6 +751,12 @@ class Project:
                                .where(settings_table.c.key == str(key))).first()
             return default if row is None else db.v_json(row.value_json, f"setting '{key}'", None)
 
+    def setting_keys(self, prefix: str = "") -> list[str]:
+        """The stored settings' keys that start with ``prefix``, sorted."""
+        with self._reading() as conn:
+            rows = conn.execute(select(settings_table.c.key)).all()
+        return sorted(str(r.key) for r in rows if str(r.key).startswith(prefix))
+
     def set_setting(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value (TypeError/ValueError otherwise)."""
         value_json = db.dumps(value)

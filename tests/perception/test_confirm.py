@@ -197,3 +197,21 @@ def test_a_panned_bus_is_confirmed_end_to_end(ssd, efficientnet, sample):
                      SecondLook(ssd, efficientnet))
     labels = {tr.label for tr in tracks if tr.confirmed}
     assert {"bus", "person"} <= labels, [(tr.label, tr.reason) for tr in tracks]
+
+
+def test_a_scenes_confusions_are_stored_per_scene_in_the_project(tmp_path):
+    from core.perception.confirm import Confusion, load_confusions, save_confusions, stored_scenes
+    from core.store.project import Project
+
+    with Project.create(tmp_path / "p.kestrel") as p:
+        assert load_confusions(p, "tree-cam").entries == []
+        sc = SceneConfusions([Confusion("surfboard", (0.1, 0.1, 0.5, 0.5), 0.9, 0.89, True)])
+        save_confusions(p, sc, "tree-cam")
+        back = load_confusions(p, "tree-cam")
+        assert [c.label for c in back.suppressed] == ["surfboard"]
+        back.restore("surfboard")
+        save_confusions(p, back, "tree-cam")
+        assert load_confusions(p, "tree-cam").suppressed == [] and len(load_confusions(p, "tree-cam").entries) == 1
+        assert stored_scenes(p) == ["tree-cam"]
+        p.set_setting("scene-confusions/damaged", [{"label": "x"}])  # a hostile entry: nothing learned, no crash
+        assert load_confusions(p, "damaged").entries == []

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CATALOGUE_DIR = Path(__file__).resolve().parent / "catalogue"
 TASKS = ("detect", "faces", "vad", "asr", "ocr", "text-embed", "image-tags", "image-text", "chat", "vlm",
-         "speaker-embed")
+         "speaker-embed", "audio-tags", "audio-embed")
 
 
 class ModelError(KestrelError):

@@ -93,3 +93,30 @@ class TextEmbedder(Protocol):
 @runtime_checkable
 class ImageTagger(Protocol):
     def tags(self, images: Sequence[np.ndarray], top_k: int = 5) -> list[list[Tag]]: ...
+
+
+@runtime_checkable
+class SoundNamer(Protocol):
+    """Names what is heard in stretches of 16 kHz mono audio (backends: models/backends/audio_tags.py
+    for a user's AST, models/backends/birdnet.py for BirdNET's non-bird classes)."""
+
+    name: str  # the catalogue name
+    licence: str | None  # shown to the analyst when not None (BirdNET: non-commercial)
+
+    def name_spans(self, samples_16k: np.ndarray, spans: Sequence[tuple[float, float]],
+                   top: int = 3) -> list[list[tuple[str, float]]]:
+        """For each (start, end) span in seconds from the start of ``samples_16k``: its ``top``
+        labels with their probabilities, best first ([] for a span with no audio in it)."""
+        ...
+
+
+@runtime_checkable
+class AudioEmbedder(Protocol):
+    """Frame-level audio features (models/backends/audio_embed.py: a user's Wav2Vec2 / HuBERT)."""
+
+    name: str
+    dim: int
+
+    def embed(self, samples_16k: np.ndarray, hop_s: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """``(times (T,), feats (T, dim))``: one row per ``hop_s`` stretch, at its centre in seconds."""
+        ...

@@ -150,3 +150,39 @@ def tiny_itm(kind: str, folder: Path) -> Path:
         tf.SiglipModel(cfg).save_pretrained(folder)
         tf.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+AST_LABELS = ("Speech", "Dog", "Siren", "Engine", "Silence")
+
+
+def tiny_ast(folder: Path, labels: tuple[str, ...] = AST_LABELS, *, max_length: int = 64) -> Path:
+    """A tiny randomly initialised ASTForAudioClassification (one layer, 16 wide, 16 mel bins,
+    ``max_length`` frames of 10 ms: 0.64 s windows) with class names ``labels``, and its
+    ASTFeatureExtractor, saved as a user's folder would be."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    cfg = ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                    patch_size=8, frequency_stride=8, time_stride=8, num_mel_bins=16, max_length=max_length,
+                    id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)},
+                    architectures=["ASTForAudioClassification"])
+    ASTForAudioClassification(cfg).save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=16, max_length=max_length).save_pretrained(folder)
+    return folder
+
+
+def tiny_audio_encoder(folder: Path, family: str = "wav2vec2", *, head: bool = False) -> Path:
+    """A tiny randomly initialised Wav2Vec2Model / HubertModel (``family``; ``head``: saved as its
+    ...ForCTC instead, i.e. with a head a bare encoder leaves aside): the real convolutional front
+    end (400-sample frames every 320), one transformer layer 16 wide, and a
+    Wav2Vec2FeatureExtractor, saved as a user's folder would be."""
+    import transformers as tf
+
+    small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                 conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=12)
+    if family == "wav2vec2":
+        cfg, bare, ctc = tf.Wav2Vec2Config(**small), tf.Wav2Vec2Model, tf.Wav2Vec2ForCTC
+    else:
+        cfg, bare, ctc = tf.HubertConfig(**small), tf.HubertModel, tf.HubertForCTC
+    (ctc if head else bare)(cfg).save_pretrained(folder)
+    tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(folder)
+    return folder

@@ -1,5 +1,13 @@
 """Headless anomaly pass: ``python main.py anomalies VIDEO [--normal START-END] [--project P]
-[--sensitivity 0.5] [--export DIR] [--experts dense|topk|dynamic [--expert KEY=VALUE ...]]``.
+[--sensitivity 0.5] [--export DIR] [--experts dense|topk|dynamic [--expert KEY=VALUE ...]]
+[--scene NAME] [--restore-confusion LABEL ...] [--suppress-confusion LABEL ...]``.
+
+Scene confusions: training on the normal footage also learns the classes the detector reports on
+a static region of it (SSD's "surfboard" on a tree) and suppresses them there: they are no
+objects for the cues. They are stored in the project under the scene key ``--scene`` (the
+camera; "default" when not named) and listed after the events; ``--restore-confusion LABEL``
+undoes one (it counts again from this pass on; it stays listed, and is not suppressed again),
+``--suppress-confusion LABEL`` marks it again. Both need ``--project``.
 
 ``--experts`` picks the network's feed-forward blocks: ``dense`` (default), ``topk`` (a fixed
 top-k mixture of experts) or ``dynamic`` (AnyExperts: a per-token number of experts under a
@@ -102,12 +110,60 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--experts", choices=("dense", "topk", "dynamic"), default="dense",
                     help="the network's feed-forward blocks: dense (default), a fixed top-k mixture of experts, "
                          "or dynamic experts (AnyExperts: more experts where the footage is hard)")
+    ap.add_argument("--scene", default="default", type=_scene_name,
+                    help="the scene (camera) whose learned confusions apply and are learned (default: 'default')")
+    ap.add_argument("--restore-confusion", action="append", default=[], metavar="LABEL",
+                    help="undo a learned scene confusion: LABEL counts as an object again (needs --project)")
+    ap.add_argument("--suppress-confusion", action="append", default=[], metavar="LABEL",
+                    help="mark a listed scene confusion as suppressed again (needs --project)")
     ap.add_argument("--expert", action="append", default=[], metavar="KEY=VALUE",
                     help="an expert setting, e.g. budget=1.5, k_min=1, k_max=4, rho_max=0.25, n_experts=8 "
                          "(repeatable; with --experts topk|dynamic)")
 
 
+def _scene_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 120 or any(ord(c) < 32 for c in name):
+        raise argparse.ArgumentTypeError(f"not a scene name: {text!r} (1–120 printable characters)")
+    return name
+
+
+def mark_confusions(project: object, scene: str, restore: list[str], suppress: list[str]) -> list[str]:
+    """Restore / suppress the scene's stored confusions by label; one line per change (or per
+    label that is not in the list)."""
+    from core.perception.confirm import load_confusions, save_confusions
+
+    sc = load_confusions(project, scene)
+    lines = []
+    for label, fn, verb in [(x, sc.restore, "restored") for x in restore] + \
+                           [(x, sc.suppress, "suppressed") for x in suppress]:
+        n = fn(label)
+        lines.append(f"scene {scene!r}: {verb} {n} confusion(s) of class {label!r}" if n else
+                     f"scene {scene!r}: no learned confusion of class {label!r} "
+                     f"(listed: {', '.join(sorted({e.label for e in sc.entries})) or 'none'})")
+    save_confusions(project, sc, scene)
+    return lines
+
+
+def confusion_lines(scene: str, confusions: object, learned: list) -> list[str]:
+    """The scene's confusions for the analyst: each with its mark and how to undo it."""
+    entries = list(getattr(confusions, "entries", []) or [])
+    if not entries:
+        return []
+    new = {(c.label, tuple(c.box)) for c in learned}
+    out = [f"scene {scene!r}: {len(entries)} learned confusion(s) (classes the detector reports on a static "
+           "region of the normal footage; suppressed ones do not count as objects there)"]
+    for c in entries:
+        mark = "suppressed" if c.suppressed else "restored  "
+        how = (f"undo: --restore-confusion {c.label}" if c.suppressed else f"suppress: --suppress-confusion {c.label}")
+        out.append(f"  [{mark}] {c.describe()}{' (new)' if (c.label, tuple(c.box)) in new else ''}  ({how})")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    if (args.restore_confusion or args.suppress_confusion) and not args.project:
+        raise cliargs.BadArgument("--restore-confusion and --suppress-confusion need --project: the scene's "
+                                  "confusions are stored there")
     try:
         normal = parse_range(args.normal) if args.normal is not None else None
     except ValueError as e:
@@ -174,10 +230,13 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
 
     request = {"sensitivity": args.sensitivity, "window_s": args.window, "retrain": args.retrain,
                "first_minutes": args.first_minutes if args.normal is None else 0.0,
-               "ffn": FFN_ALIASES[args.experts], "experts": args.experts_config}
+               "ffn": FFN_ALIASES[args.experts], "experts": args.experts_config, "scene": args.scene}
     if normal is not None:
         request["normal"] = normal
     try:
+        if args.restore_confusion or args.suppress_confusion:
+            for line in mark_confusions(project, args.scene, args.restore_confusion, args.suppress_confusion):
+                print(line, file=sys.stderr)
         result = run_anomalies(project, args.video, state, **request)
     except (Cancelled, KeyboardInterrupt):
         print("\ncancelled: nothing was stored (a stored model is kept)", file=sys.stderr)
@@ -200,6 +259,8 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
           f"({result.compute_s / max(span, 1e-9):.2f}× real time)")
     for e in result.events:
         print(summary_line(e))
+    for line in confusion_lines(args.scene, result.confusions, result.learned):
+        print(line)
     if args.export:
         from core.anomaly.export import export_event_clips, export_events_csv, export_events_json
         from core.errors import describe

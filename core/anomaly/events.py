@@ -53,6 +53,11 @@ class Reason:
     score: float  # the cue's largest contribution inside the event
     text: str
     time: float  # window where that happened
+    # a reason that names an object: its box (pixels of a ``size`` = (w, h) frame) at ``time``, and
+    # whether the object is confirmed (core.anomaly.evidence); None: the reason names no object
+    box: tuple[float, float, float, float] | None = None
+    size: tuple[int, int] | None = None
+    confirmed: bool | None = None
 
 
 @dataclass
@@ -94,11 +99,27 @@ class AnomalyEvent:
         (ValueError otherwise), and a feedback that is not one of :data:`VERDICTS` is read
         as no feedback (logged)."""
         nums = [float(d[k]) for k in ("start", "end", "peak", "peak_time")]
-        reasons = [Reason(str(r["cue"]), str(r["modality"]), float(r["score"]), str(r["text"]), float(r["time"]))
+        reasons = [Reason(str(r["cue"]), str(r["modality"]), float(r["score"]), str(r["text"]), float(r["time"]),
+                          _floats(r.get("box"), 4), _ints(r.get("size")),
+                          r.get("confirmed") if isinstance(r.get("confirmed"), bool) else None)
                    for r in d.get("reasons", [])]
         if not all(math.isfinite(x) for x in nums + [v for r in reasons for v in (r.score, r.time)]):
             raise ValueError("an anomaly event has a time or score that is not a finite number")
         return cls(*nums, reasons, None, known_verdict(d.get("feedback"), "a stored anomaly event"))
+
+
+def _floats(v: Any, n: int) -> tuple[float, ...] | None:
+    """A stored box: ``n`` finite numbers, else None (a damaged box is no box)."""
+    try:
+        out = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(math.isfinite(x) for x in out) else None
+
+
+def _ints(v: Any) -> tuple[int, int] | None:
+    got = _floats(v, 2)
+    return None if got is None or min(got) <= 0 else (int(got[0]), int(got[1]))
 
 
 class EventBuilder:
@@ -291,7 +312,8 @@ def carry_feedback(events: Sequence[AnomalyEvent], old: Sequence[AnomalyEvent]) 
 
 def rethreshold(curve: ScoreCurve, events: Sequence[AnomalyEvent], sensitivity: float) -> list[AnomalyEvent]:
     """Events of ``curve`` at another sensitivity, instantly (no recomputation); verdicts and
-    thumbnails of the ``events`` shown so far carry over."""
+    thumbnails of the ``events`` shown so far carry over. (Their object evidence comes from
+    ``core.anomaly.evidence.annotate_events`` with the pass's detections.)"""
     from core.anomaly.score import sensitivity_threshold
 
     out = find_events(curve, sensitivity_threshold(sensitivity))
@@ -401,7 +423,7 @@ class LiveMonitor:
         from core.anomaly.features import WindowFeaturizer
         from models.catalogue import ModelError, load_model
 
-        notes, det, vad, tracker = [], None, None, None
+        notes, det, vad, tracker, confirmer = [], None, None, None, None
         try:
             det = load_model(cfg.detector) if has_video and cfg.detector else None
             if det is not None and cfg.track:
@@ -409,13 +431,19 @@ class LiveMonitor:
                 tracker = Tracker("bytetrack", frame_rate=1.0 / cfg.window_s)
         except Exception as e:  # ModelError, or tracking's missing package
             notes.append(f"object detection/tracking unavailable: {e}")
+        if det is not None and getattr(cfg, "confirm", False):
+            # causal: a detection counts from the window its track is confirmed in; the scene's
+            # learned confusions apply when the caller passes them (``confusions``)
+            from core.perception.confirm import Confirmer, SecondLook
+            confirmer = Confirmer(SecondLook(det), confusions=kw.pop("confusions", None))
         try:
             vad = load_model(cfg.vad) if has_audio and cfg.vad else None
         except ModelError as e:
             notes.append(f"voice activity unavailable: {e}")
         classes = None if det is not None else _catalogue_classes(cfg.detector) if has_video else ()
+        kw.pop("confusions", None)
         mon = cls(WindowFeaturizer(cfg, has_video=has_video, has_audio=has_audio, classes=classes, detector=det,
-                                   vad=vad, tracker=tracker), **kw)
+                                   vad=vad, tracker=tracker, confirmer=confirmer), **kw)
         mon.notes = notes
         return mon
 

@@ -20,6 +20,15 @@ Columns (named, so models and detectors never depend on positions):
   /``onset_max`` (spectral flux of the log-mel spectrum, dB per band), ``vad`` and ``speech``
   (fraction of the window with voice / with transcribed speech), ``mel:NN`` (mean log-mel
   power per band, dB).
+
+Objects that are there (issue #17): with ``FeatureConfig.confirm`` (the default) the object
+columns (``det_total``, ``track_*``, ``box_*``, ``n:*``, ``p:*``) count *confirmed* detections
+only (:mod:`core.perception.confirm`: a moving track, or a second look that agrees, and not one
+of the scene's learned confusions). The file pass confirms with a few windows of hindsight
+(``core.anomaly.evidence.ObjectConfirmation``); a live source causally (a detection counts
+from the window its track is confirmed in). Unconfirmed detections are kept as weak evidence,
+never a cue. ``confirm=False`` is the old behaviour (every detection counts), kept as the
+baseline that ``bench/anomaly.py`` measures against.
 """
 from __future__ import annotations
 
@@ -36,7 +45,7 @@ from core.media.spectrum import N_FFT, SAMPLE_RATE, SILENCE_DB, coverage, log_me
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: object columns from confirmed detections (FeatureConfig.confirm)
 GREY_SIZE = (64, 36)  # frame differences on thumbnails: cheap, and blind to compression noise
 AUDIO_CHUNK_S = 60.0  # the file pass decodes and runs the VAD a minute at a time
 DECODE_SIZE = (960, 540)  # the detector sees 300×300 anyway
@@ -58,6 +67,7 @@ class FeatureConfig:
     vad: str | None = "silero-vad"
     asr: str | None = None  # e.g. "whisper-tiny": transcribe in the pass (slower); None: stored only
     track: bool = True
+    confirm: bool = True  # object columns from confirmed detections only (see the module docstring)
 
     def __post_init__(self) -> None:
         if not 0.5 <= float(self.window_s) <= 1.0:
@@ -70,7 +80,8 @@ class FeatureConfig:
     def params(self) -> dict[str, Any]:
         return {"version": FEATURES_VERSION, "window_s": float(self.window_s),
                 "motion_samples": int(self.motion_samples), "mel_bands": int(self.mel_bands),
-                "detector": self.detector, "vad": self.vad, "asr": self.asr, "track": bool(self.track)}
+                "detector": self.detector, "vad": self.vad, "asr": self.asr, "track": bool(self.track),
+                "confirm": bool(self.confirm)}
 
 
 def video_columns(classes: Sequence[str]) -> tuple[str, ...]:
@@ -183,6 +194,7 @@ class WindowInput:
     audio_rate: int = SAMPLE_RATE
     vad: float | None = None
     speech: float | None = None
+    objects: bool = True  # False: leave the object columns for a later ``WindowFeaturizer.objects`` call
 
 
 class WindowFeaturizer:
@@ -191,13 +203,18 @@ class WindowFeaturizer:
 
     ``detector``/``vad``/``tracker`` are optional model objects (``models.catalogue.load_model``
     results and ``models.tracking.Tracker``); without them, pass detections/VAD in the input.
+    ``confirmer``: a ``core.perception.confirm.Confirmer`` that this featurizer feeds every
+    window's first frame and detections (live: a detection counts in the object columns once
+    its track is confirmed); None counts the detections it is given.
     """
 
     def __init__(self, cfg: FeatureConfig, *, has_video: bool = True, has_audio: bool = True,
                  classes: Sequence[str] | None = None, detector: Any = None, vad: Any = None,
-                 tracker: Any = None) -> None:
+                 tracker: Any = None, confirmer: Any = None) -> None:
         self.cfg, self.has_video, self.has_audio = cfg, has_video, has_audio
         self.detector, self.vad, self.tracker = detector, vad, tracker  # model objects, or None
+        self.confirmer = confirmer
+        self.unconfirmed = 0  # detections left out of the object columns (live confirmation)
         if classes is None:
             classes = tuple(dict.fromkeys(getattr(detector, "classes", ()) or ()))
         self.classes = tuple(classes)
@@ -250,6 +267,16 @@ class WindowFeaturizer:
         dets = dets or []
         if self.tracker is not None and size and not any(getattr(d, "track_id", None) is not None for d in dets):
             dets = self.tracker.update(dets, (size[1], size[0]))
+        if self.confirmer is not None and w.objects:
+            tracks = self.confirmer.update(w.start, frames[0] if frames else None, dets)
+            sc, fsize = getattr(self.confirmer, "confusions", None), getattr(self.confirmer, "frame_size", None)
+            if sc is not None and sc.suppressed and fsize:
+                for tr in tracks:  # the scene's suppressed confusions count as no object
+                    c = sc.matching(tr, fsize)
+                    tr.confusion = None if c is None else c.describe()
+            kept = [d for d, tr in zip(dets, tracks) if tr.confirmed]
+            self.unconfirmed += len(dets) - len(kept)
+            dets = kept
         greys = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), GREY_SIZE, interpolation=cv2.INTER_AREA)
                  .astype(np.float32) / 255.0 for f in frames]
         diffs = []
@@ -263,6 +290,17 @@ class WindowFeaturizer:
             row[ix["brightness"]] = float(np.mean([g.mean() for g in greys]))
         row[ix["frame_diff"]] = float(np.mean(diffs)) if diffs else 0.0
         row[ix["frame_diff_max"]] = float(np.max(diffs)) if diffs else 0.0
+        if w.objects:
+            self.objects(row, dets, size)
+
+    def objects(self, row: np.ndarray, dets: Sequence[Any], size: tuple[int, int] | None) -> None:
+        """Fill the object columns of ``row`` from ``dets`` (boxes in pixels of a ``size`` frame)
+        and advance the object state. The file pass calls it a few windows late, once it knows
+        which detections are confirmed (the window's row was pushed with ``objects=False``)."""
+        ix = self._index
+        if not self.has_video:
+            return
+        dets = list(dets)
         row[ix["det_total"]] = len(dets)
         area = 0.0
         fw, fh = (float(size[0]), float(size[1])) if size else (1.0, 1.0)
@@ -391,19 +429,40 @@ def stored_perception(project: Any, media_id: int, path: str, cfg: FeatureConfig
     return out
 
 
-def features_key(cfg: FeatureConfig, start: float, end: float) -> str:
-    """The project array key for these settings: several configurations can coexist."""
+def feature_params(cfg: FeatureConfig, start: float, end: float, confusions: str = "") -> dict[str, Any]:
+    """What decides a stored feature matrix: the config, the range and (with confirmation)
+    the digest of the scene confusions that were suppressed (:func:`confusions_digest`)."""
     p = {**cfg.params(), "start": round(start, 3), "end": round(end, 3)}
+    if confusions:
+        p["confusions"] = confusions
+    return p
+
+
+def confusions_digest(confusions: Any) -> str:
+    """A short digest of a scene's suppressed confusions ("" when none): features computed
+    with other suppressions are other features."""
+    rows = [] if confusions is None else [c for c in confusions.to_json() if c["suppressed"]]
+    if not rows:
+        return ""
+    rows = sorted((r["label"], r["box"]) for r in rows)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:12]
+
+
+def features_key(cfg: FeatureConfig, start: float, end: float, confusions: str = "") -> str:
+    """The project array key for these settings: several configurations can coexist."""
+    p = feature_params(cfg, start, end, confusions)
     return "anomaly/features/" + hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_features(project: Any, media_id: int, cfg: FeatureConfig, start: float, end: float) -> FeatureSet | None:
-    """Stored features for exactly these settings, or None (then they are computed)."""
-    got = project.get_array(media_id, features_key(cfg, start, end))
+def load_features(project: Any, media_id: int, cfg: FeatureConfig, start: float, end: float,
+                  confusions: str = "") -> FeatureSet | None:
+    """Stored features for exactly these settings (``confusions``: :func:`confusions_digest`
+    of the scene's suppressed confusions), or None (then they are computed)."""
+    got = project.get_array(media_id, features_key(cfg, start, end, confusions))
     if got is None:
         return None
     values, meta = got
-    want = {**cfg.params(), "start": round(start, 3), "end": round(end, 3)}
+    want = feature_params(cfg, start, end, confusions)
     if meta.get("params") != want:
         return None
     try:
@@ -420,6 +479,7 @@ def store_features(project: Any, media_id: int, fs: FeatureSet, *, started_at: f
         run_id = project.record_run(kind=FEATURES_KIND, producer="core.anomaly.features", version=str(FEATURES_VERSION),
                                     params=p, media_id=media_id, started_at=started_at, duration_s=duration_s)
         project.put_array(media_id, features_key(FeatureConfig(**{k: p[k] for k in (
-            "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track")}), p["start"], p["end"]),
+            "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")}),
+            p["start"], p["end"], p.get("confusions", "")),
             fs.values.astype(np.float32), meta=fs.meta(), run_id=run_id)
     return run_id

@@ -20,6 +20,12 @@ With mixture-of-experts blocks (``ffn="moe-topk"`` or ``"anyexperts"``, shaped b
 audio token (``ScoreCurve.experts``); :func:`experts_tracks` makes them timeline curves of
 kind ``"experts"`` (one per modality), stored with the score, so the analyst sees where the
 model thought hard.
+
+Objects that are there: with ``FeatureConfig.confirm`` (the default) the file pass confirms its
+detections (:mod:`core.anomaly.evidence`: only confirmed objects can open an event; the scene's
+confusions are learned from the normal footage and suppressed, under the scene key
+``AnomalyRequest.scene``, "default" unless named), stores every detection it looked at as a
+``"boxes"`` track (confirmed or not, marked), and gives each event's object reasons their box.
 """
 from __future__ import annotations
 
@@ -33,9 +39,12 @@ import numpy as np
 
 from core.anomaly import AnomalyError, NotEnoughNormalData
 from core.anomaly.detectors import Baseline
+from core.anomaly.evidence import (ObjectConfirmation, annotate_events, boxes_name, boxes_track, records_from_track,
+                                   second_look)
 from core.anomaly.events import AnomalyEvent, carry_feedback, current_weights, find_events, load_events, store_events
 from core.anomaly.features import (AUDIO_CHUNK_S, DECODE_SIZE, FeatureConfig, FeatureSet, StoredPerception,
-                                   WindowFeaturizer, WindowInput, load_features, store_features, stored_perception)
+                                   WindowFeaturizer, WindowInput, confusions_digest, features_key, load_features,
+                                   store_features, stored_perception)
 from core.anomaly.score import ScoreCurve, score_features, sensitivity_threshold
 from core.anomaly.train import (TrainedModel, TrainRequest, expert_config, load_stored_model, matches, resolve_ffn,
                                 store_model, train_model)
@@ -83,6 +92,9 @@ class AnomalyRequest:
     # ffn: "dense" | "moe-topk" | "anyexperts" (or "topk" | "dynamic", or a registered name);
     # experts: a models.nn.experts.ExpertsConfig (or a dict of its fields) shaping a mixture
     experts: Any = None
+    # the scene (camera) whose learned confusions apply and are learned here: a key of the
+    # project's settings (core.perception.confirm.load_confusions); "default" when none is named
+    scene: str = "default"
 
     def __post_init__(self) -> None:
         # refused here, before any decoding: a budget below K_min, a kind that contradicts ffn…
@@ -121,6 +133,12 @@ class AnomalyResult:
     media_duration: float
     started_at: float
     content_hash: str = ""
+    # every detection the pass looked at, with its verdict (core.anomaly.evidence.ObjectConfirmation.records)
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    detector: str | None = None
+    scene: str = "default"
+    confusions: Any = None  # core.perception.confirm.SceneConfusions in effect (learned ones added)
+    learned: list[Any] = field(default_factory=list)  # confusions learned in this pass (suppressed)
 
     @property
     def compute_s(self) -> float:
@@ -139,7 +157,8 @@ class FileFeaturizer:
     train and score while it goes). Loads the detector/VAD unless stored results cover them."""
 
     def __init__(self, path: str, cfg: FeatureConfig, *, start: float, end: float, has_video: bool,
-                 has_audio: bool, duration: float, project: Any = None, media_id: int | None = None) -> None:
+                 has_audio: bool, duration: float, project: Any = None, media_id: int | None = None,
+                 confusions: Any = None, normal: tuple[float, float] | None = None) -> None:
         self.path, self.cfg, self.start, self.end = path, cfg, float(start), float(end)
         w = cfg.window_s
         n = max(0, int(math.floor((self.end - self.start) / w + 1e-9)))
@@ -195,10 +214,17 @@ class FileFeaturizer:
                 self.notes.append(f"speech recognition unavailable ({e}); speech = voice activity")
         if has_audio and self.stored.transcript is None and self._asr is None:
             self.notes.append("speech = voice activity (no transcript stored for this range)")
-        self.featurizer = WindowFeaturizer(cfg, has_video=has_video, has_audio=has_audio, classes=classes,
-                                           detector=detector, tracker=tracker, vad=None)
+        self.detector, self.tracker = detector, tracker
+        self.featurizer = WindowFeaturizer(cfg, has_video=has_video, has_audio=has_audio, classes=classes, vad=None)
         self.columns = self.featurizer.columns
         self.skipped_frames = 0
+        self.objects: ObjectConfirmation | None = None
+        if has_video and cfg.detector and cfg.confirm and (detector is not None or self.stored.detections is not None):
+            idx = None
+            if normal is not None:
+                inside = np.nonzero((self.times >= normal[0] - 1e-6) & (self.times + w <= normal[1] + 1e-6))[0]
+                idx = (int(inside[0]), int(inside[-1])) if inside.size else None
+            self.objects = ObjectConfirmation(second_look(detector, cfg.detector), confusions=confusions, normal=idx)
 
     def windows(self, cancelled: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, row)`` in time order; raises InterruptedError when cancelled."""
@@ -222,20 +248,52 @@ class FileFeaturizer:
                                 frames.append(dec.frame_at(t0 + j * w / m).image)
                             except MediaError:
                                 self.skipped_frames += 1
-                    dets = None
-                    if self.stored.detections is not None:
-                        dets = self.stored.detections.get(round(t0, 3), [])
+                    dets, size = self._detections(t0, frames)
                     a = None
                     if audio is not None:
                         s = int(round((t0 - self.times[idx[0]]) * SAMPLE_RATE))
                         a = audio[s:s + int(round(w * SAMPLE_RATE))]
-                    yield i, self.featurizer.push(WindowInput(
-                        t0, t0 + w, frames, dets, self.stored.frame_size if dets is not None else None, a,
+                    row = self.featurizer.push(WindowInput(
+                        t0, t0 + w, frames, dets if self.objects is None else [], size, a,
                         vad=coverage(vad, t0, t0 + w) if vad is not None else None,
-                        speech=coverage(speech, t0, t0 + w) if speech is not None else None))
+                        speech=coverage(speech, t0, t0 + w) if speech is not None else None,
+                        objects=self.objects is None))
+                    if self.objects is None:
+                        yield i, row
+                        continue
+                    for j, r, kept in self.objects.add(i, t0, frames[0] if frames else None, dets, size, row):
+                        self.featurizer.objects(r, kept, size)
+                        yield j, r
+            if self.objects is not None:
+                for j, r, kept in self.objects.flush():
+                    self.featurizer.objects(r, kept, self.objects.size)
+                    yield j, r
         finally:
             if dec is not None:
                 dec.close()
+
+    def _detections(self, t0: float, frames: Sequence[np.ndarray]) -> tuple[list, tuple[int, int] | None]:
+        """The window's detections (stored ones scaled to the decoded frame, or detected now on
+        its first frame), tracked, and the frame size their boxes refer to."""
+        from dataclasses import replace
+
+        size = (frames[0].shape[1], frames[0].shape[0]) if frames else None
+        dets: list = []
+        if self.stored.detections is not None:
+            dets = list(self.stored.detections.get(round(t0, 3), []))
+            ss = self.stored.frame_size
+            if size is None:
+                size = ss
+            elif ss and tuple(ss) != tuple(size) and ss[0] > 0 and ss[1] > 0:
+                fx, fy = size[0] / ss[0], size[1] / ss[1]
+                dets = [replace(d, box=(d.box[0] * fx, d.box[1] * fy, d.box[2] * fx, d.box[3] * fy)) for d in dets]
+        elif self.detector is not None and frames:
+            dets = list(self.detector.detect([frames[0]])[0])
+        if self.tracker is not None and size and dets and not any(d.track_id is not None for d in dets):
+            dets = list(self.tracker.update(dets, (size[1], size[0])))
+        elif self.tracker is not None and size and not dets:
+            self.tracker.update([], (size[1], size[0]))
+        return dets, size
 
     def _audio_chunk(self, a: float, b: float):
         """Mono 16 kHz audio of [a, b), and voice/speech segments in media seconds."""
@@ -265,9 +323,11 @@ class FileFeaturizer:
         if self.featurizer.nonfinite:
             notes.append(f"{self.featurizer.nonfinite} non-finite values were set to 0 while featurising")
         values = np.vstack(rows) if len(rows) else np.zeros((0, len(self.columns)), np.float32)
+        digest = confusions_digest(self.objects.confusions) if self.objects is not None else ""
         return FeatureSet(self.times[:len(rows)], values, self.columns, self.cfg.window_s, self.has_video,
                           self.has_audio, notes, {**self.cfg.params(), "start": round(self.start, 3),
-                                                  "end": round(self.end, 3)})
+                                                  "end": round(self.end, 3), **({"confusions": digest} if digest
+                                                                                 else {})})
 
 
 SPARSE_RANGE_S = 3600.0  # a range this long of a file whose bytes cannot back its duration is refused
@@ -319,6 +379,14 @@ class _Pass:
         self.model_trained = False
         self.baseline: Baseline | None = None
         self.stored_model: TrainedModel | None = None
+        self.records: list[dict[str, Any]] = []
+        self.learned: list[Any] = []
+        self.confusions: Any = None
+        self.detector = self.cfg.detector if self.info.has_video else None
+        if self.cfg.confirm and self.detector:
+            from core.perception.confirm import SceneConfusions, load_confusions
+            self.confusions = load_confusions(self.project, req.scene) if self.project is not None \
+                else SceneConfusions()
         if self.project is not None and self.media_id is not None and req.use_network and not req.retrain \
                 and self.normal is not None:
             from models.nn.fusion import CheckpointError
@@ -373,15 +441,17 @@ class _Pass:
     def featurise(self) -> tuple[FeatureSet, bool]:
         """Stored features, or computed now (training and scoring along the way)."""
         req, st = self.req, self.state
+        digest = confusions_digest(self.confusions)
         if self.project is not None and self.media_id is not None:
-            fs = load_features(self.project, self.media_id, self.cfg, self.start, self.end)
+            fs = load_features(self.project, self.media_id, self.cfg, self.start, self.end, digest)
             if fs is not None:
                 self.notes.append("features reused from the project")
+                self.records = self._stored_records(fs)
                 return fs, False
         t0 = time.perf_counter()
         ff = FileFeaturizer(req.path, self.cfg, start=self.start, end=self.end, has_video=self.info.has_video,
                             has_audio=self.info.has_audio, duration=self.info.duration_s, project=self.project,
-                            media_id=self.media_id)
+                            media_id=self.media_id, confusions=self.confusions, normal=self.normal)
         n = len(ff.times)
         if n == 0:
             raise AnomalyError("The range is shorter than one window.")
@@ -406,7 +476,27 @@ class _Pass:
         except InterruptedError:
             raise Cancelled() from None
         self.timings["features"] = self.timings.get("features", 0.0) + time.perf_counter() - t0
+        if ff.objects is not None:
+            self.records, self.learned = ff.objects.records(), ff.objects.learned
+            o = ff.objects
+            self.notes.append(f"objects: {o.counted} detections of confirmed objects counted, {o.left_out} "
+                              "unconfirmed left out of the cues (kept as weak evidence)")
+            if self.learned:
+                self.notes.append(f"learned {len(self.learned)} confusion(s) of scene {self.req.scene!r} from the "
+                                  f"normal footage, suppressed: " + "; ".join(c.describe() for c in self.learned))
         return ff.feature_set(rows), True
+
+    def _stored_records(self, fs: FeatureSet) -> list[dict[str, Any]]:
+        """The detections a previous pass stored with these very features (its boxes track)."""
+        from core.perception import ops
+
+        if not self.detector:
+            return []
+        key = features_key(self.cfg, self.start, self.end, fs.params.get("confusions", ""))
+        for tr in ops.load_tracks(self.project, self.media_id):
+            if tr.kind == "boxes" and tr.name == boxes_name(self.detector) and tr.meta.get("features") == key:
+                return records_from_track(tr)
+        return []
 
     def _partial(self, fs: FeatureSet, scored: int) -> int:
         """Score windows [scored, len) with enough history before them, and report them."""
@@ -435,6 +525,7 @@ def detect_anomalies(req: AnomalyRequest, state: JobState) -> AnomalyResult:
     curve = score_features(fs, p.baseline, p.model, p.weights)
     thr = sensitivity_threshold(req.sensitivity)
     events = find_events(curve, thr, req.merge_gap_s)
+    annotate_events(events, p.records, fs.window_s)
     if p.project is not None and p.media_id is not None:
         carry_feedback(events, load_events(p.project, p.media_id))
     p.timings["score"] = time.perf_counter() - t0
@@ -450,7 +541,7 @@ def detect_anomalies(req: AnomalyRequest, state: JobState) -> AnomalyResult:
     notes = list(dict.fromkeys(fs.notes + p.notes))
     return AnomalyResult(req.path, p.media_id, fs, curve, events, thr, req.sensitivity, p.normal, p.baseline,
                          p.model, p.model_trained, computed, notes, p.timings, p.info.duration_s, p.started_at,
-                         p.info.content_hash)
+                         p.info.content_hash, p.records, p.detector, req.scene, p.confusions, p.learned)
 
 
 def add_thumbnails(path: str, events: list[AnomalyEvent], window_s: float) -> None:
@@ -490,7 +581,37 @@ def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
                                                                            ("audio", fs.has_audio)) if ok]}
         store_events(project, media_id, result.curve, result.events, run_id, meta)
         store_experts(project, media_id, experts_tracks(result.curve, result.model, run_id))
+        store_objects(project, media_id, result, run_id)
     return run_id
+
+
+def objects_track(result: AnomalyResult, run_id: int | None = None) -> Track | None:
+    """The pass's detections as a boxes track (None: the pass looked at no objects)."""
+    if not result.detector or (not result.objects and not result.features_computed):
+        return None
+    fs = result.features
+    key = features_key(FeatureConfig(**{k: fs.params[k] for k in (
+        "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")}),
+        fs.params["start"], fs.params["end"], fs.params.get("confusions", "")) if "confirm" in fs.params else ""
+    return boxes_track(result.objects, result.detector, fs.window_s, run_id, {"features": key})
+
+
+def store_objects(project: Any, media_id: int, result: AnomalyResult, run_id: int | None) -> None:
+    """The boxes track (when this pass computed its features) and the scene's confusions (when
+    this pass learned some)."""
+    from core.perception import ops
+    from core.perception.confirm import iou, load_confusions, save_confusions
+
+    if result.features_computed:
+        tr = objects_track(result, run_id)
+        if tr is not None:
+            ops.save_track(project, media_id, tr)
+    if result.learned:
+        stored = load_confusions(project, result.scene)  # the analyst may have marked some meanwhile
+        new = [c for c in result.learned if not any(
+            e.label == c.label and iou(e.box, c.box) >= stored.match_iou for e in stored.entries)]
+        stored.entries.extend(new)
+        save_confusions(project, stored, result.scene)
 
 
 def experts_tracks(curve: ScoreCurve, model: TrainedModel | None = None, run_id: int | None = None) -> list[Track]:

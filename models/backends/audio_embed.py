@@ -34,7 +34,8 @@ FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "wav2vec2": (("wav2vec2",), "Wav2Vec2Model"),
     "hubert": (("hubert",), "HubertModel"),
 }
-#: tensors of pre-training / fine-tuning heads a bare encoder does not have (not foreign weights)
+#: tensors of pre-training / fine-tuning heads a bare encoder does not have (not foreign weights),
+#: and the mask embedding only training uses (a checkpoint saved with masking off lacks it)
 HEADS = ("quantizer.", "project_q.", "project_hid.", "lm_head.", "classifier.", "projector.", "final_proj.",
          "label_embs", "masked_spec_embed")
 
@@ -70,7 +71,7 @@ class AudioEncoder:
         import transformers
 
         model, extractor = load_pretrained(spec, folder, getattr(transformers, cls_name), str(cfg.get("model_type")),
-                                           ignore_unexpected=HEADS)
+                                           aside=HEADS)
         if int(getattr(extractor, "sampling_rate", SAMPLE_RATE)) != SAMPLE_RATE:
             raise ModelError(f"{spec.title}: {folder.name}'s feature extractor expects {extractor.sampling_rate} Hz "
                              f"audio; Kestrel gives {SAMPLE_RATE} Hz.")

@@ -95,11 +95,12 @@ def check_audio_folder(spec: ModelSpec, folder: Path, types: Sequence[str], expe
 
 
 def load_pretrained(spec: ModelSpec, folder: Path, cls: Any, model_type: str, *, head: Sequence[str] = (),
-                    ignore_unexpected: Sequence[str] = ()) -> tuple[Any, Any]:
+                    aside: Sequence[str] = ()) -> tuple[Any, Any]:
     """``(model, feature_extractor)`` from ``folder`` with ``cls`` (local files only), or a
     ModelError: an unreadable or cut file; any of the model's weights left random (a missing
-    ``head`` is named as such); tensors of another model (beyond ``ignore_unexpected``, the heads
-    of pre-training or fine-tuning that a bare encoder leaves aside)."""
+    ``head`` is named as such); tensors of another model. Tensors named in ``aside`` (heads of
+    pre-training or fine-tuning that a bare encoder leaves aside, training-only ones) may be in
+    the folder and not the model, or the other way round."""
     from transformers import AutoFeatureExtractor
 
     try:
@@ -109,13 +110,14 @@ def load_pretrained(spec: ModelSpec, folder: Path, cls: Any, model_type: str, *,
         raise ModelError(f"{spec.title}: the {model_type} model in {folder} could not be loaded "
                          f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}). "
                          "It needs config.json, intact weights and preprocessor_config.json.") from e
-    missing = [str(k) for k in info.get("missing_keys") or () if not any(b in str(k) for b in COMPUTED_BUFFERS)]
+    skip = COMPUTED_BUFFERS + tuple(aside)
+    missing = [str(k) for k in info.get("missing_keys") or () if not any(b in str(k) for b in skip)]
     if missing:
         lost_head = [k for k in missing if any(h in k for h in head)]
         raise ModelError(f"{spec.title}: {folder.name} lacks weights for {len(missing)} parameters (e.g. "
                          f"{(lost_head or missing)[0]}); it is not a complete {cls.__name__} checkpoint"
                          + (" — it has no classifier head, so it cannot name sounds." if lost_head else "."))
-    check_loaded_weights(spec.title, folder, model, info, ignore=COMPUTED_BUFFERS + tuple(ignore_unexpected))
+    check_loaded_weights(spec.title, folder, model, info, ignore=skip)
     return model, extractor
 
 

@@ -203,12 +203,26 @@ def test_audio_encoder_user_folder_plumbing(family, tmp_path):
 
 
 def test_audio_encoder_takes_a_checkpoint_with_a_head_and_refuses_what_is_not_one(tmp_path):
-    """PLUMBING only: tiny random models. A CTC checkpoint's head is left aside; an encoder with a
-    layer removed, a HuBERT given as Wav2Vec2 and a folder without its extractor are refused."""
+    """PLUMBING only: tiny random models. A CTC checkpoint's head and a pre-training checkpoint's
+    quantizer are left aside; an encoder with a layer removed, a HuBERT given as Wav2Vec2 and a
+    folder without its extractor are refused."""
     from safetensors.numpy import load_file, save_file
 
     ctc = modelkit.tiny_audio_encoder(tmp_path / "ctc", "wav2vec2", head=True)
     assert load_model("wav2vec2-user", user_path=ctc, device="cpu").embed(_noise(1.0))[1].shape == (2, 16)
+    # as facebook/wav2vec2-base was saved: a pre-training checkpoint (model prefix, quantizer and
+    # projections), the positional convolution's weight norm as weight_g / weight_v, no mask embedding
+    old = modelkit.tiny_audio_encoder(tmp_path / "old", "wav2vec2")
+    before = load_model("wav2vec2-user", user_path=old, device="cpu").embed(_noise(1.0))[1]
+    tensors = load_file(str(old / "model.safetensors"))
+    renamed = {"wav2vec2." + k.replace("parametrizations.weight.original0", "weight_g")
+               .replace("parametrizations.weight.original1", "weight_v"): v
+               for k, v in tensors.items() if k != "masked_spec_embed"}
+    renamed.update({"quantizer.codevectors": np.zeros((1, 8, 4), np.float32),
+                    "project_q.weight": np.zeros((4, 4), np.float32), "project_hid.weight": np.zeros((4, 16), np.float32)})
+    save_file(renamed, str(old / "model.safetensors"), metadata={"format": "pt"})
+    after = load_model("wav2vec2-user", user_path=old, device="cpu").embed(_noise(1.0))[1]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)  # the same weights, read from the old layout
     hubert = modelkit.tiny_audio_encoder(tmp_path / "hubert", "hubert")
     with pytest.raises(ModelError, match=r"'hubert' model .*expected a Wav2Vec2Model"):
         load_model("wav2vec2-user", user_path=hubert)

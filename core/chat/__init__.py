@@ -246,7 +246,8 @@ def plural(label: str, n: int) -> str:
 def make_backend(request: tuple[str, str, str], state: Any = None, **server: Any):
     """Job: load the chosen model (seconds for the local GGUF; a server is only configured).
 
-    ``request``: (kind, url, model) — "local" for the embedded model, "server" for ``model`` on the
+    ``request``: (kind, url, model) — "local" for the embedded ``model`` (a catalogue name,
+    models.llm.local.local_chat_models(); "" for the default), "server" for ``model`` on the
     OpenAI-compatible server at ``url``; ``server``: more options for the server's client
     (``key_env``, ``read_timeout``: the command line's flags). The one place a backend is chosen."""
     kind, url, model = request
@@ -254,4 +255,5 @@ def make_backend(request: tuple[str, str, str], state: Any = None, **server: Any
         from models.llm.openai_compat import OpenAICompatLLM
         return OpenAICompatLLM(url, model, **server)
     from models.catalogue import load_model
-    return load_model("qwen2.5-0.5b-chat")
+    from models.llm.local import chat_spec
+    return load_model(chat_spec(model))  # a local chat model of the catalogue; "" is the default

@@ -32,7 +32,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="seconds before --at the answer looks at (30)")
     ap.add_argument("--server", help="an OpenAI-compatible server (Ollama, llama.cpp, vLLM), e.g. "
                                      "http://localhost:11434/v1; default: the embedded model")
-    ap.add_argument("--model", help="the model name on --server")
+    ap.add_argument("--model", help="the model name on --server; without --server, the local chat model "
+                                    "(`main.py models` lists them: qwen2.5-0.5b-chat, qwen2.5-1.5b-chat)")
     ap.add_argument("--key-env", default="KESTREL_LLM_API_KEY",
                     help="environment variable holding the server's API key (else the OS keyring)")
     ap.add_argument("--project", help="a .kestrel project: use its stored perception and keep the chat there")
@@ -55,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
         raise cliargs.BadArgument("argument --ask: the question is empty")
     if args.server and not args.model:
         raise cliargs.BadArgument("argument --server: needs --model (the model's name on that server)")
+    if not args.server and args.model:  # a local chat model: checked before anything is opened
+        from models.llm.local import local_chat_models
+        names = [m.name for m in local_chat_models()]
+        if args.model not in names:
+            raise cliargs.BadArgument(f"argument --model: {args.model!r} is not a local chat model "
+                                      f"(choose {', '.join(names)}, or give --server)")
     src = args.source
     if not src.strip():
         raise cliargs.BadArgument("argument source: it is empty (give a video file, a camera index or a stream URL)")
@@ -116,7 +123,7 @@ def _backend(args):
 
     if args.server:
         return make_backend(("server", args.server, args.model), key_env=args.key_env, read_timeout=args.timeout)
-    return make_backend(("local", "", ""))
+    return make_backend(("local", "", args.model or ""))
 
 
 def _file_window(info, at: float | None, window: float):

@@ -51,9 +51,13 @@ class ChatPanel(QWidget):
         self.history.document().setDefaultStyleSheet("a { color: #61afef; } p { margin: 4px 0; }")
         self._entries: list[str] = []  # finished HTML paragraphs; the streaming answer is drawn after them
         self.history.anchorClicked.connect(self._on_link)
+        from models.llm.local import local_chat_models
+
         self.kind = QComboBox()
-        self.kind.addItem("Embedded LLM (Qwen2.5 0.5B, local)", "local")
+        for spec in local_chat_models():  # the default first; data "local:<catalogue name>"
+            self.kind.addItem(f"Embedded LLM ({spec.title.split(' (')[0]}, local)", f"local:{spec.name}")
         self.kind.addItem("OpenAI-compatible server (Ollama, llama.cpp, vLLM)", "server")
+        self.kind.setCurrentIndex(max(0, self.kind.findData(bench.settings.get("chat_kind") or "")))
         self.kind.currentIndexChanged.connect(self._on_kind)
         self.url = QLineEdit(str(bench.settings.get("chat_url") or "http://127.0.0.1:11434/v1"))
         self.model = QLineEdit(str(bench.settings.get("chat_model") or ""))
@@ -82,7 +86,7 @@ class ChatPanel(QWidget):
         server.addWidget(self.model, 1)
         self.server_row = QWidget()
         self.server_row.setLayout(server)
-        self.server_row.setVisible(False)
+        self._on_kind()  # hidden unless the saved choice is a server
         ask = QHBoxLayout()
         ask.addWidget(self.question, 1)
         ask.addWidget(self.ask_btn)
@@ -176,7 +180,10 @@ class ChatPanel(QWidget):
             self.backend, self._backend_key = backend, key
 
     def _key(self) -> tuple[str, str, str]:
-        return (self.kind.currentData(), self.url.text().strip(), self.model.text().strip())
+        data = str(self.kind.currentData())
+        if data.startswith("local:"):  # a local chat model of the catalogue
+            return ("local", "", data.partition(":")[2])
+        return (data, self.url.text().strip(), self.model.text().strip())
 
     def _on_link(self, url: QUrl) -> None:
         if url.scheme() == "t":
@@ -194,6 +201,7 @@ class ChatPanel(QWidget):
         if not q:
             return
         key = self._key()
+        self.bench.settings.set("chat_kind", self.kind.currentData())
         if key[0] == "server":
             self.bench.settings.set("chat_url", key[1])
             self.bench.settings.set("chat_model", key[2])

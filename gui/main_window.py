@@ -175,6 +175,7 @@ class MainWindow(QMainWindow):
             show_status=lambda text, ms=8000: self.statusBar().showMessage(text, ms),
             open_media=self.open_media, live=self.live, user_paths=lambda: dict(self.analysis.user_paths()))
         self.analysis = AnalysisController(self.bench, self)
+        self.detections.attach(self.bench)  # the scene's confusions: learn, suppress, restore
         self.focus = FocusPanel(self.bench)
         fdock = QDockWidget("Frame search", self)
         fdock.setObjectName("focus-dock")

@@ -40,9 +40,12 @@ def detector_output() -> ModelOutput:
         frames.append((t, [Detection((10.0, 10.0, 50.0, 60.0), "person", 0.9, 1),
                            Detection((60.0, 20.0, 120.0, 90.0), "bus", 0.8, 6),
                            Detection((5.0, 5.0, 20.0, 20.0), "dog", 0.7, 18)]))
+    # the job's verdicts (core.perception.confirm): every detection confirmed, so the fixture's tracks
+    # are the classes' default presence tracks (tests of unconfirmed ones are in tests/perception)
+    verdict = {"confirmed": True, "evidence": {"reason": "confirmed: a fixture's verdict", "hits": 20}}
     return ModelOutput(name=spec.name, title=spec.title, task=spec.task, version=spec.version or "1",
                        params=run_params(_request(), spec, DURATION), frames=frames, frame_size=(320, 240),
-                       started_at=1.7e9, duration_s=2.5)
+                       started_at=1.7e9, duration_s=2.5, evidence=[[verdict] * len(d) for _t, d in frames])
 
 
 # ----------------------------------------------------------------------------- helpers

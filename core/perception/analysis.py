@@ -46,6 +46,13 @@ class AnalysisRequest:
     batch: int = 4
     track: bool = True
     max_size: tuple[int, int] = (1920, 1080)  # frames larger than this are scaled down first
+    # Objects that are there (core.perception.confirm): each detector's boxes are checked right
+    # after detection (hits on a moving track, or a second look that agrees). Off: nothing is
+    # confirmed (every box stays unconfirmed — the baseline of the cost bench, never facts).
+    confirm: bool = True
+    # the scene's confusions (core.perception.confirm.Confusion, from load_confusions(project).entries):
+    # the suppressed ones leave their tracks unconfirmed. The caller loads them; the job stays project-free.
+    confusions: tuple = ()
 
 
 @dataclass
@@ -63,6 +70,9 @@ class ModelOutput:
     duration_s: float = 0.0
     error: str | None = None
     device: str = "cpu"
+    # per frame of ``frames``, per detection: {"confirmed": bool, "evidence": {...}} (detectors
+    # with confirmation on; None otherwise) — core.perception.confirm.item_evidence
+    evidence: list[list[dict]] | None = None
 
 
 @dataclass
@@ -88,6 +98,7 @@ class AnalysisPartial:
     frames: tuple = ()
     segments: tuple = ()
     frame_size: tuple[int, int] = (0, 0)
+    evidence: tuple = ()  # per frame, the detections' verdicts so far (detectors; may change later)
 
 
 def run_params(req: AnalysisRequest, spec, end: float) -> dict[str, Any]:
@@ -98,10 +109,19 @@ def run_params(req: AnalysisRequest, spec, end: float) -> dict[str, Any]:
         p.update(fps=req.fps, max_size=list(req.max_size))
         if spec.task == "detect":
             p["track"] = bool(req.track)
+            p["confirm"] = confirm_params(req)
     user = dict(req.user_paths).get(spec.name)
     if user:
         p["weights"] = user
     return p
+
+
+def confirm_params(req: AnalysisRequest) -> dict[str, Any] | bool:
+    """The confirmation rules, classifier and suppressed scene confusions of a detector's run
+    (provenance; a change of any of them means another result), False when off."""
+    from core.perception.confirm import Rules, provenance
+
+    return provenance(Rules() if req.confirm else None, req.confusions)
 
 
 def planned_frames(start: float, end: float, fps: float) -> int:
@@ -270,6 +290,63 @@ def _shift(seg, offset: float):
     return replace(seg, start=seg.start + offset, end=seg.end + offset, words=words)
 
 
+def _confirmers(req, names, loaded, outputs) -> dict:
+    """A :class:`~core.perception.confirm.Confirmer` per detector (confirmation on): its second
+    look is the ImageNet classifier (loaded through models.loaded when a look first needs it) or
+    the same detector on the enlarged, mirrored crop; the request's scene confusions apply."""
+    if not req.confirm:
+        return {}
+    from core.perception.confirm import Confirmer, Rules, SceneConfusions, SecondLook
+
+    scene = SceneConfusions([c for c in req.confusions if getattr(c, "suppressed", False)])
+    return {n: Confirmer(SecondLook(loaded[n]), Rules(), scene) for n in names if outputs[n].task == "detect"}
+
+
+def _confirm(c, name: str, ts: list[float], frames: list, res: list[list]) -> list[tuple]:
+    """Feed a batch to a detector's Confirmer; each frame's verdicts so far (for the partial)."""
+    from core.perception.confirm import item_evidence
+
+    out = []
+    for t, image, dets in zip(ts, frames, res):
+        try:
+            tracks = c.update(t, image, dets)
+        except (InterruptedError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # the second look failed (the classifier is missing…): hits only
+            if c.look is None:
+                raise
+            log.warning("%s: the classifier's second look is unavailable (%s: %s); its classes are "
+                        "confirmed by hits only", name, type(e).__name__, e)
+            if getattr(c.look, "classifier_off", True):
+                c.look = None  # the re-detection failed too (or there was no classifier)
+            else:
+                c.look.classifier_off = True
+            c.look_error = f"{type(e).__name__}: {e}"
+            tracks = _relink(c, dets)
+        out.append(tuple(item_evidence(tr) for tr in tracks))
+    return out
+
+
+def _relink(c, dets: list) -> list:
+    """After a failed second look the frame's hits are already linked (the look comes last in
+    ``Confirmer.update``): the track of each detection, from this frame's hits."""
+    mine = {id(h): tr for tr in c.tracks() for i, _t, h in tr.hits if i == c._frame}
+    return [mine[id(d)] for d in dets]
+
+
+def _final_evidence(c, frames: list[tuple[float, list]]) -> list[list[dict]]:
+    """Every detection's verdict once the whole range is seen (a track confirmed late confirms
+    its early hits; the scene's confusions are matched on the whole track)."""
+    from core.perception.confirm import item_evidence, with_verdicts
+
+    tracks = c.tracks()
+    ev = {tr.key: item_evidence(tr) for tr in tracks}
+    if getattr(c, "look_error", None):
+        for e in ev.values():
+            e["evidence"]["look_error"] = c.look_error
+    return [[ev[tr.key] for _d, tr in pairs] for _t, pairs in with_verdicts(frames, tracks)]
+
+
 def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
     trackers = {}
     if req.track:
@@ -280,6 +357,7 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
                     trackers[n] = Tracker("bytetrack", frame_rate=req.fps)
                 except Exception as e:  # tracking is a bonus: detections still count
                     log.warning("tracking unavailable: %s", e)
+    confirmers = _confirmers(req, names, loaded, outputs)
     total = planned_frames(req.start, end, req.fps)
     done = 0
     last: dict[str, tuple[float, list]] = {}  # model → (frame time, result) of its last frame
@@ -301,20 +379,30 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
                 t0 = time.perf_counter()
                 try:
                     res = _run_distinct(model, out.task, frames, keys, last, name)
+                    if name in trackers:
+                        res = [trackers[name].update(dets, frames[i].shape) for i, dets in enumerate(res)]
+                    verdicts = _confirm(confirmers[name], name, ts, frames, res) if name in confirmers else ()
                 except Exception as e:
+                    if type(e).__name__ == "Cancelled":
+                        raise
                     _fail(out, e)
                     continue
-                if name in trackers:
-                    res = [trackers[name].update(dets, frames[i].shape) for i, dets in enumerate(res)]
                 out.duration_s += time.perf_counter() - t0
                 h, w = frames[0].shape[:2]
                 out.frame_size = (w, h)
                 new = list(zip(ts, res))
                 out.frames.extend(new)
-                state.set_partial_result(AnalysisPartial(name, out.task, frames=tuple(new), frame_size=(w, h)))
+                state.set_partial_result(AnalysisPartial(name, out.task, frames=tuple(new), frame_size=(w, h),
+                                                         evidence=tuple(verdicts)))
             done += len(batch)
             frac = min(1.0, (ts[-1] - req.start) / max(end - req.start, 1e-9))
             state.set_progress(base + (1 - base) * frac, f"frame {min(done, total)}/{total}")
+    for name, c in confirmers.items():
+        out = outputs[name]
+        if not out.error:
+            t0 = time.perf_counter()
+            out.evidence = _final_evidence(c, out.frames)
+            out.duration_s += time.perf_counter() - t0
 
 
 def _run_distinct(model, task: str, frames: list, keys: list[float], last: dict, name: str) -> list[list]:
@@ -373,33 +461,68 @@ def _presence_item(label: str, s: float, e: float, score: float, count: int) -> 
     return Item(s, e, f"{label} ×{count}" if count > 1 else label, float(score), data={"max_count": count})
 
 
+UNCONFIRMED = " (unconfirmed)"  # the name suffix of a class's presence track of unconfirmed detections
+
+
+def _unchecked(out: ModelOutput) -> dict:
+    why = ("unconfirmed: confirmation was off for this run" if out.params.get("confirm") is False
+           else "unconfirmed: not checked yet")
+    return {"confirmed": False, "evidence": {"reason": why}}
+
+
+def _box_tracks(out: ModelOutput, step: float, run_id: int | None) -> list[Track]:
+    """A detector's or face model's tracks: presence per class and one hidden track of boxes.
+
+    Object detections carry their verdict (core.perception.confirm): each box item's data gets
+    ``confirmed`` and ``evidence``; a class's presence track (shown by default) counts confirmed
+    detections only, and the unconfirmed ones go to "<class> (unconfirmed)", kept but hidden by
+    default (meta ``confirmed`` False). Faces are not checked: no verdict, as before."""
+    checked = out.task == "detect"
+    rows = []
+    boxes = []
+    for fi, (t, dets) in enumerate(out.frames):
+        verdicts = out.evidence[fi] if out.evidence is not None and fi < len(out.evidence) else ()
+        counts: dict[tuple[str, bool], list[float]] = defaultdict(list)
+        for j, d in enumerate(dets):
+            label = getattr(d, "label", "face")
+            data = {"box": [round(float(v), 1) for v in d.box], "size": list(out.frame_size),
+                    "model": out.name}
+            if getattr(d, "track_id", None) is not None:
+                data["track"] = int(d.track_id)
+            ok = True
+            if checked:
+                v = verdicts[j] if j < len(verdicts) else _unchecked(out)
+                ok = bool(v["confirmed"])
+                data["confirmed"] = ok
+                data["evidence"] = dict(v["evidence"])
+            counts[(label, ok)].append(d.score)
+            boxes.append(Item(t, t + step, label, float(d.score), run_id, data))
+        for (label, ok), scores in counts.items():
+            rows.append((t, label if ok else label + UNCONFIRMED, max(scores), len(scores)))
+    kind = "detections" if checked else "faces"
+    per: dict[str, list[Item]] = defaultdict(list)
+    for it in presence(rows, step):
+        per[it.label.split(" ×")[0]].append(it)
+    tracks = []
+    for name, items in sorted(per.items()):
+        meta = {"model": out.name}
+        ok = not name.endswith(UNCONFIRMED)
+        if checked:
+            meta["confirmed"] = ok
+        label = name[:-len(UNCONFIRMED)] if not ok else name
+        tracks.append(Track(kind, name, [Item(i.start, i.end, label + i.label[len(name):], i.confidence, run_id,
+                                              {**i.data, "confirmed": ok} if checked else i.data)
+                                         for i in items], run_id=run_id, meta=meta, visible=ok))
+    tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
+                        meta={"model": out.name, "task": out.task}))
+    return tracks
+
+
 def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list[Track]:
     """Timeline tracks for one model's output (presence per class, boxes, segments…)."""
     tracks: list[Track] = []
     if out.task in ("detect", "faces"):
-        rows = []
-        boxes = []
-        for t, dets in out.frames:
-            counts: dict[str, list[float]] = defaultdict(list)
-            for d in dets:
-                label = getattr(d, "label", "face")
-                counts[label].append(d.score)
-                data = {"box": [round(float(v), 1) for v in d.box], "size": list(out.frame_size),
-                        "model": out.name}
-                if getattr(d, "track_id", None) is not None:
-                    data["track"] = int(d.track_id)
-                boxes.append(Item(t, t + step, label, float(d.score), run_id, data))
-            for label, scores in counts.items():
-                rows.append((t, label, max(scores), len(scores)))
-        kind = "detections" if out.task == "detect" else "faces"
-        per: dict[str, list[Item]] = defaultdict(list)
-        for it in presence(rows, step):
-            per[it.label.split(" ×")[0]].append(it)
-        for label, items in sorted(per.items()):
-            tracks.append(Track(kind, label, [Item(i.start, i.end, i.label, i.confidence, run_id, i.data)
-                                              for i in items], run_id=run_id, meta={"model": out.name}))
-        tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
-                            meta={"model": out.name, "task": out.task}))
+        tracks += _box_tracks(out, step, run_id)
     elif out.task == "ocr":
         rows = []
         for t, regions in out.frames:
@@ -432,5 +555,5 @@ def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list
 def partial_tracks(p: AnalysisPartial, title: str, step: float) -> list[Track]:
     """Tracks for a partial result, so the timeline fills in while the job runs."""
     out = ModelOutput(p.model, title, p.task, "", {}, frames=list(p.frames), segments=list(p.segments),
-                      frame_size=p.frame_size)
+                      frame_size=p.frame_size, evidence=[list(v) for v in p.evidence] if p.evidence else None)
     return tracks_for(out, step)

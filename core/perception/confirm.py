@@ -26,13 +26,17 @@ that fire on a static region of a camera's normal footage, suppressed there, und
 Everything else is kept, *unconfirmed*, with its evidence: hits, motion, the second look's label
 and score, and why it was not confirmed — visible (greyed, filterable), never a fact.
 
-Where it plugs in (the next step, not wired yet): the analysis job (core/perception/analysis.py,
-``_run_visual``) feeds each detector's frames to a :class:`Confirmer` right after detection and
-tracking, while the frame is still decoded (the second look needs its pixels, once per track);
-``tracks_for`` then writes a ``confirmed`` flag and the evidence into each box item's data, the
-default timeline/overlay shows confirmed tracks and greys the rest, and anomaly cues, chat facts,
-tags and FOCUS rewards read confirmed tracks only. The scene's confusions belong to the project
-(per camera / source), learned from its normal footage and shown to the analyst.
+Where it plugs in: the analysis job (core/perception/analysis.py, ``_run_visual``) feeds each
+detector's frames to a :class:`Confirmer` right after detection and tracking, while the frame is
+still decoded (the second look needs its pixels, once per track; ``AnalysisRequest.confirm``
+turns it off, ``AnalysisRequest.confusions`` brings the scene's confusions, and the run's params
+record the rules: :func:`provenance`). ``tracks_for`` writes ``confirmed`` and ``evidence`` into
+each box item's data (:func:`item_evidence`); a class's presence track shown by default counts
+confirmed detections only, the rest go to a hidden "<class> (unconfirmed)" track. Readers ask
+:func:`is_confirmed` (an item stored before confirmation existed is unconfirmed): the overlay
+greys the rest, and anomaly cues, chat facts, tags and FOCUS rewards read confirmed ones only.
+The scene's confusions belong to the project (per camera / source: :func:`load_confusions`),
+learned from its normal footage (core.perception.ops.learn_confusions) and shown to the analyst.
 
 Qt-free; the models load through ``models.loaded.held`` when a second look first needs them.
 """
@@ -312,11 +316,16 @@ class SecondLook:
     def __init__(self, detector: Any = None, tagger: Any = None, rules: Rules = Rules()) -> None:
         self.classifier = ClassifierLook(tagger, rules)
         self.redetect = RedetectLook(detector, rules) if detector is not None else None
+        # the classifier could not load or run: its classes get no second look (the re-detection
+        # alone would re-find the detector's own confusions), the others keep the re-detection
+        self.classifier_off = False
 
     def looks(self, image: np.ndarray, dets: Sequence[Detection], t: float = 0.0) -> list[Look | None]:
         by_cls = [i for i, d in enumerate(dets) if self.classifier.can_see(d.label)]
         by_det = [i for i, d in enumerate(dets) if not self.classifier.can_see(d.label)]
         out: list[Look | None] = [None] * len(dets)
+        if self.classifier_off:
+            by_cls = []
         for i, lk in zip(by_cls, self.classifier.looks(image, [dets[i] for i in by_cls], t)):
             out[i] = lk
             if not lk.agrees and lk.share >= self.classifier.rules.weak_share:
@@ -540,3 +549,54 @@ def stored_scenes(project: Any) -> list[str]:
     """The scenes with stored confusions (for the panel that shows them)."""
     keys = project.setting_keys(CONFUSIONS_KEY)
     return [k[len(CONFUSIONS_KEY):] for k in keys]
+
+
+# -- what readers ask of a stored item --------------------------------------------------------
+
+# The analysis tasks whose boxes this module checks. Faces (MTCNN's own three-stage cascade) and
+# on-screen text are not objects in this sense: their items carry no verdict.
+CHECKED_TASKS = ("detect",)
+LEGACY_REASON = "unconfirmed: stored before Kestrel checked detections (analyse the file again to check)"
+
+
+def is_confirmed(item_data: Any) -> bool:
+    """Whether a stored object detection counts as present: the ``data`` of a box item (a
+    "boxes" track of a detector) or of a presence item (a "detections" track), as written by
+    :func:`core.perception.analysis.tracks_for`.
+
+    True only where the analysis job confirmed it (``data["confirmed"] is True``). Anything
+    else is unconfirmed: an explicit False, a run with confirmation off, and an item stored
+    before confirmation existed (no ``"confirmed"`` key: nobody checked it, so it is kept and
+    shown greyed, never a fact — analysing the file again checks it). Every reader (overlay,
+    detections panel, chat facts, anomaly cues, tags, FOCUS rewards) asks this, not the score."""
+    return isinstance(item_data, dict) and item_data.get("confirmed") is True
+
+
+def why(item_data: Any) -> str:
+    """The one-line reason stored with an item's verdict (the legacy reason where none is)."""
+    if not isinstance(item_data, dict) or "confirmed" not in item_data:
+        return LEGACY_REASON
+    ev = item_data.get("evidence")
+    reason = ev.get("reason") if isinstance(ev, dict) else None
+    return str(reason) if reason else ("confirmed" if is_confirmed(item_data) else "unconfirmed")
+
+
+def provenance(rules: Rules | None, confusions: Iterable[Confusion] = ()) -> dict[str, Any] | bool:
+    """What decided the verdicts of a run, for its params (False: confirmation was off): the
+    rules, the second look's classifier, and the scene confusions suppressed in it."""
+    if rules is None:
+        return False
+    from dataclasses import asdict
+
+    return {"rules": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(rules).items()},
+            "classifier": CLASSIFIER, "redetect": "the same detector, enlarged crop, mirrored",
+            "confusions": SceneConfusions([c for c in confusions if c.suppressed]).to_json()}
+
+
+def item_evidence(track: ObjectTrack) -> dict[str, Any]:
+    """A track's verdict as an item's data: ``{"confirmed": bool, "evidence": {...}}`` (the
+    evidence: reason, hits, steady, motion, the second look, the confusion, the object's key)."""
+    ev = track.evidence()
+    ok = bool(ev.pop("confirmed"))
+    ev["object"] = track.key
+    return {"confirmed": ok, "evidence": ev}

@@ -108,7 +108,9 @@ def load_tracks(project: Project, media_id: int) -> list[Track]:
     for rec in project.load_tracks(media_id):
         items = [Item(i.start_s, i.end_s, i.label, 1.0 if i.confidence is None else i.confidence,
                       i.run_id, dict(i.data)) for i in rec.items]
-        out.append(Track(rec.kind, rec.name, items, run_id=rec.run_id, id=rec.id, meta=dict(rec.meta)))
+        # a class's unconfirmed detections (core.perception.analysis.tracks_for) are kept, hidden by default
+        out.append(Track(rec.kind, rec.name, items, run_id=rec.run_id, id=rec.id, meta=dict(rec.meta),
+                         visible=rec.meta.get("confirmed") is not False))
     return out
 
 
@@ -219,3 +221,94 @@ def record_cancelled(project: Project, media_id: int, req, duration: float, name
                                     version=spec.version or "1", params=run_params(req, spec, end),
                                     started_at=time.time(), duration_s=0.0, status="cancelled",
                                     error="cancelled by the user"), media_id)
+
+
+# -- a scene's confusions (core.perception.confirm): learned from normal footage, suppressed there --
+
+def analysis_plan(project: Project, media_id: int, req, duration: float):
+    """The request with the project's scene confusions (the analysis job confirms detections
+    against them), and the models whose results with exactly these settings are stored
+    (:func:`cached_analysis`): ``(request, {name: run id})``. Runs on the database worker."""
+    from dataclasses import replace
+
+    from core.perception.confirm import load_confusions
+
+    req = replace(req, confusions=tuple(load_confusions(project).entries))
+    return req, cached_analysis(project, media_id, req, duration)
+
+
+@dataclass(frozen=True)
+class LearnRequest:
+    """Learn a scene's confusions from ``path``, the camera's normal footage (nothing of interest
+    in it): ``model`` runs over it at ``fps`` with no confirmation."""
+
+    path: str
+    model: str = "ssd-mobilenet-v2-coco"
+    fps: float = 2.0
+    start: float = 0.0
+    end: float | None = None
+    user_paths: tuple[tuple[str, str], ...] = ()
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What :func:`learn_confusions` found: the candidate confusions (not stored yet), over how
+    many sampled frames of which file."""
+
+    confusions: tuple
+    frames: int
+    path: str
+    model: str
+
+
+def learn_confusions(req: LearnRequest, state: JobState) -> Learned:
+    """Job: the classes that fire on a static region of the footage (SceneConfusions.learn)."""
+    from core.jobs import SubProgress
+    from core.perception.analysis import AnalysisRequest, analyze
+    from core.perception.confirm import SceneConfusions
+    from models.catalogue import ModelError
+
+    res = analyze(AnalysisRequest(req.path, models=(req.model,), fps=req.fps, start=req.start, end=req.end,
+                                  user_paths=req.user_paths, device=req.device, confirm=False),
+                  SubProgress(state, 0.0, 0.95, "normal footage: ", forward=False))
+    out = res.outputs.get(req.model)
+    if out is None:
+        raise ModelError(f"{req.model} cannot run on {req.path}: {'; '.join(res.skipped.values()) or 'no video'}")
+    if out.error:
+        raise ModelError(out.error)
+    check(state)
+    found = SceneConfusions().learn(out.frames, out.frame_size)
+    state.set_progress(1.0, "")
+    return Learned(tuple(found), len(out.frames), req.path, req.model)
+
+
+def add_confusions(project: Project, learned, scene: str = "default"):
+    """Add learned confusions to the scene's list, suppressed (the analyst marked the footage as
+    normal; each stays listed and can be restored); the scene's confusions after it."""
+    from core.perception.confirm import iou, load_confusions, save_confusions
+
+    sc = load_confusions(project, scene)
+    for c in learned:
+        if not any(e.label == c.label and iou(e.box, c.box) >= sc.match_iou for e in sc.entries):
+            sc.entries.append(c)
+        sc.suppress([c])
+    save_confusions(project, sc, scene)
+    return sc
+
+
+def mark_confusion(project: Project, label: str, box, suppressed: bool, scene: str = "default"):
+    """Suppress or restore (undo) one confusion of the scene; the scene's confusions after it."""
+    from core.perception.confirm import load_confusions, save_confusions
+
+    sc = load_confusions(project, scene)
+    (sc.suppress if suppressed else sc.restore)(label, tuple(box))
+    save_confusions(project, sc, scene)
+    return sc
+
+
+def scene_confusions(project: Project, scene: str = "default"):
+    """The scene's stored confusions (SceneConfusions; empty when none were learned)."""
+    from core.perception.confirm import load_confusions
+
+    return load_confusions(project, scene)

@@ -4,12 +4,18 @@ results, :mod:`core.perception`).
 Boxes come from the timeline's hidden "boxes" tracks (one per model run): each item is
 one detection at a sampled time, valid until the next sample, with its box in the pixels
 of the frame that was analysed (``data["size"]``), so it scales to any display size.
+
+Object detections carry a verdict (:func:`core.perception.confirm.is_confirmed`): confirmed
+boxes are drawn as always, unconfirmed ones greyed with a "?" (``OverlayBox.confirmed`` False)
+— boxes stored before confirmation existed among them — and ``show_unconfirmed`` hides them.
+Faces and on-screen text are not checked (``confirmed`` None).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from core.events import EventGroup
+from core.perception.confirm import CHECKED_TASKS, is_confirmed, why
 from core.timeline import Item, Timeline
 
 
@@ -25,10 +31,14 @@ class OverlayBox:
     source: str
     time: float
     text: str = ""  # what OCR read, for "text" boxes
+    confirmed: bool | None = None  # object detections: the verdict; None: not checked (faces, text)
+    reason: str = ""  # why (not) confirmed
 
     @property
     def caption(self) -> str:
-        return f"“{self.text}”" if self.text else self.label
+        if self.text:
+            return f"“{self.text}”"
+        return f"? {self.label}" if self.confirmed is False else self.label
 
 
 class OverlayModel:
@@ -40,6 +50,7 @@ class OverlayModel:
         self.enabled = True
         self.min_score = 0.3
         self.hidden: set[str] = set()  # labels switched off
+        self.show_unconfirmed = True  # unconfirmed detections drawn greyed; False: not drawn or listed
 
     def set_enabled(self, on: bool) -> None:
         if on != self.enabled:
@@ -50,6 +61,11 @@ class OverlayModel:
         value = float(value)
         if value != self.min_score:
             self.min_score = value
+            self.events.changed.emit()
+
+    def set_show_unconfirmed(self, on: bool) -> None:
+        if bool(on) != self.show_unconfirmed:
+            self.show_unconfirmed = bool(on)
             self.events.changed.emit()
 
     def set_label_visible(self, label: str, visible: bool) -> None:
@@ -66,10 +82,23 @@ class OverlayModel:
                 out[it.label] = out.get(it.label, 0) + 1
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
+    def confirmed_counts(self) -> dict[str, tuple[int, int]]:
+        """Per label of the checked (object) boxes: (confirmed, unconfirmed) counts."""
+        out: dict[str, tuple[int, int]] = {}
+        for tr in self.box_tracks():
+            if checked(tr):
+                for it in tr.items:
+                    c, u = out.get(it.label, (0, 0))
+                    out[it.label] = (c + 1, u) if is_confirmed(it.data) else (c, u + 1)
+        return out
+
     def box_tracks(self):
         return [t for t in self.timeline.tracks if t.kind == "boxes"]
 
-    def accepts(self, it: Item) -> bool:
+    def accepts(self, it: Item, is_checked: bool = False) -> bool:
+        """Passes the filter: score, class, and (for checked object boxes) the unconfirmed switch."""
+        if is_checked and not self.show_unconfirmed and not is_confirmed(it.data):
+            return False
         return it.confidence >= self.min_score and it.label not in self.hidden
 
     def boxes_at(self, t: float) -> list[OverlayBox]:
@@ -77,21 +106,27 @@ class OverlayModel:
             return []
         out = []
         for tr in self.box_tracks():
+            ch = checked(tr)
             for it in tr.at(t):
-                if it.start <= t < it.end and self.accepts(it):
-                    b = to_box(it, tr.name)
+                if it.start <= t < it.end and self.accepts(it, ch):
+                    b = to_box(it, tr.name, ch)
                     if b is not None:
                         out.append(b)
         return out
 
     def rows(self) -> list[tuple[Item, str]]:
         """All accepted detections in time order (the detections table)."""
-        rows = [(it, tr.name) for tr in self.box_tracks() for it in tr.items if self.accepts(it)]
+        rows = [(it, tr.name) for tr in self.box_tracks() for it in tr.items if self.accepts(it, checked(tr))]
         rows.sort(key=lambda r: (r[0].start, -r[0].confidence))
         return rows
 
 
-def to_box(it: Item, source: str) -> OverlayBox | None:
+def checked(track) -> bool:
+    """Whether a box track's items carry a verdict (an object detector's boxes)."""
+    return track.meta.get("task", "detect") in CHECKED_TASKS
+
+
+def to_box(it: Item, source: str, is_checked: bool = False) -> OverlayBox | None:
     box, size = it.data.get("box"), it.data.get("size")
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -104,4 +139,5 @@ def to_box(it: Item, source: str) -> OverlayBox | None:
     text = it.data.get("text")
     return OverlayBox(x1 / w, y1 / h, x2 / w, y2 / h, it.label, it.confidence,
                       int(track) if isinstance(track, (int, float)) else None, source, it.start,
-                      text if isinstance(text, str) else "")
+                      text if isinstance(text, str) else "",
+                      is_confirmed(it.data) if is_checked else None, why(it.data) if is_checked else "")

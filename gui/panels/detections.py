@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
                                QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                                QHeaderView, QLabel, QListWidget, QListWidgetItem, QPushButton, QSlider,
                                QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from core.perception import ops
 from core.perception.analysis import AUDIO_TASKS, DEFAULT_MODELS, VISUAL_TASKS
-from core.perception.overlay import OverlayModel
+from core.perception.confirm import is_confirmed, why
+from core.perception.overlay import OverlayModel, checked
 from core.session import MediaSession
 from core.timefmt import timecode
 from gui.views.player import label_color
@@ -21,7 +24,10 @@ TASK_TITLES = {"detect": "objects", "faces": "faces", "ocr": "on-screen text", "
 
 
 class DetectionsModel(QAbstractTableModel):
-    HEADERS = ("time", "class", "score", "track", "model")
+    """Every accepted detection; object detections say whether they are confirmed (a "?" and the
+    reason in the tooltip where not, the row greyed)."""
+
+    HEADERS = ("time", "class", "score", "confirmed", "track", "model")
 
     def __init__(self, overlay: OverlayModel):
         super().__init__()
@@ -30,7 +36,8 @@ class DetectionsModel(QAbstractTableModel):
 
     def refresh(self) -> None:
         self.beginResetModel()
-        self.rows = self.overlay.rows()
+        tasks = {tr.name: checked(tr) for tr in self.overlay.box_tracks()}
+        self.rows = [(it, src, tasks.get(src, False)) for it, src in self.overlay.rows()]
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -47,23 +54,33 @@ class DetectionsModel(QAbstractTableModel):
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        it, source = self.rows[index.row()]
+        it, source, is_checked = self.rows[index.row()]
         c = index.column()
+        ok = is_confirmed(it.data) if is_checked else None
         if role == Qt.ItemDataRole.DisplayRole:
             track = it.data.get("track")
             text = it.data.get("text")
             label = f"text “{text[:40]}”" if isinstance(text, str) else it.label
-            return (timecode(it.start), label, f"{it.confidence:.2f}",
+            verdict = "" if ok is None else "yes" if ok else "?"
+            return (timecode(it.start), label, f"{it.confidence:.2f}", verdict,
                     "" if track is None else f"#{track}", source)[c]
-        if role == Qt.ItemDataRole.ForegroundRole and c == 1:
-            return label_color(it.label)
+        if role == Qt.ItemDataRole.ToolTipRole and ok is not None:
+            return why(it.data)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if ok is False:
+                return QColor(140, 140, 148)
+            if c == 1:
+                return label_color(it.label)
         if role == Qt.ItemDataRole.UserRole:
             return it.start
         return None
 
 
 class DetectionsPanel(QWidget):
-    """Box toggles per class, a confidence slider, and every detection in a table that seeks."""
+    """Box toggles per class, a confidence slider, a "show unconfirmed" switch, every detection
+    in a table that seeks, and the scene's confusions (core.perception.confirm): suppress or
+    restore each, and learn them from the open file (the camera's normal footage) as a core job.
+    The confusions part works once :meth:`attach` gives it the window's workbench."""
 
     def __init__(self, session: MediaSession, overlay: OverlayModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -72,6 +89,12 @@ class DetectionsPanel(QWidget):
         self.show_boxes = QCheckBox("Show boxes on the video")
         self.show_boxes.setChecked(overlay.enabled)
         self.show_boxes.toggled.connect(overlay.set_enabled)
+        self.show_unconfirmed = QCheckBox("Show unconfirmed detections (greyed, “?”)")
+        self.show_unconfirmed.setToolTip("Detections with no evidence that the object is there: one detector's "
+                                         "guess, never a fact. Confirmed: seen moving in several frames, or a "
+                                         "second look agrees.")
+        self.show_unconfirmed.setChecked(overlay.show_unconfirmed)
+        self.show_unconfirmed.toggled.connect(overlay.set_show_unconfirmed)
         self.score = QSlider(Qt.Orientation.Horizontal)
         self.score.setRange(0, 100)
         self.score.setValue(int(overlay.min_score * 100))
@@ -98,20 +121,126 @@ class DetectionsPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.show_boxes)
+        lay.addWidget(self.show_unconfirmed)
         lay.addLayout(row)
         lay.addWidget(QLabel("classes"))
         lay.addWidget(self.classes)
         self.count = QLabel("")
         lay.addWidget(self.count)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self._confusions_box())
         overlay.events.changed.connect(self.refresh_rows)
         session.timeline.events.tracks_changed.connect(self.refresh)
+        self.bench = None
+        self.scene = "default"
+
+    # -- the scene's confusions ------------------------------------------------------------
+    def _confusions_box(self) -> QGroupBox:
+        box = QGroupBox("Scene confusions")
+        box.setToolTip("Classes the detector reports on the static background of this camera's normal footage. "
+                       "Checked: suppressed here (their detections stay unconfirmed). Uncheck to restore.")
+        self.confusions = QListWidget()
+        self.confusions.setMaximumHeight(90)
+        self.confusions.itemChanged.connect(self._on_confusion)
+        self.learn = QPushButton("Learn this scene's confusions from this file")
+        self.learn.setToolTip("Mark the open file as the camera's normal footage (nothing of interest in it): "
+                              "classes that fire on a static region of it are suppressed in this project's "
+                              "analyses from now on. Each stays listed and can be restored.")
+        self.learn.setEnabled(False)
+        self.learn.clicked.connect(self.learn_from_file)
+        self.confusions_note = QLabel("none learned")
+        self.confusions_note.setWordWrap(True)
+        bl = QVBoxLayout(box)
+        bl.addWidget(self.confusions)
+        bl.addWidget(self.confusions_note)
+        bl.addWidget(self.learn)
+        return box
+
+    def attach(self, bench) -> None:
+        """Give the panel the window's workbench (tasks, project, errors): the confusions part."""
+        self.bench = bench
+        bench.project_changed.connect(lambda _p: self.load_confusions())
+        self.session.events.media_changed.connect(lambda _i: self._update_learn())
+        self.load_confusions()
+
+    def _project(self):
+        p = self.bench.project() if self.bench is not None else None
+        return p if p is not None and not p.read_only else None
+
+    def _update_learn(self) -> None:
+        info = self.session.info
+        self.learn.setEnabled(self._project() is not None and info is not None and info.has_video)
+
+    def load_confusions(self) -> None:
+        self._update_learn()
+        project = self._project()
+        if project is None:
+            self.set_confusions(None)
+            return
+        self.bench.tasks.call(ops.scene_confusions, project, self.scene, pool="db",
+                              name="scene confusions").on_done(self.set_confusions)
+
+    def set_confusions(self, sc) -> None:
+        """Show a SceneConfusions (None or empty: none learned)."""
+        self.confusions.blockSignals(True)
+        self.confusions.clear()
+        for c in (sc.entries if sc is not None else []):
+            it = QListWidgetItem(f"{c.label}  ({c.share:.0%} of frames, ≤ {c.score:.2f})")
+            it.setData(Qt.ItemDataRole.UserRole, (c.label, tuple(c.box)))
+            it.setToolTip(c.describe())
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if c.suppressed else Qt.CheckState.Unchecked)
+            self.confusions.addItem(it)
+        self.confusions.blockSignals(False)
+        n = len(sc.suppressed) if sc is not None else 0
+        self.confusions_note.setText("none learned" if sc is None or not sc.entries else
+                                     f"{n} of {len(sc.entries)} suppressed in this scene; new analyses use them")
+
+    def _on_confusion(self, it: QListWidgetItem) -> None:
+        project = self._project()
+        if project is None:
+            return
+        label, box = it.data(Qt.ItemDataRole.UserRole)
+        on = it.checkState() == Qt.CheckState.Checked
+        self.bench.tasks.call(ops.mark_confusion, project, label, box, on, self.scene, pool="db",
+                              name="suppress confusion" if on else "restore confusion").on_done(
+            self.set_confusions).on_error(lambda e: self.bench.show_error(f"Could not store the change: {e}"))
+
+    def learn_from_file(self) -> None:
+        """Learn the scene's confusions from the open file (a core job), then store them suppressed."""
+        info, project = self.session.info, self._project()
+        if info is None or project is None:
+            return
+        self.learn.setEnabled(False)
+        self.confusions_note.setText(f"learning from {Path(info.path).name}…")
+        req = ops.LearnRequest(info.path, user_paths=tuple(sorted(self.bench.user_paths().items())))
+        self.bench.tasks.run(ops.learn_confusions, req, pool="compute", name="learn scene confusions",
+                             key="learn-confusions").on_done(self._learned).on_error(self._learn_failed).on_cancel(
+            self._update_learn)
+
+    def _learned(self, learned) -> None:
+        project = self._project()
+        self._update_learn()
+        if project is None:
+            return
+        self.bench.tasks.call(ops.add_confusions, project, learned.confusions, self.scene, pool="db",
+                              name="store confusions").on_done(self.set_confusions).on_error(
+            lambda e: self.bench.show_error(f"Could not store the scene's confusions: {e}"))
+        self.bench.show_status(f"{len(learned.confusions)} confusion(s) learned from {learned.frames} frames of "
+                               f"{Path(learned.path).name}; analyse again to apply them", 8000)
+
+    def _learn_failed(self, e) -> None:
+        self._update_learn()
+        self.confusions_note.setText("learning failed")
+        self.bench.show_error(f"Could not learn the scene's confusions: {e}")
 
     def refresh(self) -> None:
         self.classes.blockSignals(True)
         self.classes.clear()
+        verdicts = self.overlay.confirmed_counts()
         for label, n in self.overlay.labels().items():
-            it = QListWidgetItem(f"{label}  ({n})")
+            c, u = verdicts.get(label, (0, 0))
+            it = QListWidgetItem(f"{label}  ({n}" + (f": {c} confirmed, {u} ?" if u else "") + ")")
             it.setData(Qt.ItemDataRole.UserRole, label)
             it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             it.setCheckState(Qt.CheckState.Unchecked if label in self.overlay.hidden else Qt.CheckState.Checked)
@@ -122,7 +251,10 @@ class DetectionsPanel(QWidget):
 
     def refresh_rows(self) -> None:
         self.model.refresh()
-        self.count.setText(f"{len(self.model.rows)} detections")
+        ok = sum(1 for it, _s, ch in self.model.rows if ch and is_confirmed(it.data))
+        un = sum(1 for it, _s, ch in self.model.rows if ch and not is_confirmed(it.data))
+        self.count.setText(f"{len(self.model.rows)} detections" + (f" ({ok} confirmed, {un} unconfirmed)"
+                                                                  if ok or un else ""))
 
     def _on_score(self, v: int) -> None:
         self.score_label.setText(f"≥ {v / 100:.2f}")

@@ -82,17 +82,21 @@ class FrameCanvas(QWidget):
         p.setFont(f)
         fm = p.fontMetrics()
         for b in self._boxes:
-            color = label_color(b.label)
+            unconfirmed = b.confirmed is False  # core.perception.confirm: kept, shown greyed, never a fact
+            color = QColor(150, 150, 158) if unconfirmed else label_color(b.label)
             r = QRectF(target.x() + b.x1 * target.width(), target.y() + b.y1 * target.height(),
                        (b.x2 - b.x1) * target.width(), (b.y2 - b.y1) * target.height())
-            p.setPen(QPen(color, 2))
+            pen = QPen(color, 1.5 if unconfirmed else 2)
+            if unconfirmed:
+                pen.setStyle(Qt.PenStyle.DashLine)
+            p.setPen(pen)
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawRect(r)
             text = f"{b.caption} {b.score:.2f}" + (f" #{b.track}" if b.track is not None else "")
             tw, th = fm.horizontalAdvance(text) + 6, fm.height() + 2
             ty = r.top() - th if r.top() - th >= target.top() else r.top()
             bg = QColor(color)
-            bg.setAlpha(200)
+            bg.setAlpha(140 if unconfirmed else 200)
             p.fillRect(QRectF(r.left(), ty, tw, th), bg)
             p.setPen(QColor(10, 10, 12))
             p.drawText(QRectF(r.left() + 3, ty, tw, th), Qt.AlignmentFlag.AlignVCenter, text)

@@ -183,5 +183,9 @@ def list_models(args: argparse.Namespace) -> int:
     for spec in load_catalogue().values():
         a = locate(spec)
         state = "ready" if a.available else "missing"
-        print(f"{spec.name:28s} {spec.task:11s} {state:8s} {a.where or a.message}")
+        if a.available and spec.options.get("licence_accepted") is False:
+            state = "off"  # ships, but its licence must be accepted in the settings before it runs
+        print(f"{spec.name:28s} {spec.task:13s} {state:8s} {a.where or a.message}")
+        if state == "off":
+            print(f"{'':28s} off by default, its licence must be accepted first: {spec.licence or 'see its notes'}")
     return 0

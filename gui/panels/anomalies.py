@@ -6,6 +6,13 @@ worker. The events list sorts by score or time; a click replays the event with a
 seconds of context, looping, with boxes and the waveform region in view. N / P step
 through events. On a live stream the same rules raise alerts within a window of the event
 and record the seconds around it into the project's folder.
+
+Evidence: only confirmed objects open an event (:mod:`core.anomaly.evidence`); the pass's
+detections (confirmed, and unconfirmed marked) go to the timeline as a boxes track, so the
+player and the Detections panel show an event's object box at its time. The scene's learned
+confusions (classes the detector reports on a static region of the normal footage) are listed
+under the events, ticked = suppressed; unticking one restores it (stored at once, used by the
+next pass).
 """
 from __future__ import annotations
 
@@ -15,8 +22,8 @@ import time
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
-                               QHeaderView, QLabel, QPushButton, QSlider, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+                               QHeaderView, QLabel, QListWidget, QListWidgetItem, QPushButton, QSlider, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
 from core.errors import describe
 from core.timefmt import timecode
@@ -30,6 +37,8 @@ class AnomalyPanel(QWidget):
 
     pass_finished = Signal(object)
     alert = Signal(object)
+    confusions_changed = Signal(object)  # the scene's SceneConfusions, after a load or a change
+    SCENE = "default"  # the scene key of the window's passes (core.anomaly.evidence)
 
     def __init__(self, bench, parent=None):
         super().__init__(parent)
@@ -80,6 +89,17 @@ class AnomalyPanel(QWidget):
         self.table.cellClicked.connect(lambda r, _c: self.replay_row(r))
         self.confirm = QPushButton("Confirm")
         self.dismiss = QPushButton("Dismiss")
+        self.confusions = None  # core.perception.confirm.SceneConfusions of SCENE
+        self.confusion_label = QLabel("")
+        self.confusion_label.setWordWrap(True)
+        self.confusion_list = QListWidget()
+        self.confusion_list.setMaximumHeight(90)
+        self.confusion_list.setToolTip("Classes the detector reports on a static region of the normal footage: "
+                                       "ticked ones are suppressed there (no object). Untick to restore one; "
+                                       "the next pass uses it.")
+        self.confusion_list.itemChanged.connect(self._on_confusion)
+        self.confusion_label.hide()
+        self.confusion_list.hide()
         self.confirm.clicked.connect(lambda: self.feedback("confirmed"))
         self.dismiss.clicked.connect(lambda: self.feedback("dismissed"))
         row1 = QHBoxLayout()
@@ -102,6 +122,8 @@ class AnomalyPanel(QWidget):
         lay.addWidget(self.banner)
         lay.addWidget(self.info)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self.confusion_label)
+        lay.addWidget(self.confusion_list)
         lay.addLayout(row3)
         self.monitor = None
 
@@ -118,7 +140,8 @@ class AnomalyPanel(QWidget):
         normal = self.session.view if self.use_view.isChecked() else None
         req = AnomalyRequest(path=info.path, normal=normal, first_minutes=self.normal_min.value(),
                              sensitivity=self.sens.value() / 100.0, project=self.bench.project(),
-                             media_id=self.session.media_id, ffn=FFN_ALIASES[self.ffn.currentText()])
+                             media_id=self.session.media_id, ffn=FFN_ALIASES[self.ffn.currentText()],
+                             scene=self.SCENE)
         self.run_btn.setEnabled(False)
         self.info.setText("learning the normal footage…")
         self.session.timeline.remove_track("anomaly", "score")
@@ -156,11 +179,16 @@ class AnomalyPanel(QWidget):
 
     def show_result(self, res) -> None:
         from core.anomaly.events import events_track, score_track
-        from core.anomaly.pipeline import experts_tracks
+        from core.anomaly.pipeline import experts_tracks, objects_track
         self.result = res
         self.session.timeline.set_track(score_track(res.curve))
         for tr in experts_tracks(res.curve, res.model):
             self.session.timeline.set_track(tr)
+        boxes = objects_track(res) if res.objects else None
+        if boxes is not None:  # the evidence on screen: the event's object box at its time
+            self.session.timeline.set_track(boxes)
+        if res.confusions is not None:
+            self.set_confusions(res.confusions)
         self._set_events(res.events)
         notes = "".join(f"\n• {n.rstrip('.')}." for n in res.notes)
         self.info.setText(f"{len(res.events)} events (threshold {res.threshold:.2f}) in {res.compute_s:.1f} s.{notes}")
@@ -174,12 +202,64 @@ class AnomalyPanel(QWidget):
         n = len(events)
         self.info.setText(f"{n} event{'s' if n != 1 else ''} stored by the last pass over this file; "
                           f"Find anomalies runs a new one." if n else "")
+        self.load_confusions()
+
+    # -- the scene's confusions -------------------------------------------------------------
+    def load_confusions(self) -> None:
+        """Read the scene's stored confusions (database worker) and list them."""
+        proj = self.bench.project()
+        if proj is None:
+            self.set_confusions(None)
+            return
+        from core.perception.confirm import load_confusions
+        self.bench.tasks.call(load_confusions, proj, self.SCENE, pool="db", name="load scene confusions").on_done(
+            self.set_confusions).on_error(lambda e: log.warning("could not read the scene's confusions: %s", e))
+
+    def set_confusions(self, sc) -> None:
+        self.confusions = sc
+        entries = list(sc.entries) if sc is not None else []
+        self.confusion_list.blockSignals(True)
+        self.confusion_list.clear()
+        for k, c in enumerate(entries):
+            it = QListWidgetItem(c.describe())
+            it.setData(Qt.ItemDataRole.UserRole, k)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if c.suppressed else Qt.CheckState.Unchecked)
+            self.confusion_list.addItem(it)
+        self.confusion_list.blockSignals(False)
+        n = sum(c.suppressed for c in entries)
+        self.confusion_label.setText(f"Scene confusions ({n} of {len(entries)} suppressed: not counted as "
+                                     "objects; untick to restore)")
+        self.confusion_label.setVisible(bool(entries))
+        self.confusion_list.setVisible(bool(entries))
+        self.confusions_changed.emit(sc)
+
+    def set_confusion_suppressed(self, row: int, suppressed: bool) -> None:
+        """Suppress or restore the listed confusion ``row`` and store the list (undoable both ways)."""
+        sc = self.confusions
+        if sc is None or not 0 <= row < len(sc.entries):
+            return
+        c = sc.entries[row]
+        (sc.suppress if suppressed else sc.restore)(c.label, c.box)
+        proj = self.bench.project()
+        if proj is not None and not proj.read_only:
+            from core.perception.confirm import save_confusions
+            self.bench.tasks.call(save_confusions, proj, sc, self.SCENE, pool="db", name="store scene confusions"
+                                  ).on_error(lambda e: self.bench.show_error(
+                                      f"Could not store the scene's confusions: {describe(e)}"))
+        self.set_confusions(sc)
+
+    def _on_confusion(self, it: QListWidgetItem) -> None:
+        self.set_confusion_suppressed(int(it.data(Qt.ItemDataRole.UserRole)),
+                                      it.checkState() == Qt.CheckState.Checked)
 
     def _on_sensitivity(self, v: int) -> None:
         if self.result is None:
             return
         from core.anomaly.events import events_track, rethreshold
+        from core.anomaly.evidence import annotate_events
         self.events = rethreshold(self.result.curve, self.result.events, v / 100.0)
+        annotate_events(self.events, self.result.objects, self.result.curve.window_s)
         self._set_events(self.events)
         self.session.timeline.set_track(events_track(self.events))
 

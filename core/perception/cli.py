@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                           user_paths=tuple(args.weights), device=args.device)
     try:
         media_id = ops.register_media(project, info)
-        cached = ops.cached_analysis(project, media_id, req, info.duration_s)
+        req, cached = ops.analysis_plan(project, media_id, req, info.duration_s)  # the scene's confusions too
         for name, run_id in cached.items():
             print(f"{name}: reusing stored results (run #{run_id})")
         todo = tuple(m for m in req.models if m not in cached)
@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     n = len(out.segments) if out.segments else sum(len(x) for _t, x in out.frames)
                     print(f"{out.name}: {n} results in {out.duration_s:.1f} s of compute (run #{run_id})")
+                    if out.evidence is not None:  # core.perception.confirm: the others are kept, unconfirmed
+                        ok = sum(e["confirmed"] for f in out.evidence for e in f)
+                        print(f"  {ok} of {n} detections confirmed (an object seen moving or a second look agrees)")
             span = (req.end or info.duration_s) - req.start
             print(f"compute {result.compute_s:.1f} s for {span:.1f} s of media "
                   f"({result.compute_s / max(span, 1e-9):.2f}× real time)")

@@ -33,7 +33,9 @@ with the better accuracy at a median *answer* time ≤ 3 s on 2 cores** (a tie g
 The rule uses the answer time, not the total, because the analyst it serves works in a project
 and asks about stored perception: the answer is what they wait for, and it is the only part the
 chat model changes. Perception is the same for both models and is reported beside it, since a
-file with no project pays it on every question.
+file with no project pays it on every question. The median is taken over the questions the
+model answered (its time in the model > 0): many answers are facts computed in code, fast and
+alike for both models, and counted in they would let a model whose answers take 10 s pass.
 """
 from __future__ import annotations
 
@@ -243,10 +245,15 @@ def summarise(rows: list[dict]) -> dict:
             cats[c] = {"right": sum(r["right"] for r in rs), "total": len(rs),
                        "accuracy": sum(r["right"] for r in rs) / len(rs)}
     n = len(rows)
+    asked = [r for r in rows if r.get("llm_s", 0) > 0]
     return {"right": sum(r["right"] for r in rows), "total": n,
             "accuracy": sum(r["right"] for r in rows) / n if n else 0.0,
             "median_s": _median(rows, "seconds"), "median_perceive_s": _median(rows, "perceive_s"),
             "median_answer_s": _median(rows, "answer_s"), "median_llm_s": _median(rows, "llm_s"),
+            # the questions the chat model answered (the rest are answered by facts computed in code,
+            # alike for every model): the rule's time, so that those cannot hide a slow model
+            "asked": len(asked), "median_asked_answer_s": _median(asked, "answer_s"),
+            "median_asked_llm_s": _median(asked, "llm_s"),
             "categories": cats}
 
 
@@ -256,8 +263,8 @@ ANSWER_LIMIT_S = 3.0  # the rule's bound on the median answer time (issue 17), o
 def pick(summaries: dict[str, dict], limit_s: float = ANSWER_LIMIT_S) -> str | None:
     """The issue's rule: of the models whose median answer time is ≤ ``limit_s``, the one with the
     better accuracy (a tie: the faster answer); None when none is fast enough."""
-    fast = [(s["accuracy"], -s["median_answer_s"], m) for m, s in summaries.items()
-            if s["median_answer_s"] <= limit_s]
+    fast = [(s["accuracy"], -s["median_asked_answer_s"], m) for m, s in summaries.items()
+            if s["median_asked_answer_s"] <= limit_s]
     return max(fast)[2] if fast else None
 
 
@@ -265,6 +272,8 @@ def format_summary(s: dict, rows: list[dict]) -> str:
     out = ["", f"overall: {s['right']}/{s['total']} = {100 * s['accuracy']:.0f} %  (goal ≥ 90 %)",
            f"median times: perception {s.get('median_perceive_s', 0):.1f} s, answer {s.get('median_answer_s', 0):.1f} s "
            f"(the model {s.get('median_llm_s', 0):.1f} s), total {s['median_s']:.1f} s (model loaded once)",
+           f"the {s.get('asked', 0)} answers the model gave: answer {s.get('median_asked_answer_s', 0):.1f} s "
+           f"(the model {s.get('median_asked_llm_s', 0):.1f} s); the rest came from facts computed in code",
            "per category (goal ≥ 80 % each):"]
     for c, v in s["categories"].items():
         flag = "" if v["accuracy"] >= 0.8 else "  < 80 %"
@@ -296,8 +305,11 @@ def format_compare(summaries: dict[str, dict]) -> str:
     line("median answer", lambda s: f"{s.get('median_answer_s', 0):.2f} s")
     line("  of it the model", lambda s: f"{s.get('median_llm_s', 0):.2f} s")
     line("median total", lambda s: f"{s['median_s']:.2f} s")
+    line("answered by model", lambda s: f"{s.get('asked', 0)}/{s['total']}")
+    line("  median answer", lambda s: f"{s.get('median_asked_answer_s', 0):.2f} s")
+    line("  of it the model", lambda s: f"{s.get('median_asked_llm_s', 0):.2f} s")
     best = pick(summaries)
-    out.append(f"rule (better accuracy at a median answer ≤ {ANSWER_LIMIT_S:g} s): "
+    out.append(f"rule (better accuracy at a median answer ≤ {ANSWER_LIMIT_S:g} s, over the answers the model gave): "
                + (f"{best}" if best else "no model is fast enough"))
     return "\n".join(out)
 

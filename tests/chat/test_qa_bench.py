@@ -89,7 +89,7 @@ def test_rescore_checks_old_answers_again():
 
 
 def _summary(acc: float, answer_s: float) -> dict:
-    return {"accuracy": acc, "median_answer_s": answer_s}
+    return {"accuracy": acc, "median_answer_s": 0.3, "median_asked_answer_s": answer_s}
 
 
 def test_the_rule_picks_the_better_accuracy_among_fast_enough_models():
@@ -110,6 +110,10 @@ def test_summary_and_comparison_report_the_times_apart():
     text = qa.format_compare(s)
     assert "median answer" in text and "1.50 s" in text and "0.50 s" in text
     assert text.rstrip().endswith(": a")  # the rule's pick: a is right, b is not, both fast enough
+    assert (s["a"]["asked"], s["a"]["median_asked_answer_s"], s["a"]["median_asked_llm_s"]) == (1, 2.0, 1.5)
+    code = dict(rows["a"][0], llm_s=0.0, answer_s=0.4)  # answered by a fact computed in code
+    s2 = qa.summarise(rows["a"] + [code, code])
+    assert s2["median_answer_s"] == 0.4 and s2["asked"] == 1 and s2["median_asked_answer_s"] == 2.0
 
 
 def test_compare_refuses_a_model_that_is_not_a_local_chat_model(capsys):

@@ -73,7 +73,10 @@ class AnalysisController(QObject):
             if w.session.info is not info:
                 return
             for tr in partial_tracks(p, self._titles.get(p.model, p.model), step):
-                w.session.timeline.add_items(tr.kind, tr.name, tr.items)
+                if w.session.timeline.track(tr.kind, tr.name) is None:
+                    w.session.timeline.set_track(tr)  # with its meta and visibility (unconfirmed: hidden)
+                else:
+                    w.session.timeline.add_items(tr.kind, tr.name, tr.items)
 
         def done(result) -> None:
             errors = result.errors

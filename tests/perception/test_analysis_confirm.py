@@ -169,3 +169,16 @@ def test_the_overlay_greys_unconfirmed_and_legacy_boxes_and_filters_them():
     ov.set_show_unconfirmed(False)
     assert {b.label for b in ov.boxes_at(0.5)} == {"car", "face"}
     assert {it.label for it, _src in ov.rows()} == {"car", "face"}
+
+
+def test_partial_results_carry_the_verdicts_so_far(bus_clip):
+    from core.perception.analysis import AnalysisPartial, partial_tracks
+
+    got = []
+    analyze(AnalysisRequest(str(bus_clip), models=(SSD,)), HeadlessState(on_partial=got.append))
+    parts = [p for p in got if isinstance(p, AnalysisPartial) and p.model == SSD]
+    assert parts and all(len(p.evidence) == len(p.frames) for p in parts)
+    tracks = [tr for p in parts for tr in partial_tracks(p, "SSD", 0.5)]
+    boxes = [it for tr in tracks if tr.kind == "boxes" for it in tr.items]
+    assert any(is_confirmed(it.data) for it in boxes)
+    assert all(tr.visible == (not tr.name.endswith(UNCONFIRMED)) for tr in tracks if tr.kind == "detections")

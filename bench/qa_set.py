@@ -273,6 +273,7 @@ QUESTIONS: tuple[Question, ...] = (
     Q("boom", "How many loud bangs can be heard?", 10.0, "count", Number(1)),
     Q("chaplin", "How many people are there?", 5.0, "count", Number(2)),
     Q("two_booms", "How many loud bangs can be heard?", 10.0, "count", Number(2)),
+    Q("punch", "How many loud sounds are there?", 8.0, "count", Number(1)),
     # presence
     Q("bikes", "Is there a bicycle?", 5.0, "presence", YesNo(True, ("bicycle", "bike"))),
     Q("bus", "Is there a bus?", 2.5, "presence", YesNo(True, ("bus",))),
@@ -290,6 +291,8 @@ QUESTIONS: tuple[Question, ...] = (
     Q("person_leaves", "When is a person last seen?", 10.0, "when", Time(4.0)),
     Q("speech_two", "When does the second voice start speaking?", 16.0, "when", Time(6.0)),
     Q("sintel", "When does someone mention the gatekeepers?", 30.0, "when", Time(12.0, 2.0)),
+    Q("two_booms", "When is the last loud bang heard?", 10.0, "when", Time(7.0)),
+    Q("speech_three", "When does the second person start talking?", 12.0, "when", Time(4.5)),
     # said
     Q("speech_one", "What was said?", 12.0, "said", Words((("truck", "delivery"), ("gate",)))),
     Q("speech_one", "Where will the truck arrive?", 12.0, "said", Words((("north",), ("gate",)))),
@@ -304,6 +307,7 @@ QUESTIONS: tuple[Question, ...] = (
     Q("wall_silent", "How many people are speaking?", 10.0, "speakers", Number(0)),
     Q("speech_two", "Is more than one person speaking?", 16.0, "speakers", YesNo(True)),
     Q("speech_one", "Are there two different voices?", 12.0, "speakers", YesNo(False)),
+    Q("speech_two", "Does the same person speak throughout?", 16.0, "speakers", YesNo(False)),
     # sound
     Q("boom", "What sound can be heard?", 10.0, "sound", Words((LOUD_WORDS,), CLAIMS_SPEECH + ("music",))),
     Q("punch", "What sound is heard?", 8.0, "sound", Words((LOUD_WORDS,), CLAIMS_SPEECH + ("music",))),
@@ -312,6 +316,7 @@ QUESTIONS: tuple[Question, ...] = (
       Words((("nothing", "silence", "silent", "no sound", "quiet", "no audible"),), CLAIMS_SPEECH + ("music", "loud"))),
     Q("boom", "Is there a loud noise?", 10.0, "sound", YesNo(True, ("loud", "bang", "boom", "explosion"))),
     Q("two_booms", "Can you hear anyone talking?", 10.0, "sound", YesNo(False)),
+    Q("wall_silent", "Is there a loud noise?", 10.0, "sound", YesNo(False)),
     # colour
     Q("red_square", "What colour is the square?", 4.0, "colour", Colour(("red",))),
     Q("blue_circle", "What colour is the circle?", 4.0, "colour", Colour(("blue",))),

@@ -172,22 +172,27 @@ def _file_log(args):
     kind = question_kind(args.ask, [])
     models = ["ssd-mobilenet-v2-coco"] + (["rapidocr"] if is_text_question(args.ask) else [])
     if info.has_audio:
-        models += ["silero-vad"] if kind == "audio" else []
         models.append("whisper-tiny")
     t0 = time.perf_counter()
     print(f"perception over {clock(max(0.0, at - args.window))}–{clock(at)} "
           f"({', '.join(models)})…", file=sys.stderr)
     log, errors = perceive_file(info.path, start=max(0.0, at - args.window), end=at + 0.5, models=models)
-    if kind == "speech" and info.has_audio:  # when speech starts or ends: listen to the whole file
-        print("voice activity over the whole file (silero-vad)…", file=sys.stderr)
-        heard, more = perceive_file(info.path, start=0.0, end=None, models=("silero-vad",))
+    if kind in ("speech", "audio", "speakers") and info.has_audio:
+        # when speech starts, who speaks, which loud sounds: listen to the whole file (VAD, loud
+        # sounds and the speaker encoder are cheap beside the transcriber, which keeps to the window)
+        audio = ("silero-vad",) + (("resemblyzer-voices",) if kind == "speakers" else ())
+        print(f"listening to the whole file ({', '.join(audio)}, loud sounds)…", file=sys.stderr)
+        heard, more = perceive_file(info.path, start=0.0, end=None, models=audio)
         errors += more
         if not more:
-            log.voice, log.heard = heard.voice, heard.heard
+            log.take_hearing(heard)
     for e in errors:
         print(f"  {e}", file=sys.stderr)
     print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return project, media_id, log
+
+
+HEARD_RUNS = ("analysis/vad", "analysis/asr", "analysis/speaker-embed", "analysis/sounds", "analysis/audio-tags")
 
 
 def stored_coverage(project, media_id: int, tracks, duration: float):
@@ -201,7 +206,7 @@ def stored_coverage(project, media_id: int, tracks, duration: float):
             continue
         p = dict(run.params or {})
         a, b = float(p.get("start", 0.0) or 0.0), float(p.get("end", duration) or duration)
-        (heard if run.kind in ("analysis/vad", "analysis/asr") else seen).append((a, b))
+        (heard if run.kind in HEARD_RUNS else seen).append((a, b))
 
     def union(spans):
         """One covered stretch: runs that overlap or touch merge; where they leave a gap, the

@@ -20,6 +20,7 @@ from core.jobs import JobState
 from core.timefmt import clock
 
 Frames = Sequence[tuple[float, np.ndarray]]
+HEARING = {"vad", "asr", "speaker-embed", "audio-tags", "sounds"}  # the audio side's tasks (core.perception.listen)
 NO_VIDEO = "No video for this answer ({}); answering from the perception log only."
 
 
@@ -117,9 +118,9 @@ def perceive_file(path: str, *, start: float = 0.0, end: float | None = None, fp
     log.describe_media(probe(path, with_hash=False))
     stretch = (max(0.0, start), min(end, res.media_duration) if end is not None else res.media_duration)
     tasks = {out.task for out in res.outputs.values() if not out.error}
-    if tasks - {"vad", "asr"}:
+    if tasks - HEARING:
         log.seen = stretch  # what the facts "over the file" may claim: this stretch, not the file
-    if tasks & {"vad", "asr"}:
+    if tasks & HEARING:
         log.heard = stretch
     return log, [f"{k}: {v}" for k, v in res.errors.items()]
 

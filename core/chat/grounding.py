@@ -30,6 +30,8 @@ import numpy as np
 
 from core.chat import (STOP, SYNONYMS, TIME_RE, TextVectors, fmt_span, is_text_question, language_of, plural,
                        question_words)
+from core.chat.facts import LEAVE, WHEN_Q, YES_NO, Fact, _looked
+from core.chat.hearing import is_sound_count, is_speaker_question, sound_facts, speaker_facts
 from core.chat.perception_log import LogLine, Observation, PerceptionLog, position
 from core.timefmt import clock
 
@@ -74,20 +76,10 @@ def retrieve(question: str, lines: Sequence[LogLine], *, k: int = 8, at: float |
 
 # -- facts computed in code -----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Fact:
-    kind: str  # count | max | duration | when | presence | text | audio | video | speech | colour | view
-    text: str
-    value: float | None = None
-    times: tuple[float, ...] = ()
-
-
 COUNT_Q = re.compile(r"\bhow many\b|\bcount\b|\bnumber of\b", re.I)
 DURATION_Q = re.compile(r"\bhow long\b|\bfor how many (seconds|minutes)\b|\bduration\b", re.I)
-WHEN_Q = re.compile(r"^\s*when\b|\bwhat time\b|\bat what (point|moment)\b|\bwhen did\b|\bwhen was\b", re.I)
 PRESENCE_Q = re.compile(r"^\s*(is|are|was|were|do|does|did|can)\b.*\b(there|anyone|anybody|someone|any|a|an)\b"
                         r"|\b(see|visible|present)\b", re.I)
-LEAVE = re.compile(r"\b(leave|left|leaves|disappear\w*|go|gone|went|depart\w*|exit\w*|stop\w*|end\w*|last)\b", re.I)
 COLOUR_Q = re.compile(r"\bcolou?rs?\b|\bwhat shade\b", re.I)
 VIDEO_Q = re.compile(r"\b(video|picture|image|visual)s? (track|stream)\b|\b(has|have|is there|any) (a )?(video|picture)\b"
                      r"|\bcan you see anything\b|\bis there anything to see\b", re.I)
@@ -108,7 +100,6 @@ SPEECH_GENERIC = {"someone", "somebody", "anyone", "anybody", "person", "people"
                   "hearing", "listen", "listening", "sound", "sounds", "audio", "speaker", "speakers", "aloud",
                   "audible", "there", "this", "that"}
 SPEAKERS_Q = re.compile(r"\bspeakers?\b|\bvoices?\b|\bsaid\b|\bsaying\b|\bbeing said\b", re.I)
-YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|has|have)\b", re.I)
 AUDIO_Q = re.compile(r"\b(hear\w*|audible|sounds?|audio|noises?|listen\w*|bang\w*|boom\w*|crash\w*|thud\w*|"
                      r"bark\w*|siren\w*|alarm\w*|explosion\w*|gunshots?|scream\w*|horns?|music|applause|knock\w*|"
                      r"beep\w*)\b", re.I)
@@ -159,6 +150,10 @@ def question_kind(question: str, labels: Sequence[str]) -> str:
         return "colour"
     if VIDEO_Q.search(question):
         return "video"
+    if not reads and is_speaker_question(question):
+        return "speakers"  # how many voices, which one, when the second one speaks
+    if not reads and is_sound_count(question):
+        return "audio"  # "how many loud bangs can be heard?"
     if not reads and SPEECH_Q.search(question) and (WHEN_Q.search(question) or YES_NO.search(question)
                                                      or DURATION_Q.search(question) or WHICH_VOICE.search(question)):
         return "speech"  # "when did someone start speaking?" is about the voice, not a person in view
@@ -177,6 +172,25 @@ def question_kind(question: str, labels: Sequence[str]) -> str:
     return "open"
 
 
+MOMENT_START = re.compile(r"\b(at|in|near|during|from) the (very )?(start|beginning|outset|opening|first frame)\b"
+                          r"|\bat first\b", re.I)
+MOMENT_END = re.compile(r"\b(at|in|near) the (very )?(end|last frame|close)\b", re.I)
+MOMENT_AT = re.compile(r"\bat (?:\[?(\d{1,2}):(\d{2})\]?|(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)\b)", re.I)
+
+
+def asked_moment(question: str, log: PerceptionLog) -> float | None:
+    """The moment a question names itself ("at the start", "at the end", "at 00:05", "at 5 s"), or None."""
+    if MOMENT_START.search(question):
+        return min(log.frame_times or [0.0]) if log.seen is None else log.seen[0]
+    if MOMENT_END.search(question):
+        ends = [x for x in (log.seen[1] if log.seen else None, max(log.frame_times or [0.0])) if x is not None]
+        return min(ends) if ends else None
+    m = MOMENT_AT.search(question)
+    if m:
+        return float(m.group(3)) if m.group(3) else int(m.group(1)) * 60 + int(m.group(2))
+    return None
+
+
 def ground(question: str, log: PerceptionLog, *, at: float | None = None, window_s: float = 60.0,
            k: int = 8, index: TextVectors | None = None, extra_lines: Sequence[LogLine] = (),
            frames: Sequence[tuple[float, np.ndarray]] = (), seen_log: PerceptionLog | None = None) -> Grounding:
@@ -188,14 +202,23 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
     t0 = max(0.0, t_end - window_s)
     labels = target_labels(question, log)
     kind = question_kind(question, labels)
+    moment = asked_moment(question, log) if kind in ("count", "presence", "view") else None
+    if moment is not None:  # "is there a person at the start?": that moment, not the end of the window
+        t_end, t0 = moment, max(0.0, moment - log.step)
     g = Grounding(question, at, kind, labels, text_question=is_text_question(question),
                   language=language_of(question))
-    if log.has_audio is False and kind not in ("colour", "video", "view", "speech") and (
+    if log.has_audio is False and kind not in ("colour", "video", "view", "speech", "speakers") and (
             AUDIO_Q.search(question) or SPEECH_Q.search(question) or SPEAKERS_Q.search(question)) \
             and not g.text_question:
         g.kind = kind = "audio"  # "what is being said?", "how many speakers?" on a silent file
     asked = _Window(log, question, t0, t_end, tuple(frames), seen_log)
-    if kind in _FACTS:
+    if kind == "when" and not labels and (said := [o for o in log.observations() if o.kind == "speech"]) \
+            and (topic := _topic_words(question)):
+        # "what time does the warehouse open?": nothing seen is named; the transcript may say it
+        facts, direct = _said_when(asked, topic, said, _looked(log, "heard"))
+        if facts and facts[0].value:
+            g.facts, g.direct, g.final = facts, direct, True
+    elif kind in _FACTS:
         for label in labels[:2]:
             spans = log.presence(label) if kind == "when" else log.presence(label, t0, t_end + log.step)
             facts, direct = _FACTS[kind](asked, label, spans)
@@ -253,7 +276,11 @@ def _count_facts(w: _Window, label: str, spans: _Spans) -> tuple[list[Fact], str
         n, ft = now
         facts.append(Fact("count", f"At [{clock(ft)}] perception counts {n} {plural(label, n)} in the frame.",
                           n, (ft,)))
-        direct = f"{n} {plural(label, n)} at [{clock(ft)}] (counted by Kestrel from the detector log)."
+        loose = [o for o in w.log.observations(ft, ft) if o.end is None and o.label == label
+                 and abs(o.time - ft) < 1e-3 and o.confirmed is False]
+        aside = (f" Not counted: {len(loose)} more {plural(label, len(loose))} perception did not confirm (score "
+                 + ", ".join(f"{o.score:.2f}" for o in loose[:3]) + ")." if loose else "")
+        direct = f"{n} {plural(label, n)} at [{clock(ft)}] (counted by Kestrel from the detector log).{aside}"
     facts.append(Fact("count" if now is None else "max",
                       f"Most {plural(label, 2)} seen at once {w.between}: {most}.", most))
     if now is None:
@@ -360,28 +387,6 @@ def _weak(ev: _Evidence) -> str:
     return f" Weak evidence: {' and '.join(why)}." if why else ""
 
 
-def _looked(log: PerceptionLog, side: str = "seen") -> str:
-    """The part of the file perception covered (``side``: "seen" by the visual models or "heard"
-    by the audio ones), in words: "the whole file (00:00–10:00)" or "only 09:30–10:00 of the 10:00
-    file (…the rest was not looked at…)". Where the log does not know what was covered (a log
-    built from tracks alone), only the stretch of what it recorded is named, and nothing is claimed
-    about the rest."""
-    stretch = getattr(log, side)
-    if stretch is None:
-        a, b = log.span
-        if b <= a:
-            return "the perception log (nothing was recorded)"
-        return f"what perception recorded ({clock(a)}–{clock(b)})"
-    a, b = stretch
-    if log.whole(stretch):
-        return f"the whole file ({clock(0)}–{clock(log.duration or b)})"
-    if log.duration:
-        verb = "looked at" if side == "seen" else "listened to"
-        return (f"only {clock(a)}–{clock(b)} of the {clock(log.duration)} file (the part perception covered; "
-                f"the rest was not {verb} — analyse the file into a project for the whole of it)")
-    return f"{clock(a)}–{clock(b)} (what perception covered)"
-
-
 # -- facts about the file or the moment, not about one label: (facts, the answer computed in code) ---
 
 def _video_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | None]:
@@ -399,6 +404,9 @@ def _audio_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | N
     if log.has_audio is False:
         text = "No: this file has no audio track."
         return [Fact("audio", text, 0.0)], text
+    got = sound_facts(w, labels)  # the log's loud sounds, when its audio was searched for them
+    if got is not None:
+        return got
     lo, hi = w.t0, w.t_end + log.step
     events = [o for o in log.observations() if o.kind == "audio"]
     noun = SOUND_NOUN.search(w.question)
@@ -464,6 +472,11 @@ def _speech_facts(w: _Window, labels: Sequence[str]) -> tuple[list[Fact], str | 
                     "its perception, so it cannot say when anyone speaks.")
             return [Fact("speech", text)], text
         text = f"No speech was detected in {looked}."
+        weak = [o for o in log.observations() if o.kind == "weak-speech"]
+        if weak:  # Whisper's words over a bang or a hiss: shown, never speech
+            text += (" (The transcriber wrote " + ", ".join(f'"{o.label}" {fmt_span(o.time, o.end or o.time)}'
+                                                            for o in weak[:3])
+                     + " where no voice was detected: not counted as speech.)")
         return [Fact("speech", text, 0.0)], text
     source = "voice activity" if log.voice else "the transcript"
     first, last = spans[0][0], max(b for _a, b in spans)
@@ -509,6 +522,11 @@ def _said_when(w: _Window, topic: list[str], said: list[Observation], looked: st
     lines = "; ".join(f'{fmt_span(o.time, o.end or o.time)} "{o.label}"' for o in hits[:3])
     yes = "Yes: it" if YES_NO.search(w.question) and not WHEN_Q.search(w.question) else "It"
     text = f"{yes} is said at [{clock(hits[0].time)}]: {lines}."
+    asked = [o for o in hits[:3] if o.label.rstrip().endswith("?")]
+    replies = [r for o in asked for r in said if r.time > o.time][:1]  # a question is answered by the next line
+    if replies and replies[0] not in hits:
+        r = replies[0]
+        text += f' The reply: {fmt_span(r.time, r.end or r.time)} "{r.label}".'
     return [Fact("speech", text, float(len(hits)), tuple(o.time for o in hits[:3]))], text
 
 
@@ -654,7 +672,7 @@ def _say_colour(w: _Window, want: str, label: str, t: float, found: list) -> tup
 
 _FILE_FACTS: dict[str, Callable[[_Window, Sequence[str]], tuple[list[Fact], str | None]]] = {
     "video": _video_facts, "audio": _audio_facts, "speech": _speech_facts, "view": _view_facts,
-    "colour": _colour_facts}
+    "colour": _colour_facts, "speakers": speaker_facts}
 
 
 def best_text(question: str, log: PerceptionLog, t0: float, t1: float,
@@ -696,13 +714,14 @@ NUMBER_WORDS = {w: i for i, w in enumerate("zero one two three four five six sev
 
 
 def reconcile(answer: str, g: Grounding) -> tuple[str, bool]:
-    """The model's words, unless they contradict a count computed in code, or quote none of the
+    """The model's words, unless they contradict a count computed in code, or do not quote all the
     on-screen text the question is about: then the code's answer (``corrected`` True). A small
     model is trusted neither to count nor to pick the right line of OCR."""
     if g.text_question and g.direct and g.kind == "open":
         said = re.sub(r"\W+", " ", answer.lower())
-        want = [w for w in re.sub(r"\W+", " ", g.direct.split('"')[1].lower()).split() if len(w) >= 2]
-        return (answer, False) if any(w in said.split() for w in want) else (g.direct, True)
+        want = [w for w in re.sub(r"\W+", " ", g.direct.split('"')[1].lower()).split() if len(w) >= 2 or w.isdigit()]
+        # the model must quote the text read, all of it ("EXIT", not "EXIT 12"; not "the sign is written")
+        return (answer, False) if want and all(w in said.split() for w in want) else (g.direct, True)
     if g.kind != "count" or g.count is None or not g.direct:
         return answer, False
     body = TIME_RE.sub(" ", answer)

@@ -50,6 +50,31 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class SpeakerTurn:
+    """One turn of diarization (core.perception.listen): who speaks, 0-based; None: a voice not told apart."""
+
+    start: float
+    end: float
+    speaker: int | None
+    confidence: float = 0.0
+    speaker_s: float | None = None  # all the speech of this voice, seconds
+
+
+@dataclass(frozen=True)
+class Sound:
+    """A loud sound (core.perception.sounds): an impact by onset and level, or a sustained sound;
+    ``named_by`` the model that named it ("" when none did: ``label`` is then generic)."""
+
+    start: float
+    end: float
+    label: str
+    score: float
+    kind: str = "impact"
+    over_floor_db: float = 0.0
+    named_by: str = ""
+
+
+@dataclass(frozen=True)
 class LogLine:
     start: float
     end: float
@@ -74,6 +99,10 @@ class PerceptionLog:
         self._obs: list[Observation] = []
         self._frames: set[float] = set()  # times perception looked at a frame
         self.voice: list[tuple[float, float, float]] = []  # voice activity (VAD): (start, end, score)
+        # speaker turns (diarization) and loud sounds; None: that step did not run on this log
+        self.turns: list[SpeakerTurn] | None = None
+        self.sounds: list[Sound] | None = None
+        self.sound_floor_db: float | None = None
         # what the file is and which part of it perception covered (None: not known, e.g. live);
         # facts "over the whole file" are said only when ``seen``/``heard`` cover it
         self.has_audio: bool | None = None
@@ -104,9 +133,29 @@ class PerceptionLog:
                 self._obs.append(Observation(time_s, "text", t.text.strip(), None, tuple(t.box), size, float(t.score)))
         self._trim(time_s)
 
-    def add_speech(self, start: float, end: float, text: str, score: float = 1.0) -> None:
+    def add_speech(self, start: float, end: float, text: str, score: float = 1.0, supported: bool = True) -> None:
+        """A transcript segment; ``supported`` False: Whisper wrote it where no voice was detected
+        (core.perception.listen) — kept as kind "weak-speech", never speech."""
         if text.strip():
-            self.add(Observation(start, "speech", text.strip(), end, score=score))
+            self.add(Observation(start, "speech" if supported else "weak-speech", text.strip(), end, score=score))
+
+    def add_turn(self, start: float, end: float, speaker: int | None, confidence: float = 0.0,
+                 speaker_s: float | None = None) -> None:
+        """A speaker turn (diarization): also a log line, "[00:06–00:08] voice: Speaker 2"."""
+        if self.turns is None:
+            self.turns = []
+        self.turns.append(SpeakerTurn(float(start), float(end), speaker, float(confidence), speaker_s))
+        self.turns.sort(key=lambda t: t.start)
+        label = f"Speaker {speaker + 1}" if speaker is not None else "a voice not told apart"
+        self.add(Observation(start, "voice", label, end, score=confidence))
+
+    def add_sound(self, sound: Sound) -> None:
+        """A loud sound: also a log line."""
+        if self.sounds is None:
+            self.sounds = []
+        self.sounds.append(sound)
+        self.sounds.sort(key=lambda x: x.start)
+        self.add(Observation(sound.start, "sound", sound.label, sound.end, score=sound.score))
 
     def add_event(self, start: float, end: float, kind: str, label: str, score: float = 1.0) -> None:
         self.add(Observation(start, kind, label, end, score=score))
@@ -116,6 +165,25 @@ class PerceptionLog:
         transcript says more); the facts about when speech starts and ends rest on it."""
         self.voice.append((float(start), float(end), float(score)))
         self.voice.sort()
+
+    def take_hearing(self, other: "PerceptionLog") -> None:
+        """What ``other`` heard (a pass over more of the file's audio) replaces what this log heard:
+        voice activity, speaker turns, loud sounds and the stretch listened to. The transcript stays."""
+        self.voice, self.heard = list(other.voice), other.heard
+        if other.turns is not None:
+            self.turns = None
+            self._obs = [o for o in self._obs if o.kind != "voice"]
+            for t in other.turns:
+                self.add_turn(t.start, t.end, t.speaker, t.confidence, t.speaker_s)
+            self.turns = self.turns if self.turns is not None else []
+        if other.sounds is not None:
+            self.sounds = None
+            self._obs = [o for o in self._obs if o.kind != "sound"]
+            for x in other.sounds:
+                self.add_sound(x)
+            self.sounds = self.sounds if self.sounds is not None else []
+            self.sound_floor_db = other.sound_floor_db
+        self._obs.sort(key=lambda o: o.time)
 
     def describe_media(self, info: Any) -> None:
         """Take what a probe (core.media.decode.MediaInfo) says about the file: audio, video, length."""
@@ -186,7 +254,19 @@ class PerceptionLog:
                     log._obs.append(Observation(it.start, "text", it.label, it.end, score=it.confidence))
             elif tr.kind == "speech" and tr.name == "transcript":
                 for it in tr.items:
-                    log.add_speech(it.start, it.end, it.label, it.confidence)
+                    log.add_speech(it.start, it.end, it.label, it.confidence, (it.data or {}).get("speech", True))
+            elif tr.kind == "speakers":
+                log.turns = log.turns or []
+                for it in tr.items:
+                    d = it.data or {}
+                    log.add_turn(it.start, it.end, d.get("speaker"), it.confidence, d.get("speaker_s"))
+            elif tr.kind == "sounds":
+                log.sounds = log.sounds or []
+                log.sound_floor_db = tr.meta.get("floor_db")
+                for it in tr.items:
+                    d = it.data or {}
+                    log.add_sound(Sound(it.start, it.end, it.label, it.confidence, d.get("kind", "impact"),
+                                        float(d.get("over_floor_db") or 0.0), d.get("named_by") or ""))
             elif tr.kind == "speech" and tr.name == "voice activity":
                 for it in tr.items:
                     log.add_voice(it.start, it.end, it.confidence)
@@ -224,12 +304,15 @@ class PerceptionLog:
         rows = [o for o in self.observations(t0, t1) if o.label == label and o.kind in OBJECT_KINDS + ("tag",)]
         out = [(o.time, o.end, o.count) for o in rows if o.end is not None]
         for seg in _segments([o for o in rows if o.end is None], self.step):
-            per = Counter(round(o.time, 3) for o in seg)
+            # a box perception marked unconfirmed (core.perception.confirm) is no one to count
+            firm = [o for o in seg if o.confirmed is not False] or seg
+            per = Counter(round(o.time, 3) for o in firm)
             out.append((seg[0].time, seg[-1].time + self.step, max(per.values())))
         return sorted(out)
 
     def count_at(self, label: str, t: float) -> tuple[int, float] | None:
-        """How many ``label`` perception saw in the sample nearest ``t`` (and that sample's time);
+        """How many ``label`` perception saw in the sample nearest ``t`` (and that sample's time),
+        boxes perception marked unconfirmed left out;
         None when no frame was looked at within 1.5 steps of ``t`` (or ``hold_s`` before it)."""
         times = self.frame_times
         near = [ft for ft in times if abs(ft - t) <= 1.5 * self.step]
@@ -238,7 +321,8 @@ class PerceptionLog:
             near = [x for x in near if x is not None]
         if near:
             ft = min(near, key=lambda x: abs(x - t))
-            n = sum(1 for o in self._obs if o.end is None and o.label == label and abs(o.time - ft) < 1e-3)
+            n = sum(1 for o in self._obs if o.end is None and o.label == label and abs(o.time - ft) < 1e-3
+                    and o.confirmed is not False)  # unconfirmed boxes are not counted
             return n, ft
         for s, e, n in self.presence(label):
             if s <= t <= e:
@@ -287,6 +371,13 @@ def _interval_line(o: Observation) -> LogLine:
     end = o.end if o.end is not None else o.time
     if o.kind == "speech":
         body = f'someone says: "{o.label}"'
+    elif o.kind == "weak-speech":
+        body = f'no voice detected; the transcriber wrote "{o.label}" (not counted as speech)'
+    elif o.kind == "voice":
+        body = f"{o.label} speaks"
+    elif o.kind == "sound":
+        body = (f"{o.label} (named by an audio model, {o.score:.2f})" if o.label not in ("loud sound", "sound")
+                else f"{o.label}, not named by any model (found by its level)")
     elif o.kind == "text":
         body = f'on-screen text: "{o.label}"'
     elif o.kind in OBJECT_KINDS:

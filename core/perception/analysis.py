@@ -27,7 +27,7 @@ from core.timeline import Item, Track
 log = logging.getLogger(__name__)
 
 VISUAL_TASKS = ("detect", "faces", "ocr", "image-tags")
-AUDIO_TASKS = ("vad", "asr")
+AUDIO_TASKS = ("vad", "asr", "speaker-embed", "audio-tags")  # the last two: core.perception.listen
 DEFAULT_MODELS = ("ssd-mobilenet-v2-coco", "mtcnn-faces", "silero-vad", "whisper-tiny")
 ASR_CHUNK_S = 60.0
 # A frame on screen longer than this (a gap in the timestamps) is sampled this long only.
@@ -258,6 +258,8 @@ def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
     for name in names:
         out = outputs[name]
         model = loaded[name]
+        if out.task not in ("vad", "asr"):
+            continue  # speakers and sound names: core.perception.listen.after_audio, below
         t0 = time.perf_counter()
         try:
             if out.task == "vad":
@@ -282,6 +284,9 @@ def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
                 raise
             _fail(out, e)
         out.duration_s += time.perf_counter() - t0
+    from core.perception import listen  # voice support of the transcript, speakers, loud sounds
+    listen.after_audio(req, end, audio, names, loaded, outputs, state, output=ModelOutput, partial=AnalysisPartial,
+                       fail=_fail)
 
 
 def _shift(seg, offset: float):
@@ -546,9 +551,13 @@ def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list
         tracks.append(Track("speech", "voice activity", items, run_id=run_id, meta={"model": out.name}))
     elif out.task == "asr":
         items = [Item(s.start, s.end, s.text.strip(), float(s.score), run_id,
-                      {"words": [[round(a, 2), round(b, 2), w] for a, b, w in s.words]} if s.words else {})
+                      ({"words": [[round(a, 2), round(b, 2), w] for a, b, w in s.words]} if s.words else {})
+                      | ({"voiced": s.voiced, "speech": s.speech} if hasattr(s, "voiced") else {}))
                  for s in out.segments if s.text.strip()]
         tracks.append(Track("speech", "transcript", items, run_id=run_id, meta={"model": out.name}))
+    elif out.task in ("speaker-embed", "sounds"):
+        from core.perception import listen
+        tracks += listen.tracks(out, run_id)
     return tracks
 
 

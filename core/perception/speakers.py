@@ -39,7 +39,8 @@ hypothesis speakers to reference speakers, ignoring ``collar`` seconds each side
 reference boundary (the NIST convention). Turns are ``(start, end, speaker)``; a hypothesis
 speaker ``None`` is speech attributed to nobody, so it counts as confusion.
 
-Nothing here is wired into chat or the analysis job yet (issue #17).
+The analysis job runs it as its "speaker-embed" step (core.perception.listen: a "speakers" track,
+turns "Speaker 1", "Speaker 2"…), and chat answers from those turns (core.chat.hearing).
 """
 from __future__ import annotations
 

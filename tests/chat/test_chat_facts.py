@@ -336,6 +336,8 @@ def test_chat_command_uses_a_projects_stored_perception_over_the_whole_file(tmp_
     out = ModelOutput(spec.name, spec.title, spec.task, spec.version or "1",
                       run_params(AnalysisRequest(path=str(clip), models=(spec.name,)), spec, 20.0),
                       frames=frames, frame_size=(160, 120), started_at=1.7e9, duration_s=1.0)
+    if hasattr(out, "evidence"):  # the run confirmed its person (core.perception.confirm): a fact, not a weak sighting
+        out.evidence = [[{"confirmed": True, "evidence": {"hits": 4}} for _d in dets] for _t, dets in frames]
     with Project.create(tmp_path / "yard.kestrel") as p:
         ops.store_analysis(p, ops.register_media(p, probe(str(clip))), out, 0.5)
     assert cmd_chat([str(clip), "--ask", "When do people appear in this video?", "--window", "3",

@@ -202,10 +202,10 @@ class AnomalyPanel(QWidget):
         n = len(events)
         self.info.setText(f"{n} event{'s' if n != 1 else ''} stored by the last pass over this file; "
                           f"Find anomalies runs a new one." if n else "")
-        self.load_confusions()
+        self.refresh_confusions()
 
     # -- the scene's confusions -------------------------------------------------------------
-    def load_confusions(self) -> None:
+    def refresh_confusions(self) -> None:
         """Read the scene's stored confusions (database worker) and list them."""
         proj = self.bench.project()
         if proj is None:

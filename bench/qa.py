@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -148,6 +149,12 @@ class ChatPath:
         return Asked(text, rc, out.getvalue() + err.getvalue(), self._perceive_s, llm, took)
 
 
+def load() -> str:
+    """The machine's CPUs and load average (1, 5, 15 min), to read the times by."""
+    one, five, fifteen = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {one:.1f} {five:.1f} {fifteen:.1f}"
+
+
 def row(q: Question, a: Asked) -> dict:
     return {"clip": q.clip, "question": q.question, "at": q.at, "category": q.category, "expected": q.expected,
             "answer": a.text, "right": bool(q.check(a.text)), "rc": a.rc, "seconds": round(a.total_s, 2),
@@ -188,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"choose {'two different' if args.compare else 'a'} local chat model(s) of {', '.join(known)}"
                  + (f" (not {', '.join(bad)})" if bad else ""))
     qs = select(category=args.category, limit=args.limit)
-    print(f"QA bench: {len(qs)} questions, model {' vs '.join(models)}, through main.py chat's path", flush=True)
+    print(f"QA bench: {len(qs)} questions, model {' vs '.join(models)}, through main.py chat's path; "
+          f"{load()}", flush=True)
     t_build = time.perf_counter()
     paths = {name: str(clip_path(name)) for name in dict.fromkeys(q.clip for q in qs)}
     print(f"clips ready in {time.perf_counter() - t_build:.1f} s ({len(paths)} clips)", flush=True)
@@ -214,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         print(format_summary(summaries[m], rows[m]))
     if len(models) > 1:
         print(format_compare(summaries))
+    print(f"at the end: {load()} (times are wall clock: other work on the machine inflates them)")
     if args.json:
         out = ({"model": models[0], "summary": summaries[models[0]], "rows": rows[models[0]]} if len(models) == 1
                else {"models": models, "summaries": summaries, "runs": rows, "pick": pick(summaries)})
+        out["machine"] = {"cpus": os.cpu_count(), "load_at_end": os.getloadavg()}
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 

@@ -19,7 +19,9 @@ Columns (named, so models and detectors never depend on positions):
 - audio: ``rms_db`` (window loudness, dBFS), ``rms_db_max`` (loudest 32 ms frame), ``onset_mean``
   /``onset_max`` (spectral flux of the log-mel spectrum, dB per band), ``vad`` and ``speech``
   (fraction of the window with voice / with transcribed speech), ``mel:NN`` (mean log-mel
-  power per band, dB).
+  power per band, dB); with ``FeatureConfig.audio_embed`` (off by default) also ``emb:NNN``: a
+  user's Wav2Vec2 / HuBERT encoder (``models/backends/audio_embed.py``) averaged over the window,
+  the audio features of the anomaly paper's second version, fed to the fusion network's audio token.
 
 Objects that are there (issue #17): with ``FeatureConfig.confirm`` (the default) the object
 columns (``det_total``, ``track_*``, ``box_*``, ``n:*``, ``p:*``) count *confirmed* detections
@@ -68,6 +70,10 @@ class FeatureConfig:
     asr: str | None = None  # e.g. "whisper-tiny": transcribe in the pass (slower); None: stored only
     track: bool = True
     confirm: bool = True  # object columns from confirmed detections only (see the module docstring)
+    # an audio encoder of the catalogue (task "audio-embed": "wav2vec2-user", "hubert-user") and the
+    # user's folder it loads from; None: no embedding columns (the default)
+    audio_embed: str | None = None
+    audio_embed_path: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.5 <= float(self.window_s) <= 1.0:
@@ -78,7 +84,8 @@ class FeatureConfig:
             raise ValueError("mel_bands must be 16..64")
 
     def params(self) -> dict[str, Any]:
-        return {"version": FEATURES_VERSION, "window_s": float(self.window_s),
+        emb = {"audio_embed": self.audio_embed, "audio_embed_path": self.audio_embed_path} if self.audio_embed else {}
+        return {**emb, "version": FEATURES_VERSION, "window_s": float(self.window_s),
                 "motion_samples": int(self.motion_samples), "mel_bands": int(self.mel_bands),
                 "detector": self.detector, "vad": self.vad, "asr": self.asr, "track": bool(self.track),
                 "confirm": bool(self.confirm)}
@@ -88,8 +95,8 @@ def video_columns(classes: Sequence[str]) -> tuple[str, ...]:
     return VIDEO_BASE + tuple(f"n:{c}" for c in classes) + tuple(f"p:{c}" for c in classes)
 
 
-def audio_columns(bands: int) -> tuple[str, ...]:
-    return AUDIO_BASE + tuple(f"mel:{i:02d}" for i in range(bands))
+def audio_columns(bands: int, embed_dim: int = 0) -> tuple[str, ...]:
+    return AUDIO_BASE + tuple(f"mel:{i:02d}" for i in range(bands)) + tuple(f"emb:{i:03d}" for i in range(embed_dim))
 
 
 def sanitize(values: np.ndarray, columns: Sequence[str]) -> tuple[np.ndarray, str | None]:
@@ -195,6 +202,7 @@ class WindowInput:
     vad: float | None = None
     speech: float | None = None
     objects: bool = True  # False: leave the object columns for a later ``WindowFeaturizer.objects`` call
+    embedding: np.ndarray | None = None  # the audio encoder's row for this window (None: computed here)
 
 
 class WindowFeaturizer:
@@ -210,10 +218,11 @@ class WindowFeaturizer:
 
     def __init__(self, cfg: FeatureConfig, *, has_video: bool = True, has_audio: bool = True,
                  classes: Sequence[str] | None = None, detector: Any = None, vad: Any = None,
-                 tracker: Any = None, confirmer: Any = None) -> None:
+                 tracker: Any = None, confirmer: Any = None, embedder: Any = None) -> None:
         self.cfg, self.has_video, self.has_audio = cfg, has_video, has_audio
         self.detector, self.vad, self.tracker = detector, vad, tracker  # model objects, or None
         self.confirmer = confirmer
+        self.embedder = embedder  # models.types.AudioEmbedder (cfg.audio_embed), or None
         self.unconfirmed = 0  # detections left out of the object columns (live confirmation)
         if classes is None:
             classes = tuple(dict.fromkeys(getattr(detector, "classes", ()) or ()))
@@ -222,7 +231,7 @@ class WindowFeaturizer:
         if has_video:
             cols += video_columns(self.classes)
         if has_audio:
-            cols += audio_columns(cfg.mel_bands)
+            cols += audio_columns(cfg.mel_bands, int(getattr(embedder, "dim", 0)) if embedder is not None else 0)
         self.columns = cols
         self._index = {c: i for i, c in enumerate(cols)}
         self.nonfinite = 0
@@ -357,6 +366,14 @@ class WindowFeaturizer:
         row[ix["onset_max"]] = float(flux.max())
         m0 = ix["mel:00"]
         row[m0:m0 + self.cfg.mel_bands] = mel.mean(axis=0)
+        if self.embedder is not None:
+            e0, dim = ix["emb:000"], int(self.embedder.dim)
+            emb = w.embedding
+            if emb is None:  # live: the window's own audio, one stretch
+                _t, feats = self.embedder.embed(x, hop_s=x.size / SAMPLE_RATE)
+                emb = feats.mean(axis=0) if len(feats) else None
+            if emb is not None and np.size(emb) == dim:
+                row[e0:e0 + dim] = np.asarray(emb, np.float32).reshape(-1)
         vad = w.vad
         if vad is None and self.vad is not None and w.audio is not None:
             # Window by window (live): VAD sees the last VAD_CONTEXT_S before the window too. On
@@ -479,7 +496,8 @@ def store_features(project: Any, media_id: int, fs: FeatureSet, *, started_at: f
         run_id = project.record_run(kind=FEATURES_KIND, producer="core.anomaly.features", version=str(FEATURES_VERSION),
                                     params=p, media_id=media_id, started_at=started_at, duration_s=duration_s)
         project.put_array(media_id, features_key(FeatureConfig(**{k: p[k] for k in (
-            "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")}),
+            "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")},
+            audio_embed=p.get("audio_embed"), audio_embed_path=p.get("audio_embed_path")),
             p["start"], p["end"], p.get("confusions", "")),
             fs.values.astype(np.float32), meta=fs.meta(), run_id=run_id)
     return run_id

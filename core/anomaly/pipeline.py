@@ -215,7 +215,17 @@ class FileFeaturizer:
         if has_audio and self.stored.transcript is None and self._asr is None:
             self.notes.append("speech = voice activity (no transcript stored for this range)")
         self.detector, self.tracker = detector, tracker
-        self.featurizer = WindowFeaturizer(cfg, has_video=has_video, has_audio=has_audio, classes=classes, vad=None)
+        self.embedder = None
+        if has_audio and cfg.audio_embed:
+            from models.catalogue import ModelError
+            from models.loaded import held
+            try:
+                self.embedder = held(cfg.audio_embed, user_path=cfg.audio_embed_path)
+                self.notes.append(f"audio features: {cfg.audio_embed} ({self.embedder.dim} dimensions per window)")
+            except ModelError as e:
+                self.notes.append(f"audio encoder unavailable ({e}): no embedding features")
+        self.featurizer = WindowFeaturizer(cfg, has_video=has_video, has_audio=has_audio, classes=classes, vad=None,
+                                           embedder=self.embedder)
         self.columns = self.featurizer.columns
         self.skipped_frames = 0
         self.objects: ObjectConfirmation | None = None
@@ -237,6 +247,9 @@ class FileFeaturizer:
             for c0 in range(0, len(self.times), per_chunk):
                 idx = range(c0, min(len(self.times), c0 + per_chunk))
                 audio, vad, speech = self._audio_chunk(self.times[idx[0]], self.times[idx[-1]] + w)
+                emb = None
+                if audio is not None and self.embedder is not None:  # row k: the chunk's window k
+                    emb = self.embedder.embed(audio, hop_s=w)[1]
                 for i in idx:
                     if cancelled():
                         raise InterruptedError
@@ -257,7 +270,8 @@ class FileFeaturizer:
                         t0, t0 + w, frames, dets if self.objects is None else [], size, a,
                         vad=coverage(vad, t0, t0 + w) if vad is not None else None,
                         speech=coverage(speech, t0, t0 + w) if speech is not None else None,
-                        objects=self.objects is None))
+                        objects=self.objects is None,
+                        embedding=emb[i - idx[0]] if emb is not None and i - idx[0] < len(emb) else None))
                     if self.objects is None:
                         yield i, row
                         continue
@@ -591,7 +605,8 @@ def objects_track(result: AnomalyResult, run_id: int | None = None) -> Track | N
         return None
     fs = result.features
     key = features_key(FeatureConfig(**{k: fs.params[k] for k in (
-        "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")}),
+        "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")},
+        audio_embed=fs.params.get("audio_embed"), audio_embed_path=fs.params.get("audio_embed_path")),
         fs.params["start"], fs.params["end"], fs.params.get("confusions", "")) if "confirm" in fs.params else ""
     return boxes_track(result.objects, result.detector, fs.window_s, run_id, {"features": key})
 

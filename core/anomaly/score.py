@@ -64,6 +64,8 @@ def readable(col: str) -> str:
         return f"number of {col[2:]}"
     if col.startswith("mel:"):
         return f"sound in mel band {int(col[4:])}"
+    if col.startswith("emb:"):
+        return f"audio encoder feature {int(col[4:])}"
     return {"det_total": "number of objects", "track_enter": "objects entering", "track_exit": "objects leaving",
             "box_motion": "object motion", "box_area": "object size", "frame_diff": "picture change",
             "frame_diff_max": "sudden picture change", "brightness": "brightness", "rms_db": "loudness",

@@ -144,7 +144,7 @@ def network_columns(fs: FeatureSet, normal: np.ndarray) -> tuple[list[str], list
     """(video columns, audio columns, classes seen in the normal footage)."""
     seen = [c for c in fs.classes if (fs.col(f"n:{c}")[normal] > 0).any()]
     video = ([c for c in VIDEO_BASE if fs.has(c)] + [f"n:{c}" for c in seen] + ["n:_unseen"]) if fs.has_video else []
-    audio = [c for c in fs.columns if c in AUDIO_BASE or c.startswith("mel:")] if fs.has_audio else []
+    audio = [c for c in fs.columns if c in AUDIO_BASE or c.startswith(("mel:", "emb:"))] if fs.has_audio else []
     return video, audio, seen
 
 

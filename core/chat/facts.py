@@ -42,3 +42,22 @@ def _looked(log: PerceptionLog, side: str = "seen") -> str:
         return (f"only {clock(a)}–{clock(b)} of the {clock(log.duration)} file (the part perception covered; "
                 f"the rest was not {verb} — analyse the file into a project for the whole of it)")
     return f"{clock(a)}–{clock(b)} (what perception covered)"
+
+
+MOMENT_START = re.compile(r"\b(at|in|near|during|from) the (very )?(start|beginning|outset|opening|first frame)\b"
+                          r"|\bat first\b", re.I)
+MOMENT_END = re.compile(r"\b(at|in|near) the (very )?(end|last frame|close)\b", re.I)
+MOMENT_AT = re.compile(r"\bat (?:\[?(\d{1,2}):(\d{2})\]?|(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)\b)", re.I)
+
+
+def asked_moment(question: str, log: PerceptionLog) -> float | None:
+    """The moment a question names itself ("at the start", "at the end", "at 00:05", "at 5 s"), or None."""
+    if MOMENT_START.search(question):
+        return min(log.frame_times or [0.0]) if log.seen is None else log.seen[0]
+    if MOMENT_END.search(question):
+        ends = [x for x in (log.seen[1] if log.seen else None, max(log.frame_times or [0.0])) if x is not None]
+        return min(ends) if ends else None
+    m = MOMENT_AT.search(question)
+    if m:
+        return float(m.group(3)) if m.group(3) else int(m.group(1)) * 60 + int(m.group(2))
+    return None

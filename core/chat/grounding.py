@@ -30,7 +30,7 @@ import numpy as np
 
 from core.chat import (STOP, SYNONYMS, TIME_RE, TextVectors, fmt_span, is_text_question, language_of, plural,
                        question_words)
-from core.chat.facts import LEAVE, WHEN_Q, YES_NO, Fact, _looked
+from core.chat.facts import LEAVE, WHEN_Q, YES_NO, Fact, _looked, asked_moment
 from core.chat.hearing import is_sound_count, is_speaker_question, sound_facts, speaker_facts
 from core.chat.perception_log import LogLine, Observation, PerceptionLog, position
 from core.timefmt import clock
@@ -172,25 +172,6 @@ def question_kind(question: str, labels: Sequence[str]) -> str:
     return "open"
 
 
-MOMENT_START = re.compile(r"\b(at|in|near|during|from) the (very )?(start|beginning|outset|opening|first frame)\b"
-                          r"|\bat first\b", re.I)
-MOMENT_END = re.compile(r"\b(at|in|near) the (very )?(end|last frame|close)\b", re.I)
-MOMENT_AT = re.compile(r"\bat (?:\[?(\d{1,2}):(\d{2})\]?|(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)\b)", re.I)
-
-
-def asked_moment(question: str, log: PerceptionLog) -> float | None:
-    """The moment a question names itself ("at the start", "at the end", "at 00:05", "at 5 s"), or None."""
-    if MOMENT_START.search(question):
-        return min(log.frame_times or [0.0]) if log.seen is None else log.seen[0]
-    if MOMENT_END.search(question):
-        ends = [x for x in (log.seen[1] if log.seen else None, max(log.frame_times or [0.0])) if x is not None]
-        return min(ends) if ends else None
-    m = MOMENT_AT.search(question)
-    if m:
-        return float(m.group(3)) if m.group(3) else int(m.group(1)) * 60 + int(m.group(2))
-    return None
-
-
 def ground(question: str, log: PerceptionLog, *, at: float | None = None, window_s: float = 60.0,
            k: int = 8, index: TextVectors | None = None, extra_lines: Sequence[LogLine] = (),
            frames: Sequence[tuple[float, np.ndarray]] = (), seen_log: PerceptionLog | None = None) -> Grounding:
@@ -205,6 +186,7 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
     moment = asked_moment(question, log) if kind in ("count", "presence", "view") else None
     if moment is not None:  # "is there a person at the start?": that moment, not the end of the window
         t_end, t0 = moment, max(0.0, moment - log.step)
+    named_moment = moment is not None
     g = Grounding(question, at, kind, labels, text_question=is_text_question(question),
                   language=language_of(question))
     if log.has_audio is False and kind not in ("colour", "video", "view", "speech", "speakers") and (
@@ -224,7 +206,8 @@ def ground(question: str, log: PerceptionLog, *, at: float | None = None, window
             facts, direct = _FACTS[kind](asked, label, spans)
             g.facts += facts
             g.direct = g.direct or direct
-        g.final = kind in FINAL and g.direct is not None
+        # a moment the question names: the code's answer as it stands (the model cites the asked time instead)
+        g.final = (kind in FINAL or named_moment) and g.direct is not None
     elif kind in _FILE_FACTS:
         g.facts, g.direct = _FILE_FACTS[kind](asked, labels)
         g.final = g.direct is not None

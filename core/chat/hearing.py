@@ -14,7 +14,7 @@ import re
 from typing import Sequence
 
 from core.chat import fmt_span, plural
-from core.chat.facts import LEAVE, WHEN_Q, YES_NO, Fact, _looked
+from core.chat.facts import LEAVE, MOMENT_AT, WHEN_Q, YES_NO, Fact, _looked
 from core.chat.perception_log import Sound, SpeakerTurn
 from core.timefmt import clock
 
@@ -97,6 +97,33 @@ def speaker_facts(w, labels: Sequence[str]):
         return _voice_said(w, known, ids, looked, weak)
     fact = Fact("speakers", f"{n} {plural('speaker', n)} told apart by voice (diarization) in {looked}: {who}.{weak}",
                 float(n), tuple(first[s] for s in ids))
+    m = MOMENT_AT.search(q)
+    if m:  # "who is speaking at 00:05?": the turn that holds that moment
+        t = float(m.group(3)) if m.group(3) else int(m.group(1)) * 60 + int(m.group(2))
+        here = [x for x in turns if x.start - 0.25 <= t <= x.end + 0.25]
+        if not here:
+            text = f"No one speaks at [{clock(t)}]: {n} {plural('voice', n)} told apart in {looked} ({who}).{weak}"
+            return [fact], text
+        x = here[0]
+        name = f"Speaker {x.speaker + 1}" if x.speaker is not None else "a voice Kestrel could not tell apart"
+        text = f"At [{clock(t)}] {name} speaks ({fmt_span(x.start, x.end)}); {n} {plural('voice', n)} in all: {who}.{weak}"
+        return [fact], text
+    order = sorted(ids, key=lambda s: first[s])
+    if re.search(r"\bwho\b", q, re.I) and re.search(r"\b(first|last)\b", q, re.I):  # "who speaks first?"
+        last = re.search(r"\blast\b", q, re.I)
+        s = max(ids, key=lambda s: max(t.end for t in known if t.speaker == s)) if last else order[0]
+        at = max(t.start for t in known if t.speaker == s) if last else first[s]
+        text = (f"Speaker {s + 1} speaks {'last' if last else 'first'}, at [{clock(at)}] ({_turns(known, s)}); "
+                f"{n} {plural('voice', n)} told apart by voice (diarization) in {looked}: {who}.{weak}")
+        return [fact], text
+    if WHEN_Q.search(q) and LEAVE.search(q) and _which(q) is not None:  # "when does the first speaker stop?"
+        k = _which(q)
+        if k < n:
+            s = ids[k]
+            end = max(t.end for t in known if t.speaker == s)
+            text = (f"The {_ordinal(k)} voice (Speaker {s + 1}) last speaks until [{clock(end)}] "
+                    f"({_turns(known, s)}); told apart by voice (diarization) in {looked}.{weak}")
+            return [fact], text
     if WHEN_Q.search(q):
         k = _which(q)
         if k is None:
@@ -211,7 +238,7 @@ def sound_facts(w, labels: Sequence[str]):
     unnamed = [s for s in sounds if not s.named_by]
     if named_q and not match and unnamed:  # loud sounds no model named: neither this source nor "none"
         n = len(unnamed)
-        text = (f"Kestrel cannot tell whether there is a {what}: it heard {_count_words(n)} unfamiliar loud "
+        text = (f"Kestrel cannot tell whether it heard {_some(what)}: it heard {_count_words(n)} unfamiliar loud "
                 f"{plural('sound', n)} in {looked} — {', '.join(_sound(s) for s in unnamed[:4])} — but no audio "
                 f"model named {'it' if n == 1 else 'them'}, and it does not invent a name.{_how(unnamed)}")
         return [Fact("audio", text, None, tuple(s.start for s in unnamed[:4]))], text
@@ -266,6 +293,13 @@ def hearing_now(w, yes_no: bool):
     text = (f"{track} Kestrel heard nothing in it in {w.text}: no voice, and no sound rising clearly above the "
             f"file's noise floor.{note}")
     return [Fact("audio", text, 0.0)], text
+
+
+def _some(what: str) -> str:
+    """"a dog", "an engine", "gunshots", "music": the noun as a question names it."""
+    if what.endswith("s") or what in ("music", "applause", "thunder", "glass", "fireworks"):
+        return what
+    return f"an {what}" if what[0] in "aeiou" else f"a {what}"
 
 
 def _name(s: Sound, article: bool = False) -> str:

@@ -56,6 +56,16 @@ def test_speakers_counted_placed_and_compared():
     assert "no third voice" in third
 
 
+def test_who_first_who_at_a_moment_and_when_a_voice_stops():
+    log = speakers_log(TWO)
+    assert ground("Who speaks first?", log, at=16.0).direct.startswith("Speaker 1 speaks first, at [00:01]")
+    assert ground("Who speaks last?", log, at=16.0).direct.startswith("Speaker 1 speaks last, at [00:11]")
+    assert ground("Who is speaking at 00:07?", log, at=16.0).direct.startswith("At [00:07] Speaker 2 speaks")
+    assert ground("Who is speaking at 00:10?", log, at=16.0).direct.startswith("No one speaks at [00:10]")
+    stop = ground("When does the first speaker stop talking?", log, at=16.0).direct
+    assert Time(12.8, 0.9)(stop) and "Speaker 1" in stop
+
+
 def test_one_voice_is_no_second_and_silence_is_no_one():
     one = speakers_log([(4.0, 6.7, 0)], 12.0)
     assert YesNo(False)(ground("Are there two different voices?", one, at=12.0).direct)
@@ -118,7 +128,7 @@ def test_bangs_counted_and_timed_without_a_name():
 def test_a_source_is_named_only_by_a_model():
     log = sounds_log(BANGS)
     bark = ground("When does the dog bark?", log, at=10.0).direct
-    assert "cannot tell whether there is a dog" in bark and "unfamiliar loud sounds" in bark and "[00:07]" in bark
+    assert "cannot tell whether it heard a dog" in bark and "unfamiliar loud sounds" in bark and "[00:07]" in bark
     assert not YesNo(True)(bark) and not YesNo(False)(bark)  # neither: Kestrel does not know
     named = sounds_log([(4.0, 5.0, "Dog", "impact", "ast-user")])
     assert Time(4.0, 0.1)(ground("When does the dog bark?", named, at=10.0).direct)
@@ -144,7 +154,7 @@ def test_unconfirmed_boxes_are_not_counted():
     assert g.count == 2 and Number(2)(g.direct) and "did not confirm (score 0.43)" in g.direct
 
 
-def test_a_moment_the_question_names_is_the_moment_asked():
+def test_a_moment_the_question_names_is_the_moment_asked():  # and its count is the answer as it stands
     items = [Item(t, t + 0.5, "person", 0.9, None, {"box": [10, 10, 50, 90], "size": [160, 120]})
              for t in (0.0, 0.5, 1.0, 1.5, 2.0)]
     log = PerceptionLog.from_tracks([Track("boxes", "ssd", items, meta={"task": "detect"})])
@@ -152,6 +162,8 @@ def test_a_moment_the_question_names_is_the_moment_asked():
     g = ground("Is there a person at the start of the video?", log, at=9.0)
     assert g.facts[0].text.startswith("Yes: at [00:00]")
     assert not ground("Is there a person?", log, at=9.0).facts[0].text.startswith("Yes")
+    count = ground("How many people are there at the beginning?", log, at=9.0)
+    assert count.final and count.direct.startswith("1 person at [00:00]")
 
 
 def test_the_whole_sign_must_be_quoted():

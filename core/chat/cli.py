@@ -167,6 +167,7 @@ def _file_log(args):
                 log = PerceptionLog.from_tracks(tracks)
                 log.describe_media(info)
                 log.seen, log.heard = stored_coverage(project, media_id, tracks, info.duration_s)
+                _listen_if_missing(args.ask, info, log)
                 return project, media_id, log
     at = info.duration_s if args.at is None else min(args.at, info.duration_s)
     kind = question_kind(args.ask, [])
@@ -193,6 +194,26 @@ def _file_log(args):
 
 
 HEARD_RUNS = ("analysis/vad", "analysis/asr", "analysis/speaker-embed", "analysis/sounds", "analysis/audio-tags")
+
+
+def _listen_if_missing(question: str, info, log: PerceptionLog) -> None:
+    """A speaker question on a project analysed without the speaker model, or a sound question on
+    one never searched for loud sounds: listen to the whole file now (VAD, speaker encoder, loud
+    sounds; not stored), so the answer rests on turns and levels, not on "cannot tell"."""
+    from core.chat.grounding import question_kind
+
+    kind = question_kind(question, [])
+    if not info.has_audio or (kind == "speakers" and log.turns is not None) or (
+            kind == "audio" and log.sounds is not None) or kind not in ("speakers", "audio"):
+        return
+    audio = ("silero-vad",) + (("resemblyzer-voices",) if kind == "speakers" else ())
+    print(f"the stored perception has no {'speaker turns' if kind == 'speakers' else 'loud sounds'}: listening to "
+          f"the whole file ({', '.join(audio)}, loud sounds)…", file=sys.stderr)
+    heard, errors = perceive_file(info.path, start=0.0, end=None, models=audio)
+    for e in errors:
+        print(f"  {e}", file=sys.stderr)
+    if not errors:
+        log.take_hearing(heard)
 
 
 def stored_coverage(project, media_id: int, tracks, duration: float):

@@ -195,3 +195,26 @@ def test_chat_counts_voices_and_bangs_on_generated_clips(tmp_path, capsys):
     assert cmd_chat([str(booms), "--ask", "How many loud bangs can be heard?", "--at", "10"]) == 0
     out = capsys.readouterr().out
     assert "2 loud sounds in the whole file" in out and "[00:02]" in out and "[00:07]" in out, out
+
+
+def test_a_project_without_speaker_turns_is_listened_to_for_a_speaker_question(tmp_path, capsys):
+    """The project holds only voice activity (analysed without the speaker model): the chat listens
+    to the file's audio then (VAD, speaker encoder), instead of "cannot tell voices apart"."""
+    from bench.qa_set import build
+    from core.jobs import HeadlessState
+    from core.media.decode import probe
+    from core.media.samples import sample_path
+    from core.perception import ops
+    from core.perception.analysis import AnalysisRequest, analyze
+    from core.store.project import Project
+
+    clip = build("speech_two", tmp_path, sample_path)
+    res = analyze(AnalysisRequest(path=str(clip), models=("silero-vad",)), HeadlessState())
+    with Project.create(tmp_path / "call.kestrel") as p:
+        mid = ops.register_media(p, probe(str(clip)))
+        ops.store_analysis(p, mid, res.outputs["silero-vad"], 0.5)
+        assert "speakers" not in {t.kind for t in ops.load_tracks(p, mid)}
+    assert cmd_chat([str(clip), "--ask", "How many different speakers are there?", "--project",
+                     str(tmp_path / "call.kestrel")]) == 0
+    out = capsys.readouterr().out
+    assert "2 speakers, told apart by voice" in out, out

@@ -136,22 +136,41 @@ class ObjectTrack:
     def best(self) -> Detection:
         return max((d for _i, _t, d in self.hits), key=lambda d: d.score)
 
+    # steady and motion, kept up to date as hits are appended (the analysis job asks for the
+    # verdict at every frame: recounting a 10-minute track each time would be quadratic)
+    _seen: int = field(default=0, repr=False, compare=False)
+    _steady: int = field(default=0, repr=False, compare=False)
+    _motion: float = field(default=0.0, repr=False, compare=False)
+    _first: Box | None = field(default=None, repr=False, compare=False)
+
+    def _count(self) -> None:
+        n = len(self.hits)
+        if n < self._seen or (self._seen and self.hits[0][2].box != self._first):
+            self._seen, self._steady, self._motion = 0, 0, 0.0  # hits replaced, not appended: recount
+        if n == self._seen:
+            return
+        first = self._first = self.hits[0][2].box
+        for k in range(self._seen, n):
+            i, j = self.hits[k][0], k
+            while j >= 0 and i - self.hits[j][0] < self.rules.n:
+                j -= 1
+            self._steady = max(self._steady, k - j)
+            self._motion = max(self._motion, 1.0 - iou(first, self.hits[k][2].box))
+        self._seen = n
+
     @property
     def steady(self) -> int:
         """The most hits in any ``n`` consecutive sampled frames."""
-        idx = [i for i, _t, _d in self.hits]
-        best, lo = 0, 0
-        for hi in range(len(idx)):
-            while idx[hi] - idx[lo] >= self.rules.n:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+        self._count()
+        return self._steady
 
     @property
     def motion(self) -> float:
         """How far the box moved: max over hits of 1 − IoU with the first box (0 = never moved)."""
-        first = self.hits[0][2].box
-        return max((1.0 - iou(first, d.box) for _i, _t, d in self.hits), default=0.0)
+        if not self.hits:
+            return 0.0
+        self._count()
+        return self._motion
 
     @property
     def agreeing_look(self) -> Look | None:

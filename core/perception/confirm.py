@@ -339,6 +339,15 @@ class SecondLook:
         # alone would re-find the detector's own confusions), the others keep the re-detection
         self.classifier_off = False
 
+    def min_hits(self, label: str) -> int:
+        """Hits a track needs (in ``n`` consecutive frames) before this look is worth its cost: one
+        for the classifier (its agreement confirms a glimpse), ``look_hits`` for the re-detection
+        (the same detector again: its agreement confirms only a track seen that often, so a look
+        at a one-frame flash is wasted — the detector run on a crop costs as much as on a frame)."""
+        if self.classifier.can_see(label) and not self.classifier_off:
+            return self.classifier.rules.classifier_hits
+        return self.redetect.rules.look_hits if self.redetect is not None else 1
+
     def looks(self, image: np.ndarray, dets: Sequence[Detection], t: float = 0.0) -> list[Look | None]:
         by_cls = [i for i, d in enumerate(dets) if self.classifier.can_see(d.label)]
         by_det = [i for i, d in enumerate(dets) if not self.classifier.can_see(d.label)]
@@ -418,8 +427,10 @@ class Confirmer:
                 owner[di] = tr
             tr.hits.append((fi, float(t), d))
         if self.look is not None and image is not None:
+            need = getattr(self.look, "min_hits", None)  # a look may wait for a track's hits (SecondLook)
             want = [di for di, d in enumerate(detections)
-                    if len(owner[di].looks) < self.rules.looks and owner[di].agreeing_look is None]
+                    if len(owner[di].looks) < self.rules.looks and owner[di].agreeing_look is None
+                    and (need is None or owner[di].steady >= need(d.label))]
             if want:
                 self.look_calls += 1
                 for di, lk in zip(want, self.look.looks(image, [detections[di] for di in want], float(t))):

@@ -215,3 +215,31 @@ def test_a_scenes_confusions_are_stored_per_scene_in_the_project(tmp_path):
         assert stored_scenes(p) == ["tree-cam"]
         p.set_setting("scene-confusions/damaged", [{"label": "x"}])  # a hostile entry: nothing learned, no crash
         assert load_confusions(p, "damaged").entries == []
+
+
+def test_the_redetection_waits_for_a_second_hit_the_classifier_does_not():
+    """A one-frame flash of a class with no ImageNet counterpart costs no re-detection (its
+    agreement could not confirm it); the second hit gets one. (A counting stand-in detector: this
+    tests when the look runs, the real one is tested above.)"""
+
+    class Counting:
+        def __init__(self):
+            self.crops = 0
+
+        def detect(self, crops):
+            self.crops += len(crops)
+            return [[] for _ in crops]
+
+    det_ = Counting()
+    look = SecondLook(det_, tagger=object())
+    assert look.min_hits("person") == Rules().look_hits and look.min_hits("bus") == Rules().classifier_hits
+    c = Confirmer(look, frame_size=SIZE)
+    image = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+    c.update(0.0, image, [det("person", 100, 100)])
+    c.update(0.5, image, [])
+    c.update(1.0, image, [])
+    c.update(1.5, image, [])
+    assert det_.crops == 0  # a flash: no look
+    c.update(2.0, image, [det("person", 300, 100)])
+    c.update(2.5, image, [det("person", 302, 100)])
+    assert det_.crops == 1 and len(c.tracks()[-1].looks) == 1

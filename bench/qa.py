@@ -320,7 +320,9 @@ def format_compare(summaries: dict[str, dict]) -> str:
     line("  of it the model", lambda s: f"{s.get('median_asked_llm_s', 0):.2f} s")
     best = pick(summaries)
     out.append(f"rule (better accuracy at a median answer ≤ {ANSWER_LIMIT_S:g} s, over the answers the model gave): "
-               + (f"{best}" if best else "no model is fast enough"))
+               + (f"{best}" if best else "no model is fast enough here; the fastest is "
+                  + min(ms, key=lambda m: summaries[m].get("median_asked_answer_s", 0))
+                  + " (on a busy machine, read the times by its load)"))
     return "\n".join(out)
 
 

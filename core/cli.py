@@ -187,5 +187,6 @@ def list_models(args: argparse.Namespace) -> int:
             state = "off"  # ships, but its licence must be accepted in the settings before it runs
         print(f"{spec.name:28s} {spec.task:13s} {state:8s} {a.where or a.message}")
         if state == "off":
-            print(f"{'':28s} off by default, its licence must be accepted first: {spec.licence or 'see its notes'}")
+            print(f"{'':28s} off by default: {spec.licence or 'see its notes'}; "
+                  f"accept it to use it (analyze --models {spec.name} --accept-licence {spec.name})")
     return 0

@@ -53,6 +53,8 @@ class AnalysisRequest:
     # the scene's confusions (core.perception.confirm.Confusion, from load_confusions(project).entries):
     # the suppressed ones leave their tracks unconfirmed. The caller loads them; the job stays project-free.
     confusions: tuple = ()
+    # models whose licence the analyst accepted (BirdNET: non-commercial; off until named here)
+    accept_licences: tuple[str, ...] = ()
 
 
 @dataclass
@@ -173,7 +175,8 @@ def _load(name: str, req: AnalysisRequest):
 
     spec = get_spec(name)
     try:
-        model = load_model(spec, user_path=dict(req.user_paths).get(name), device=req.device)
+        extra = {"licence_accepted": True} if name in req.accept_licences and "licence_accepted" in spec.options else {}
+        model = load_model(spec, user_path=dict(req.user_paths).get(name), device=req.device, **extra)
     except ModelError as e:
         return spec, None, str(e)
     return spec, model, None

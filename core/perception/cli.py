@@ -30,6 +30,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
     ap.add_argument("--weights", type=cliargs.weights_pair, action="append", default=[], metavar="MODEL=PATH",
                     help="a local file or folder for a bring-your-own model in --models (repeatable)")
+    ap.add_argument("--accept-licence", action="append", default=[], metavar="MODEL",
+                    help="accept the licence of a model that is off until you do (birdnet-sounds: "
+                         "CC BY-NC-SA 4.0, non-commercial use only; repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,12 +42,16 @@ def run(args: argparse.Namespace) -> int:
     if unused:
         raise cliargs.BadArgument(f"argument --weights: {', '.join(unused)} is not in --models, "
                                   "so its weights would go unused")
+    unused = [name for name in args.accept_licence if name not in args.models]
+    if unused:
+        raise cliargs.BadArgument(f"argument --accept-licence: {', '.join(unused)} is not in --models")
     cliargs.check_device(args.device)
     info = probe(args.video)
     cliargs.past_end("--start", args.start, info.duration_s, Path(info.path).name)
     project = open_project(args.project, stores="results")
     req = AnalysisRequest(path=info.path, models=args.models, fps=args.fps, start=args.start, end=args.end,
-                          user_paths=tuple(args.weights), device=args.device)
+                          user_paths=tuple(args.weights), device=args.device,
+                          accept_licences=tuple(args.accept_licence))
     try:
         media_id = ops.register_media(project, info)
         req, cached = ops.analysis_plan(project, media_id, req, info.duration_s)  # the scene's confusions too

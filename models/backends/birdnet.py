@@ -55,7 +55,7 @@ class BirdNETSounds:
                  threads: int = 1) -> None:
         if licence_accepted is not True:
             raise ModelError(f"{spec.title} is off by default: its licence ({spec.licence}) allows non-commercial "
-                             "use only; turn it on in the settings if your work is non-commercial.")
+                             f"use only; if your work is non-commercial, accept it: analyze --accept-licence {spec.name}.")
         files = spec.weights.get("files") or []
         if len(files) < 2:
             raise ModelError(f"{spec.title}: its catalogue entry must list the .tflite model and the labels file.")

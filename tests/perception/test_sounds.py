@@ -147,3 +147,32 @@ def test_analysis_tells_two_voices_apart_as_a_speakers_track(tmp_path):
     assert labels[:2] == ["Speaker 1", "Speaker 2"]
     second = min(i.start for i in tr.items if i.label == "Speaker 2")
     assert second == pytest.approx(d.turns[1][0], abs=0.5)
+
+
+def test_birdnet_names_a_siren_only_once_its_licence_is_accepted(tmp_path):
+    """BirdNET ships but is off (CC BY-NC-SA 4.0): the job says why and still finds the unnamed loud
+    sound; with the licence accepted, the same stretch is named by BirdNET."""
+    import soundfile as sf
+
+    from core.jobs import HeadlessState
+    from core.perception.analysis import AnalysisRequest, analyze, tracks_for
+
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * SR) / SR
+    siren = 0.5 * np.sin(2 * np.pi * np.cumsum(900 + 400 * np.sin(2 * np.pi * 0.5 * t)) / SR)
+    audio = np.concatenate([0.003 * rng.standard_normal(4 * SR), siren, 0.003 * rng.standard_normal(3 * SR)])
+    path = tmp_path / "siren.wav"
+    sf.write(path, audio.astype(np.float32), SR)
+
+    def sounds(accept):
+        res = analyze(AnalysisRequest(path=str(path), models=("silero-vad", "birdnet-sounds"),
+                                      accept_licences=accept), HeadlessState())
+        items = [i for out in res.outputs.values() for tr in tracks_for(out, 0.5) if tr.kind == "sounds"
+                 for i in tr.items]
+        return res.errors, [(round(i.start), i.label) for i in items]
+
+    errors, found = sounds(())
+    assert "non-commercial" in errors["birdnet-sounds"] and "--accept-licence" in errors["birdnet-sounds"]
+    assert found == [(4, "sound")]
+    errors, found = sounds(("birdnet-sounds",))
+    assert errors == {} and found == [(4, "Siren")]

@@ -253,8 +253,9 @@ class DetectionsPanel(QWidget):
         self.model.refresh()
         ok = sum(1 for it, _s, ch in self.model.rows if ch and is_confirmed(it.data))
         un = sum(1 for it, _s, ch in self.model.rows if ch and not is_confirmed(it.data))
-        self.count.setText(f"{len(self.model.rows)} detections" + (f" ({ok} confirmed, {un} unconfirmed)"
-                                                                  if ok or un else ""))
+        rest = len(self.model.rows) - ok - un  # faces and text: no verdict is made for them
+        parts = [f"{ok} confirmed", f"{un} unconfirmed"] + ([f"{rest} not checked (faces, text)"] if rest else [])
+        self.count.setText(f"{len(self.model.rows)} detections" + (f" ({', '.join(parts)})" if ok or un else ""))
 
     def _on_score(self, v: int) -> None:
         self.score_label.setText(f"≥ {v / 100:.2f}")

@@ -44,7 +44,9 @@ from core.tagging.shots import Shot, shots_from_rows
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = "1"
+# 2: the coco:<class> columns and info["objects"] count confirmed detections only (a Confirmer
+# over the shot's frames; FeatureConfig.confirm), unconfirmed ones go to info["unconfirmed"]
+FEATURES_VERSION = "2"
 FEATURES_KIND = "tagging/features"
 FEATURES_PRODUCER = "core.tagging.features"
 MODALITIES = ("visual", "audio", "text")
@@ -76,6 +78,7 @@ class FeatureConfig:
     decode_size: tuple[int, int] = (960, 540)
     face_side: int = 640  # frames are shrunk to this longer side for MTCNN (its cost grows with pixels)
     language: str | None = None
+    confirm: bool = True  # count a COCO class only where a Confirmer confirms it (see _confirmed)
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.frames_per_shot) <= 16:
@@ -88,7 +91,8 @@ class FeatureConfig:
                 "asr": self.asr, "ocr": self.ocr, "text_embed": self.text_embed,
                 "frames_per_shot": int(self.frames_per_shot), "mel_bands": int(self.mel_bands),
                 "mfcc": int(self.mfcc), "top_k": int(self.top_k), "decode_size": list(self.decode_size),
-                "face_side": int(self.face_side), "language": self.language}
+                "face_side": int(self.face_side), "language": self.language,
+                "confirm": bool(self.confirm)}
 
 
 def visual_columns(cfg: FeatureConfig) -> tuple[str, ...]:
@@ -288,13 +292,16 @@ def _visual(path, shots, cfg, pool, feats, ocr_text, state, base, share) -> None
             if cfg.detector and "detector" not in failed:
                 dets = _guard(lambda: pool.run(cfg.detector, "detect", frames), "detector", failed, feats)
                 if dets is not None:
-                    counts = [Counter(d.label for d in fd) for fd in dets]
+                    kept, doubt = _confirmed(frames, dets, cfg, pool, failed, feats)
+                    counts = [Counter(d.label for d in fd) for fd in kept]
                     for c in classes:
                         row[ix[f"coco:{c}"]] = float(np.mean([k[c] for k in counts]))
                     most = Counter()
                     for k in counts:
                         most |= k  # the largest count of each class in any one frame
                     inf["objects"] = dict(most.most_common())
+                    if doubt:  # kept and visible, never counted
+                        inf["unconfirmed"] = doubt
             if cfg.faces and "faces" not in failed:
                 small = [_shrink(f, cfg.face_side) for f in frames]
                 fh, fw = small[0].shape[:2]
@@ -387,6 +394,41 @@ def _motion(pairs, greys, row: np.ndarray, ix: dict[str, int], inf: dict) -> Non
     if len(greys) > 1:
         row[ix["change"]] = float(np.mean(np.abs(greys[-1] - greys[0])))
     inf["motion"] = round(float(row[ix["motion"]]), 4)
+
+
+def _confirmed(frames, dets, cfg, pool, failed, feats):
+    """The detections that count (issue #17: an object counts only with evidence): a
+    :class:`core.perception.confirm.Confirmer` over the shot's sampled frames confirms a track
+    by hits on a moving box or by a second look that agrees (the ImageNet classifier on the box
+    crop, or the detector again on the enlarged, mirrored crop). Returns (per frame, the
+    confirmed detections; per unconfirmed class, its best score and why). ``cfg.confirm`` off:
+    every detection counts, as before version 2. A second look that cannot run: nothing is
+    counted for the rest of the file (noted) — an unchecked detection is not a fact."""
+    if not cfg.confirm:
+        return dets, {}
+    if "confirm" in failed:  # failed on an earlier shot: nothing checked, nothing counted
+        return [[] for _ in dets], {}
+    from core.perception.confirm import CLASSIFIER, Confirmer, SecondLook
+
+    try:
+        tagger = pool.get(cfg.tagger) if cfg.tagger == CLASSIFIER and "tagger" not in failed else None
+        look = SecondLook(pool.get(cfg.detector), tagger)
+        c = Confirmer(look)
+        owners = [c.update(float(i), f, list(fd)) for i, (f, fd) in
+                  enumerate(zip(frames, dets))]
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # a model error (TaggingError, ModelError, a runtime's own)
+        failed.add("confirm")
+        feats.notes.append(f"detections could not be confirmed ({type(e).__name__}: {e}); "
+                           "no object is counted for the rest of the file")
+        return [[] for _ in dets], {}
+    kept = [[d for d, tr in zip(fd, own) if tr.confirmed] for fd, own in zip(dets, owners)]
+    doubt: dict[str, dict[str, Any]] = {}
+    for tr in c.tracks():
+        if not tr.confirmed and tr.label not in doubt:
+            doubt[tr.label] = {"score": round(float(tr.best.score), 3), "why": tr.reason}
+    return kept, doubt
 
 
 def _first_imagenet() -> str:

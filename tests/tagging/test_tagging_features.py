@@ -216,3 +216,40 @@ def test_audio_chunks_cut_at_shots():
                                           (190.0, 200.0)]
     assert audio_chunks([Shot(0, 0.0, 30.0, 0, 1)], 30.0) == [(0.0, 30.0)]
     assert words_in(shots[1], [(49.0, 49.8, "a"), (49.8, 50.4, "b"), (51.0, 52.0, "c")]) == ["b", "c"]
+
+
+def test_object_columns_count_confirmed_detections_only(sample, ssd, efficientnet):
+    """Issue #17: a shot's coco:<class> counts only detections a Confirmer confirms. Three frames
+    of the real bus photo: SSD's bus is confirmed by the classifier's second look; a phantom
+    "vase" planted on the road in the same place in every frame (what a detector's confusion
+    with the background looks like) is kept as unconfirmed, with why, and not counted."""
+    import cv2
+
+    from core.tagging.features import _confirmed
+    from models.types import Detection
+
+    img = cv2.cvtColor(cv2.imread(str(sample("bus_jpg"))), cv2.COLOR_BGR2RGB)
+    frames = [img, img.copy(), img.copy()]
+    real = ssd.detect(frames)
+    assert all(any(d.label == "bus" for d in fd) for fd in real)
+    vase = Detection((560.0, 930.0, 780.0, 1070.0), "vase", 0.9)
+    dets = [list(fd) + [vase] for fd in real]
+
+    class Pool:
+        def get(self, name):
+            return {"ssd-mobilenet-v2-coco": ssd, "efficientnet-lite3": efficientnet}[name]
+
+    feats = ShotFeatures([], {}, {}, {}, [])
+    kept, doubt = _confirmed(frames, dets, FeatureConfig(), Pool(), set(), feats)
+    assert all(any(d.label == "bus" for d in fd) for fd in kept)
+    assert not any(d.label == "vase" for fd in kept for d in fd)
+    assert doubt["vase"]["why"].startswith("unconfirmed") and doubt["vase"]["score"] == 0.9
+    # confirmation off: every detection counts (and the stored key differs)
+    kept, doubt = _confirmed(frames, dets, FeatureConfig(confirm=False), Pool(), set(), feats)
+    assert kept == dets and doubt == {}
+    shots = [Shot(0, 0.0, 1.0, 0, 25)]
+    assert feature_params(shots, FeatureConfig()) != feature_params(shots, FeatureConfig(confirm=False))
+    # a second look that cannot run: nothing is counted, and the file's notes say so
+    failed: set[str] = set()
+    kept, _ = _confirmed(frames, dets, FeatureConfig(detector="no-such-model"), Pool(), failed, feats)
+    assert kept == [[], [], []] and "confirm" in failed and "could not be confirmed" in feats.notes[-1]

@@ -20,7 +20,7 @@ import difflib
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Protocol, Sequence
 
@@ -41,6 +41,19 @@ CAL_CENTER = 0.381
 CAL_SCALE = 0.029
 TAG_MIN = 0.15  # ImageNet tags below this probability are not described (top-1 always is)
 TRANSCRIPT_WINDOW_S = 5.0
+# Objects that are there (issue #17): a detection lifts a frame's reward only when a second look
+# agrees (core.perception.confirm.SecondLook: the ImageNet classifier on the box crop, or for
+# classes with no ImageNet counterpart the detector again on the enlarged, mirrored crop). FOCUS
+# scores single frames, so there is no track to count hits on: a re-detection's agreement (the
+# same model twice, correlated) confirms only a detection scored at least Rules.redetect_score.
+# A detection the second look disagrees with does not count at all (a weak weight would still be
+# a reward for a phantom), it stays in the frame's record (``Seen.looks``) with the look's verdict.
+# The look is paid only where it could change the reward: for an object facet whose calibrated
+# match with the query reaches RELEVANT_P (below it the facet cannot lift the frame's reward above
+# that, so it is left out unchecked), and for at most LOOKS_PER_LABEL boxes of a class per frame.
+CONFIRM = True  # False: raw detections count, as before (bench/focus.py's "before" run)
+RELEVANT_P = 0.05
+LOOKS_PER_LABEL = 3
 # Faces smaller than this are not worth describing; MTCNN's image pyramid for 20 px faces costs
 # 60 ms a 640×360 frame here, for 40 px 26 ms, and found 12 of the same 13 faces on the bench clips.
 FACE_MIN_PX = 40
@@ -124,6 +137,52 @@ class Description:
     ocr: str | None = None
 
 
+@dataclass
+class Seen:
+    """What the models returned for one frame (query-independent, cached per (file, time)), and
+    the second looks paid so far: ``looks[i]`` the verdict on ``dets[i]`` (absent: not looked at).
+    The frame's :class:`Description` for a query is built from the confirmed detections only."""
+
+    dets: tuple[Any, ...]
+    faces: tuple[Any, ...]
+    tags: tuple[Any, ...]
+    size: tuple[int, int]
+    ocr: str | None = None
+    looks: dict[int, Any] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, list[int]]:
+        """Each class's detections (indices), highest score first."""
+        by: dict[str, list[int]] = collections.defaultdict(list)
+        for i in sorted(range(len(self.dets)), key=lambda i: -self.dets[i].score):
+            by[self.dets[i].label].append(i)
+        return by
+
+    def checked(self, label: str) -> bool:
+        return all(i in self.looks for i in self.labels()[label][:LOOKS_PER_LABEL])
+
+    def confirmed(self) -> list[Any]:
+        return [d for i, d in enumerate(self.dets) if _agrees(self.looks.get(i), d)]
+
+    def description(self, confirm: bool = True) -> Description:
+        return describe(self.confirmed() if confirm else self.dets, self.faces, self.tags, self.size, self.ocr)
+
+
+def _agrees(look: Any, det: Any) -> bool:
+    """A second look confirms a single frame's detection: the classifier's agreement, or the
+    re-detection's for a detection scored at least ``Rules.redetect_score`` (see CONFIRM)."""
+    from core.perception.confirm import Rules
+
+    if look is None or not look.agrees:
+        return False
+    return look.kind == "classifier" or det.score >= Rules().redetect_score
+
+
+def object_facet(label: str, dets: Sequence[Any], w: int) -> tuple[str, float]:
+    """One class's facet: count and where, weighted by its best score (see :func:`describe`)."""
+    spots = sorted({where_in_frame(d.box, w) for d in dets}, key=("on the left", "in the centre", "on the right").index)
+    return f"{plural(label, len(dets))} {' and '.join(spots)}", 0.7 + 0.3 * max(d.score for d in dets)
+
+
 def describe(dets: Sequence[Any], faces: Sequence[Any], tags: Sequence[Any], size: tuple[int, int],
              ocr: str | None = None) -> Description:
     """Facets: one per object class with count and position, faces, ImageNet tags (weighted by their
@@ -135,8 +194,7 @@ def describe(dets: Sequence[Any], faces: Sequence[Any], tags: Sequence[Any], siz
     for d in dets:
         by[d.label].append(d)
     for label, ds in sorted(by.items(), key=lambda kv: -max(d.score for d in kv[1])):
-        spots = sorted({where_in_frame(d.box, w) for d in ds}, key=("on the left", "in the centre", "on the right").index)
-        facets.append((f"{plural(label, len(ds))} {' and '.join(spots)}", 0.7 + 0.3 * max(d.score for d in ds)))
+        facets.append(object_facet(label, ds, w))
     if faces:
         big = max((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces) / max(1, w * h)
         facets.append(("a close-up of a face" if big > 0.08 and len(faces) == 1 else plural("face", len(faces)), 0.9))
@@ -182,22 +240,56 @@ class EmbeddedScorer:
 
     A frame's reward is ``calibrate(max_f w_f * cos(query, facet_f))`` over its facets and the
     transcript within ±5 s; when OCR ran and the query quotes text, a fuzzy literal match of that
-    text counts as a cosine too (MiniLM is poor at matching codes such as "KX-4471").
+    text counts as a cosine too (MiniLM is poor at matching codes such as "KX-4471"). Object
+    facets hold confirmed detections only (``confirm``; see CONFIRM): the second look runs once per
+    (frame, box), only on the boxes whose facet could lift the reward to RELEVANT_P for the query.
     """
 
     name = "embedded"
 
     def __init__(self, embedder: Any, detector: Any = None, tagger: Any = None, faces: Any = None,
                  reader: Any = None, transcript: Sequence[tuple[float, float, str]] = (), ocr: bool | None = None,
-                 cache_size: int = 200000, load_reader: Callable[[], Any] | None = None) -> None:
+                 cache_size: int = 200000, load_reader: Callable[[], Any] | None = None,
+                 confirm: bool | None = None) -> None:
         self.embed = _Embeddings(embedder)
         self.detector, self.tagger, self.face_model, self.reader = detector, tagger, faces, reader
         self.transcript = sorted((float(a), float(b), str(t).strip()) for a, b, t in transcript if str(t).strip())
         self.ocr = ocr
         self.cache_size = cache_size
         self.threads = default_threads()
-        self._desc: collections.OrderedDict[tuple[str, float], Description] = collections.OrderedDict()
+        self._desc: collections.OrderedDict[tuple[str, float], Seen] = collections.OrderedDict()
         self._load_reader = load_reader  # RapidOCR loads (0.8 s) only when a query first needs it
+        self.confirm = confirm  # None: the module's CONFIRM
+        self._look: Any = None
+        self.looks_paid = 0  # boxes given a second look (the bench's cost count)
+
+    @property
+    def confirming(self) -> bool:
+        return CONFIRM if self.confirm is None else bool(self.confirm)
+
+    @property
+    def look(self) -> Any:
+        """The second look (core.perception.confirm.SecondLook) with this scorer's own models."""
+        if self._look is None:
+            from core.perception.confirm import SecondLook
+
+            tagger = self.tagger if getattr(self.tagger, "classes", None) is not None else None
+            self._look = SecondLook(self.detector, tagger)
+        return self._look
+
+    def to_check(self, seen: Seen, query: str) -> list[int]:
+        """The boxes of ``seen`` a second look must see before it scores ``query``: those of the
+        classes whose facet could lift the reward to RELEVANT_P, not looked at yet."""
+        if not self.confirming or not seen.dets:
+            return []
+        labels = [(lab, ix) for lab, ix in seen.labels().items() if not seen.checked(lab)]
+        if not labels:
+            return []
+        facets = [object_facet(lab, [seen.dets[i] for i in ix], seen.size[0]) for lab, ix in labels]
+        q = self.embed([query])[0]
+        p = calibrate(np.asarray([wt for _f, wt in facets]) * (self.embed([f for f, _w in facets]) @ q))
+        return [i for (_lab, ix), pi in zip(labels, p) if pi >= RELEVANT_P
+                for i in ix[:LOOKS_PER_LABEL] if i not in seen.looks]
 
     def known_words(self, query: str) -> list[str]:
         return known_words(query)
@@ -214,9 +306,14 @@ class EmbeddedScorer:
                 log.warning("on-screen text is not read: %s", e)
         return bool(want) and self.reader is not None
 
+    def _described(self, seen: Seen | None, query: str) -> bool:
+        return seen is not None and (seen.ocr is not None or not self._needs_ocr(query))
+
     def has_cached(self, t: float, source: str, query: str) -> bool:
-        d = self._desc.get((source, round(float(t), 4)))
-        return d is not None and (d.ocr is not None or not self._needs_ocr(query))
+        """Whether ``query`` can be scored at ``t`` without the frame: described before, and every
+        box that matters to the query looked at."""
+        seen = self._desc.get((source, round(float(t), 4)))
+        return self._described(seen, query) and not self.to_check(seen, query)
 
     def describe_frames(self, frames: Sequence[np.ndarray | None], times: Sequence[float], query: str,
                         source: str = "") -> list[Description]:
@@ -224,20 +321,29 @@ class EmbeddedScorer:
         todo = [i for i, key in enumerate(keys) if not self.has_cached(times[i], source, query)]
         if any(frames[i] is None for i in todo):
             raise ValueError("a frame is needed for a time whose description is not cached")
-        imgs = [frames[i] for i in todo]
+        fresh = [i for i in todo if not self._described(self._desc.get(keys[i]), query)]
+        imgs = [frames[i] for i in fresh]
         if imgs:
             dets = self.detector.detect(imgs) if self.detector else [[] for _ in imgs]
             tags = self.tagger.tags(imgs, top_k=3) if self.tagger else [[] for _ in imgs]
             faces = self.face_model.faces(imgs) if self.face_model else [[] for _ in imgs]
             ocr = self._needs_ocr(query)
-            for n, i in enumerate(todo):
+            for n, i in enumerate(fresh):
                 text = " ".join(r.text for r in self.reader.read(imgs[n])) if ocr else None
                 h, w = imgs[n].shape[:2]
-                self._desc[keys[i]] = describe(dets[n], faces[n], tags[n], (w, h), text)
-                self._desc.move_to_end(keys[i])
-            while len(self._desc) > self.cache_size:
-                self._desc.popitem(last=False)
-        return [self._desc[key] for key in keys]
+                self._desc[keys[i]] = Seen(tuple(dets[n]), tuple(faces[n]), tuple(tags[n]), (w, h), text)
+        for i in todo:  # the second look, where it could change this query's reward
+            seen = self._desc[keys[i]]
+            self._desc.move_to_end(keys[i])
+            want = self.to_check(seen, query)
+            if want:
+                self.looks_paid += len(want)
+                for j, lk in zip(want, self.look.looks(frames[i], [seen.dets[j] for j in want], float(times[i]))):
+                    seen.looks[j] = lk  # None: no look could be taken (the box stays unconfirmed)
+        got = [self._desc[key] for key in keys]
+        while len(self._desc) > self.cache_size:
+            self._desc.popitem(last=False)
+        return [seen.description(self.confirming) for seen in got]
 
     def speech_near(self, t: float) -> str:
         return " ".join(txt for a, b, txt in self.transcript

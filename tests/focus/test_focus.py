@@ -277,14 +277,55 @@ def test_embedded_scorer_on_real_images(bus_img, other_img):
     p = sc.score([bus_img, other_img], [0.0, 1.0], "a bus", "images")
     assert p[0] > 0.8 and p[1] < 0.2, p
     facets = [f for f, _ in sc.describe_frames([None], [0.0], "a bus", "images")[0].facets]
-    assert any(f.startswith("a bus") for f in facets) and any("people" in f or "person" in f for f in facets)
-    assert sc.has_cached(0.0, "images", "people on a stage")  # descriptions are query-independent
-    p2 = sc.score([None, None], [0.0, 1.0], "people on a stage", "images")
+    assert any(f.startswith("a bus") for f in facets)
+    # people are not a "bus" query's business: their boxes get a second look only when asked about
+    assert not any("people" in f or "person" in f for f in facets)
+    assert not sc.has_cached(0.0, "images", "people")
+    facets = [f for f, _ in sc.describe_frames([bus_img], [0.0], "people", "images")[0].facets]
+    assert any("people" in f or "person" in f for f in facets) and sc.has_cached(0.0, "images", "people")
+    assert sc.has_cached(0.0, "images", "people on a stage")  # the people there are looked at once
+    assert not sc.has_cached(1.0, "images", "people on a stage")  # not yet in the other frame
+    p2 = sc.score([None, other_img], [0.0, 1.0], "people on a stage", "images")
     assert p2[1] > p2[0]
+    assert (sc.score([None, None], [0.0, 1.0], "people on a stage", "images") == p2).all()  # no model ran
     sc2 = fs.make_scorer("embedded", ocr=False, transcript=[(9.0, 12.0, "the bus stops at the north gate")])
     with_speech = sc2.score([other_img], [10.0], "the bus stops at the gate", "speech")[0]
     sc2.transcript = []
     assert with_speech > 0.8 > sc2.score([None], [10.0], "the bus stops at the gate", "speech")[0]
+
+
+def test_a_detection_counts_only_when_a_second_look_agrees(bus_img, other_img, ssd, efficientnet, minilm):
+    """Issue #17: a phantom (a "vase" at 0.9 in the corner of each frame; the bus photo also
+    holds a real bus) earns no reward; the real bus does, confirmed by the classifier on its crop. The
+    second look is paid only for the boxes of the class the query is about."""
+
+    class Planted:  # SSD, plus a vase in every full frame (the second look's crops see SSD alone)
+        def detect(self, images):
+            out = ssd.detect(images)
+            return [list(o) + ([Detection((20.0, 300.0, 120.0, 355.0), "vase", 0.9)] if im.shape == bus_img.shape
+                               else []) for o, im in zip(out, images)]
+
+    from models.types import Detection
+
+    def scorer(confirm):
+        return fs.EmbeddedScorer(minilm, Planted(), efficientnet, confirm=confirm)
+
+    raw, checked = scorer(False), scorer(True)
+    frames, times = [bus_img, other_img], [0.0, 1.0]
+    assert raw.score(frames, times, "a vase")[0] > 0.8  # before: the phantom is a fact
+    p = checked.score(frames, times, "a vase")
+    assert p[0] < 0.2, p
+    assert p.max() < 0.2, p  # the vase is planted in both frames
+    seen = checked._desc[("", 0.0)]
+    vase = [i for i, d in enumerate(seen.dets) if d.label == "vase"]
+    assert vase and all(seen.looks[i] is not None and not seen.looks[i].agrees for i in vase)  # kept, with why
+    paid = checked.looks_paid
+    looked = [lk for t in times for lk in checked._desc[("", t)].looks.values()]
+    assert paid == len(looked) == 2 and all(lk.kind == "classifier" for lk in looked)  # the vases alone
+    assert checked.score(frames, times, "a bus")[0] > 0.8
+    buses = sum(d.label == "bus" for d in seen.dets)
+    assert checked.looks_paid == paid + min(buses, fs.LOOKS_PER_LABEL)
+    checked.score([None, None], times, "a bus")  # all looked at: scored from the cache, no frame needed
 
 
 def test_embedded_scorer_reads_text_when_asked():

@@ -7,7 +7,8 @@ on-screen text) that tags are named from.
 
 - visual (a few frames per shot, found by seeking, never by decoding the whole file):
   EfficientNet-Lite3's 1000 ImageNet probabilities (mean over the frames), the SSD COCO
-  class histogram (mean count per frame), faces (MTCNN; optional, the costliest model),
+  class histogram (mean count per frame of the detections a Confirmer confirms over the
+  shot's frames, see ``_confirmed``; the others are kept in ``info["unconfirmed"]``), faces (MTCNN; optional, the costliest model),
   colour (saturation-weighted hue, saturation, brightness, contrast, colourfulness), motion
   (grey-level change between each sampled frame and the next one, global shift by phase
   correlation, change from the first to the last sample), on-screen text area, shot length;

@@ -190,7 +190,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.detections_dock, adock)
         self.detections_dock.raise_()
         self.anomaly_dock = adock
-        self.chat = ChatPanel(self.bench)
+        self.chat = ChatPanel(self.bench, overlay=self.overlay)
         cdock = QDockWidget("Chat", self)
         cdock.setObjectName("chat-dock")
         cdock.setWidget(self.chat)

@@ -122,6 +122,7 @@ class Grounding:
     final: bool = False  # ``direct`` is the answer as it stands: the model is not asked to word it
     text_question: bool = False
     language: str = "en"
+    seen_log: PerceptionLog | None = field(default=None, repr=False)  # the chat's own look (core.chat.session)
 
     @property
     def count(self) -> int | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from core.chat import Citation, RegionScorer, TextVectors, citations, text_vectors
+from core.chat.cited import CitedBox, cited_boxes
 from core.chat.codec import human_quality_kbps
 from core.chat.encoder import EncodedFrame, EncoderSettings, MachineEncoder
 from core.chat.evidence import (Eyes, Frames, add_seen, frame_line, held_eyes, pick_frames, seen_near,
@@ -101,6 +102,7 @@ class ChatAnswer:
     notes: list[str] = field(default_factory=list)
     text_question: bool = False
     frames: list[EncodedFrame] = field(default_factory=list, repr=False)
+    evidence: list[CitedBox] = field(default_factory=list)  # the boxes of the objects it names, at the times it cites
 
 
 class _Cancel:
@@ -143,6 +145,7 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         ans.notes.append("Answered from facts Kestrel computed (the model was not asked).")
         state.set_partial_result(ChatPartial(g.direct, g.direct))
         ans.citations = citations(g.direct)
+        ans.evidence = _evidence(ans, g, base_log)
         state.set_progress(1.0, "done")
         return
     # the prompt, trimmed to the model's window
@@ -163,7 +166,18 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         text = g.direct or "The model gave no answer."
     ans.text = text
     ans.citations = citations(text)
+    ans.evidence = _evidence(ans, g, base_log)
     state.set_progress(1.0, "done")
+
+
+def _evidence(ans: ChatAnswer, g: Grounding, base_log: PerceptionLog) -> list[CitedBox]:
+    """The boxes behind the objects the answer names at the times it cites: the stored perception's,
+    else the chat's own look at the frames given to the model."""
+    try:
+        return cited_boxes(ans.text, ans.citations, [(base_log, "perception"), (g.seen_log, "chat")], g.labels)
+    except Exception:  # evidence on screen is an aid: a bug here must not cost the answer
+        log.exception("could not gather the cited boxes")
+        return []
 
 
 def _describe_source(req: ChatRequest, plog: PerceptionLog) -> None:
@@ -248,6 +262,7 @@ def _ground(req: ChatRequest, state: JobState, ans: ChatAnswer, question: str, b
         ans.notes.append("This question needs reading text in the picture — the first thing to break at a low "
                          "bitrate; check the answer against the frame.")
     ans.facts = [f.text for f in g.facts]
+    g.seen_log = eyes_log
     return g
 
 

@@ -9,6 +9,10 @@ Object detections carry a verdict (:func:`core.perception.confirm.is_confirmed`)
 boxes are drawn as always, unconfirmed ones greyed with a "?" (``OverlayBox.confirmed`` False)
 — boxes stored before confirmation existed among them — and ``show_unconfirmed`` hides them.
 Faces and on-screen text are not checked (``confirmed`` None).
+
+Evidence (:meth:`OverlayModel.set_evidence`) is a transient layer over these: the boxes a chat
+answer cites at the time it cites (``OverlayBox.cited``), drawn apart from the tracks' boxes and
+regardless of their filter, until it is cleared or replaced.
 """
 from __future__ import annotations
 
@@ -33,12 +37,23 @@ class OverlayBox:
     text: str = ""  # what OCR read, for "text" boxes
     confirmed: bool | None = None  # object detections: the verdict; None: not checked (faces, text)
     reason: str = ""  # why (not) confirmed
+    cited: bool = False  # evidence an answer cites (set_evidence), not a track's box
 
     @property
     def caption(self) -> str:
         if self.text:
             return f"“{self.text}”"
-        return f"? {self.label}" if self.confirmed is False else self.label
+        name = f"? {self.label}" if self.confirmed is False else self.label
+        return f"cited: {name}" if self.cited else name
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A box shown as evidence from ``start`` to ``end`` (seconds), whatever the filter."""
+
+    box: OverlayBox
+    start: float
+    end: float
 
 
 class OverlayModel:
@@ -51,6 +66,7 @@ class OverlayModel:
         self.min_score = 0.3
         self.hidden: set[str] = set()  # labels switched off
         self.show_unconfirmed = True  # unconfirmed detections drawn greyed; False: not drawn or listed
+        self.evidence: list[Evidence] = []  # the boxes an answer cites (set_evidence), drawn over the rest
 
     def set_enabled(self, on: bool) -> None:
         if on != self.enabled:
@@ -67,6 +83,15 @@ class OverlayModel:
         if bool(on) != self.show_unconfirmed:
             self.show_unconfirmed = bool(on)
             self.events.changed.emit()
+
+    def set_evidence(self, evidence: list[Evidence]) -> None:
+        """Show these cited boxes (replacing any shown); an empty list clears them."""
+        if list(evidence) != self.evidence:
+            self.evidence = list(evidence)
+            self.events.changed.emit()
+
+    def clear_evidence(self) -> None:
+        self.set_evidence([])
 
     def set_label_visible(self, label: str, visible: bool) -> None:
         before = label in self.hidden
@@ -103,7 +128,7 @@ class OverlayModel:
 
     def boxes_at(self, t: float) -> list[OverlayBox]:
         if not self.enabled:
-            return []
+            return self.evidence_at(t)
         out = []
         for tr in self.box_tracks():
             ch = checked(tr)
@@ -112,7 +137,11 @@ class OverlayModel:
                     b = to_box(it, tr.name, ch)
                     if b is not None:
                         out.append(b)
-        return out
+        return out + self.evidence_at(t)
+
+    def evidence_at(self, t: float) -> list[OverlayBox]:
+        """The cited boxes shown at ``t`` (drawn even when the tracks' boxes are switched off)."""
+        return [e.box for e in self.evidence if e.start <= t < e.end]
 
     def rows(self) -> list[tuple[Item, str]]:
         """All accepted detections in time order (the detections table)."""

@@ -3,7 +3,10 @@
 Each question runs :func:`core.chat.session.answer` on the compute worker: the recent
 window is encoded for the machine (question-aware regions, ultra-low bitrate), grounded in
 the perception log, and answered by the chosen backend; tokens stream into the panel.
-Timestamps in answers are links that seek the player. The meter shows the kbps the model
+Timestamps in answers are links that seek the player; where the answer names an object seen at
+that time, the link also shows that object's boxes on the video as the answer's evidence
+(:attr:`core.chat.session.ChatAnswer.evidence`, the overlay's evidence layer) until the next
+question or another link. The meter shows the kbps the model
 was given beside what a human-quality stream of the same frames costs: per answer, and —
 while a live source runs — continuously, from :class:`core.chat.live.LiveStreamMeter`, a live
 processor that encodes on the live worker; the panel only shows the numbers it reports.
@@ -33,10 +36,12 @@ class ChatPanel(QWidget):
     answered = Signal(object)
     meter_changed = Signal(object)
 
-    def __init__(self, bench, parent=None):
+    def __init__(self, bench, parent=None, overlay=None):
         super().__init__(parent)
         self.bench = bench  # gui.workbench.Workbench: tasks, session, settings, project, live, show_error
         self.session = bench.session
+        self.overlay = overlay  # core.perception.overlay.OverlayModel: where cited boxes are shown
+        self._cited: list[list] = []  # per answer shown, its evidence (core.chat.cited.CitedBox)
         self.backend = None
         self._backend_key = None
         self.task = None
@@ -186,8 +191,21 @@ class ChatPanel(QWidget):
         return (data, self.url.text().strip(), self.model.text().strip())
 
     def _on_link(self, url: QUrl) -> None:
-        if url.scheme() == "t":
-            self.session.seek(float(url.path() or url.toString()[2:]))
+        if url.scheme() != "t":
+            return
+        t = float(url.path() or url.toString()[2:].split("#")[0])
+        frag = url.fragment()
+        n = int(frag[1:]) if frag.startswith("a") and frag[1:].isdigit() else -1
+        boxes = [b for b in self._cited[n] if b.cited == t] if 0 <= n < len(self._cited) else []
+        self.show_evidence(boxes)
+        self.session.seek(boxes[0].time if boxes else t)  # the frame the cited boxes were seen in
+
+    def show_evidence(self, boxes: list) -> None:
+        """Show these cited boxes (core.chat.cited.CitedBox) on the video, replacing any shown; [] clears."""
+        if self.overlay is None:
+            return
+        from core.chat.cited import on_screen
+        self.overlay.set_evidence(on_screen(boxes))
 
     def ask_about(self, times: list[float]) -> None:
         """From FOCUS's thumbnails or the player: the next question is about these frames."""
@@ -209,6 +227,7 @@ class ChatPanel(QWidget):
                 self.bench.show_error("Name the model to use on the server.")
                 return
         self.question.clear()
+        self.show_evidence([])  # the last answer's evidence goes with it
         when = self.bench.live.last_time if self.bench.live.running else (self._at() or 0)
         self._add(f"<p><b>You</b> <span style='color:#888'>[{timecode(when)}]</span>: "
                             f"{html.escape(q)}</p>")
@@ -278,9 +297,12 @@ class ChatPanel(QWidget):
         bar.setValue(bar.maximum())
 
     def _done(self, ans) -> None:
+        n = len(self._cited)
+        evidence = list(getattr(ans, "evidence", None) or [])
+        self._cited.append(evidence)
         body = html.escape(ans.text or "")
         for c in sorted(ans.citations, key=lambda c: -c.start):
-            body = body.replace(html.escape(c.text), f"<a href='t:{c.seconds}'>{html.escape(c.text)}</a>", 1)
+            body = body.replace(html.escape(c.text), f"<a href='t:{c.seconds}#a{n}'>{html.escape(c.text)}</a>", 1)
         extra = []
         if ans.partial:
             extra.append("partial answer")
@@ -289,6 +311,8 @@ class ChatPanel(QWidget):
         if ans.corrected:
             extra.append("; ".join(ans.notes) or "corrected from the perception log")
         seen = ", ".join(f"<a href='t:{t}'>{timecode(t)[3:]}</a>" for t in ans.frames_seen[:6])
+        if evidence:
+            extra.append(_evidence_note(evidence))
         note = f"<br><span style='color:#999'>{'; '.join(extra)}</span>" if extra else ""
         self._add(f"<p><b>Kestrel</b> ({html.escape(ans.model)}): {body}{note}<br>"
                             f"<span style='color:#888'>saw {seen or 'no frames'} · {ans.kbps:.1f} kbps · "
@@ -322,3 +346,17 @@ class ChatPanel(QWidget):
             self.backend.stop()
         if self.task is not None:
             self.task.cancel()
+
+
+def _evidence_note(evidence: list) -> str:
+    """What an answer's links show, e.g. "click a time to see the boxes it cites — 00:02: 5 person box(es), 1
+    unconfirmed"."""
+    parts = []
+    for t in dict.fromkeys(b.cited for b in evidence):
+        mine = [b for b in evidence if b.cited == t]
+        labels = ", ".join(dict.fromkeys(b.label for b in mine))
+        weak = sum(b.confirmed is False for b in mine)
+        own = " by the chat's own look" if all(b.source == "chat" for b in mine) else ""
+        parts.append(f"{timecode(t)[3:8]}: {len(mine)} {html.escape(labels)} box(es){own}"
+                     + (f", {weak} unconfirmed" if weak else ""))
+    return "click a time to see the boxes it cites — " + "; ".join(parts)

@@ -20,6 +20,8 @@ from gui.views.timeline import label_color
 
 log = logging.getLogger(__name__)
 
+CITED = QColor(255, 196, 0)  # the boxes a chat answer cites
+
 
 class FrameCanvas(QWidget):
     """Paints one RGB frame, letterboxed, and a message when there is no picture."""
@@ -45,6 +47,11 @@ class FrameCanvas(QWidget):
         if boxes != self._boxes:
             self._boxes = boxes
             self.update()
+
+    @property
+    def boxes(self) -> list:
+        """The boxes drawn over the picture now (core.perception.overlay.OverlayBox)."""
+        return list(self._boxes)
 
     def set_message(self, text: str) -> None:
         self._message = text
@@ -83,10 +90,15 @@ class FrameCanvas(QWidget):
         fm = p.fontMetrics()
         for b in self._boxes:
             unconfirmed = b.confirmed is False  # core.perception.confirm: kept, shown greyed, never a fact
-            color = QColor(150, 150, 158) if unconfirmed else label_color(b.label)
+            cited = getattr(b, "cited", False)  # a chat answer's evidence: amber, thick, on a dark halo
+            color = QColor(150, 150, 158) if unconfirmed else CITED if cited else label_color(b.label)
             r = QRectF(target.x() + b.x1 * target.width(), target.y() + b.y1 * target.height(),
                        (b.x2 - b.x1) * target.width(), (b.y2 - b.y1) * target.height())
-            pen = QPen(color, 1.5 if unconfirmed else 2)
+            if cited:
+                p.setPen(QPen(QColor(0, 0, 0, 170), 5))
+                p.setBrush(Qt.BrushStyle.NoBrush)
+                p.drawRect(r)
+            pen = QPen(color, (2.5 if cited else 1.5) if unconfirmed else (3 if cited else 2))
             if unconfirmed:
                 pen.setStyle(Qt.PenStyle.DashLine)
             p.setPen(pen)

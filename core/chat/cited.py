@@ -89,7 +89,9 @@ def on_screen(boxes: Sequence[CitedBox]) -> list[Evidence]:
         if w <= 0 or h <= 0:
             continue
         ob = OverlayBox(b.box[0] / w, b.box[1] / h, b.box[2] / w, b.box[3] / h, b.label, b.score, None,
-                        "chat" if b.source == "chat" else "cited", b.time, confirmed=b.confirmed,
+                        "chat" if b.source == "chat" else "cited", b.time,
+                        # the chat's own look made no verdict: drawn as unconfirmed (weak), never as a fact
+                        confirmed=False if b.source == "chat" and b.confirmed is None else b.confirmed,
                         reason="the chat's own look at the frame given to the model" if b.source == "chat" else "",
                         cited=True)
         out.append(Evidence(ob, b.time - b.hold / 2, b.time + b.hold))

@@ -127,5 +127,6 @@ def test_the_chats_own_look_is_evidence_when_nothing_was_stored(qtbot, window, b
     assert [b.label for b in cited] == ["bus"] * len(ans.evidence)
     e = ans.evidence[0]
     assert (cited[0].x1, cited[0].y2) == (pytest.approx(e.box[0] / e.size[0]), pytest.approx(e.box[3] / e.size[1]))
-    assert cited[0].caption == "cited: bus" and window.player.canvas.boxes == cited  # nothing stored to draw
+    # the chat's own look made no verdict: weak evidence, drawn as unconfirmed; nothing stored to draw
+    assert cited[0].caption == "cited: ? bus" and cited[0].confirmed is False and window.player.canvas.boxes == cited
 

@@ -27,7 +27,12 @@ def save_chat(project: Any, media_id: int, ans: Any) -> int:
                          "human_kbps": None if ans.human_kbps is None else round(ans.human_kbps, 2),
                          "frames": [round(t, 3) for t in ans.frames_seen], "partial": ans.partial,
                          "error": ans.error, "citations": [[c.text, c.seconds] for c in ans.citations],
-                         "latency": latency}}
+                         "latency": latency,
+                         # the boxes the answer cites (core.chat.cited.CitedBox), with their verdicts
+                         "evidence": [{"cited": b.cited, "time": b.time, "box": [round(float(v), 1) for v in b.box],
+                                       "size": list(b.size), "label": b.label, "score": round(float(b.score), 3),
+                                       "confirmed": b.confirmed, "source": b.source}
+                                      for b in getattr(ans, "evidence", None) or ()]}}
         for tr in project.load_tracks(media_id):
             if (tr.kind, tr.name) == CHAT_TRACK:
                 project.append_items(tr.id, [item])

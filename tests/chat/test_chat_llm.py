@@ -175,3 +175,7 @@ def test_chat_history_is_stored_in_the_project(tmp_path, bus):
     assert len(hist) == 2 and hist[0]["question"] == "Is there a bus?" and hist[0]["answer"] == "Yes, at [00:02]."
     assert hist[0]["model"] == "fake" and hist[0]["kbps"] > 0 and hist[0]["frames"]
     assert hist[0]["citations"] == [["[00:02]", 2.0]] and len(runs) == 2
+    # the boxes the answer cites (the bus at 00:02) are kept with it, each with its verdict
+    assert "bus" in {e["label"] for e in hist[0]["evidence"]}
+    assert [e["label"] for e in hist[0]["evidence"]] == [b.label for b in ans.evidence]
+    assert all(e["cited"] == 2.0 and len(e["box"]) == 4 and "confirmed" in e for e in hist[0]["evidence"])

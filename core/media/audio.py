@@ -287,3 +287,15 @@ class _Buffer:
 def _layout_name(channels: int) -> str:
     return {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}.get(
         channels, f"{channels}c")
+
+
+def mono_float(samples, error: type[Exception], what: str, rate: int = 16000) -> np.ndarray:
+    """``samples`` as one mono float32/float64 row (an (n, 1) or (1, n) array is flattened);
+    ``error(...)`` naming ``what`` for anything else (stereo, ints, images)."""
+    audio = np.asarray(samples)
+    if audio.ndim == 2 and 1 in audio.shape:
+        audio = audio.reshape(-1)
+    if audio.ndim != 1 or audio.dtype not in (np.float32, np.float64):
+        raise error(f"{what} takes mono float32 audio at {rate} Hz, not an array of shape "
+                    f"{audio.shape} and type {audio.dtype}.")
+    return audio

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from core.media.audio import mono_float
 from models.errors import KestrelError
 
 SR = 16000
@@ -103,12 +104,7 @@ def find_sounds(samples_16k: np.ndarray, speech: Iterable[Any] = (), namer: Any 
                 tail_db: float = 12.0, min_gap_s: float = 0.3, min_sound_s: float = 0.5,
                 min_name_p: float = 0.3, speech_pad_s: float = 0.1, max_impact_s: float = 2.0) -> Sounds:
     """Impacts and other loud sounds in ``samples_16k`` (mono float32, 16 kHz); see the module doc."""
-    audio = np.asarray(samples_16k)
-    if audio.ndim == 2 and 1 in audio.shape:
-        audio = audio.reshape(-1)
-    if audio.ndim != 1 or audio.dtype not in (np.float32, np.float64):
-        raise SoundError(f"Sound search takes mono float audio at {SR} Hz, not an array of shape "
-                         f"{audio.shape} and type {audio.dtype}.")
+    audio = mono_float(samples_16k, SoundError, "Sound search", SR)
     settings = dict(rise_db=rise_db, attack_s=attack_s, over_floor_db=over_floor_db, tail_db=tail_db,
                     min_gap_s=min_gap_s, min_sound_s=min_sound_s, min_name_p=min_name_p,
                     max_impact_s=max_impact_s)

@@ -49,6 +49,7 @@ from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 
+from core.media.audio import mono_float
 from models.errors import KestrelError
 
 SR = 16000
@@ -182,12 +183,7 @@ def diarize(samples_16k: np.ndarray, speech_segments: Iterable[Any], *, embedder
     """Speaker turns in ``samples_16k`` (mono float32, 16 kHz) over ``speech_segments`` (Silero's
     SpeechSegments or ``(start, end)`` pairs in seconds). ``embedder`` is a speaker-embed model
     (``embed(windows) -> [n, d]`` unit rows); by default ``held("resemblyzer-voices")``."""
-    audio = np.asarray(samples_16k)
-    if audio.ndim == 2 and 1 in audio.shape:
-        audio = audio.reshape(-1)
-    if audio.ndim != 1 or audio.dtype not in (np.float32, np.float64):
-        raise DiarizationError(f"Diarization takes mono float32 audio at {SR} Hz, not an array of "
-                               f"shape {audio.shape} and type {audio.dtype}.")
+    audio = mono_float(samples_16k, DiarizationError, "Diarization", SR)
     settings = dict(window_s=window_s, hop_s=hop_s, threshold=threshold, min_speaker_s=min_speaker_s,
                     min_turn_s=min_turn_s, min_embed_s=min_embed_s, min_similarity=min_similarity,
                     min_margin=min_margin, min_longest_turn_s=min_longest_turn_s)

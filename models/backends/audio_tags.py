@@ -122,7 +122,28 @@ def load_pretrained(spec: ModelSpec, folder: Path, cls: Any, model_type: str, *,
 
 
 # --- AST ----------------------------------------------------------------------------------------
-class ASTSoundNamer:
+class SpanNamer:
+    """``name_spans`` over a model's ``probabilities(clips) -> [n, classes]`` and its ``labels``
+    (the SoundNamer protocol of models.types), shared by the AST and BirdNET backends."""
+
+    labels: Sequence[str]
+
+    def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def name_spans(self, samples_16k: np.ndarray, spans: Sequence[tuple[float, float]],
+                   top: int = 3) -> list[list[tuple[str, float]]]:
+        """For each (start, end) span in seconds: its ``top`` labels with probabilities, best first;
+        [] for a span with (almost) no audio in it."""
+        top = check_top(top)
+        audio = check_audio(samples_16k, "samples_16k")
+        clips = span_audio(audio, spans)
+        real = [c for c in clips if c is not None]
+        probs = iter(self.probabilities(real)) if real else iter(())
+        return [top_labels(next(probs), self.labels, top) if c is not None else [] for c in clips]
+
+
+class ASTSoundNamer(SpanNamer):
     """``SoundNamer`` over a user's ``ASTForAudioClassification`` folder; labels from ``config.id2label``.
 
     Options: ``batch_size`` (windows per forward pass), ``activation`` ("auto": sigmoid unless the
@@ -181,13 +202,3 @@ class ASTSoundNamer:
                     out[i] = np.maximum(out[i], row)
         return out
 
-    def name_spans(self, samples_16k: np.ndarray, spans: Sequence[tuple[float, float]],
-                   top: int = 3) -> list[list[tuple[str, float]]]:
-        """For each (start, end) span in seconds: its ``top`` labels with probabilities, best first;
-        [] for a span with (almost) no audio in it."""
-        top = check_top(top)
-        audio = check_audio(samples_16k, "samples_16k")
-        clips = span_audio(audio, spans)
-        real = [c for c in clips if c is not None]
-        probs = iter(self.probabilities(real)) if real else iter(())
-        return [top_labels(next(probs), self.labels, top) if c is not None else [] for c in clips]

@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from models.backends.audio_tags import SAMPLE_RATE, check_top, span_audio, top_labels, windows
-from models.backends.vad import check_audio
+from models.backends.audio_tags import SAMPLE_RATE, SpanNamer, windows
 from models.catalogue import ModelError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ CLASSES = ("Dog", "Engine", "Environmental", "Fireworks", "Gun", "Human non-voca
            "Human whistle", "Noise", "Power tools", "Siren")
 
 
-class BirdNETSounds:
+class BirdNETSounds(SpanNamer):
     """``SoundNamer`` over BirdNET's non-bird classes (``CLASSES``).
 
     Options: ``licence_accepted`` (False in the catalogue: loading is refused until an explicit
@@ -108,14 +107,3 @@ class BirdNETSounds:
             for w in windows(x48, WINDOW, HOP):
                 out[i] = np.maximum(out[i], self._window(w))
         return out
-
-    def name_spans(self, samples_16k: np.ndarray, spans: Sequence[tuple[float, float]],
-                   top: int = 3) -> list[list[tuple[str, float]]]:
-        """For each (start, end) span in seconds: its ``top`` classes of ``CLASSES`` with their
-        probabilities, best first; [] for a span with (almost) no audio in it."""
-        top = check_top(top)
-        audio = check_audio(samples_16k, "samples_16k")
-        clips = span_audio(audio, spans)
-        real = [c for c in clips if c is not None]
-        probs = iter(self.probabilities(real)) if real else iter(())
-        return [top_labels(next(probs), self.labels, top) if c is not None else [] for c in clips]

@@ -83,11 +83,10 @@ def build_scene(out: Path, background: str = "wall", seconds: float = 60.0,
                 plants: tuple = PLANTS) -> tuple[Path, list[tuple[float, str]]]:
     """The fixed-camera scene of the module docstring, written to ``out`` (H.264 + AAC);
     returns it with the planted (time, what) list."""
-    from fractions import Fraction
-
     import cv2
 
     from bench.phantoms import noisy, still
+    from tests.mediagen import write_av
     from core.media.samples import sample_path
 
     name, at, _what = BACKGROUNDS[background]
@@ -108,13 +107,7 @@ def build_scene(out: Path, background: str = "wall", seconds: float = 60.0,
             i = int(t0 * rate)
             audio[i:i + len(x)] += x[:len(audio) - i]
     audio = np.clip(audio, -1, 1)
-    with av.open(str(out), "w") as c:
-        vs = c.add_stream("libx264", rate=SCENE_FPS)
-        vs.width, vs.height, vs.pix_fmt = SCENE_SIZE[0], SCENE_SIZE[1], "yuv420p"
-        vs.options = {"preset": "veryfast"}
-        as_ = c.add_stream("aac", rate=rate)
-        as_.layout = "mono"
-        i = 0
+    def frames():
         for k in range(n):
             t = k / SCENE_FPS
             img = noisy(np.clip(base * _gain(t), 0, 255).astype(np.uint8), k, 11)
@@ -126,19 +119,9 @@ def build_scene(out: Path, background: str = "wall", seconds: float = 60.0,
                     y = SCENE_SIZE[1] - h - 20
                     w = min(cut.shape[1], SCENE_SIZE[0] - x)
                     img[y:y + h, x:x + w] = cut[:, :w]
-            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
-            fr.pts, fr.time_base = k, Fraction(1, SCENE_FPS)
-            for p in vs.encode(fr):
-                c.mux(p)
-            while i < min(len(audio), (k + 1) * rate // SCENE_FPS):
-                af = av.AudioFrame.from_ndarray(audio[None, i:i + 1024].copy(), format="flt", layout="mono")
-                af.sample_rate, af.pts, af.time_base = rate, i, Fraction(1, rate)
-                for p in as_.encode(af):
-                    c.mux(p)
-                i += 1024
-        for st in (vs, as_):
-            for p in st.encode(None):
-                c.mux(p)
+            yield img
+
+    write_av(out, frames(), audio, fps=SCENE_FPS, rate=rate, size=SCENE_SIZE)
     return out, [(t0, what) for what, t0, _d in plants]
 
 

@@ -577,3 +577,31 @@ def cut_copy(src: str | Path, dst: str | Path, seconds: float) -> Path:
             pkt.stream = outs[pkt.stream.index]
             out.mux(pkt)
     return dst
+
+
+def write_av(path: str | Path, frames, audio: np.ndarray, *, fps: int, rate: int, size: tuple[int, int]) -> Path:
+    """An H.264 + AAC mono file from ``frames`` (rgb24 arrays of ``size``, one per 1/fps; any
+    iterable, so a long scene can be rendered frame by frame) and mono float32 ``audio`` at
+    ``rate``, interleaved as a camera or an editor writes it."""
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.options = {"preset": "veryfast"}
+        as_ = c.add_stream("aac", rate=rate)
+        as_.layout = "mono"
+        i = 0
+        for k, img in enumerate(frames):
+            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
+            fr.pts, fr.time_base = k, Fraction(1, fps)
+            for p in vs.encode(fr):
+                c.mux(p)
+            while i < min(len(audio), (k + 1) * rate // fps):
+                af = av.AudioFrame.from_ndarray(audio[None, i:i + 1024].copy(), format="flt", layout="mono")
+                af.sample_rate, af.pts, af.time_base = rate, i, Fraction(1, rate)
+                for p in as_.encode(af):
+                    c.mux(p)
+                i += 1024
+        for st in (vs, as_):
+            for p in st.encode(None):
+                c.mux(p)
+    return Path(path)

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from models.backends.hfconfig import COMPUTED_BUFFERS, WEIGHT_FILES, check_loaded_weights, read_config
+from models.backends.hfconfig import (COMPUTED_BUFFERS, check_loaded_weights, check_weights_and_preprocessor,
+                                      read_config)
 from models.backends.vad import check_audio
 from models.catalogue import ModelError, ModelSpec
 
@@ -85,12 +86,7 @@ def check_audio_folder(spec: ModelSpec, folder: Path, types: Sequence[str], expe
     if model_type not in types:
         raise ModelError(f"{spec.title}: {folder.name} holds a '{model_type or 'unknown'}' model ({archs}); "
                          f"expected {expected} (model_type {' or '.join(types)}).")
-    if not any((folder / f).is_file() for f in WEIGHT_FILES):
-        raise ModelError(f"{spec.title}: {folder.name} has a {model_type} config but no weights "
-                         f"({' or '.join(WEIGHT_FILES[::2])}).")
-    if not (folder / "preprocessor_config.json").is_file():
-        raise ModelError(f"{spec.title}: {folder.name} lacks preprocessor_config.json (how the audio is turned "
-                         "into the model's input); copy it from where the model came from.")
+    check_weights_and_preprocessor(spec, folder, model_type, "how the audio is turned into the model's input")
     return cfg
 
 

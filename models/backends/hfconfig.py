@@ -15,15 +15,17 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def check_weights_and_preprocessor(spec: ModelSpec, folder: Path, model_type: str) -> None:
+def check_weights_and_preprocessor(spec: ModelSpec, folder: Path, model_type: str,
+                                   preprocessing: str = "how images are resized and normalised for this model"
+                                   ) -> None:
     """A ModelError naming what the folder of a ``model_type`` model lacks: its weights, or
-    preprocessor_config.json (how images are resized and normalised for it)."""
+    preprocessor_config.json (``preprocessing``: what it tells, for the message)."""
     if not any((folder / f).is_file() for f in WEIGHT_FILES):
         raise ModelError(f"{spec.title}: {folder.name} has a {model_type} config but no weights "
                          f"({' or '.join(WEIGHT_FILES[::2])}).")
     if not (folder / "preprocessor_config.json").is_file():
-        raise ModelError(f"{spec.title}: {folder.name} lacks preprocessor_config.json (how images are resized "
-                         "and normalised for this model); copy it from where the model came from.")
+        raise ModelError(f"{spec.title}: {folder.name} lacks preprocessor_config.json ({preprocessing}); "
+                         "copy it from where the model came from.")
 
 
 def read_config(spec: ModelSpec, folder: Path, needs: str) -> dict[str, Any]:

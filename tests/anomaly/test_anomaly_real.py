@@ -14,7 +14,6 @@ recall over the planted events are printed (run with -s to see them).
 """
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,6 +26,7 @@ from core.anomaly.pipeline import AnomalyRequest, detect_anomalies, run_anomalie
 from core.cli import command
 from core.jobs import HeadlessState
 from core.store.project import Project
+from mediagen import write_av
 
 cmd_anomalies = command("anomalies")  # the command as main.py runs it
 
@@ -72,27 +72,7 @@ def plant(out: Path, base: Path, seconds: float, *, bus: Path | None = None, bus
         i = int(at * RATE)
         audio[i:i + len(s)] += s[:len(audio) - i]
     audio = np.clip(audio, -1, 1)
-    with av.open(str(out), "w") as c:
-        vs = c.add_stream("libx264", rate=FPS)
-        vs.width, vs.height, vs.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-        vs.options = {"preset": "veryfast"}
-        as_ = c.add_stream("aac", rate=RATE)
-        as_.layout = "mono"
-        i = 0
-        for k, img in enumerate(video):  # interleaved, as a camera or an editor writes it
-            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
-            fr.pts, fr.time_base = k, Fraction(1, FPS)
-            for p in vs.encode(fr):
-                c.mux(p)
-            while i < min(len(audio), (k + 1) * RATE // FPS):
-                af = av.AudioFrame.from_ndarray(audio[None, i:i + 1024].copy(), format="flt", layout="mono")
-                af.sample_rate, af.pts, af.time_base = RATE, i, Fraction(1, RATE)
-                for p in as_.encode(af):
-                    c.mux(p)
-                i += 1024
-        for s in (vs, as_):
-            for p in s.encode(None):
-                c.mux(p)
+    write_av(out, video, audio, fps=FPS, rate=RATE, size=SIZE)
     return out
 
 

@@ -22,6 +22,15 @@ class JobState(Protocol):
     def is_cancelled(self) -> bool: ...
 
 
+def set_media_span(state: Any, seconds: float) -> None:
+    """Tell ``state`` how many seconds of media the job covers, so its progress can be shown as
+    throughput (× real time) and an ETA. States without the method (a test's fake) ignore it;
+    :class:`SubProgress` passes it on to the outer state for the share of work it stands for."""
+    fn = getattr(state, "set_media_span", None)
+    if fn is not None:
+        fn(float(seconds))
+
+
 def check(state: JobState) -> None:
     """Raise :class:`Cancelled` if the job was asked to stop."""
     if state.is_cancelled():

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, Signal
 
 from core.errors import describe, is_expected
-from core.jobs import Cancelled
+from core.jobs import Cancelled, Estimator
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,19 @@ def log_failure(what: str, exc: BaseException) -> None:
 class _Bridge(QObject):
     """Lives in the UI thread; workers emit, Qt queues the calls to the UI thread."""
 
-    progress = Signal(int, float, str)
+    progress = Signal(int, float, str, float)  # id, fraction, text, the worker's clock then
+    span = Signal(int, float)  # id, media seconds the job covers
+    begun = Signal(int, float)  # id, the worker's clock when the job left the queue
     partial = Signal(int, object)
     done = Signal(int, object)
     failed = Signal(int, object, str)
 
 
 class Task:
-    """Handle on a submitted job. Callbacks run on the UI thread; chain them fluently."""
+    """Handle on a submitted job. Callbacks run on the UI thread; chain them fluently.
+
+    ``estimate`` (a :class:`core.jobs.Estimator`, UI thread) gives the job's ETA and throughput:
+    ``estimate.text()`` is what the window shows beside the bar."""
 
     def __init__(self, manager: "TaskManager", name: str, key: str | None, visible: bool):
         self.id = next(_ids)
@@ -62,6 +67,8 @@ class Task:
         self.text = ""
         self.started = time.monotonic()
         self.finished = False
+        self.estimate = Estimator(manager._clock)
+        self.media_span: float | None = None  # as the job said it (worker side, for SubProgress)
         self._cancel = threading.Event()
         self._manager = manager
         self._on_done: list[Callable[[Any], None]] = []
@@ -71,7 +78,12 @@ class Task:
 
     # JobState, called from the worker thread --------------------------------------------
     def set_progress(self, fraction: float, text: str = "") -> None:
-        self._manager._bridge.progress.emit(self.id, float(fraction), text)
+        self._manager._bridge.progress.emit(self.id, float(fraction), text, float(self._manager._clock()))
+
+    def set_media_span(self, seconds: float) -> None:
+        s = float(seconds)
+        self.media_span = s if s > 0 else None
+        self._manager._bridge.span.emit(self.id, s)
 
     def set_partial_result(self, value: Any) -> None:
         self._manager._bridge.partial.emit(self.id, value)
@@ -117,10 +129,13 @@ class TaskManager(QObject):
     task_ended = Signal(object)
     task_failed = Signal(object, object)
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, parent: QObject | None = None, *, clock: Callable[[], float] = time.monotonic):
         super().__init__(parent)
+        self._clock = clock  # the estimators' clock (tests drive their own)
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._on_progress)
+        self._bridge.span.connect(self._on_span)
+        self._bridge.begun.connect(self._on_begun)
         self._bridge.partial.connect(self._on_partial)
         self._bridge.done.connect(self._on_done)
         self._bridge.failed.connect(self._on_failed)
@@ -134,6 +149,10 @@ class TaskManager(QObject):
         self._tasks: dict[int, Task] = {}
         self._by_key: dict[str, Task] = {}
         self._closed = False
+
+    def now(self) -> float:
+        """The clock the tasks' estimates run on (``estimate.text(tasks.now())``)."""
+        return self._clock()
 
     @property
     def active(self) -> list[Task]:
@@ -164,6 +183,7 @@ class TaskManager(QObject):
     def _work(self, task: Task, fn: Callable, request: Any) -> None:
         if task.cancelled:
             return
+        self._bridge.begun.emit(task.id, float(self._clock()))
         try:
             result = fn(request, task)
         except (Cancelled, InterruptedError):
@@ -182,11 +202,23 @@ class TaskManager(QObject):
         t = self._tasks.get(task_id)
         return None if t is None or t.cancelled or t.finished else t
 
-    def _on_progress(self, task_id: int, fraction: float, text: str) -> None:
+    def _on_progress(self, task_id: int, fraction: float, text: str, when: float) -> None:
         t = self._live(task_id)
         if t is not None:
             t.progress, t.text = fraction, text
+            t.estimate.update(fraction, when)
             self.task_progress.emit(t)
+
+    def _on_span(self, task_id: int, seconds: float) -> None:
+        t = self._live(task_id)
+        if t is not None:
+            t.estimate.set_media_span(seconds)
+            self.task_progress.emit(t)
+
+    def _on_begun(self, task_id: int, when: float) -> None:
+        t = self._live(task_id)
+        if t is not None:
+            t.estimate.begin(when)
 
     def _on_partial(self, task_id: int, value: Any) -> None:
         t = self._live(task_id)

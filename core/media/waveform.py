@@ -15,7 +15,7 @@ import numpy as np
 
 from core.media.audio import AudioReader, sparse_peaks
 from core.media.check import MAX_AUDIO_GAP_S
-from core.jobs import JobState, check
+from core.jobs import JobState, check, set_media_span
 
 BASE_BLOCK = 256
 FACTOR = 4
@@ -174,6 +174,7 @@ def build_waveform(req: WaveformRequest, state: JobState) -> PeakPyramid:
     with AudioReader(req.path) as r:
         total = r.total_samples
         dur = r.duration
+        set_media_span(state, dur)
         if dur > req.sparse_above_s:
             state.set_progress(0.0, "audio overview")
             peaks, sr = sparse_peaks(req.path, req.sparse_columns, cancelled=state.is_cancelled)

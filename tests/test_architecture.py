@@ -240,9 +240,9 @@ def test_one_thread_limiter():
 
 
 def test_processes_and_ray_start_where_the_rule_says():
-    """Ray workers start only in archive tagging's cluster path; child processes only where
-    samples are fetched with pip. Threads: test_only_gui_tasks_creates_threads."""
-    rules = {"ray": {ROOT / "core" / "tagging" / "archive.py"},
+    """Ray workers start only in the one cluster path (core/cluster.py: tag, analyze, anomalies);
+    child processes only where samples are fetched with pip. Threads: test_only_gui_tasks_creates_threads."""
+    rules = {"ray": {ROOT / "core" / "cluster.py"},
              "subprocess": {ROOT / "core" / "media" / "samples.py"},
              "multiprocessing": set(), "concurrent.futures.process": set()}
     bad = [f"{p.relative_to(ROOT)}:{line} {m}" for folder in ("core", "models", "gui") for p in _py(folder)

@@ -17,6 +17,14 @@ budget); ``--expert`` sets a field of ``models.nn.experts.ExpertsConfig`` (``bud
 Trains (or reuses) the model, draws a progress bar on stderr, then prints one line per
 event on stdout: start, end, score, reasons (modality/cue). Without ``--project`` the work
 happens in a temporary project that is deleted afterwards (nothing is reused next time).
+
+Folders (walked recursively) or several files, ``--project P`` needed
+(:mod:`core.anomaly.folder`): ``python main.py anomalies FOLDER|FILE... --project P [--ray ADDRESS]
+[--ray-workers N]`` — each file its own pass (its own normal footage and model), a line per
+file (done, unchanged: a pass with these settings over this content is stored, failed,
+unreadable) with its events, then the totals (media hours, wall time, × real time). ``--ray``
+runs the passes as Ray tasks; only this process writes the project. Exit 1 when a file failed
+or none could be read, 130 when interrupted (finished files stay stored).
 """
 from __future__ import annotations
 
@@ -91,7 +99,8 @@ def summary_line(e: AnomalyEvent) -> str:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("video")
+    ap.add_argument("sources", nargs="+", metavar="FOLDER|FILE",
+                    help="a media file, or folders and files (folders are walked recursively; needs --project)")
     ap.add_argument("--normal", metavar="START-END",
                     help="footage that is normal (seconds or MM:SS); 'none': detectors only. "
                          "Default: the first --first-minutes")
@@ -119,6 +128,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--expert", action="append", default=[], metavar="KEY=VALUE",
                     help="an expert setting, e.g. budget=1.5, k_min=1, k_max=4, rho_max=0.25, n_experts=8 "
                          "(repeatable; with --experts topk|dynamic)")
+    from core.perception.cli import add_cluster_arguments
+
+    add_cluster_arguments(ap)
 
 
 def _scene_name(text: str) -> str:
@@ -161,6 +173,14 @@ def confusion_lines(scene: str, confusions: object, learned: list) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.folder_mode = len(args.sources) > 1 or bool(args.ray) or Path(args.sources[0]).is_dir()
+    args.video = args.sources[0]
+    if args.folder_mode and not args.project:
+        raise cliargs.BadArgument("folders, several files and --ray need --project: each file's events are "
+                                  "stored there")
+    if args.folder_mode and args.export:
+        raise cliargs.BadArgument("argument --export: one file at a time (export each file's events "
+                                  "from its own run)")
     if (args.restore_confusion or args.suppress_confusion) and not args.project:
         raise cliargs.BadArgument("--restore-confusion and --suppress-confusion need --project: the scene's "
                                   "confusions are stored there")
@@ -178,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         # the pass reports a collapse as one "note:" line; Python's raw warning (one per block,
         # with a line of torch's source) would only repeat it
         warnings.simplefilter("ignore", ExpertCollapseWarning)
-        return _run(args, normal)
+        return _run_folder(args, normal) if args.folder_mode else _run(args, normal)
 
 
 def experts_from_flags(kind: str, pairs: list[str]) -> object:
@@ -210,6 +230,42 @@ def _check_numbers(opts: dict[str, object]) -> None:
             raise ValueError(f"{key}={v!r} is not a finite number")
 
 
+def _request(args: argparse.Namespace, normal: tuple[float, float] | None) -> dict:
+    """The AnomalyRequest fields the flags set (besides path, project and media id)."""
+    from core.anomaly.train import FFN_ALIASES
+
+    request = {"sensitivity": args.sensitivity, "window_s": args.window, "retrain": args.retrain,
+               "first_minutes": args.first_minutes if args.normal is None else 0.0,
+               "ffn": FFN_ALIASES[args.experts], "experts": args.experts_config, "scene": args.scene}
+    if normal is not None:
+        request["normal"] = normal
+    return request
+
+
+def _run_folder(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
+    from core.anomaly.folder import FolderRequest, anomalies_folder
+    from core.perception.cli import folder_report
+
+    project = open_project(args.project, stores="results")
+    try:
+        if args.restore_confusion or args.suppress_confusion:
+            for line in mark_confusions(project, args.scene, args.restore_confusion, args.suppress_confusion):
+                print(line, file=sys.stderr)
+        req = FolderRequest(project, tuple(args.sources), _request(args, normal), ray_address=args.ray,
+                            ray_workers=args.ray_workers)
+        return folder_report(lambda state: anomalies_folder(req, state, _event_lines), "done",
+                             (Path(args.sources[0]).name or "anomalies")[:24])
+    finally:
+        project.close()
+
+
+def _event_lines(result) -> list[str]:
+    span = result.curve.times[-1] + result.curve.window_s - result.curve.times[0] if len(result.curve.times) else 0.0
+    return ([f"{len(result.events)} events (sensitivity {result.sensitivity:.2f}, threshold {result.threshold:.2f}) "
+             f"in {span:.1f} s of media; compute {result.compute_s:.1f} s"]
+            + [summary_line(e) for e in result.events] + [f"note: {n}" for n in result.notes])
+
+
 def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
     from core.anomaly.pipeline import run_anomalies
     from core.media.decode import MediaError, probe
@@ -226,13 +282,7 @@ def _run(args: argparse.Namespace, normal: tuple[float, float] | None) -> int:
         project = Project.create_temporary(tmpdir.name)
         print("no --project: working in a temporary project (nothing is kept for next time)", file=sys.stderr)
     state = HeadlessState(bar=True, label=Path(args.video).name[:24])
-    from core.anomaly.train import FFN_ALIASES
-
-    request = {"sensitivity": args.sensitivity, "window_s": args.window, "retrain": args.retrain,
-               "first_minutes": args.first_minutes if args.normal is None else 0.0,
-               "ffn": FFN_ALIASES[args.experts], "experts": args.experts_config, "scene": args.scene}
-    if normal is not None:
-        request["normal"] = normal
+    request = _request(args, normal)
     try:
         if args.restore_confusion or args.suppress_confusion:
             for line in mark_confusions(project, args.scene, args.restore_confusion, args.suppress_confusion):

@@ -1,6 +1,15 @@
 """The ``analyze`` command (no window): the perception job the GUI runs, for batch work on archives.
 
     python main.py analyze VIDEO --project P [--fps 2] [--models a,b] [--start S] [--end E]
+    python main.py analyze FOLDER|FILE... --project P [--ray ADDRESS] [--ray-workers N] [...]
+
+One file: a progress bar, a line per model, the file's tracks. Folders (walked recursively) or
+several files (:mod:`core.perception.folder`): a line per file (analysed, unchanged: its results
+with these settings and this content are stored already, failed, unreadable), then the totals
+(media hours, wall time, × real time). ``--ray ADDRESS`` runs the per-file work as Ray tasks
+(``local``: a Ray instance of this machine with ``--ray-workers`` CPUs); only this process
+writes the project. Exit 1 when a file failed or none could be read; 130 when interrupted (the
+files finished before it stay stored: run again to go on).
 """
 from __future__ import annotations
 
@@ -19,7 +28,8 @@ from core.perception.analysis import AUDIO_TASKS, DEFAULT_MODELS, VISUAL_TASKS, 
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("video")
+    ap.add_argument("sources", nargs="+", metavar="FOLDER|FILE",
+                    help="a media file, or folders and files (folders are walked recursively)")
     ap.add_argument("--project", required=True, help="the .kestrel project to store results in")
     ap.add_argument("--fps", type=cliargs.fps, default=2.0,
                     help=f"frames analysed per second, up to {cliargs.MAX_FPS:g} (default 2)")
@@ -33,6 +43,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--accept-licence", action="append", default=[], metavar="MODEL",
                     help="accept the licence of a model that is off until you do (birdnet-sounds: "
                          "CC BY-NC-SA 4.0, non-commercial use only; repeatable)")
+    add_cluster_arguments(ap)
+
+
+def add_cluster_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--ray ADDRESS`` and ``--ray-workers N`` (``anomalies`` takes them too)."""
+    ap.add_argument("--ray", metavar="ADDRESS", help="run the per-file work on a Ray cluster (ADDRESS as "
+                    "ray.init takes it, e.g. auto or ray://host:10001; 'local': a Ray instance of this machine)")
+    ap.add_argument("--ray-workers", type=cliargs.integer(1, 1024, what="a number of workers"), default=2,
+                    help="with --ray local: worker CPUs (default 2; this machine's cores are shared among them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if unused:
         raise cliargs.BadArgument(f"argument --accept-licence: {', '.join(unused)} is not in --models")
     cliargs.check_device(args.device)
-    info = probe(args.video)
+    if len(args.sources) > 1 or args.ray or Path(args.sources[0]).is_dir():
+        return _run_folder(args)
+    info = probe(args.sources[0])
     cliargs.past_end("--start", args.start, info.duration_s, Path(info.path).name)
     project = open_project(args.project, stores="results")
     req = AnalysisRequest(path=info.path, models=args.models, fps=args.fps, start=args.start, end=args.end,
@@ -95,3 +116,75 @@ def run(args: argparse.Namespace) -> int:
     finally:
         project.close()
 
+
+
+def _run_folder(args: argparse.Namespace) -> int:
+    from core.perception.folder import FolderRequest, analyze_folder
+
+    project = open_project(args.project, stores="results")
+    req = FolderRequest(project, tuple(args.sources),
+                        AnalysisRequest(path="", models=args.models, fps=args.fps, start=args.start, end=args.end,
+                                        user_paths=tuple(args.weights), device=args.device,
+                                        accept_licences=tuple(args.accept_licence)),
+                        ray_address=args.ray, ray_workers=args.ray_workers)
+    try:
+        return folder_report(lambda state: analyze_folder(req, state), "analysed", _label(args.sources))
+    finally:
+        project.close()
+
+
+def _label(sources: list[str]) -> str:
+    return (Path(sources[0]).name or "analyze")[:24]
+
+
+def folder_report(job, verb: str, label: str) -> int:
+    """Run a folder job (``job(state)`` -> core.cluster.FolderRun) with a progress bar; print a
+    line per file as it finishes (its stored results' lines indented), then the totals. Exit 1
+    when a file failed or nothing could be computed or reused, 130 when interrupted."""
+    from core.cluster import ClusterError
+
+    printed: set[int] = set()
+
+    def finished(out) -> None:
+        printed.add(id(out))
+        state.end_line()
+        print(file_line(out, verb))
+        for line in out.lines:
+            print(f"  {line}")
+        sys.stdout.flush()
+
+    state = HeadlessState(finished, bar=True, label=label)
+    try:
+        run = job(state)
+    except (Cancelled, KeyboardInterrupt):
+        state.end_line()
+        print("cancelled: the files finished so far are stored; run again to go on", file=sys.stderr)
+        return 130
+    except ClusterError as e:
+        state.end_line()
+        print_error(e)
+        return 1
+    for out in run.files:  # the ones no job ran: unchanged, unreadable, refused before (the others were printed)
+        if id(out) not in printed:
+            print(file_line(out, verb))
+            for line in out.lines:
+                print(f"  {line}")
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(run.summary(verb))
+    if not run.files:
+        print_error("no media file was found")
+        return 1
+    return 1 if run.having("failed") or not (run.having("done") or run.having("unchanged")) else 0
+
+
+def file_line(out, verb: str) -> str:
+    """One line for one file of a folder job."""
+    if out.status == "done":
+        where = f" on {out.where}" if out.where else ""
+        return f"{out.name}: {verb}, {out.duration_s:.1f} s of media in {out.compute_s:.1f} s{where}"
+    if out.status == "unchanged":
+        return f"{out.name}: unchanged, stored results reused ({out.duration_s:.1f} s of media)"
+    if out.status in ("unreadable", "not media"):
+        return f"skipped {out.path}: {out.error}"
+    return f"FAILED {out.path}: {out.error}"

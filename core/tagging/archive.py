@@ -64,7 +64,6 @@ from core.tagging.shots import (
 log = logging.getLogger(__name__)
 
 FILES_SHARE = 0.85  # of the job's progress bar; the index (training, clusters, tags) has the rest
-_RAY_POLL_S = 0.25  # how long one ray.wait blocks before cancel is checked again
 
 
 # -- finding the media ---------------------------------------------------------------------------
@@ -527,86 +526,19 @@ def _fail(job: _Job, message: str) -> None:
 
 def _run_ray(req: ArchiveRequest, todo: list[_Job], cfg: dict, sp: dict, state: JobState, total: float,
              result: ArchiveResult) -> None:
+    """The files to describe as Ray tasks (:func:`core.cluster.run_tasks`), each stored here as it
+    arrives."""
+    from core.cluster import ClusterError, Task, run_tasks
+
+    tasks = [Task(job, (job.info.path, cfg, sp, [s.to_row() for s in job.shots] if job.shots else None, None,
+                        req.device), max(job.info.duration_s, 0.1), Path(job.info.path).name) for job in todo]
     try:
-        import ray
-        from ray import exceptions as rex
-    except ImportError as e:
-        raise TaggingError("Ray is not installed: pip install 'kestrel[cluster]' (ray==2.60.0), "
-                           "or tag without --ray.") from e
-    started, r0 = False, time.perf_counter()
-    if not ray.is_initialized():
-        state.set_progress(0.0, f"connecting to Ray ({req.ray_address})")
-        try:
-            if req.ray_address == "local":
-                ray.init(num_cpus=max(1, int(req.ray_workers)), include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-            else:
-                _check_reachable(req.ray_address)
-                ray.init(address=req.ray_address, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise TaggingError(f"Cannot reach the Ray cluster at {req.ray_address}: {e}") from e
-        started = True
-    result.timings["ray_start_s"] = time.perf_counter() - r0
-    try:
-        remote = ray.remote(num_cpus=1, max_retries=max(0, int(req.max_retries)))(describe_file)
-        refs = {}
-        for job in todo:
-            rows = [s.to_row() for s in job.shots] if job.shots else None
-            refs[remote.remote(job.info.path, cfg, sp, rows, None, req.device)] = job
-        result.notes.append(f"Ray: {len(refs)} files on {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
-        pending: list = list(refs)
-        try:
-            _gather_ray(ray, rex, req, refs, pending, state, total)
-        except BaseException:  # cancel, Ctrl-C, a project error: stop what still runs on the cluster
-            for r in pending:
-                ray.cancel(r, force=True)
-            raise
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds on a mistyped HOST:PORT (or ray://HOST:PORT): ray.init would retry the
-    connection for minutes. Other forms ("auto", a path) are left to Ray."""
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise ConnectionError(f"nothing answers at {host}:{port} ({e.strerror or e})") from e
-
-
-def _gather_ray(ray: Any, rex: Any, req: ArchiveRequest, refs: dict, pending: list, state: JobState,
-                total: float) -> None:
-    """Store each result as it arrives; ``pending`` is updated in place (the caller cancels it)."""
-    done_s = 0.0
-    state.set_progress(0.0, f"0/{len(refs)} files on Ray")
-    while pending:
-        check(state)
-        ready, rest = ray.wait(pending, num_returns=1, timeout=_RAY_POLL_S)
-        pending[:] = rest
-        for r in ready:
-            job = refs[r]
-            try:
-                res = ray.get(r)
-            except rex.RayTaskError as e:
-                cause = getattr(e, "cause", None)
-                _fail(job, str(cause) if isinstance(cause, TaggingError) else
-                      f"{Path(job.info.path).name} failed on a Ray worker: {cause or e}")
-            except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
-                tries = max(0, int(req.max_retries)) + 1
-                _fail(job, f"{Path(job.info.path).name}: its Ray worker was lost on each of {tries} "
-                           f"attempt{'s' if tries > 1 else ''} ({type(e).__name__})")
-            except rex.TaskCancelledError:
-                _fail(job, f"{Path(job.info.path).name}: cancelled on the cluster")
-            except rex.RayError as e:
-                _fail(job, f"{Path(job.info.path).name}: Ray could not run it: {e}")
-            else:
-                _store(req.project, job, res)
-            done_s += max(job.info.duration_s, 0.1)
-            n_done = len(refs) - len(pending)
-            state.set_progress(done_s / total, f"{n_done}/{len(refs)} files on Ray")
-            state.set_partial_result(job.outcome)
+        run = run_tasks(describe_file, tasks, address=req.ray_address, state=state,
+                        on_result=lambda t, res: _store(req.project, t.key, res),
+                        on_failure=lambda t, message: _fail(t.key, message),
+                        after=lambda t: state.set_partial_result(t.key.outcome),
+                        workers=req.ray_workers, max_retries=req.max_retries, own_errors=(TaggingError,))
+    except ClusterError as e:
+        raise TaggingError(str(e).replace("run without --ray", "tag without --ray")) from e
+    result.timings["ray_start_s"] = run.start_s
+    result.notes.append(f"Ray: {len(tasks)} files on {run.cpus:.0f} CPUs")

@@ -39,6 +39,11 @@ from core.store import schema as db
 #: Columns each layout version added: a file of an older version must lack them.
 ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
     2: {"runs": ("owner_host", "owner_pid")},
+    3: {"items": ("shared_n",)},
+}
+#: Tables (with their indexes) each layout version added: a file of an older version lacks them.
+ADDED_TABLES: dict[int, tuple[str, ...]] = {
+    3: ("item_shared", "track_lod"),
 }
 
 
@@ -214,9 +219,11 @@ def expected(version: int) -> Layout | None:
     layout = _current()  # newer (only in tests that pretend a newer build) or current: this build's
     drop = {t: {c for v, added in ADDED_COLUMNS.items() if v > version for c in added.get(t, ())}
             for t in layout.tables}
+    later = {t for v, added in ADDED_TABLES.items() if v > version for t in added}
     return Layout({t: TableShape({n: c for n, c in s.columns.items() if n not in drop[t]}, s.foreign_keys,
                                  s.defaulted, s.constraints, tuple(d for d in s.defaults if d[0] not in drop[t]))
-                   for t, s in layout.tables.items()}, layout.indexes)
+                   for t, s in layout.tables.items() if t not in later},
+                  {n: i for n, i in layout.indexes.items() if i.table not in later})
 
 
 def compare(have: Layout, foreign: list[Foreign], want: Layout | None) -> Findings:

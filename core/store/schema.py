@@ -74,7 +74,7 @@ from models.errors import KestrelError
 #: ``PRAGMA application_id`` of every Kestrel project: the ASCII bytes "KSTR".
 APPLICATION_ID = 0x4B535452
 #: Layout version written by this build; files with a larger number are refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FILE_EXTENSION = ".kestrel"
 RUN_STATUSES = ("running", "ok", "failed", "cancelled")
 FINISHED_STATUSES = RUN_STATUSES[1:]
@@ -163,9 +163,39 @@ items_table = Table(
     Column("confidence", Float, nullable=True),
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
     Column("data_json", Text, nullable=False, server_default="{}"),
+    # v3: the part of ``data`` an item shares with others of its track (a detection's evidence,
+    # frame size, model): ``item_shared`` row (track_id, shared_n); ``data_json`` holds the rest.
+    Column("shared_n", Integer, nullable=True),
 )
 Index("ix_items_track_start", items_table.c.track_id, items_table.c.start_s)
 Index("ix_items_run", items_table.c.run_id)
+
+# v3: shared parts of item data, stored once per track (see items.shared_n)
+item_shared_table = Table(
+    "item_shared",
+    METADATA,
+    Column("track_id", Integer, ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("data_json", Text, nullable=False),
+)
+
+# v3: what a track holds, kept at save/append time so a timeline of any size reads counts,
+# never items: how many, their span, the longest item, items per label (and how many of them
+# carry ``confirmed: true``), and the count of item starts per ``base_s`` bucket from ``t0_s``
+# (little-endian int32) -- the level of detail a zoomed-out timeline draws.
+track_lod_table = Table(
+    "track_lod",
+    METADATA,
+    Column("track_id", Integer, ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("t_min", Float, nullable=True),
+    Column("t_max", Float, nullable=True),
+    Column("max_len", Float, nullable=False, server_default="0"),
+    Column("base_s", Float, nullable=False),
+    Column("t0_s", Float, nullable=False),
+    Column("counts", LargeBinary, nullable=False),
+    Column("labels_json", Text, nullable=False, server_default="{}"),
+)
 
 arrays_table = Table(
     "arrays",
@@ -203,8 +233,42 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """v3: items may share part of their data (``items.shared_n``, table ``item_shared``) and every
+    track has its summary and count buckets (``track_lod``), filled here for the stored tracks."""
+    conn.exec_driver_sql("ALTER TABLE items ADD COLUMN shared_n INTEGER")
+    conn.exec_driver_sql(
+        "CREATE TABLE item_shared (track_id INTEGER NOT NULL, n INTEGER NOT NULL, data_json TEXT NOT NULL, "
+        "PRIMARY KEY (track_id, n), FOREIGN KEY(track_id) REFERENCES tracks (id) ON DELETE CASCADE)")
+    conn.exec_driver_sql(
+        "CREATE TABLE track_lod (track_id INTEGER NOT NULL, n INTEGER NOT NULL, t_min FLOAT, t_max FLOAT, "
+        "max_len FLOAT DEFAULT '0' NOT NULL, base_s FLOAT NOT NULL, t0_s FLOAT NOT NULL, counts BLOB NOT NULL, "
+        "labels_json TEXT DEFAULT '{}' NOT NULL, PRIMARY KEY (track_id), "
+        "FOREIGN KEY(track_id) REFERENCES tracks (id) ON DELETE CASCADE)")
+    from core.store.items import Lod
+
+    raw = conn.connection.driver_connection
+    for (track_id,) in raw.execute("SELECT id FROM tracks ORDER BY id").fetchall():
+        lod, starts, ends, labels, confirmed = Lod(), [], [], [], []
+        for start, end, label, data_json in raw.execute(
+                "SELECT start_s, end_s, label, data_json FROM items WHERE track_id = ?", (track_id,)):
+            try:
+                ok = json.loads(data_json).get("confirmed") is True
+            except (ValueError, TypeError, AttributeError):
+                ok = False
+            if isinstance(start, (int, float)) and isinstance(end, (int, float)) and math.isfinite(start + end):
+                starts.append(float(start))
+                ends.append(float(max(start, end)))
+                labels.append(str(label))
+                if ok:
+                    confirmed.append(str(label))
+        lod.add(starts, ends, labels, confirmed)
+        raw.execute("INSERT INTO track_lod (track_id, n, t_min, t_max, max_len, base_s, t0_s, counts, labels_json) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (track_id, *lod.row()))
+
+
 #: ``MIGRATIONS[n]`` upgrades a version-``n`` file to version ``n + 1`` (see module doc).
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 # ------------------------------------------------------------------------ records
@@ -659,5 +723,6 @@ def backup_copy(src: Path, mode: Mode, timeout: float, dest: Path, journal_mode:
     except BaseException:
         unlink_db(tmp)
         raise
+
 
 

@@ -1,0 +1,238 @@
+"""How a track's items are stored compactly and summarised (Qt-free; :mod:`core.store.project` uses it).
+
+A million detections are a million boxes that share most of their data (the frame size, the
+model, one object track's evidence): :func:`pack_items` stores each item's own part in its row
+and the shared part once per track (``item_shared``), and counts the items into a :class:`Lod`
+(``track_lod``): how many, their span, per label, and per time bucket -- what a timeline zoomed
+out draws instead of the items.  Everything read back is validated (:class:`BadValue`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from core.store.schema import (BadValue, ItemRecord, check_dict, check_finite, check_opt_id, dumps, v_float,
+                               v_int, v_json, v_opt, v_str)
+
+#: Count buckets of a track start this wide; a track longer than MAX_BUCKETS of them doubles it.
+LOD_BASE_S: Final = 0.5
+LOD_MAX_BUCKETS: Final = 1 << 20
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_fin = math.isfinite
+
+
+class Lod:
+    """A track's summary and count buckets (table ``track_lod``), built as items are stored."""
+
+    def __init__(self, base_s: float = LOD_BASE_S, t0_s: float = 0.0, counts: npt.NDArray[Any] | None = None,
+                 n: int = 0, t_min: float | None = None, t_max: float | None = None, max_len: float = 0.0,
+                 labels: dict[str, list[int]] | None = None) -> None:
+        self.base_s, self.t0_s = float(base_s), float(t0_s)
+        self.counts = np.zeros(0, np.int64) if counts is None else counts.astype(np.int64)
+        self.n, self.t_min, self.t_max, self.max_len = n, t_min, t_max, max_len
+        self.labels: dict[str, list[int]] = {} if labels is None else labels
+        self._one: list[float] = []
+
+    @classmethod
+    def from_row(cls, row: Any) -> "Lod":
+        what = f"the summary of track {row.track_id}"
+        base = v_float(row.base_s, f"{what} bucket width")
+        if base <= 0:
+            raise BadValue(f"{what} has a bucket width of {base}")
+        data = row.counts
+        if not isinstance(data, bytes) or len(data) % 4:
+            raise BadValue(f"{what} has counts of the wrong size")
+        labels = v_json(row.labels_json, f"{what} labels", dict)
+        if not all(isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v) for v in labels.values()):
+            raise BadValue(f"{what} labels have the wrong structure")
+        return cls(base, v_float(row.t0_s, f"{what} start"), np.frombuffer(data, "<i4"),
+                   v_int(row.n, f"{what} count"), v_opt(v_float, row.t_min, f"{what} first time"),
+                   v_opt(v_float, row.t_max, f"{what} last time"), v_float(row.max_len, f"{what} longest item"),
+                   labels)
+
+    def add(self, starts: npt.ArrayLike, ends: npt.ArrayLike, labels: list[str], confirmed: list[str]) -> None:
+        """Count items: their starts and ends, labels, and the labels of those confirmed."""
+        s = np.asarray(starts, np.float64)
+        if not len(s):
+            return
+        e = np.asarray(ends, np.float64)
+        self.n += len(s)
+        lo, hi = float(s.min()), float(e.max())
+        self.t_min = lo if self.t_min is None else min(self.t_min, lo)
+        self.t_max = hi if self.t_max is None else max(self.t_max, hi)
+        self.max_len = max(self.max_len, float((e - s).max()))
+        for label, k in Counter(labels).items():
+            self.labels.setdefault(label, [0, 0])[0] += k
+        for label, k in Counter(confirmed).items():
+            self.labels.setdefault(label, [0, 0])[1] += k
+        self._grow(float(s.min()), float(s.max()))
+        idx = np.floor((s - self.t0_s) / self.base_s).astype(np.int64)
+        np.clip(idx, 0, len(self.counts) - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=len(self.counts))
+
+    def add_one(self, start: float, end: float, label: str, confirmed: bool) -> None:
+        self.add([start], [end], [label], [label] if confirmed else [])
+
+    def _grow(self, lo: float, hi: float) -> None:
+        """Make the buckets cover [lo, hi], doubling their width while there would be too many."""
+        if not len(self.counts):
+            self.t0_s = math.floor(lo / self.base_s) * self.base_s
+            self.counts = np.zeros(1, np.int64)
+        while True:
+            first = min(self.t0_s, math.floor(lo / self.base_s) * self.base_s)
+            last = max(self.t0_s + len(self.counts) * self.base_s, (math.floor(hi / self.base_s) + 1) * self.base_s)
+            size = int(round((last - first) / self.base_s))
+            if size <= LOD_MAX_BUCKETS:
+                break
+            self._coarsen()
+        pad_left = int(round((self.t0_s - first) / self.base_s))
+        pad_right = size - pad_left - len(self.counts)
+        if pad_left or pad_right:
+            self.counts = np.concatenate([np.zeros(pad_left, np.int64), self.counts, np.zeros(max(0, pad_right), np.int64)])
+            self.t0_s = first
+
+    def _coarsen(self) -> None:
+        k = int(round(self.t0_s / self.base_s))
+        c = self.counts
+        if k % 2:  # keep t0 on the grid of the wider buckets
+            c = np.concatenate([np.zeros(1, np.int64), c])
+            self.t0_s -= self.base_s
+        if len(c) % 2:
+            c = np.concatenate([c, np.zeros(1, np.int64)])
+        self.counts = c.reshape(-1, 2).sum(axis=1)
+        self.base_s *= 2
+
+    def row(self) -> tuple[Any, ...]:
+        """(n, t_min, t_max, max_len, base_s, t0_s, counts bytes, labels_json) for ``track_lod``."""
+        return (self.n, self.t_min, self.t_max, self.max_len, self.base_s, self.t0_s,
+                np.clip(self.counts, 0, 2**31 - 1).astype("<i4").tobytes(), dumps(self.labels))
+
+    def counts_between(self, edges: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """How many items start in each [edges[i], edges[i+1]): exact where the edges fall on
+        the bucket grid (``t0_s + k * base_s``), shared in proportion inside a bucket otherwise."""
+        x = np.asarray(edges, np.float64)
+        if not len(self.counts):
+            return np.zeros(max(0, len(x) - 1))
+        cum = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.float64)
+        grid = self.t0_s + np.arange(len(cum)) * self.base_s
+        return np.diff(np.interp(x, grid, cum, left=0.0, right=float(cum[-1])))
+
+
+class SharedParts:
+    """The parts of item data a track's items share (table ``item_shared``), numbered."""
+
+    def __init__(self, existing: dict[str, int] | None = None, limit: int = 4096) -> None:
+        self.numbers: dict[str, int] = dict(existing or {})
+        self.new: list[tuple[int, str]] = []
+        self.limit = limit
+
+    def number(self, rest_json: str) -> int | None:
+        n = self.numbers.get(rest_json)
+        if n is None:
+            if len(self.numbers) >= self.limit:
+                return None  # items that share little store their data whole
+            n = self.numbers[rest_json] = len(self.numbers)
+            self.new.append((n, rest_json))
+        return n
+
+
+def pack_items(items: Any, track_id: int, shared: SharedParts, lod: Lod, run_ids: set[int]) -> list[tuple[Any, ...]]:
+    """Validate items (ItemRecord, a mapping of its fields, or a tuple ``(start_s, end_s, label,
+    confidence, run_id, data)``) into rows of ``items`` (track_id, start_s, end_s, label,
+    confidence, run_id, shared_n, data_json), counting them into ``lod`` and collecting their run
+    ids.  A detection's box (four finite floats) stays in its row; the rest of its data is
+    numbered once in ``shared`` when other items have the same, so a million boxes store as
+    compact rows instead of a million copies of their evidence."""
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    starts: list[float] = []
+    ends: list[float] = []
+    labels: list[str] = []
+    confirmed: list[str] = []
+    last: dict[Any, tuple[dict[str, Any], int | None, str]] = {}
+    for item in items:
+        if type(item) is tuple and len(item) == 6:
+            s, e, label, conf, rid, data = item
+        else:
+            if isinstance(item, Mapping):
+                item = ItemRecord(**item)
+            if not isinstance(item, ItemRecord):
+                raise TypeError(f"items must be ItemRecord, dict or tuple, not {type(item).__name__}")
+            s, e, label, conf, rid, data = (item.start_s, item.end_s, item.label, item.confidence,
+                                            item.run_id, item.data)
+        if type(s) is not float:
+            s = check_finite(s, "start_s")
+        if type(e) is not float:
+            e = check_finite(e, "end_s")
+        if not (_fin(s) and _fin(e)):
+            raise ValueError("start_s and end_s must be finite")
+        if e < s:
+            raise ValueError(f"item ends ({e}) before it starts ({s})")
+        if type(label) is not str:
+            raise TypeError("label must be a str")
+        if conf is not None and (type(conf) is not float or not _fin(conf)):
+            conf = check_finite(conf, "confidence", optional=True)
+        if rid is not None:
+            if type(rid) is not int:
+                check_opt_id(rid, "run_id")
+            run_ids.add(rid)
+        if type(data) is not dict:
+            data = check_dict(data, "data")
+        rest = data.copy()
+        box = rest.pop("box", None)
+        own = "{}"
+        if box is not None:
+            if type(box) is list and len(box) == 4:
+                a, b, c, d = box
+                if (type(a) is float and type(b) is float and type(c) is float and type(d) is float
+                        and _fin(a + b + c + d)):
+                    own = '{"box":[%r,%r,%r,%r]}' % (a, b, c, d)
+                else:
+                    rest["box"] = box
+            else:
+                rest["box"] = box
+        key = rest.get("track")
+        seen = last.get(key) if type(key) is int or key is None else None
+        if seen is not None and seen[0] == rest:
+            n, full = seen[1], seen[2]
+        else:
+            full = _ENCODE(rest)
+            n = shared.number(full) if rest else None
+            if type(key) is int or key is None:
+                last[key] = (rest, n, full)
+        if n is None and rest:  # nothing shared: the row holds all of it
+            own = _ENCODE(data)
+        if rest.get("confirmed") is True:
+            confirmed.append(label)
+        starts.append(s)
+        ends.append(e)
+        labels.append(label)
+        append((track_id, s, e, label, conf, rid, n, own))
+    lod.add(starts, ends, labels, confirmed)
+    return rows
+
+
+def shared_map(rows: Any, what: str) -> dict[int, dict[str, Any]]:
+    """``item_shared`` rows (n, data_json) of one track, decoded."""
+    return {v_int(r[0], f"{what} shared part"): v_json(r[1], f"{what} shared part", dict) for r in rows}
+
+
+def item_from_row(row: Any, shared: dict[int, dict[str, Any]]) -> ItemRecord:
+    """An item from (id, start_s, end_s, label, confidence, run_id, shared_n, data_json)."""
+    rid, s, e, label, conf, run, n, data_json = row
+    what = f"item {rid}"
+    data = v_json(data_json, f"{what} data", dict)
+    if n is not None:
+        part = shared.get(n)
+        if part is None:
+            raise BadValue(f"{what} refers to a missing shared part")
+        data = {**part, **data}
+    return ItemRecord(start_s=v_float(s, f"{what} start"), end_s=v_float(e, f"{what} end"),
+                      label=v_str(label, f"{what} label"), confidence=v_opt(v_float, conf, f"{what} confidence"),
+                      run_id=v_opt(v_int, run, f"{what} run"), data=data)

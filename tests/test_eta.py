@@ -144,6 +144,33 @@ def test_the_waveform_job_says_its_span(tmp_path):
     assert state.estimate.text().startswith("done in ")
 
 
+def test_the_long_jobs_say_their_span(tmp_path):
+    """The frame index, shot detection, the window's tagging job and the chat self-test tell their
+    state how much media they cover (what the estimator turns into × real time)."""
+    import mediagen
+    from core.chat.selftest import QA, streamed_seconds
+    from core.jobs import Cancelled
+    from core.media.decode import probe
+    from core.perception.ops import frame_times_job
+    from core.store.project import Project
+    from core.tagging.jobs import TagRequest, describe_job
+    from core.tagging.shots import detect_shots
+
+    clip = mediagen.make_clip(tmp_path / "clip.mp4", duration=2.0, audio=False)
+    state = HeadlessState()
+    assert len(frame_times_job(str(clip), state)) > 0 and state.media_span == pytest.approx(2.0, abs=0.1)
+    state = HeadlessState()
+    assert detect_shots(str(clip), state) and state.media_span == pytest.approx(2.0, abs=0.1)
+    with Project.create(tmp_path / "p.kestrel") as project:
+        state = HeadlessState()
+        state.cancel()  # stops at the first file: the span is said before any work
+        with pytest.raises(Cancelled):
+            describe_job(TagRequest(project, (probe(str(clip), with_hash=False),)), state)
+        assert state.media_span == pytest.approx(2.0, abs=0.1)
+    qs = [QA("a", "q1", at=30.0, accept=("x",), window_s=20.0), QA("a", "q2", at=5.0, accept=("x",))]
+    assert streamed_seconds(qs, 3) == pytest.approx(3 * (20.0 + 5.0))
+
+
 # ------------------------------------------------------------------------------ the window
 def paced_job(request, state):
     """Says its span, then 1 % per (fake) second up to ``upto``; waits on ``gate`` to finish."""

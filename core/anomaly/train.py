@@ -37,7 +37,7 @@ import numpy as np
 
 from core.anomaly import AnomalyError, NotEnoughNormalData
 from core.anomaly.features import AUDIO_BASE, VIDEO_BASE, FeatureSet
-from core.jobs import JobState, check
+from core.jobs import JobState, check, set_media_span
 
 MODEL_KEY = "anomaly/model"
 MODEL_KIND = "anomaly/model"
@@ -267,6 +267,7 @@ def train_model(req: TrainRequest, state: JobState) -> TrainedModel:
             "detectors alone.")
     params = req.params or fusion.TrainParams()
     factory = req.factory()
+    set_media_span(state, n * fs.window_s)  # the normal footage it learns (a stage of the pipeline: goes no further)
     state.set_progress(0.0, "preparing the normal footage")
     vcols, acols, seen = network_columns(fs, normal)
     v_raw, a_raw = design(fs, vcols, seen), design(fs, acols, seen)

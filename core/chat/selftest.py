@@ -28,7 +28,7 @@ from core.chat.encoder import EncoderSettings
 from core.chat.evidence import Eyes, held_eyes, perceive_file
 from core.chat.perception_log import PerceptionLog
 from core.chat.session import ChatAnswer, ChatRequest, answer
-from core.jobs import HeadlessState, JobState, SubProgress, check
+from core.jobs import HeadlessState, JobState, SubProgress, check, set_media_span
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +232,10 @@ def prepare_clips(folder: str | Path, sample: Callable[[str], Path] | None = Non
               "bus": ("ssd-mobilenet-v2-coco", "rapidocr"),
               "sign": ("ssd-mobilenet-v2-coco", "rapidocr")}
     out = {}
-    for name in names:
+    for k, name in enumerate(names):  # one share of the bar per clip (each clip's analysis says its own span)
+        sub = None if state is None else SubProgress(state, k / len(names), (k + 1) / len(names), f"{name}: ")
         lg, errors = perceive_file(str(paths[name]), fps=2.0, models=models[name],
-                                   state=state)
+                                   state=sub)
         for e in errors:
             log.warning("self-test clip %s: %s", name, e)
         out[name] = Clip(str(paths[name]), lg)
@@ -262,16 +263,23 @@ class SelfTestPartial:
     result: QAResult
 
 
+def streamed_seconds(questions: Sequence[QA], rungs: int) -> float:
+    """The footage a self-test streams: each question's window (before its time) at every rung:
+    the media span of its jobs, for their throughput."""
+    return rungs * sum(max(0.0, min(q.window_s, q.at)) for q in questions)
+
+
 def run_selftest(req: SelfTestRequest, state: JobState | None = None) -> SelfTestReport:
     """Job: every question at every rung (and from the uncompressed frames); partial results
     per answered question, so the plot fills in as it runs."""
     from core.chat.codec import human_quality_kbps
 
     state = state or HeadlessState()
-    eyes = req.eyes or held_eyes()
-    vectors = text_vectors(req.embedder)
     qs = [q for q in req.questions if q.clip in req.clips]
     rungs = ([UNCOMPRESSED] if req.baseline else []) + list(req.ladder)
+    set_media_span(state, streamed_seconds(qs, len(rungs)))
+    eyes = req.eyes or held_eyes()
+    vectors = text_vectors(req.embedder)
     report = SelfTestReport(str(getattr(req.backend, "name", "model")), [], None)
     total, done = len(qs) * len(rungs), 0
     for name, settings in rungs:
@@ -351,7 +359,11 @@ class ClipsReady:
 
 
 def selftest_job(req: SelfTestJob, state: JobState) -> SelfTestReport:
-    """Job: load the model if needed, perceive the clips not yet perceived, run the self-test."""
+    """Job: load the model if needed, perceive the clips not yet perceived, run the self-test. Its
+    media span is the footage the questions stream (:func:`streamed_seconds`); the time it
+    takes counts loading and perceiving too."""
+    qs = [q for q in req.questions if q.clip in req.clips]
+    set_media_span(state, streamed_seconds(qs, 1 + len(req.ladder)))  # run_selftest's baseline is on
     backend = req.backend
     if backend is None:
         state.set_progress(0.0, "loading the model")

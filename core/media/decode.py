@@ -730,11 +730,12 @@ def decode_thumbs(request: tuple[str, tuple[float, ...], tuple[int, int]], state
     return out
 
 
-def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.ndarray:
+def frame_times(path: str | os.PathLike, progress=None, cancelled=None, on_span=None) -> np.ndarray:
     """Presentation times (media seconds, sorted) of every video frame, by demuxing only.
 
     No decoding: this reads packet headers, so even an hour of video takes about a second.
-    Gives exact frame numbers for variable frame rate files.
+    Gives exact frame numbers for variable frame rate files. ``on_span(seconds)`` is told the
+    duration it reads through (a job's media span, for its ETA and throughput).
     """
     import av
 
@@ -747,6 +748,8 @@ def frame_times(path: str | os.PathLike, progress=None, cancelled=None) -> np.nd
         tb = time_base(s)
         origin = float(c.start_time) / 1e6 if c.start_time is not None else 0.0
         dur = media_duration(c, p)[0]
+        if on_span is not None:
+            on_span(dur)
         pts: list[int] = []
         first_key: int | None = None
         try:

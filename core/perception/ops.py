@@ -14,10 +14,10 @@ import numpy as np
 
 from core.media import decode as media_mod
 from core.media import waveform as wf
-from core.jobs import JobState, check
+from core.jobs import JobState, check, set_media_span
 from core.media.decode import MediaInfo
 from core.store.project import Project
-from core.timeline import Item, Track
+from core.timeline import Item, StoredTrack, Track
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def probe_job(path: str, state: JobState) -> MediaInfo:
 
 def frame_times_job(path: str, state: JobState) -> np.ndarray:
     return media_mod.frame_times(path, progress=lambda f: state.set_progress(f, "frame index"),
-                                 cancelled=state.is_cancelled)
+                                 cancelled=state.is_cancelled, on_span=lambda s: set_media_span(state, s))
 
 
 def register_media(project: Project, info: MediaInfo) -> int:
@@ -104,19 +104,73 @@ def timed_waveform(req: wf.WaveformRequest, state: JobState) -> tuple[wf.PeakPyr
 
 
 def load_tracks(project: Project, media_id: int) -> list[Track]:
-    out = []
-    for rec in project.load_tracks(media_id):
-        items = [Item(i.start_s, i.end_s, i.label, 1.0 if i.confidence is None else i.confidence,
-                      i.run_id, dict(i.data)) for i in rec.items]
-        # a class's unconfirmed detections (core.perception.analysis.tracks_for) are kept, hidden by default
-        out.append(Track(rec.kind, rec.name, items, run_id=rec.run_id, id=rec.id, meta=dict(rec.meta),
-                         visible=rec.meta.get("confirmed") is not False))
+    """Every track of a media file with all its items in memory (jobs that need them all);
+    the window's timeline uses :func:`load_timeline`."""
+    return [_track(rec, [_item(i) for i in rec.items]) for rec in project.load_tracks(media_id)]
+
+
+#: Tracks with more items than this stay in the project (StoredTrack) when a timeline is loaded.
+STORED_ABOVE = 20_000
+
+
+def load_timeline(project: Project, media_id: int, stored_above: int = STORED_ABOVE) -> list[Track]:
+    """The tracks of a media file for the timeline: small ones with their items, bigger ones
+    (more than ``stored_above`` items) as StoredTracks that read the project by range -- so
+    opening a file with a million detections reads their counts, not them. Database worker."""
+    out: list[Track] = []
+    for rec, lod in project.track_heads(media_id, stored_above):
+        if lod is None or lod.n <= stored_above:
+            out.append(_track(rec, [_item(i) for i in rec.items]))
+            continue
+        src = StoredItems(project, rec.id, lod)
+        out.append(StoredTrack(rec.kind, rec.name, src, (lod.t_min or 0.0, lod.t_max or 0.0), run_id=rec.run_id,
+                               id=rec.id, meta=dict(rec.meta), visible=rec.meta.get("confirmed") is not False,
+                               labels=lod.labels))
     return out
 
 
+class StoredItems:
+    """A StoredTrack's items in the project (core.timeline.ItemSource): indexed range reads
+    (a few hundred rows: fine from the window's thread, like the overlay's), and counts from
+    the track's stored count buckets (no read at all)."""
+
+    def __init__(self, project: Project, track_id: int, lod) -> None:
+        self.project, self.track_id, self.lod = project, track_id, lod
+        self.size = int(lod.n)
+        self.max_len = float(lod.max_len)
+        self._shared: dict | None = None
+
+    def _items(self, recs) -> list[Item]:
+        return [_item(i) for i in recs]
+
+    def _shared_parts(self) -> dict:
+        if self._shared is None:
+            self._shared = self.project.track_shared(self.track_id)
+        return self._shared
+
+    def starting_in(self, t0: float, t1: float) -> list[Item]:
+        return self._items(self.project.track_items(self.track_id, t0, t1, starting=True,
+                                                    shared=self._shared_parts()))
+
+    def overlapping(self, t0: float, t1: float, limit: int | None = None) -> list[Item]:
+        return self._items(self.project.track_items(self.track_id, t0, t1, limit, shared=self._shared_parts()))
+
+    def counts(self, t0: float, t1: float, buckets: int) -> np.ndarray:
+        return self.lod.counts_between(np.linspace(float(t0), float(t1), max(1, int(buckets)) + 1))
+
+
+def _item(i) -> Item:
+    return Item(i.start_s, i.end_s, i.label, 1.0 if i.confidence is None else i.confidence, i.run_id, dict(i.data))
+
+
+def _track(rec, items: list[Item]) -> Track:
+    # a class's unconfirmed detections (core.perception.analysis.tracks_for) are kept, hidden by default
+    return Track(rec.kind, rec.name, items, run_id=rec.run_id, id=rec.id, meta=dict(rec.meta),
+                 visible=rec.meta.get("confirmed") is not False)
+
+
 def save_track(project: Project, media_id: int, track: Track) -> int:
-    items = [{"start_s": i.start, "end_s": i.end, "label": i.label, "confidence": i.confidence,
-              "run_id": i.run_id, "data": i.data} for i in track.items]
+    items = [(i.start, i.end, i.label, i.confidence, i.run_id, i.data) for i in track.items]
     return project.save_track(media_id, track.kind, track.name, items, run_id=track.run_id,
                               meta=track.meta)
 

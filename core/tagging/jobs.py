@@ -21,11 +21,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from core.jobs import JobState, check
+from core.jobs import JobState, check, set_media_span
 from core.media.decode import MediaInfo
 from core.perception import ops
 from core.tagging import TaggingError
-from core.tagging.archive import FileDone, scan_media, store_file, tag_files, worker_pool  # noqa: F401
+from core.tagging.archive import (FileDone, checked_shot_params, plan_files, scan_media, store_file,  # noqa: F401
+                                  tag_files, worker_pool)
 from core.tagging.features import FeatureConfig
 from core.tagging.index import (EDITS_SETTING, ArchiveIndex, Hit, IndexParams, ShotRef, build_index, description,
                                 edit_tag, load_index, search_shot, search_text, stored_shot_tags, vocabulary)
@@ -60,6 +61,9 @@ def describe_job(req: TagRequest, state: JobState) -> list[tuple[str, str]]:
             raise TaggingError(f"No media to tag in {req.folder}" + (f" ({why})." if why else "."))
     else:
         infos, skipped = list(req.infos), []
+    # the span is what will be described: reused files take no time (tag_files's bar covers the rest)
+    _, todo = plan_files(req.project, infos, req.features, checked_shot_params(req.shots))
+    set_media_span(state, sum(max(info.duration_s, 0.0) for info, _ in todo))
     for done in tag_files(req.project, infos, req.features, req.shots, state, req.device):
         state.set_partial_result(done)
     return skipped

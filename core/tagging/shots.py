@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from core.jobs import JobState, check
+from core.jobs import JobState, check, set_media_span
 from core.media.decode import MediaError, frame_index, frame_times, probe
 from core.tagging import TaggingError
 from core.timeline import Item, Track
@@ -242,6 +242,7 @@ def detect_shots(path: str, state: JobState, threshold: float | None = None,
         info = probe(path, with_hash=False)
     except MediaError as e:
         raise TaggingError(f"Cannot find shots: {e}") from e
+    set_media_span(state, info.duration_s)  # as a stage of describe_file (part of its bar) this goes no further
     if not info.has_video:
         state.set_progress(1.0, "shots: audio only")
         return [Shot(0, 0.0, info.duration_s, 0, 0)]

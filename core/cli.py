@@ -40,9 +40,9 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "analyze": Command("core.perception.cli", "Run perception models over a file."),
+    "analyze": Command("core.perception.cli", "Run perception models over a file, or over folders of media (here or on Ray)."),
     "models": Command("core.cli", "List the model catalogue.", add_arguments="no_arguments", run="list_models"),
-    "anomalies": Command("core.anomaly.cli", "Find what should not have happened in a recorded file."),
+    "anomalies": Command("core.anomaly.cli", "Find what should not have happened in a recorded file, or in each file of folders."),
     "chat": Command("core.chat.cli", "Ask a model about a video or a live feed."),
     "tag": Command("core.tagging.cli", "Tag a folder of media by shot, search the archive, export the tags."),
     "select": Command("core.focus.cli", "Choose the frames of a video that answer a query (FOCUS, arXiv 2510.27280)."),

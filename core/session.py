@@ -148,9 +148,11 @@ class MediaSession:
 
 def load_stored(project, media_id: int) -> tuple:
     """What a project holds for an opened file: (waveform pyramid or None, tracks, anomaly events).
-    Runs on the database worker when a file opens."""
+    Runs on the database worker when a file opens. Big tracks (a day of detections) come as
+    StoredTracks that read the project by range and draw from stored counts
+    (core.perception.ops.load_timeline): never a whole file's items in memory."""
     from core.anomaly.events import load_events
     from core.perception import ops
 
-    tracks = ops.load_tracks(project, media_id)
+    tracks = ops.load_timeline(project, media_id)
     return ops.load_waveform(project, media_id), tracks, load_events(project, media_id, tracks)

@@ -5,12 +5,21 @@ A timeline holds tracks of items for one media file. An item is an interval
 the run that produced it. How a track *looks* is data: its kind names an entry of
 ``TRACK_KINDS`` (style, colour, row height), so a new capability adds a kind and its
 tracks appear with no new widget.
+
+A track of any size answers the same questions -- ``in_range``, ``at``, ``size``, ``counts`` (how
+many items start per bucket, what a zoomed-out view draws) -- whether its items are in a list
+(:class:`Track`) or stay in the project and are read by range (:class:`StoredTrack`, through an
+:class:`ItemSource` the session gives it), so a day of detections never sits in memory whole.
 """
 from __future__ import annotations
 
 import bisect
+import math
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Iterable, Protocol
+
+import numpy as np
 
 from core.events import EventGroup
 
@@ -103,14 +112,140 @@ class Track:
         self.items.extend(items)
         self.items.sort(key=lambda i: (i.start, i.end))
         self._starts = [i.start for i in self.items]
+        self.__dict__.pop("_starts_arr", None)
 
-    def in_range(self, t0: float, t1: float) -> list[Item]:
-        """Items overlapping [t0, t1]; O(log n + k) for tracks without very long items."""
+    def in_range(self, t0: float, t1: float, limit: int | None = None) -> list[Item]:
+        """Items overlapping [t0, t1] by start time (the first ``limit`` of them);
+        O(log n + k) for tracks without very long items."""
         hi = bisect.bisect_right(self._starts, t1)
-        return [it for it in self.items[:hi] if max(it.end, it.start) >= t0]
+        out = [it for it in self.items[:hi] if max(it.end, it.start) >= t0]
+        return out if limit is None else out[:max(0, limit)]
 
     def at(self, t: float, tol: float = 0.0) -> list[Item]:
         return [it for it in self.in_range(t - tol, t + tol) if it.covers(t, tol)]
+
+    @property
+    def size(self) -> int:
+        """How many items the track holds."""
+        return len(self.items)
+
+    @property
+    def is_stored(self) -> bool:
+        """True where the items stay in the project and are read by range (StoredTrack)."""
+        return False
+
+    def counts(self, t0: float, t1: float, buckets: int) -> np.ndarray:
+        """How many items start in each of ``buckets`` equal parts of [t0, t1) (floats)."""
+        edges = np.linspace(float(t0), float(t1), max(1, int(buckets)) + 1)
+        arr = self.__dict__.get("_starts_arr")
+        if arr is None or len(arr) != len(self.items):
+            if len(self._starts) != len(self.items):
+                self._starts = [i.start for i in self.items]
+            arr = self.__dict__["_starts_arr"] = np.asarray(self._starts, dtype=np.float64)
+        return np.diff(np.searchsorted(arr, edges, side="left")).astype(np.float64)
+
+    def count_in(self, t0: float, t1: float) -> float:
+        """How many items start in [t0, t1) (what ``counts`` sums to)."""
+        return float(self.counts(t0, t1, 1).sum())
+
+
+class ItemSource(Protocol):
+    """Where a StoredTrack's items are: the project, read by range (core.perception.ops.StoredItems)."""
+
+    size: int
+    max_len: float  # the longest item, seconds
+
+    def starting_in(self, t0: float, t1: float) -> list[Item]:
+        """Items whose start is in [t0, t1), by start."""
+        ...
+
+    def overlapping(self, t0: float, t1: float, limit: int | None = None) -> list[Item]:
+        """Items overlapping [t0, t1], by start, at most ``limit``."""
+        ...
+
+    def counts(self, t0: float, t1: float, buckets: int) -> np.ndarray:
+        """Items starting per equal bucket of [t0, t1) (stored counts, no item is read)."""
+        ...
+
+
+class StoredTrack(Track):
+    """A big track whose items stay in the project: reads go by time range through ``source``
+    in chunks of about ``CHUNK_ITEMS`` items (the last ``CACHED_CHUNKS`` kept), so the overlay's
+    ``at(t)`` and a zoomed-in view read a few hundred rows, and a zoomed-out view reads
+    ``counts`` (stored count buckets) and no item at all.  ``items`` reads every item: only for
+    jobs that need them all, never the window's paint path.  Items added while a job runs
+    (partial results) are kept in memory beside the stored ones."""
+
+    CHUNK_ITEMS = 2000
+    CACHED_CHUNKS = 64
+    MAX_CHUNKS_PER_READ = 8
+
+    def __init__(self, kind: str, name: str, source: ItemSource, span: tuple[float, float],
+                 run_id: int | None = None, id: int | None = None, meta: dict | None = None,
+                 visible: bool = True, labels: dict[str, list[int]] | None = None):
+        self.kind, self.name, self.run_id, self.id = kind, name, run_id, id
+        self.meta = dict(meta or {})
+        self.visible = visible
+        self.source = source
+        self.span = (float(span[0]), float(span[1]))
+        self.labels = dict(labels or {})  # label -> [items, confirmed items] (stored summary)
+        width = max(self.span[1] - self.span[0], 1e-3)
+        self.chunk_s = max(0.5, width * self.CHUNK_ITEMS / max(1, source.size))
+        self._chunks: OrderedDict[int, list[Item]] = OrderedDict()
+        self._extra = Track(kind, name)  # added in memory (partial results)
+        self.reads = 0  # how many times the source was asked (tests, benches)
+
+    def __repr__(self) -> str:
+        return f"StoredTrack({self.kind!r}, {self.name!r}, size={self.size}, id={self.id})"
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def items(self) -> list[Item]:  # type: ignore[override]
+        self.reads += 1
+        stored = self.source.overlapping(-math.inf, math.inf)
+        return sorted(stored + self._extra.items, key=lambda i: (i.start, i.end)) if self._extra.items else stored
+
+    @property
+    def size(self) -> int:
+        return self.source.size + self._extra.size
+
+    @property
+    def is_stored(self) -> bool:
+        return True
+
+    def add(self, items: Iterable[Item]) -> None:
+        self._extra.add(items)
+
+    def _chunk(self, k: int) -> list[Item]:
+        got = self._chunks.get(k)
+        if got is None:
+            self.reads += 1
+            got = self.source.starting_in(k * self.chunk_s, (k + 1) * self.chunk_s)
+            self._chunks[k] = got
+            while len(self._chunks) > self.CACHED_CHUNKS:
+                self._chunks.popitem(last=False)
+        else:
+            self._chunks.move_to_end(k)
+        return got
+
+    def in_range(self, t0: float, t1: float, limit: int | None = None) -> list[Item]:
+        k0 = math.floor((t0 - self.source.max_len) / self.chunk_s)
+        k1 = math.floor(t1 / self.chunk_s)
+        if k1 - k0 + 1 <= self.MAX_CHUNKS_PER_READ:
+            out = [it for k in range(k0, k1 + 1) for it in self._chunk(k)
+                   if it.start <= t1 and max(it.end, it.start) >= t0]
+        else:
+            self.reads += 1
+            out = self.source.overlapping(t0, t1, limit)
+        if self._extra.items:
+            out = sorted(out + self._extra.in_range(t0, t1), key=lambda i: (i.start, i.end))
+        return out if limit is None else out[:max(0, limit)]
+
+    def counts(self, t0: float, t1: float, buckets: int) -> np.ndarray:
+        out = np.asarray(self.source.counts(t0, t1, buckets), dtype=np.float64)
+        return out + self._extra.counts(t0, t1, buckets) if self._extra.items else out
 
 
 class Timeline:
@@ -139,7 +274,7 @@ class Timeline:
     @property
     def tracks(self) -> list[Track]:
         # within a kind, the busiest tracks first (people before the odd kite)
-        return sorted(self._tracks.values(), key=lambda t: (t.style.order, t.kind, -len(t.items), t.name))
+        return sorted(self._tracks.values(), key=lambda t: (t.style.order, t.kind, -t.size, t.name))
 
     def track(self, kind: str, name: str) -> Track | None:
         return self._tracks.get((kind, name))

@@ -115,7 +115,7 @@ class AnalysisController(QObject):
             self.analysis_finished.emit(summary)
             return
         proj = w.project()
-        w.tasks.call(ops.load_tracks, proj, media_id, pool="db", name="load tracks").on_done(
+        w.tasks.call(ops.load_timeline, proj, media_id, pool="db", name="load tracks").on_done(
             lambda tracks: self._set_tracks(media_id, tracks, summary))
 
     def _set_tracks(self, media_id, tracks, summary: str) -> None:

@@ -117,9 +117,14 @@ def load_timeline(project: Project, media_id: int, stored_above: int = STORED_AB
     """The tracks of a media file for the timeline: small ones with their items, bigger ones
     (more than ``stored_above`` items) as StoredTracks that read the project by range -- so
     opening a file with a million detections reads their counts, not them. Database worker."""
+    from core.timeline import kind_of
+
     out: list[Track] = []
     for rec, lod in project.track_heads(media_id, stored_above):
-        if lod is None or lod.n <= stored_above:
+        if lod is not None and lod.n > stored_above and kind_of(rec.kind).style == "curve":
+            # a curve is drawn from its values (each pixel column's highest), not counts: kept whole
+            rec = project.load_track(rec.id)
+        if lod is None or len(rec.items) == lod.n:
             out.append(_track(rec, [_item(i) for i in rec.items]))
             continue
         src = StoredItems(project, rec.id, lod)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from core.events import EventGroup
 from core.perception.confirm import CHECKED_TASKS, is_confirmed, why
-from core.timeline import Item, Timeline
+from core.timeline import Item, StoredTrack, Timeline, Track
 
 
 @dataclass(frozen=True)
@@ -100,21 +100,39 @@ class OverlayModel:
             self.events.changed.emit()
 
     def labels(self) -> dict[str, int]:
-        """Every label in the box tracks, with how many boxes carry it."""
+        """Every label in the box tracks, with how many boxes carry it (a stored track's from its
+        stored summary: no box is read)."""
         out: dict[str, int] = {}
-        for tr in self.box_tracks():
-            for it in tr.items:
-                out[it.label] = out.get(it.label, 0) + 1
+        for tr, per_label in self._label_counts():
+            for label, (n, _ok) in per_label.items():
+                out[label] = out.get(label, 0) + n
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def confirmed_counts(self) -> dict[str, tuple[int, int]]:
         """Per label of the checked (object) boxes: (confirmed, unconfirmed) counts."""
         out: dict[str, tuple[int, int]] = {}
-        for tr in self.box_tracks():
+        for tr, per_label in self._label_counts():
             if checked(tr):
-                for it in tr.items:
-                    c, u = out.get(it.label, (0, 0))
-                    out[it.label] = (c + 1, u) if is_confirmed(it.data) else (c, u + 1)
+                for label, (n, ok) in per_label.items():
+                    c, u = out.get(label, (0, 0))
+                    out[label] = (c + ok, u + n - ok)
+        return out
+
+    def _label_counts(self) -> list[tuple[Track, dict[str, tuple[int, int]]]]:
+        """Per box track: label -> (boxes, confirmed boxes); a stored track's summary (counted
+        when it was stored, plus any boxes added since), a small track's items counted here."""
+        out = []
+        for tr in self.box_tracks():
+            per: dict[str, tuple[int, int]] = {}
+            if isinstance(tr, StoredTrack):
+                per = {label: (int(v[0]), int(v[1])) for label, v in tr.labels.items()}
+                extra = tr._extra.items
+            else:
+                extra = tr.items
+            for it in extra:
+                n, ok = per.get(it.label, (0, 0))
+                per[it.label] = (n + 1, ok + is_confirmed(it.data))
+            out.append((tr, per))
         return out
 
     def box_tracks(self):
@@ -143,11 +161,30 @@ class OverlayModel:
         """The cited boxes shown at ``t`` (drawn even when the tracks' boxes are switched off)."""
         return [e.box for e in self.evidence if e.start <= t < e.end]
 
-    def rows(self) -> list[tuple[Item, str]]:
-        """All accepted detections in time order (the detections table)."""
-        rows = [(it, tr.name) for tr in self.box_tracks() for it in tr.items if self.accepts(it, checked(tr))]
+    def rows(self, t0: float | None = None, t1: float | None = None,
+             limit: int | None = None) -> list[tuple[Item, str]]:
+        """The accepted detections in time order (the detections table): all of them, or those
+        in [t0, t1], the first ``limit`` (each track is read by range, at most ``limit`` boxes
+        of it, so a day of detections is never read whole for the table)."""
+        lo = -float("inf") if t0 is None else t0
+        hi = float("inf") if t1 is None else t1
+        rows = []
+        for tr in self.box_tracks():
+            ch = checked(tr)
+            if limit is None:
+                got = tr.items if t0 is None and t1 is None and not tr.is_stored else tr.in_range(lo, hi)
+                rows += [(it, tr.name) for it in got if self.accepts(it, ch)]
+                continue
+            cap = max(1, limit)
+            while True:  # read more while the filter leaves fewer than asked (at most 64× as many)
+                got = tr.in_range(lo, hi, cap)
+                mine = [(it, tr.name) for it in got if self.accepts(it, ch)]
+                if len(mine) >= limit or len(got) < cap or cap >= 64 * limit:
+                    break
+                cap *= 4
+            rows += mine[:limit]
         rows.sort(key=lambda r: (r[0].start, -r[0].confidence))
-        return rows
+        return rows if limit is None else rows[:limit]
 
 
 def checked(track) -> bool:

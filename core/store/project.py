@@ -744,6 +744,19 @@ class Project:
                 out.append(db.track_record(r, tuple(items_mod.item_from_row(x, shared) for x in rows)))
             return out
 
+    def load_track(self, track_id: int) -> TrackRecord:
+        """One track with all its items (sorted by start time)."""
+        with self._reading() as conn:
+            row = conn.execute(select(tracks_table).where(tracks_table.c.id == track_id)).first()
+            if row is None:
+                raise KeyError(f"there is no track with id {track_id!r} in this project")
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            shared = self._shared(conn, track_id)
+            rows = raw.execute(f"SELECT {self._ITEM_COLUMNS} FROM items WHERE track_id = ? ORDER BY start_s, id",
+                               (track_id,))
+            return db.track_record(row, tuple(items_mod.item_from_row(x, shared) for x in rows))
+
     def track_heads(self, media_id: int, max_items: int) -> list[tuple[TrackRecord, items_mod.Lod | None]]:
         """Every track of a media file with its summary (None for a track stored before
         summaries existed... which the v3 upgrade fills, so only for hand-made files); the
@@ -774,10 +787,17 @@ class Project:
             self._require(conn, tracks_table, track_id, "track")
             return self._lod(conn, track_id)
 
-    def track_items(self, track_id: int, t0: float, t1: float, limit: int | None = None) -> list[ItemRecord]:
-        """The items of a track that overlap [t0, t1], by start time, at most ``limit`` of them:
-        an indexed range read (items longer than the track's longest stored one cannot exist,
-        so the index is entered at ``t0 - max_len``)."""
+    def track_items(self, track_id: int, t0: float, t1: float, limit: int | None = None, *,
+                    starting: bool = False, shared: dict[int, dict[str, Any]] | None = None) -> list[ItemRecord]:
+        """The items of a track that overlap [t0, t1] (``starting``: that start in [t0, t1)), by
+        start time, at most ``limit`` of them: an indexed range read (no item is longer than the
+        track's longest stored one, so the index is entered at ``t0 - max_len``).  ``shared``: the
+        track's shared parts (:meth:`track_shared`) a reader keeps, so they are not read again."""
+        if starting:
+            sql = f"SELECT {self._ITEM_COLUMNS} FROM items WHERE track_id = ? AND start_s >= ? AND start_s < ? " \
+                  "ORDER BY start_s, id" + ("" if limit is None else " LIMIT ?")
+            args: list[Any] = [track_id, float(t0), float(t1)] + ([] if limit is None else [max(0, int(limit))])
+            return self._item_query(track_id, sql, args, shared)
         with self._reading() as conn:
             lod = self._lod(conn, track_id)
             raw = conn.connection.driver_connection
@@ -789,14 +809,27 @@ class Project:
                 max_len = lod.max_len
             sql = (f"SELECT {self._ITEM_COLUMNS} FROM items WHERE track_id = ? AND start_s >= ? AND start_s <= ? "
                    "AND max(end_s, start_s) >= ? ORDER BY start_s, id")
-            args: list[Any] = [track_id, float(t0) - max_len, float(t1), float(t0)]
+            args = [track_id, float(t0) - max_len, float(t1), float(t0)]
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(max(0, int(limit)))
+        return self._item_query(track_id, sql, args, shared)
+
+    def _item_query(self, track_id: int, sql: str, args: list[Any],
+                    shared: dict[int, dict[str, Any]] | None) -> list[ItemRecord]:
+        with self._reading() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
             rows = raw.execute(sql, args).fetchall()
             needed = {r[6] for r in rows if r[6] is not None}
-            shared = self._shared(conn, track_id) if needed else {}
-            return [items_mod.item_from_row(r, shared) for r in rows]
+            if needed and (shared is None or not needed <= shared.keys()):
+                shared = self._shared(conn, track_id)
+            return [items_mod.item_from_row(r, shared or {}) for r in rows]
+
+    def track_shared(self, track_id: int) -> dict[int, dict[str, Any]]:
+        """The parts of item data the track's items share, by number (see core.store.items)."""
+        with self._reading() as conn:
+            return self._shared(conn, track_id)
 
     def track_counts(self, track_id: int, t0: float, t1: float, buckets: int) -> npt.NDArray[np.float64]:
         """How many items of the track start in each of ``buckets`` equal parts of [t0, t1), from

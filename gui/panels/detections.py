@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
                                QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
@@ -29,15 +29,23 @@ class DetectionsModel(QAbstractTableModel):
 
     HEADERS = ("time", "class", "score", "confirmed", "track", "model")
 
-    def __init__(self, overlay: OverlayModel):
+    #: With a stored (big) box track the table lists the detections in the timeline's view, this many at most.
+    ROW_LIMIT = 5000
+
+    def __init__(self, overlay: OverlayModel, view=None):
         super().__init__()
         self.overlay = overlay
+        self.view = view  # () -> (t0, t1): the span the table lists when a box track is stored
         self.rows: list = []
+        self.windowed = False  # the rows are those of the view (a stored track), not all
 
     def refresh(self) -> None:
         self.beginResetModel()
-        tasks = {tr.name: checked(tr) for tr in self.overlay.box_tracks()}
-        self.rows = [(it, src, tasks.get(src, False)) for it, src in self.overlay.rows()]
+        tracks = self.overlay.box_tracks()
+        tasks = {tr.name: checked(tr) for tr in tracks}
+        self.windowed = self.view is not None and any(tr.is_stored for tr in tracks)
+        rows = self.overlay.rows(*self.view(), limit=self.ROW_LIMIT) if self.windowed else self.overlay.rows()
+        self.rows = [(it, src, tasks.get(src, False)) for it, src in rows]
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -103,7 +111,7 @@ class DetectionsPanel(QWidget):
         self.classes = QListWidget()
         self.classes.setMaximumHeight(130)
         self.classes.itemChanged.connect(self._on_class)
-        self.model = DetectionsModel(overlay)
+        self.model = DetectionsModel(overlay, lambda: session.view)
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -131,6 +139,12 @@ class DetectionsPanel(QWidget):
         lay.addWidget(self._confusions_box())
         overlay.events.changed.connect(self.refresh_rows)
         session.timeline.events.tracks_changed.connect(self.refresh)
+        # a stored box track: the table follows the timeline's view, once it settles
+        self._view_timer = QTimer(self)
+        self._view_timer.setSingleShot(True)
+        self._view_timer.setInterval(150)
+        self._view_timer.timeout.connect(self.refresh_rows)
+        session.events.view_changed.connect(lambda *_: self._view_timer.start() if self.model.windowed else None)
         self.bench = None
         self.scene = "default"
 
@@ -251,6 +265,16 @@ class DetectionsPanel(QWidget):
 
     def refresh_rows(self) -> None:
         self.model.refresh()
+        if self.model.windowed:  # totals from the stored summaries; the table lists the view
+            verdicts = self.overlay.confirmed_counts()
+            total = sum(self.overlay.labels().values())
+            ok = sum(c for c, _u in verdicts.values())
+            un = sum(u for _c, u in verdicts.values())
+            n = len(self.model.rows)
+            shown = f"first {n} in view" if n >= self.model.ROW_LIMIT else f"{n} in view"
+            self.count.setText(f"{total} detections ({ok} confirmed, {un} unconfirmed); listed: {shown} "
+                               "(zoom the timeline to list others)")
+            return
         ok = sum(1 for it, _s, ch in self.model.rows if ch and is_confirmed(it.data))
         un = sum(1 for it, _s, ch in self.model.rows if ch and not is_confirmed(it.data))
         rest = len(self.model.rows) - ok - un  # faces and text: no verdict is made for them

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
@@ -16,6 +17,8 @@ from core.timefmt import timecode
 from core.timeline import Item, Track
 
 HEADER_W = 150
+#: A track with more items in view than (pixels / DENSE_PX) is drawn as counts per DENSE_PX column.
+DENSE_PX = 2
 
 
 def label_color(label: str) -> QColor:
@@ -69,6 +72,7 @@ class TimelineView(QWidget):
         self.setMinimumHeight(RULER_H + 60)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._drag_from: tuple[float, float, float] | None = None  # x, t0, t1
+        self.last_paint_mode: dict[tuple[str, str], str] = {}  # track key -> "items" | "counts" (tests)
         self._dragged = False
         tl = session.timeline
         tl.events.tracks_changed.connect(self._relayout)
@@ -114,6 +118,8 @@ class TimelineView(QWidget):
             if y <= pos.y() < y + h:
                 t = self.x_to_t(pos.x())
                 tol = 4 * (self.session.view[1] - self.session.view[0]) / max(1, self.width() - HEADER_W)
+                if tr.style.style != "curve" and self.is_dense(tr):
+                    return None  # drawn as counts: zoom in to point at one item
                 hits = tr.at(t, tol)
                 if hits:
                     return tr, max(hits, key=lambda i: i.confidence)
@@ -179,14 +185,48 @@ class TimelineView(QWidget):
         p.drawText(QRectF(8, 0, HEADER_W - 12, RULER_H), Qt.AlignmentFlag.AlignVCenter,
                    f"{timecode(t1 - t0)} shown")
 
+    def is_dense(self, tr: Track) -> bool:
+        """More items start in the view than there are DENSE_PX-wide columns: draw counts."""
+        t0, t1 = self.session.view
+        return tr.count_in(t0, t1) > max(1, self.width() - HEADER_W) / DENSE_PX
+
+    def _paint_density(self, p: QPainter, tr: Track, y: float, h: float, color: QColor) -> None:
+        """Items per DENSE_PX column as bars (height: the column's count against the busiest
+        column in view, square-root scaled so a lone item still shows): read from the track's
+        counts, never its items."""
+        t0, t1 = self.session.view
+        w = max(1, self.width() - HEADER_W)
+        n = max(1, w // DENSE_PX)
+        counts = tr.counts(t0, t1, n)
+        top = float(counts.max()) if len(counts) else 0.0
+        if top <= 0:
+            return
+        col = w / n
+        p.setPen(Qt.PenStyle.NoPen)
+        c = QColor(color)
+        c.setAlphaF(0.85)
+        p.setBrush(c)
+        frac = np.sqrt(counts / top)
+        for k in np.flatnonzero(counts > 0):
+            bh = max(2.0, float(frac[k]) * (h - 4))
+            p.drawRect(QRectF(HEADER_W + k * col, y + h - 2 - bh, max(1.0, col - 0.5), bh))
+        self.last_paint_mode[tr.key] = "counts"
+
     def _paint_track(self, p: QPainter, tr: Track, y: float, h: float) -> None:
         t0, t1 = self.session.view
         kind = tr.style
         # "auto": one colour per class, the same as the boxes on the video
         color = label_color(tr.name) if kind.color == "auto" else QColor(kind.color)
-        items = tr.in_range(t0, t1)
         p.save()
         p.setClipRect(QRectF(HEADER_W, y, self.width() - HEADER_W, h))
+        if kind.style != "curve" and self.is_dense(tr):
+            self._paint_density(p, tr, y, h, color)
+            p.restore()
+            return
+        self.last_paint_mode[tr.key] = "items"
+        items = tr.in_range(t0, t1)
+        if kind.style == "curve" and len(items) > 2 * (self.width() - HEADER_W):
+            items = self._decimated(items, t0, t1)
         if kind.style == "heat":
             # one cell per item, brightness = confidence (e.g. FOCUS arms by their upper bound)
             p.setPen(Qt.PenStyle.NoPen)
@@ -221,6 +261,16 @@ class TimelineView(QWidget):
                         p.drawText(QRectF(x0 + 4, y, x1 - x0 - 6, h), Qt.AlignmentFlag.AlignVCenter, it.label)
                         p.setPen(Qt.PenStyle.NoPen)
         p.restore()
+
+    def _decimated(self, items: list[Item], t0: float, t1: float) -> list[Item]:
+        """A curve with more points than pixels: each pixel column's highest point, in order."""
+        w = max(1, self.width() - HEADER_W)
+        starts = np.fromiter((it.start for it in items), float, len(items))
+        conf = np.fromiter((it.confidence for it in items), float, len(items))
+        col = np.clip(((starts - t0) / max(t1 - t0, 1e-9) * w).astype(np.int64), -1, w)
+        order = np.lexsort((-conf, col))
+        first = order[np.concatenate([[True], col[order][1:] != col[order][:-1]])]
+        return [items[i] for i in np.sort(first)]
 
     # -- interaction ---------------------------------------------------------------------
     def wheelEvent(self, ev) -> None:

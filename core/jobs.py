@@ -58,19 +58,20 @@ def media_amount(seconds: float) -> str:
 
 
 def speed_text(ratio: float) -> str:
-    """Media seconds per wall second, as analysts read it: ``48× real time`` is 48 times faster
-    than playing the footage; ``0.5× real time`` is half as fast (the benches' cost of 0.02×
-    real time, compute over media, is 50× real time here)."""
+    """Media seconds per wall second, in words no reader can turn round: ``48× faster than real
+    time``, ``3.0× slower than real time``, ``about real time``. (The benches and the commands'
+    summaries write the cost, compute over media: their ``0.02× real time`` is ``50× faster than
+    real time`` here.)"""
     r = max(0.0, float(ratio))
-    if r >= 10:
-        num = f"{r:.0f}"
-    elif r >= 1:
-        num = f"{r:.1f}"
-    elif r >= 0.01:
-        num = f"{r:.2f}"
-    else:
-        num = f"{r:.1g}"
-    return f"{num}× real time"
+
+    def num(x: float) -> str:
+        return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+    if r >= 1.05:
+        return f"{num(r)}× faster than real time"
+    if r <= 0.95:
+        return f"{num(1.0 / max(r, 1e-9))}× slower than real time"
+    return "about real time"
 
 
 ESTIMATING = "estimating…"
@@ -205,8 +206,8 @@ class Estimator:
         return max(0.0, end - self.begun)
 
     def text(self, now: float | None = None) -> str:
-        """While running: ``ETA 3 min 12 s · 48× real time`` (or ``estimating…``); once done:
-        ``done in 1 min 30 s · 1.2 h of footage, 48× real time``."""
+        """While running: ``ETA 3 min 12 s · 48× faster than real time`` (or ``estimating…``); once
+        done: ``done in 1 min 30 s · 1.2 h of footage, 48× faster than real time``."""
         if self.ended is not None:
             out = f"done in {wall_duration(self.elapsed())}"
             speed = self.throughput()
@@ -217,7 +218,7 @@ class Estimator:
         if eta is None:
             return ESTIMATING
         speed = self.throughput()
-        return f"ETA {wall_duration(eta)}" + (f" · {speed_text(speed)}" if speed is not None else "")
+        return f"ETA {wall_duration(eta) if eta >= 0.5 else '< 1 s'}" + (f" · {speed_text(speed)}" if speed is not None else "")
 
     def detail(self, now: float | None = None) -> str:
         """The long form for a tooltip: the running text, then how much footage in how long."""
@@ -288,7 +289,7 @@ class HeadlessState:
                 self._stream.flush()
 
     def bar_line(self, now: float | None = None) -> str:
-        """``label [#####.....]  45.0% ETA 3 min 12 s · 48× real time  text``; at 100% the text is
+        """``label [#####.....]  45.0% ETA 3 min 12 s · 48× faster than real time  text``; at 100% the text is
         the estimator's ``done in …`` line. Cut to the terminal's width when writing to one."""
         n = int(self.progress * self.BAR)
         head = f"{self._label} [{'#' * n}{'.' * (self.BAR - n)}] {self.progress * 100:5.1f}%"

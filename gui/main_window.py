@@ -46,7 +46,7 @@ MEDIA_FILTER = "Media ({});;All files (*)".format(" ".join("*" + e for e in MEDI
 
 class JobBar(QWidget):
     """Status-bar progress with a cancel button, shown for any job longer than a moment: what the
-    job does, its bar, then its ETA and throughput (``ETA 3 min 12 s · 48× real time``, the task's
+    job does, its bar, then its ETA and throughput (``ETA 3 min 12 s · 48× faster than real time``, the task's
     :class:`core.jobs.Estimator`; the tooltip adds how much footage in how long)."""
 
     LABEL_W = 360  # the job's own text is elided past this; the ETA always shows whole

@@ -40,7 +40,7 @@ def test_steady_rate_gives_the_right_eta_and_throughput():
     steady(est, clock, 0.30)  # 1 % a second
     assert est.eta() == pytest.approx(70.0)
     assert est.throughput() == pytest.approx(72.0)  # 7200 s of media per 100 s of work
-    assert est.text() == "ETA 1 min 10 s · 72× real time"
+    assert est.text() == "ETA 1 min 10 s · 72× faster than real time"
     assert "2.0 h of footage in about" in est.detail()
     clock.t += 30.0  # no report for 30 s: the ETA counts down
     assert est.eta() == pytest.approx(40.0)
@@ -91,15 +91,16 @@ def test_progress_going_back_starts_a_new_estimate_and_the_end_says_how_long():
     steady(est, clock, 1.0, step=0.05)
     assert est.eta() == 0.0 and est.elapsed() == pytest.approx(28.0)
     assert est.text() == f"done in 28 s · 1.0 h of footage, {speed_text(3600 / 28)}"
-    assert speed_text(3600 / 28) == "129× real time"
+    assert speed_text(3600 / 28) == "129× faster than real time"
 
 
 def test_wording():
     assert [wall_duration(x) for x in (4.4, 59.6, 192, 180, 7500)] == ["4 s", "1 min", "3 min 12 s", "3 min",
                                                                         "2 h 05 min"]
     assert [media_amount(x) for x in (30, 720, 4320, 86400)] == ["30 s", "12 min", "1.2 h", "24 h"]
-    assert [speed_text(x) for x in (48.2, 4.83, 0.5, 0.004)] == ["48× real time", "4.8× real time",
-                                                                  "0.50× real time", "0.004× real time"]
+    assert [speed_text(x) for x in (48.2, 4.83, 1.02, 0.5, 0.004)] == [
+        "48× faster than real time", "4.8× faster than real time", "about real time",
+        "2.0× slower than real time", "250× slower than real time"]
 
 
 def test_a_stage_never_overwrites_the_jobs_span():
@@ -128,7 +129,7 @@ def test_cli_bar_shows_eta_and_throughput_then_how_long_it_took():
         state.set_progress(i / 100, f"frame {i}")
     lines = out.getvalue().split("\r")
     mid = next(x for x in lines if " 50.0%" in x)
-    assert "ETA 5 min · 144× real time" in mid and "frame 50" in mid
+    assert "ETA 5 min · 144× faster than real time" in mid and "frame 50" in mid
     assert lines[-1] == ("day.mp4 [####################] 100.0% done in 10 min 5 s · 24 h of footage, "
                          f"{speed_text(86400 / 605)}\n")
 
@@ -205,13 +206,13 @@ def test_the_job_bar_shows_eta_and_throughput(qtbot, clock):
         task = tasks.run(paced_job, (clock, 3600.0, 0.40, gate), name="analysis")
         qtbot.waitUntil(lambda: bar.isVisible() and task.progress >= 0.40, timeout=5000)
         bar._refresh()
-        assert bar.eta.text() == "ETA 1 min · 36× real time"
+        assert bar.eta.text() == "ETA 1 min · 36× faster than real time"
         assert "1.0 h of footage in about 1 min 50 s" in bar.eta.toolTip()
         assert bar.label.text() == "analysis: frame 40"
         clock.t += 20.0  # no report for 20 s: the tick counts down
         with qtbot.waitSignal(bar._tick.timeout, timeout=3000):
             pass
-        assert bar.eta.text() == "ETA 40 s · 36× real time"
+        assert bar.eta.text() == "ETA 40 s · 36× faster than real time"
         with qtbot.waitSignal(tasks.task_ended, timeout=5000):
             gate.set()
         assert not bar.isVisible()
@@ -238,7 +239,7 @@ def test_the_window_shows_it_whole(qtbot, env, clock):
                       name="analysis of a very long file name from camera 12, north gate, day 3")
         qtbot.waitUntil(lambda: win.jobbar.isVisible() and "ETA" in win.jobbar.eta.text(), timeout=5000)
         eta = win.jobbar.eta
-        assert eta.text() == "ETA 1 min 10 s · 864× real time"
+        assert eta.text() == "ETA 1 min 10 s · 864× faster than real time"
         fm = eta.fontMetrics()
         assert eta.width() >= fm.horizontalAdvance(eta.text())  # not cut
         assert fm.height() >= 10  # a readable size

@@ -99,6 +99,7 @@ class Estimator:
         self.jump_factor = jump_factor
         self.media_span: float | None = None
         self.fraction = 0.0
+        self.reports = 0  # progress reports seen (a job that never reports has no estimate to show)
         self.begun = clock()
         self.ended: float | None = None
         self._reset_measure()
@@ -115,6 +116,7 @@ class Estimator:
         self.begun = self.clock() if t is None else float(t)
         self.ended = None
         self.fraction = 0.0
+        self.reports = 0
         self._reset_measure()
 
     def set_media_span(self, seconds: float) -> None:
@@ -124,6 +126,7 @@ class Estimator:
     def update(self, fraction: float, t: float | None = None) -> None:
         t = self.clock() if t is None else float(t)
         f = max(0.0, min(1.0, float(fraction)))
+        self.reports += 1
         if f < self.fraction - 1e-9:  # went back: a new pass, a new estimate
             self._reset_measure()
             self.ended = None

@@ -99,9 +99,10 @@ class JobBar(QWidget):
         self.label.setText(self.label.fontMetrics().elidedText(full, Qt.TextElideMode.ElideMiddle, self.LABEL_W))
         self.label.setToolTip(full)
         self.bar.setValue(int(t.progress * 1000))
-        now = self.tasks.now()
-        self.eta.setText(t.estimate.text(now))
-        self.eta.setToolTip(t.estimate.detail(now))
+        now, est = self.tasks.now(), t.estimate
+        # nothing for a job that reports no progress; at 100 % it only wraps up (the bar goes soon)
+        self.eta.setText("" if not est.reports else "finishing…" if est.ended is not None else est.text(now))
+        self.eta.setToolTip(est.detail(now) if est.reports else "")
         self.show()
         if not self._tick.isActive():
             self._tick.start()

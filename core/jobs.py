@@ -84,8 +84,9 @@ class Estimator:
     - The rate is progress per wall second over a sliding window (``window_s``, or the whole
       measured time when shorter), measured from the first report above 0: a loading phase that
       sits at 0 (models, indexes) does not slow the estimate.
-    - A jump (progress that arrives far faster than the rate so far: reused results, a stage
-      skipped) is counted as done but not as speed. Progress that goes back starts a new estimate.
+    - A jump (progress that arrives far faster than the rate so far and in a bigger step than the
+      job's usual ones: reused results, a stage skipped) is counted as done but not as speed.
+      Progress that goes back starts a new estimate.
     - No ETA (``estimating…``) until ``min_seconds`` of measured time and ``min_fraction`` of
       measured progress have passed.
     - With a media span (:func:`set_media_span`), throughput = media seconds per wall second:
@@ -107,6 +108,7 @@ class Estimator:
     def _reset_measure(self) -> None:
         self._base: tuple[float, float] | None = None  # (time, fraction) where measuring began
         self._skipped = 0.0  # progress that came in jumps
+        self._steps: list[float] = []  # the latest ordinary steps (a step like them is no jump)
         self._samples: list[tuple[float, float]] = []  # (time, measured progress)
         self._last: tuple[float, float] | None = None  # (time, fraction) of the last report
         self._eta_at: tuple[float, float] | None = None  # (time, ETA then)
@@ -152,12 +154,16 @@ class Estimator:
                 self._skipped = 0.0
                 self._samples = [(t, 0.0)]
                 return
-        elif df > self.jump_factor * rate * max(dt, 1e-6) and df >= 0.01:
+        elif (df > self.jump_factor * rate * max(dt, 1e-6) and df >= 0.01
+              and len(self._steps) >= 3 and df > 2.0 * sorted(self._steps)[len(self._steps) // 2]):
+            # far ahead of the rate, and bigger than the job's usual step (two workers that finish
+            # together make usual steps close in time: those are work, not a jump)
             self._skipped += df
             self._samples.append((t, self._measured(f)))
             self._remember_eta(t)
             return
         self._samples.append((t, self._measured(f)))
+        self._steps = self._steps[-19:] + [df]
         cut = t - self.window_s
         while len(self._samples) > 2 and self._samples[1][0] <= cut:
             self._samples.pop(0)

@@ -80,6 +80,22 @@ def test_jumps_count_as_done_not_as_speed():
     assert est.eta() == pytest.approx(10.0, rel=0.1)
 
 
+def test_two_workers_finishing_together_is_work_not_a_jump():
+    clock = Clock()
+    est = Estimator(clock)
+    est.set_media_span(3600.0)
+    f = 0.0
+    for _ in range(6):  # two files of 5 % every 10 s, finished within 10 ms of each other
+        clock.t += 10.0
+        f += 0.05
+        est.update(f)
+        clock.t += 0.01
+        f += 0.05
+        est.update(f)
+    assert est.eta() == pytest.approx(40.0, rel=0.02)  # 1 % a second: 40 % left
+    assert est.throughput() == pytest.approx(36.0, rel=0.02)
+
+
 def test_progress_going_back_starts_a_new_estimate_and_the_end_says_how_long():
     clock = Clock(0.0)
     est = Estimator(clock)

@@ -227,7 +227,8 @@ class Estimator:
         if eta is None:
             return ESTIMATING
         speed = self.throughput()
-        return f"ETA {wall_duration(eta) if eta >= 0.5 else '< 1 s'}" + (f" · {speed_text(speed)}" if speed is not None else "")
+        out = f"ETA {wall_duration(eta) if eta >= 0.5 else '< 1 s'}"
+        return out if speed is None else f"{out} · {speed_text(speed)}"
 
     def detail(self, now: float | None = None) -> str:
         """The long form for a tooltip: the running text, then how much footage in how long."""

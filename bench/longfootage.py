@@ -18,11 +18,12 @@ driving through (the car cut from the real vacation photo), a loud sound (pygame
 boom.wav). The first stretch (``normal`` in the JSON, ≈ 10 minutes) has every light level and no
 event: the footage an analyst marks as normal (``anomalies --normal``).
 
-Built fast: a handful of distinct 64 s segments (normal holds at each light level in several
-noise variants, light ramps, one segment per event) are encoded once each, then joined by
-remuxing packets with new timestamps (no re-encode), so 24 hours cost minutes. 64 s holds a whole
-number of video frames, GOPs and 1024-sample AAC frames; each segment's AAC priming packet is
-dropped so audio stays aligned to the sample (checked by tests/test_longfootage_gen.py).
+Built fast: a handful of distinct 64 s segments of video (normal holds at each light level in
+several noise variants, light ramps, one segment per event) are encoded once each, then joined by
+remuxing their packets with new timestamps (no re-encode), so 24 hours cost minutes. The audio is
+cheap and is encoded in one continuous AAC stream while joining (AAC joined per segment would
+click at every join); 64 s holds a whole number of video frames, 2 s GOPs and 1024-sample AAC
+frames, so the boom's first sample lands where the JSON says (tests/test_longfootage_gen.py).
 
 The harness runs Kestrel's real jobs: ``analyze`` (SSD + tracking at 2 fps; ``--models``) and the
 anomaly pass (``run_anomalies`` with the JSON's normal stretch) over the whole file with change
@@ -55,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.open_media import CACHE  # noqa: E402
 
-GEN_VERSION = 1
+GEN_VERSION = 2
 SIZE, FPS, RATE = (640, 360), 12, 16000
 SEGMENT_S = 64.0  # whole frames, 2 s GOPs and 1024-sample AAC frames at 16 kHz
 GOP_S = 2.0
@@ -277,7 +278,7 @@ def segment_frames(spec: Spec, seg: Segment, base: np.ndarray) -> Iterator[np.nd
 def segment_audio(spec: Spec, seg: Segment) -> np.ndarray:
     rng = np.random.default_rng([spec.seed, zlib.crc32(("audio " + seg.key()).encode())])
     n = int(round(spec.segment_s * RATE))
-    x = rng.normal(0.0, AUDIO_NOISE * (1 + 0.15 * seg.variant), n).astype(np.float32)
+    x = rng.normal(0.0, AUDIO_NOISE, n).astype(np.float32)
     if seg.event is not None and seg.event[0] == "loud sound":
         b, i = boom(), int(round(seg.event[3] * RATE))
         x[i:i + len(b)] += b[:n - i]
@@ -285,91 +286,75 @@ def segment_audio(spec: Spec, seg: Segment) -> np.ndarray:
 
 
 def encode_segment(spec: Spec, seg: Segment, base: np.ndarray, out: Path) -> Path:
-    """x264 (fixed GOP, no B-frames, CRF) + AAC mono 16 kHz, the same parameters for every segment."""
+    """The segment's video: x264 (fixed GOP, no B-frames, CRF), the same parameters for every segment."""
     import av
 
     gop = int(round(GOP_S * spec.fps))
-    audio = segment_audio(spec, seg)
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.mp4")
     with av.open(str(tmp), "w") as c:
         vs = c.add_stream("libx264", rate=spec.fps)
         vs.width, vs.height, vs.pix_fmt = spec.size[0], spec.size[1], "yuv420p"
         vs.options = {"preset": "veryfast", "crf": str(CRF),
                       "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"}
-        as_ = c.add_stream("aac", rate=RATE)
-        as_.layout, as_.bit_rate = "mono", 24000
-        i = 0
         for k, img in enumerate(segment_frames(spec, seg, base)):
             fr = av.VideoFrame.from_ndarray(img, format="rgb24")
             fr.pts, fr.time_base = k, Fraction(1, spec.fps)
             for p in vs.encode(fr):
                 c.mux(p)
-            while i < min(len(audio), (k + 1) * RATE // spec.fps):
-                af = av.AudioFrame.from_ndarray(audio[None, i:i + 1024].copy(), format="flt", layout="mono")
-                af.sample_rate, af.pts, af.time_base = RATE, i, Fraction(1, RATE)
-                for p in as_.encode(af):
-                    c.mux(p)
-                i += 1024
-        for st in (vs, as_):
-            for p in st.encode(None):
-                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
     os.replace(tmp, out)
     return out
 
 
-# -- joining: packets with new timestamps, no re-encode -------------------------------------------------
+# -- joining: video packets with new timestamps (no re-encode), audio encoded in one go ----------------
 
-def _packets(path: Path, seconds: float) -> tuple[list, list, Any, Any]:
-    """A segment's video packets (data, pts, key) and audio packets (data, pts) inside [0, seconds):
-    the AAC priming packet (negative pts) and any flush packet past the end are dropped."""
+def _packets(path: Path) -> tuple[list, Any]:
+    """A segment's video packets (data, pts, key) and their time base."""
     import av
 
     with av.open(str(path)) as c:
-        v, a = c.streams.video[0], c.streams.audio[0]
-        vp, ap = [], []
-        for p in c.demux(v, a):
-            if p.pts is None or not p.size:
-                continue
-            if p.stream.type == "video":
-                vp.append((bytes(p), int(p.pts), bool(p.is_keyframe)))
-            elif 0 <= p.pts < seconds * RATE:
-                ap.append((bytes(p), int(p.pts)))
-        return vp, ap, v.time_base, a.time_base
+        v = c.streams.video[0]
+        return [(bytes(p), int(p.pts), bool(p.is_keyframe)) for p in c.demux(v) if p.pts is not None and p.size], v.time_base
 
 
 def join(spec: Spec, slots: list[Segment], files: dict[str, Path], out: Path) -> None:
+    """The slots' video packets one after the other, and the day's audio (each slot's samples) as one
+    continuous AAC stream, interleaved as a camera writes them. (AAC encoded per segment and joined
+    clicks at every join — a decoder starts each piece without its predecessor's overlap — which the
+    anomaly pass rightly hears as a sharp onset every 64 s.)"""
     import av
 
-    pk = {k: _packets(p, spec.segment_s) for k, p in files.items()}
-    first = files[slots[0].key()]
+    pk = {k: _packets(p) for k, p in files.items()}
+    sounds: dict[str, np.ndarray] = {}
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.mp4")
-    with av.open(str(first)) as src, av.open(str(tmp), "w") as dst:
+    with av.open(str(files[slots[0].key()])) as src, av.open(str(tmp), "w") as dst:
         vs = dst.add_stream_from_template(src.streams.video[0])
-        as_ = dst.add_stream_from_template(src.streams.audio[0])
-        vtb, atb = src.streams.video[0].time_base, src.streams.audio[0].time_base
+        as_ = dst.add_stream("aac", rate=RATE)
+        as_.layout, as_.bit_rate = "mono", 24000
+        vtb = src.streams.video[0].time_base
         vstep = int(round(1 / (spec.fps * vtb)))
+        per_slot = int(round(spec.segment_s * RATE))
         for i, seg in enumerate(slots):
-            vp, ap, _vt, _at = pk[seg.key()]
-            voff, aoff = int(round(i * spec.segment_s / vtb)), int(round(i * spec.segment_s / atb))
-            v0 = vp[0][1]
-            ai = 0
-            for data, pts, key in vp:  # interleave: audio up to each video frame's time
+            vp, _tb = pk[seg.key()]
+            if seg.key() not in sounds:
+                sounds[seg.key()] = segment_audio(spec, seg)
+            audio = sounds[seg.key()]
+            voff, v0, ai = int(round(i * spec.segment_s / vtb)), vp[0][1], 0
+            for k, (data, pts, key) in enumerate(vp):
                 p = av.Packet(data)
                 p.pts = p.dts = voff + pts - v0
                 p.time_base, p.stream, p.is_keyframe, p.duration = vtb, vs, key, vstep
                 dst.mux(p)
-                tv = float((pts - v0 + vstep) * vtb)
-                while ai < len(ap) and ap[ai][1] * atb < tv:
-                    q = av.Packet(ap[ai][0])
-                    q.pts = q.dts = aoff + ap[ai][1]
-                    q.time_base, q.stream, q.duration = atb, as_, 1024
-                    dst.mux(q)
-                    ai += 1
-            for data, apts in ap[ai:]:
-                q = av.Packet(data)
-                q.pts = q.dts = aoff + apts
-                q.time_base, q.stream, q.duration = atb, as_, 1024
-                dst.mux(q)
+                upto = per_slot if k == len(vp) - 1 else min(per_slot, (k + 1) * RATE // spec.fps)
+                while ai < upto:  # per_slot is a whole number of 1024-sample frames
+                    af = av.AudioFrame.from_ndarray(audio[None, ai:ai + 1024].copy(), format="flt", layout="mono")
+                    af.sample_rate, af.pts, af.time_base = RATE, i * per_slot + ai, Fraction(1, RATE)
+                    for q in as_.encode(af):
+                        dst.mux(q)
+                    ai += 1024
+        for q in as_.encode(None):
+            dst.mux(q)
     os.replace(tmp, out)
 
 

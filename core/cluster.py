@@ -207,7 +207,8 @@ def _gather(ray: Any, rex: Any, refs: dict, pending: list, state: JobState, on_r
             except rex.RayTaskError as e:
                 cause = getattr(e, "cause", None)
                 on_failure(t, str(cause) if isinstance(cause, own_errors) else
-                           f"{name} failed on a Ray worker: {cause or e}")
+                           f"{name} failed on a Ray worker: " + _one_line(
+                               f"{type(cause).__name__}: {cause}" if cause is not None else str(e)))
             except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
                 tries = max(0, int(max_retries)) + 1
                 on_failure(t, f"{name}: its Ray worker was lost on each of {tries} "
@@ -215,13 +216,19 @@ def _gather(ray: Any, rex: Any, refs: dict, pending: list, state: JobState, on_r
             except rex.TaskCancelledError:
                 on_failure(t, f"{name}: cancelled on the cluster")
             except rex.RayError as e:
-                on_failure(t, f"{name}: Ray could not run it: {e}")
+                on_failure(t, f"{name}: Ray could not run it: {_one_line(str(e))}")
             else:
                 on_result(t, value)
             done_w += max(t.weight, 0.1)
             state.set_progress(done_w / total, f"{len(refs) - len(pending)}/{len(refs)} {unit} on Ray")
             if after is not None:
                 after(t)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """The first line of a message (Ray's carry the worker's traceback after it), shortened."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 # -- a folder job: local or on Ray -------------------------------------------------------------------

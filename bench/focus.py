@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/focus.py [--minutes 60] [--fps 30] [--positions 3] [--seeds 2]
                                     [--budget-share 0.01] [--k 16] [--plant 8]
+    .venv/bin/python bench/focus.py --index [--minutes 60] [--positions 2] [--rescore 12]
 
 Builds (once, cached under ~/.cache/kestrel/bench/) a filler loop from the real samples sintel,
 bbb_webm, failing_audio (airliner), chaplin and city_mpg (not bikes: its street montage holds a
@@ -173,10 +174,13 @@ def pieces(fps: int, size: tuple[int, int], gop: int, plant_s: float, folder: Pa
 # -- the bench ------------------------------------------------------------------------------
 
 def forget_descriptions() -> None:
-    """Empty the embedded scorer's per-frame description cache (bench only: timings of cold runs)."""
+    """Empty the embedded scorer's per-frame description cache and the in-process media indexes
+    (bench only: timings of cold runs)."""
     from core.focus import scorers as fs
+    from core.perception import index as mi
 
     fs.make_scorer("embedded")._desc.clear()
+    mi._MEMORY.clear()
 
 
 def decode_at_1fps(path: Path, duration: float) -> float:
@@ -235,6 +239,145 @@ def uniform_top_k(path: Path, budget: int, duration: float, k: int) -> list[floa
     return chosen
 
 
+# -- the media index: first question (index build included), second question, AKS-style baseline -----
+
+def aks_scores(path: Path, start: float, end: float, query: str = "a bus") -> tuple[list[float], list[float], float]:
+    """The AKS-style baseline's work: every second in [start, end) decoded in file order and
+    scored by the same full scorer. Returns (times, scores, seconds it took)."""
+    from core.focus import scorers as fs
+    from core.media.decode import VideoDecoder
+
+    sc = fs.make_scorer("embedded")
+    times = [float(t) + 0.5 for t in range(int(start), int(end))]
+    scores: list[float] = []
+    t0 = time.perf_counter()
+    with VideoDecoder(path, max_size=(640, 360)) as dec:
+        for i in range(0, len(times), 8):
+            ts = times[i:i + 8]
+            scores += list(sc.score([dec.frame_at(t).image for t in ts], ts, query, f"{path}#aks"))
+    return times, scores, time.perf_counter() - t0
+
+
+def top_k_apart(times: list[float], scores: list[float], k: int, gap: float = 1.0) -> list[float]:
+    chosen: list[float] = []
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        if len(chosen) < k and all(abs(times[i] - c) >= gap for c in chosen):
+            chosen.append(times[i])
+    return chosen
+
+
+def run_index_bench(minutes: float = 60, positions: int = 2, k: int = 16, rescore: int = 12,
+                    without: bool = True, aks_sample_s: float = 120.0, aks_minutes: float = 6.0,
+                    second_query: str = "people walking in the street", fps: int = 30, gop: int = 250,
+                    plant_s: float = 8.0, log=print) -> dict:
+    """FOCUS with the media index on ``minutes`` of footage with a real bus planted, each beside
+    its baselines in the same run: decoding the file at 1 fps; FOCUS without the index (today's
+    bandit, 1 % budget); uniform k frames; and the AKS-style baseline (every second scored by the
+    same full scorer), whose cost is *extrapolated* from ``aks_sample_s`` seconds of the file scored
+    in file order and whose hit rate is *measured* on a full ``aks_minutes`` file with the same
+    plant. Each position gets a fresh project: the first question pays for the index."""
+    import tempfile
+
+    from core.focus.search import FocusRequest, select_frames
+    from core.jobs import HeadlessState
+    from core.media.decode import probe
+    from core.perception import index as mi
+    from core.perception import ops
+    from core.store.project import Project
+
+    size, seconds = (640, 360), minutes * 60
+    filler, plant = pieces(fps, size, gop, plant_s)
+    spots = [seconds * f for f in (0.137, 0.512, 0.871, 0.29, 0.66)[:positions]]
+    out: dict = {"minutes": minutes, "positions": [], "k": k, "rescore": rescore, "cores": os.cpu_count(),
+                 "load_start": os.getloadavg()[0]}
+    log(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    tmp = Path(tempfile.mkdtemp(prefix="focus_index_"))
+    decode_s = None
+    for n, pos in enumerate(spots):
+        path = CACHE / f"focus_index_{minutes:g}m_{n}.mp4"
+        seg = build_video(path, filler, plant, seconds, pos)
+        info = probe(path)
+        if decode_s is None:
+            decode_s = decode_at_1fps(path, info.duration_s)
+            out["decode_1fps_s"] = decode_s
+            log(f"video: {info.summary()}; decoding it at 1 fps takes {decode_s:.1f} s")
+            sc = __import__("core.focus.scorers", fromlist=["make_scorer"]).make_scorer("embedded")
+            sc.embed(["warm up"])  # models load once per process, before anything is timed
+            mi._Models(mi.IndexConfig())
+        row: dict = {"segment": seg}
+        forget_descriptions()
+        with Project.create(tmp / f"p{n}.kestrel") as project:
+            mid = ops.register_media(project, info)
+            t0 = time.perf_counter()
+            idx, built = mi.ensure_index(project, mid, mi.IndexRequest(str(path)), HeadlessState())
+            build_s = time.perf_counter() - t0
+            res = select_frames(FocusRequest(str(path), "a bus", k=k, index=idx, rescore_frames=rescore), HeadlessState())
+            first_s = time.perf_counter() - t0
+            hits = sum(seg[0] <= f.time < seg[1] for f in res.frames)
+            row.update(index_s=build_s, index_frames=len(idx), first_s=first_s, first_ratio=first_s / decode_s,
+                       hits_index=hits, scored_index=res.frames_scored, from_index=res.from_index,
+                       plan={k2: v for k2, v in idx.params["plan"].items() if k2 != "gate"})
+            log(f"  bus at {seg[0]:7.1f}–{seg[1]:7.1f} s: index {len(idx)} frames in {build_s:.1f} s; first question "
+                f"(index + selection) {first_s:.1f} s = ×{first_s / decode_s:.2f} of decoding at 1 fps; "
+                f"{hits} of {len(res.frames)} frames on the bus ({res.frames_scored} scored, {res.from_index} from the index)")
+            t0 = time.perf_counter()
+            again, rebuilt = mi.ensure_index(project, mid, mi.IndexRequest(str(path)), HeadlessState())
+            res2 = select_frames(FocusRequest(str(path), second_query, k=k, index=again, rescore_frames=rescore),
+                                 HeadlessState())
+            row.update(second_s=time.perf_counter() - t0, second_rebuilt=rebuilt, second_scored=res2.frames_scored,
+                       second_from_index=res2.from_index)
+            log(f"  a second question (\"{second_query}\", index loaded from the project): {row['second_s']:.2f} s, "
+                f"{res2.frames_scored} frames scored, {res2.from_index} from the index, rebuilt: {rebuilt}")
+        if without:
+            forget_descriptions()
+            res0 = select_frames(FocusRequest(str(path), "a bus", k=k, budget_share=0.01), HeadlessState())
+            row.update(without_s=res0.wall_s, hits_without=sum(seg[0] <= f.time < seg[1] for f in res0.frames))
+            log(f"  FOCUS without the index (1 % budget): {res0.wall_s:.1f} s = ×{res0.wall_s / decode_s:.2f} of decoding; "
+                f"{row['hits_without']} frames on the bus")
+        r = np.random.default_rng(0)
+        row["uniform"] = float(np.mean([any(seg[0] <= t < seg[1] for t in (np.arange(k) + r.random()) * seconds / k)
+                                        for _ in range(1000)]))
+        out["positions"].append(row)
+        path.unlink()
+    # the AKS-style baseline: cost extrapolated from a measured stretch; hit rate on a whole short file
+    path = CACHE / f"focus_index_{minutes:g}m_0.mp4"
+    build_video(path, filler, plant, seconds, spots[0])
+    forget_descriptions()
+    _t, _s, took = aks_scores(path, seconds * 0.3, seconds * 0.3 + aks_sample_s)
+    path.unlink()
+    out["aks_per_s"] = took / aks_sample_s
+    out["aks_est_s"] = took / aks_sample_s * seconds
+    aks_hits = []
+    for n, f in enumerate((0.137, 0.512, 0.871)[:max(1, positions)]):
+        short = CACHE / f"focus_index_aks_{n}.mp4"
+        seg = build_video(short, filler, plant, aks_minutes * 60, aks_minutes * 60 * f)
+        forget_descriptions()
+        ts, ss, _took = aks_scores(short, 0.0, probe(short, with_hash=False).duration_s)
+        aks_hits.append(sum(seg[0] <= t < seg[1] for t in top_k_apart(ts, ss, k)))
+        short.unlink()
+    out["aks_hits"] = aks_hits
+    rows = out["positions"]
+    first = float(np.mean([r["first_s"] for r in rows]))
+    out.update(first_s=first, first_ratio=first / decode_s, second_s=float(np.mean([r["second_s"] for r in rows])),
+               vs_aks=first / out["aks_est_s"],
+               hit_index=float(np.mean([r["hits_index"] > 0 for r in rows])),
+               hit_without=float(np.mean([r["hits_without"] > 0 for r in rows])) if without else None,
+               hit_aks=float(np.mean([h > 0 for h in aks_hits])),
+               hit_uniform=float(np.mean([r["uniform"] for r in rows])), load_end=os.getloadavg()[0])
+    log(f"\nAKS-style baseline (every second scored by the same full scorer): {out['aks_per_s'] * 1000:.0f} ms a "
+        f"second of video, measured on {aks_sample_s:.0f} s in file order, so ≈ {out['aks_est_s']:.0f} s for "
+        f"{minutes:g} min (extrapolated); its hit rate measured on whole {aks_minutes:g}-minute files with the same plant: "
+        f"{out['hit_aks']:.2f} ({aks_hits} frames on the bus)")
+    log(f"first question (index build + selection): {first:.1f} s = ×{out['first_ratio']:.2f} of a 1-fps decode "
+        f"(goal ≤ 1), ×{out['vs_aks']:.3f} of the AKS-style baseline (goal ≤ 0.1); second question "
+        f"{out['second_s']:.2f} s (goal ≤ 2 s)")
+    log(f"hit rate over {len(rows)} positions: FOCUS with the index {out['hit_index']:.2f}"
+        + (f", FOCUS without {out['hit_without']:.2f}" if without else "")
+        + f", AKS-style {out['hit_aks']:.2f}, uniform k frames {out['hit_uniform']:.2f}; "
+          f"load average {out['load_end']:.1f} at the end")
+    return out
+
+
 def main() -> int:
     from core.focus.search import FocusRequest, select_frames
     from core.jobs import HeadlessState
@@ -250,7 +393,13 @@ def main() -> int:
     ap.add_argument("--budget-share", type=float, default=0.01)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--no-strong", action="store_true", help="skip the uniform-budget + top-k baseline")
+    ap.add_argument("--index", action="store_true",
+                    help="the media-index bench (run_index_bench): first and second question, AKS-style baseline")
+    ap.add_argument("--rescore", type=int, default=12, help="with --index: new frames rescored in the shortlist")
     args = ap.parse_args()
+    if args.index:
+        run_index_bench(args.minutes, args.positions, args.k, args.rescore)
+        return 0
     size = (640, 360)
     seconds = args.minutes * 60
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")

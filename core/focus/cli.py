@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from core import cliargs
@@ -25,6 +26,27 @@ def _transcript(project, media_id: int) -> tuple[tuple[float, float, str], ...]:
         if rec.kind == "speech" and rec.name == "transcript":
             return tuple((i.start_s, i.end_s, i.label) for i in rec.items if i.label.strip())
     return ()
+
+
+def _index(project, media_id: int | None, path: str, transcript, state, build: bool):
+    """The media index: the project's (with ``build``, built and stored there when missing or
+    stale), else with ``build`` one built for this process; None without one."""
+    from core.jobs import SubProgress
+    from core.perception.index import IndexConfig, IndexRequest, ensure_index, load_index, memory_index
+
+    if not build:
+        return load_index(project, media_id, IndexConfig()) if project is not None and media_id is not None else None
+    req = IndexRequest(path, transcript=transcript)
+    sub = SubProgress(state, 0.0, 1.0, "")
+    if project is not None and media_id is not None:
+        idx, built = ensure_index(project, media_id, req, sub)
+    else:
+        idx, built = memory_index(req, sub), True
+    if built:
+        state.end_line()
+        print(f"indexed {len(idx)} frames of {idx.duration:.0f} s in {idx.build_s:.1f} s "
+              f"({idx.params['plan']['sampler']})", file=sys.stderr)
+    return idx
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -44,6 +66,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--weights", metavar="PATH", help="the local model folder for a bring-your-own scorer")
     ap.add_argument("--ocr", action=argparse.BooleanOptionalAction, default=None,
                     help="read on-screen text (default: only when the query asks about text)")
+    ap.add_argument("--index", action=argparse.BooleanOptionalAction, default=None,
+                    help="answer from the media index, rescoring a shortlist: --index builds it when missing "
+                         "or stale (stored with --project, so later questions reuse it); by default a stored "
+                         "index is used when the project has one; --no-index scores frames anew over the whole video")
+    ap.add_argument("--rescore", type=cliargs.integer(0, 100_000, what="a number of frames"), default=12,
+                    help="with the index: new frames the full scorer rescores in the shortlisted clips (12)")
     ap.add_argument("--example-time", type=cliargs.seconds, default=None, metavar="SECONDS",
                     help="find frames that look like the frame at this time instead of matching text")
 
@@ -80,9 +108,12 @@ def run(args: argparse.Namespace) -> int:
         req = FocusRequest(path=info.path, query=args.query, k=args.k, budget_frames=args.budget_frames,
                            budget_share=args.budget_share, seed=args.seed, scorer=args.scorer,
                            scorer_path=args.weights, transcript=transcript, ocr=args.ocr,
-                           example_time=args.example_time)
+                           example_time=args.example_time, rescore_frames=args.rescore)
         state = HeadlessState(bar=True, label=Path(info.path).name[:24])
         try:
+            if args.index is not False and args.scorer == "embedded" and args.example_time is None:
+                idx = _index(project, media_id, info.path, transcript, state, build=bool(args.index))
+                req = replace(req, index=idx) if idx is not None else req
             res = select_frames(req, state)
         except (Cancelled, KeyboardInterrupt):
             print("\ncancelled: nothing was chosen or stored", file=sys.stderr)
@@ -92,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         for f in res.frames:
             print(f"{timecode(f.time)}  {f.score:.3f}{'' if f.scored else ' ~'}")
         print(f"scored {res.frames_scored} of {res.total_frames} frames ({100 * res.share:.2f} %) with {res.scorer} "
-              f"in {res.wall_s:.1f} s; {len(res.frames)} frames chosen for \"{args.query.strip()}\"")
+              f"in {res.wall_s:.1f} s; {len(res.frames)} frames chosen for \"{args.query.strip()}\""
+              + (f" ({res.from_index} from the index, {len(res.shortlist)} clips shortlisted)" if res.shortlist else ""))
         if project is not None and media_id is not None:
             print(f"stored as run #{store_selection(project, media_id, res)} in {args.project}")
         if args.export:

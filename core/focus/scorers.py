@@ -26,20 +26,13 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from core.perception.describe import (  # noqa: F401  (one definition, shared with the index)
+    CAL_CENTER, CAL_SCALE, TAG_MIN, Description, calibrate, describe, object_facet, plural, where_in_frame,
+)
 from models.loaded import held, keep, limit_threads
 
 log = logging.getLogger(__name__)
 
-# cosine -> probability: p = 1 / (1 + exp(-(cos - CAL_CENTER) / CAL_SCALE)), a logistic fitted (and
-# re-fitted on every test run: tests/focus/test_focus.py::fit_calibration) to MiniLM cosines of queries
-# ("a bus", "is there a bus?", "someone next to a bus", ...) against the facets this module writes
-# ("a bus in the centre", "3 buses on the left", ...): each COCO class against itself (match) and
-# every other class (mismatch), the two groups weighted equally, so p = 0.5 where a match and a
-# mismatch are equally likely. The fit is steep (scale 0.03): template pairs separate cleanly; a
-# paraphrase ("people walking" vs "3 people in the centre", cos 0.36) scores lower than it should.
-CAL_CENTER = 0.381
-CAL_SCALE = 0.029
-TAG_MIN = 0.15  # ImageNet tags below this probability are not described (top-1 always is)
 TRANSCRIPT_WINDOW_S = 5.0
 # Objects that are there (issue #17): a detection lifts a frame's reward only when a second look
 # agrees (core.perception.confirm.SecondLook: the ImageNet classifier on the box crop, or for
@@ -61,7 +54,6 @@ TEXT_HINTS = ("text", "sign", "says", "say", "written", "write", "reads", "read"
               "letter", "number", "plate", "label", "banner", "subtitle", "logo")
 STOP = frozenset("a an the is are was were be of in on at to and or with when where what which who does do did "
                  "there this that it its any some for from by as into over under show me find frame frames".split())
-_PLURAL = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis"}
 
 
 class FrameScorer(Protocol):
@@ -112,29 +104,8 @@ def wants_text(query: str) -> bool:
     return bool(re.search(r"\"[^\"]+\"|\b[A-Z0-9]{2,}\b|\d", query)) or any(w in TEXT_HINTS for w in words(query))
 
 
-def calibrate(cos: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(np.asarray(cos, float) - CAL_CENTER) / CAL_SCALE))
 
 
-def plural(label: str, n: int) -> str:
-    if n == 1:
-        return f"{'an' if label[0] in 'aeiou' else 'a'} {label}"
-    head, _, last = label.rpartition(" ")
-    many = _PLURAL.get(last) or (last + "es" if last.endswith(("s", "sh", "ch", "x")) else last + "s")
-    return f"{n} {head + ' ' if head else ''}{many}"
-
-
-def where_in_frame(box: Sequence[float], w: int) -> str:
-    cx = (box[0] + box[2]) / 2 / max(1, w)
-    return "on the left" if cx < 1 / 3 else "on the right" if cx > 2 / 3 else "in the centre"
-
-
-@dataclass(frozen=True)
-class Description:
-    """What perception saw in one frame: (text, weight) facets; ``ocr`` None when OCR did not run."""
-
-    facets: tuple[tuple[str, float], ...]
-    ocr: str | None = None
 
 
 @dataclass
@@ -177,35 +148,6 @@ def _agrees(look: Any, det: Any) -> bool:
     return look.kind == "classifier" or det.score >= Rules().redetect_score
 
 
-def object_facet(label: str, dets: Sequence[Any], w: int) -> tuple[str, float]:
-    """One class's facet: count and where, weighted by its best score (see :func:`describe`)."""
-    spots = sorted({where_in_frame(d.box, w) for d in dets}, key=("on the left", "in the centre", "on the right").index)
-    return f"{plural(label, len(dets))} {' and '.join(spots)}", 0.7 + 0.3 * max(d.score for d in dets)
-
-
-def describe(dets: Sequence[Any], faces: Sequence[Any], tags: Sequence[Any], size: tuple[int, int],
-             ocr: str | None = None) -> Description:
-    """Facets: one per object class with count and position, faces, ImageNet tags (weighted by their
-    probability), on-screen text, and the whole sentence. Each facet is matched separately so one
-    strong match is not diluted by the rest of the scene."""
-    w, h = size
-    facets: list[tuple[str, float]] = []
-    by: dict[str, list[Any]] = collections.defaultdict(list)
-    for d in dets:
-        by[d.label].append(d)
-    for label, ds in sorted(by.items(), key=lambda kv: -max(d.score for d in kv[1])):
-        facets.append(object_facet(label, ds, w))
-    if faces:
-        big = max((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces) / max(1, w * h)
-        facets.append(("a close-up of a face" if big > 0.08 and len(faces) == 1 else plural("face", len(faces)), 0.9))
-    for i, t in enumerate(tags):
-        if i == 0 or t.score >= TAG_MIN:
-            facets.append((plural(t.label, 1), 0.6 + 0.4 * min(1.0, t.score / 0.5)))
-    if ocr:
-        facets.append((ocr, 1.0))
-    if len(facets) > 1:
-        facets.append(("; ".join(f for f, _ in facets), 1.0))
-    return Description(tuple(facets), ocr)
 
 
 def default_threads() -> int | None:
@@ -509,7 +451,7 @@ class SeekingScorer:
                  check: Callable[[], None] | None = None) -> None:
         self.dec, self.scorer, self.query, self.source, self._check = decoder, scorer, query, source, check
         self.tol = max(1.0, 3.0 / fps)
-        self.broken = self.failed = 0
+        self.broken = self.failed = self.cached = 0  # cached: scored without a decode
         self.errors: list[str] = []
 
     def __call__(self, times: list[float]) -> list[float | None]:
@@ -519,7 +461,9 @@ class SeekingScorer:
         frames, keep = [], []
         for i, t in enumerate(times):
             img = None
-            if not self.scorer.has_cached(t, self.source, self.query):  # described before: no decode needed
+            if self.scorer.has_cached(t, self.source, self.query):  # described before: no decode needed
+                self.cached += 1
+            else:
                 try:
                     f = self.dec.frame_at(t)
                 except Exception as e:  # MediaError, or FFmpeg's own errors from a damaged stream

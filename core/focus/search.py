@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.errors import KestrelError
-from core.jobs import JobState, Throttle, check
+from core.jobs import JobState, Throttle, check, set_media_span
 
 ARM_SECONDS = 16.0  # the release's clip length: A = max(8, ceil(duration / 16 s))
 MIN_ARMS = 8
@@ -153,6 +153,22 @@ class FocusSelector:
         self._arm_tried: list[list[int]] = [[] for _ in range(n_arms)]
         self._sum, self._sq, self._n = np.zeros(n_arms), np.zeros(n_arms), np.zeros(n_arms, np.int64)
         self.attempts, self.failed, self.pulls, self.stage = 0, 0, {"coarse": 0, "fine": 0}, "coarse"
+        self._fill = True
+        self.active: list[int] = list(range(n_arms))  # the arms the bandit may pull and pick from
+        self.preferred: dict[int, list[int]] = {}  # arm -> frames its coarse stage takes first
+
+    def restrict(self, arms: Sequence[int], preferred: Sequence[int] = (), fill: bool = True) -> None:
+        """Pull and pick only in ``arms`` (a shortlist from a first stage, e.g. the media index).
+        The coarse stage of each takes the ``preferred`` frames inside it (frames whose score is
+        known cheaply) and, with ``fill``, random others up to ``coarse_per_arm``; without ``fill``,
+        an arm gets a centre frame only when no preferred frame lies in it."""
+        self.active = sorted({int(a) for a in arms if 0 <= int(a) < self.n_arms})
+        if not self.active:
+            raise ValueError("restrict() needs at least one arm")
+        self.preferred = {}
+        for j in sorted({int(j) for j in preferred if 0 <= int(j) < self.n_frames}):
+            self.preferred.setdefault(self._arm_of(j), []).append(j)
+        self._fill = bool(fill)
 
     # -- statistics ------------------------------------------------------------------------
     def _mean_var(self) -> tuple[np.ndarray, np.ndarray]:
@@ -216,8 +232,18 @@ class FocusSelector:
     def _coarse(self, score_fn: ScoreFn) -> None:
         """Centre + (coarse_per_arm - 1) random other frames of every arm."""
         todo: list[int] = []
-        for i in range(self.n_arms):
+        for i in self.active:
             lo, hi = int(self.edges[i]), int(self.edges[i + 1])
+            pref = self.preferred.get(i, [])
+            if pref:
+                todo += pref
+                if not self._fill:
+                    continue
+                taken = set(pref)
+                left = [j for j in range(lo, hi) if j not in taken]
+                m = min(self.coarse_per_arm - len(pref), len(left))
+                todo += [int(x) for x in self.rng.choice(left, size=m, replace=False)] if m > 0 else []
+                continue
             centre = (lo + hi - 1) // 2
             m = min(self.coarse_per_arm - 1, hi - lo - 1)
             extra = lo + self.rng.choice(hi - lo - 1, size=m, replace=False) if m > 0 else np.zeros(0, np.int64)
@@ -252,6 +278,7 @@ class FocusSelector:
         self.stage = "fine"
         mean, _ = self._mean_var()
         ranking = self._ordering(np.nan_to_num(mean, nan=-1.0) if self.policy == "greedy" else self.ucb())
+        ranking = [a for a in ranking if a in set(self.active)]
         cands = {a: self._fine_candidates(a) for a in range(self.n_arms)}
         zoom: list[int] = []
         for a in ranking:
@@ -300,8 +327,9 @@ class FocusSelector:
                 take(j, scored[j], True, "top")
         rank = self._rank_bound()
         order = self._ordering(np.nan_to_num(self._mean_var()[0], nan=-1.0) if self.policy == "greedy" else rank)
+        order = [a for a in order if a in set(self.active)]
         order = [a for a in order if self._n[a] > 0] + [a for a in order if self._n[a] == 0]
-        s = min(self.n_arms, min(32, max(4, math.ceil(0.25 * self.n_arms))))
+        s = min(len(order), min(32, max(4, math.ceil(0.25 * self.n_arms))))
         left = k - len(picks)
         quota = [left // s + (1 if i < left % s else 0) for i in range(s)]
         carry = 0
@@ -385,6 +413,12 @@ class FocusRequest:
     batch_size: int = 8
     max_size: tuple[int, int] = (640, 360)
     thumb_size: tuple[int, int] = (160, 90)
+    # the media index (core.perception.index.MediaIndex) as a first stage (core.focus.indexed): the
+    # bandit runs on the ``shortlist`` best arms only (None: max(4, k/2)), with the indexed frames
+    # there as free coarse pulls and ``rescore_frames`` new frames scored by the full scorer
+    index: Any = field(default=None, compare=False, repr=False)
+    shortlist: int | None = None
+    rescore_frames: int = 12
 
 
 @dataclass(frozen=True)
@@ -406,6 +440,8 @@ class FocusResult:
     failed_frames: int = 0
     broken_frames: int = 0
     thumbnails: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
+    from_index: int = 0  # frames scored from the index's descriptions (no decode, no vision model)
+    shortlist: tuple[int, ...] = ()  # the arms the first stage kept (index mode)
 
     @property
     def share(self) -> float:
@@ -427,6 +463,8 @@ def validate(req: FocusRequest) -> None:
         raise ValueError("temperature and fine_fps must be positive; coarse_per_arm and arms at least 1.")
     if req.example_box is not None and req.example_time is None:
         raise ValueError("An example region needs the time of the frame it was drawn on (example_time).")
+    if req.rescore_frames < 0 or (req.shortlist is not None and req.shortlist < 1):
+        raise ValueError("rescore_frames must be at least 0 and the shortlist at least 1 arm.")
 
 
 def budget_for(req: FocusRequest, total_frames: int) -> tuple[int, list[str]]:
@@ -442,7 +480,7 @@ def budget_for(req: FocusRequest, total_frames: int) -> tuple[int, list[str]]:
 
 def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
     """Job: choose ``req.k`` frames of ``req.path`` for ``req.query`` (see the module docstring)."""
-    from core.focus.scorers import SeekingScorer, crop_region, make_scorer
+    from core.focus.scorers import EmbeddedScorer, SeekingScorer, crop_region, make_scorer
     from core.media.decode import MediaError, VideoDecoder, probe
 
     t0 = time.perf_counter()
@@ -452,6 +490,7 @@ def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
         raise MediaError(f"{info.path.rsplit('/', 1)[-1]} has no video to choose frames from.")
     fps = info.video.fps if info.video.fps > 0 else 25.0
     duration, query = info.duration_s, (req.query or "").strip()
+    set_media_span(state, duration)
     state.set_progress(0.0, "loading the scorer")
     dec = VideoDecoder(req.path, max_size=req.max_size)
     try:
@@ -463,7 +502,11 @@ def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
         if example is None and not scorer.known_words(query):
             warnings.append(f"Low confidence: no word of \"{query}\" is one the scorer knows, so scores are flat "
                             "and the frames are close to an even spread.")
-        budget, notes = budget_for(req, max(1, int(math.floor(duration * fps + 1e-6))))
+        total = max(1, int(math.floor(duration * fps + 1e-6)))
+        idx = req.index if example is None and isinstance(scorer, EmbeddedScorer) else None
+        if req.index is not None and idx is None:
+            warnings.append("The media index is not used with an example image or a bring-your-own scorer.")
+        budget, notes = (total, []) if idx is not None else budget_for(req, total)
         warnings += notes
         source = f"{info.path}@{os.stat(info.path).st_mtime_ns}"  # cached descriptions die with a changed file
         fetch = SeekingScorer(dec, scorer, query, source, fps, check=lambda: check(state))
@@ -478,6 +521,19 @@ def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
         sel = FocusSelector(duration, fps, budget, np.random.default_rng(req.seed), k=req.k, arms=req.arms,
                             coarse_per_arm=req.coarse_per_arm, fine_fps=req.fine_fps, temperature=req.temperature,
                             batch_size=req.batch_size, check=lambda: check(state), on_batch=on_batch)
+        stage, seeded = None, 0
+        if idx is not None:
+            from core.focus import indexed
+            from core.media.decode import fit_size
+            from models.loaded import limit_threads
+
+            seeded = indexed.seed_scorer(scorer, idx, source, fps, fit_size(*info.display_size, req.max_size))
+            with limit_threads(scorer.threads):
+                qv = scorer.embed([query])[0]
+            stage = indexed.first_stage(idx, qv, sel, req.shortlist or indexed.shortlist_for(req.k))
+            sel.restrict(stage.arms, stage.preferred, fill=False)
+            sel.budget = indexed.budget(stage, req.rescore_frames, sel)
+            state.set_progress(0.02, f"index: {len(stage.arms)} of {sel.n_arms} clips shortlisted")
         try:
             res = sel.run(fetch)
         except FocusError as e:
@@ -496,7 +552,8 @@ def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
     state.set_progress(1.0, "done")
     return FocusResult(req, res.frames, res.arms, res.scored, res.attempts - fetch.broken, res.total_frames,
                        res.budget, scorer.name, time.perf_counter() - t0, tuple(dict.fromkeys(warnings)),
-                       duration, fps, res.coarse_pulls, res.fine_pulls, fetch.failed, fetch.broken, thumbs)
+                       duration, fps, res.coarse_pulls, res.fine_pulls, fetch.failed, fetch.broken, thumbs,
+                       fetch.cached if stage is not None else 0, stage.arms if stage is not None else ())
 
 
 def thumbnail(dec: Any, t: float, size: tuple[int, int]) -> np.ndarray:

@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         from core.media.decode import probe
         info = probe(src, with_hash=False)
         cliargs.past_end("--at", args.at, info.duration_s + 1e-6, Path(info.path).name)
-        frames, at, problem = _file_window(info, args.at, args.window)
+        if at is None and args.project:
+            at = _index_moment(args.project, info.path, args.ask, args.window)
+        frames, at, problem = _file_window(info, at, args.window)
         if not frames:
             print_error(no_frames(src, problem))
             return 1
@@ -214,6 +216,29 @@ def _listen_if_missing(question: str, info, log: PerceptionLog) -> None:
         print(f"  {e}", file=sys.stderr)
     if not errors:
         log.take_hearing(heard)
+
+
+def _index_moment(project_path: str, path: str, question: str, window_s: float) -> float | None:
+    """Without --at: the window's end where the project's media index best matches the question
+    (core.chat.session.index_moment), or None (then the file's end, as before)."""
+    from core.chat.session import index_moment
+    from core.perception.index import load_index
+    from core.store.project import Project, ProjectError
+
+    if not Path(project_path).exists():
+        return None
+    try:
+        with Project.open(project_path, read_only=True) as project:
+            rec = project.find_media(path)
+            idx = load_index(project, rec.id) if rec is not None else None
+    except ProjectError:
+        return None  # the project's own problems are reported when it is opened for the log
+    moment = index_moment(idx, question, None, window_s)
+    if moment is None:
+        return None
+    print(f"the media index points to [{clock(moment[1])}] for this question (match {moment[2]:.2f})",
+          file=sys.stderr)
+    return moment[0]
 
 
 def stored_coverage(project, media_id: int, tracks, duration: float):

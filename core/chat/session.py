@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from core.chat import Citation, RegionScorer, TextVectors, citations, text_vectors
@@ -67,6 +67,9 @@ class ChatRequest:
     sample_fps: float = 8.0
     stream_only: bool = False
     reference: bool = False  # also measure a human-quality H.264 stream of the same frames
+    # the source's media index (core.perception.index.MediaIndex): with ``at`` None, the window goes
+    # where the indexed frames best match the question (a long file's end is rarely the moment asked about)
+    index: Any = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,13 @@ def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
         return
     base_log = req.log if req.log is not None else PerceptionLog()  # an empty log is a finding: keep it
     _describe_source(req, base_log)
+    if req.at is None and req.index is not None and not isinstance(req.frames, list):
+        moment = index_moment(req.index, question, req.embedder, req.window_s)
+        if moment is not None:
+            req = replace(req, at=moment[0])
+            ans.at = moment[0]
+            ans.notes.append(f"The media index points to [{clock(moment[1])}] for this question (match "
+                             f"{moment[2]:.2f}): the answer looks at the {req.window_s:g} s around it.")
     enc, index, frames = _encode_window(req, state, ans, question, base_log)
     if state.is_cancelled():
         ans.partial, ans.error = True, "Stopped before the model was asked."
@@ -178,6 +188,24 @@ def _evidence(ans: ChatAnswer, g: Grounding, base_log: PerceptionLog) -> list[Ci
     except Exception:  # evidence on screen is an aid: a bug here must not cost the answer
         log.exception("could not gather the cited boxes")
         return []
+
+
+def index_moment(index: Any, question: str, embedder: Any = None, window_s: float = 30.0,
+                 min_p: float = 0.5) -> tuple[float, float, float] | None:
+    """Where a question about a whole file should look, from its media index: (the window's end
+    ``at``, the best-matching indexed time, its match probability), the window centred on that
+    time; None when no indexed frame matches the question at ``min_p`` or better."""
+    if index is None or not len(index):
+        return None
+    if embedder is None:
+        from models.loaded import held
+
+        embedder = held("minilm")
+    best = max(index.candidates(embedder.embed([question])[0], k=1), key=lambda c: c[1], default=None)
+    if best is None or best[1] < min_p:
+        return None
+    end = index.duration or float(index.times[-1])
+    return min(end, best[0] + window_s / 2), best[0], best[1]
 
 
 def _describe_source(req: ChatRequest, plog: PerceptionLog) -> None:

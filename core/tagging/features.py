@@ -196,9 +196,13 @@ class ModelPool:
 # -- the job ----------------------------------------------------------------------------------
 
 def shot_features(path: str, shots: Sequence[Shot], state: JobState, models: FeatureConfig | None = None,
-                  pool: ModelPool | None = None) -> ShotFeatures:
-    """Job: features of every shot of ``path`` (see the module docstring)."""
+                  pool: ModelPool | None = None, media_index: Any = None) -> ShotFeatures:
+    """Job: features of every shot of ``path`` (see the module docstring). ``media_index`` (the
+    file's core.perception.index.MediaIndex, built with the same tagger): a shot with indexed
+    frames inside it takes its ImageNet probabilities from them instead of running the tagger."""
     cfg = models or FeatureConfig()
+    if media_index is not None and media_index.params.get("tagger") != cfg.tagger:
+        media_index = None
     pool = pool or ModelPool()
     shots = list(shots)
     if not shots:
@@ -215,7 +219,7 @@ def shot_features(path: str, shots: Sequence[Shot], state: JobState, models: Fea
                          {m: np.zeros(n, bool) for m in MODALITIES},
                          {"visual": vcols, "audio": acols, "text": tuple(f"minilm:{i}" for i in range(TEXT_DIM))},
                          [{"start": round(s.start, 3), "end": round(s.end, 3)} for s in shots],
-                         params=feature_params(shots, cfg))
+                         params=feature_params(shots, cfg, media_index))
     # progress shares: visual work is per shot; audio per minute; text embedding is small
     v_share = 0.7 if info.has_video else 0.0
     a_share = (0.95 - v_share) if info.has_audio else 0.0
@@ -223,7 +227,7 @@ def shot_features(path: str, shots: Sequence[Shot], state: JobState, models: Fea
     if info.has_audio:
         _audio(path, info.duration_s, shots, cfg, pool, feats, state, 0.0, a_share)
     if info.has_video:
-        _visual(path, shots, cfg, pool, feats, ocr_text, state, a_share, v_share)
+        _visual(path, shots, cfg, pool, feats, ocr_text, state, a_share, v_share, media_index)
     check(state)
     state.set_progress(0.95, "features: text")
     _text(shots, cfg, pool, feats, ocr_text)
@@ -241,8 +245,10 @@ def sample_times(shot: Shot, k: int) -> list[float]:
     return [shot.start + (i + 0.5) / k * shot.duration for i in range(k)]
 
 
-def _visual(path, shots, cfg, pool, feats, ocr_text, state, base, share) -> None:
+def _visual(path, shots, cfg, pool, feats, ocr_text, state, base, share, media_index=None) -> None:
     import cv2
+
+    from_index = 0
 
     vals = feats.values["visual"]
     ix = {c: i for i, c in enumerate(feats.columns["visual"])}
@@ -280,16 +286,23 @@ def _visual(path, shots, cfg, pool, feats, ocr_text, state, base, share) -> None
             _colour(frames, row, ix, inf)
             _motion(pairs, greys, row, ix, inf)
             h, w = frames[0].shape[:2]
-            if cfg.tagger and "tagger" not in failed:
+            rows = media_index.inside(shot.start, shot.end) if media_index is not None else ()
+            if cfg.tagger and len(rows):  # the media index described frames of this shot with this tagger
+                probs = media_index.probs[rows].astype(np.float32)
+                inf["imagenet_from"] = f"media index ({len(rows)} frames)"
+                from_index += 1
+            elif cfg.tagger and "tagger" not in failed:
                 probs = _guard(lambda: pool.run(cfg.tagger, "embed", frames), "tagger", failed, feats)
-                if probs is not None:
-                    # int8 softmax: probabilities under 1/256 read as 0 and a flat row keeps
-                    # only ~2/3 of its mass; renormalise so every row is a distribution
-                    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
-                    mean = probs.mean(axis=0)
-                    row[in0:in0 + mean.size] = mean
-                    top = np.argsort(-mean, kind="stable")[:cfg.top_k]
-                    inf["imagenet"] = [[_imagenet(j), round(float(mean[j]), 4)] for j in top]
+            else:
+                probs = None
+            if probs is not None:
+                # int8 softmax: probabilities under 1/256 read as 0 and a flat row keeps
+                # only ~2/3 of its mass; renormalise so every row is a distribution
+                probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
+                mean = probs.mean(axis=0)
+                row[in0:in0 + mean.size] = mean
+                top = np.argsort(-mean, kind="stable")[:cfg.top_k]
+                inf["imagenet"] = [[_imagenet(j), round(float(mean[j]), 4)] for j in top]
             if cfg.detector and "detector" not in failed:
                 dets = _guard(lambda: pool.run(cfg.detector, "detect", frames), "detector", failed, feats)
                 if dets is not None:
@@ -324,6 +337,8 @@ def _visual(path, shots, cfg, pool, feats, ocr_text, state, base, share) -> None
                     row[ix["text_area"]] = min(1.0, sum((r.box[2] - r.box[0]) * (r.box[3] - r.box[1])
                                                         for r in regions) / float(w * h))
                     inf["ocr"] = ocr_text[si]
+    if from_index:
+        feats.notes.append(f"ImageNet probabilities of {from_index} of {len(shots)} shots read from the media index")
 
 
 def _shrink(img: np.ndarray, side: int) -> np.ndarray:
@@ -575,10 +590,15 @@ def shots_digest(shots: Sequence[Shot]) -> str:
     return hashlib.sha256(rows.tobytes()).hexdigest()[:16]
 
 
-def feature_params(shots: Sequence[Shot], cfg: FeatureConfig) -> dict[str, Any]:
-    """What decides the features: equal params → the stored ones are reused."""
-    return {"version": FEATURES_VERSION, "config": cfg.params(), "shots": shots_digest(shots),
-            "n_shots": len(shots)}
+def feature_params(shots: Sequence[Shot], cfg: FeatureConfig, media_index: Any = None) -> dict[str, Any]:
+    """What decides the features: equal params → the stored ones are reused. Probabilities read
+    from a media index are other features than the tagger's on the shot's own frames: its
+    sampling settings are part of the params."""
+    p = {"version": FEATURES_VERSION, "config": cfg.params(), "shots": shots_digest(shots), "n_shots": len(shots)}
+    if media_index is not None and media_index.params.get("tagger") == cfg.tagger:
+        p["media_index"] = {k: media_index.params.get(k) for k in ("version", "tagger", "size", "static_every_s",
+                                                                     "active_gap_s", "start", "end")}
+    return p
 
 
 def _key(params: Mapping[str, Any]) -> str:
@@ -631,13 +651,16 @@ def load_features(project: Any, media_id: int, params: Mapping[str, Any]) -> Sho
 def cached_shot_features(project: Any, media_id: int, path: str, shots: Sequence[Shot], state: JobState,
                          models: FeatureConfig | None = None, pool: ModelPool | None = None) -> ShotFeatures:
     """Stored features when the params match, else computed, stored and returned."""
+    from core.perception.index import load_index
+
     cfg = models or FeatureConfig()
-    params = feature_params(shots, cfg)
+    media_index = load_index(project, media_id) if cfg.tagger else None  # the file's, if it has one
+    params = feature_params(shots, cfg, media_index)
     got = load_features(project, media_id, params)
     if got is not None:
         state.set_progress(1.0, "features: reused")
         return got
     t0, c0 = time.time(), time.perf_counter()
-    feats = shot_features(path, shots, state, cfg, pool)
+    feats = shot_features(path, shots, state, cfg, pool, media_index)
     store_features(project, media_id, feats, params, started_at=t0, duration_s=time.perf_counter() - c0)
     return feats

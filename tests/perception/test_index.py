@@ -93,3 +93,25 @@ def test_focus_with_the_index_finds_the_bus_and_a_second_question_does_not_rebui
     res2 = select_frames(FocusRequest(path, "an airplane in the sky", k=4, index=again, faces=False,
                                       rescore_frames=0), HeadlessState())
     assert res2.frames_scored == res2.from_index > 0 and len(res2.frames) == 4
+
+
+def test_chat_and_tagging_read_the_index(indexed):
+    from core.chat.session import index_moment
+    from core.tagging.features import FeatureConfig, shot_features
+    from core.tagging.shots import Shot
+
+    path, seg, _project, _mid, idx = indexed
+    at, t, p = index_moment(idx, "when does the bus come by?", window_s=10.0)
+    assert seg[0] <= t < seg[1] and p > 0.5 and at == pytest.approx(min(idx.duration, t + 5.0))
+    assert index_moment(idx, "a giraffe eating leaves", window_s=10.0) is None
+    cfg = FeatureConfig(detector=None, faces=None, vad=None, asr=None, ocr=None, text_embed=None)
+    shots = [Shot(0, seg[0], seg[1], int(seg[0] * 15), int(seg[1] * 15)), Shot(1, 0.0, 0.5, 0, 7)]
+    feats = shot_features(path, shots, HeadlessState(), cfg, media_index=idx)
+    rows = idx.inside(seg[0], seg[1])
+    assert "media index" in feats.info[0]["imagenet_from"] and feats.params["media_index"]["tagger"] == cfg.tagger
+    probs = idx.probs[rows].astype(np.float32)
+    mean = (probs / probs.sum(axis=1, keepdims=True)).mean(axis=0)
+    in0 = next(i for i, c in enumerate(feats.columns["visual"]) if c.startswith("in:"))
+    assert np.allclose(feats.values["visual"][0, in0:in0 + 1000], mean, atol=1e-5)
+    assert feats.info[0]["imagenet"][0][0] == feats.columns["visual"][in0 + int(np.argmax(mean))][3:]
+    assert "imagenet_from" in feats.info[1] or len(idx.inside(0.0, 0.5)) == 0

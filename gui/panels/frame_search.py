@@ -1,5 +1,8 @@
 """Frame search (FOCUS): ask a question of a long video, get the few frames that answer it.
 
+With "index" ticked (the embedded scorer) the file's media index (core.perception.index) is the
+first stage: loaded from the project on the db worker, built once on the compute worker when
+missing or stale (with its own progress) and stored, then every question rescores a shortlist.
 The panel runs :func:`core.focus.search.select_frames` on the compute worker; while it runs the
 arms' statistics fill the timeline's "Frame search" heat track (why these frames; built by
 :func:`core.focus.store.arms_track`), and the
@@ -9,14 +12,16 @@ project with their run, and can be exported as PNGs + JSON.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from core.errors import describe
 from core.focus.search import FocusPartial, FocusRequest, select_frames, validate
 from core.focus.store import arms_track, export_frames, frames_track, store_selection
+from core.perception.index import IndexConfig, IndexRequest, build_index, load_index, store_index
 from core.session import MediaSession
 from gui.views.thumbstrip import ThumbStrip
 from gui.workbench import Workbench
@@ -52,6 +57,11 @@ class FocusPanel(QWidget):
         for name, title in (("blip-itm-user", "BLIP-ITM (your model)"), ("clip-user", "CLIP (your model)"),
                             ("siglip-user", "SigLIP (your model)")):
             self.scorer.addItem(title, name)
+        self.use_index = QCheckBox("index")
+        self.use_index.setChecked(True)
+        self.use_index.setToolTip("Answer from the file's media index (built once, stored in the project) and "
+                                  "rescore a shortlist; untick to score frames anew over the whole video")
+        self._index: tuple[str, object] | None = None  # (path, MediaIndex) of the last question
         self.go = QPushButton("Find frames")
         self.go.clicked.connect(self.run)
         self.export = QPushButton("Export…")
@@ -69,6 +79,7 @@ class FocusPanel(QWidget):
         top.addWidget(self.k)
         top.addWidget(self.budget)
         top.addWidget(self.scorer)
+        top.addWidget(self.use_index)
         top.addWidget(self.go)
         top.addWidget(self.export)
         top.addWidget(self.to_chat)
@@ -129,8 +140,48 @@ class FocusPanel(QWidget):
             self.go.setEnabled(True)
             self.info.setText("search cancelled")
 
-        self.bench.tasks.run(select_frames, req, pool="compute", name="frame search", key="focus").on_partial(
-            partial).on_done(done).on_error(failed).on_cancel(cancelled)
+        def search(index=None) -> None:
+            if self.session.info is not info:
+                self.go.setEnabled(True)
+                return
+            r = replace(req, index=index) if index is not None else req
+            self.bench.tasks.run(select_frames, r, pool="compute", name="frame search", key="focus").on_partial(
+                partial).on_done(done).on_error(failed).on_cancel(cancelled)
+
+        if not (self.use_index.isChecked() and scorer == "embedded"):
+            search()
+        else:
+            self._with_index(info, req.transcript, search, failed, cancelled)
+
+    def _with_index(self, info, transcript, then, failed, cancelled) -> None:
+        """``then(index)`` with the file's media index: the one of the last question, the project's
+        (db worker), or one built now (compute worker) and stored (db worker)."""
+        if self._index is not None and self._index[0] == info.path:
+            then(self._index[1])
+            return
+        mid, proj = self.session.media_id, self.bench.project()
+
+        def have(idx) -> None:
+            self._index = (info.path, idx)
+            then(idx)
+
+        def build() -> None:
+            self.info.setText("indexing the video once (later questions answer from the index)…")
+            self.bench.tasks.run(build_index, IndexRequest(info.path, transcript=transcript), pool="compute",
+                                 name="media index", key="focus-index").on_done(built).on_error(
+                failed).on_cancel(cancelled)
+
+        def built(idx) -> None:
+            if mid is not None and proj is not None and not proj.read_only:
+                self.bench.tasks.call(store_index, proj, mid, idx, pool="db", name="store index").on_error(
+                    lambda e: self.bench.show_error(f"Could not store the media index: {describe(e)}"))
+            have(idx)
+
+        if mid is None or proj is None:
+            build()
+            return
+        self.bench.tasks.call(load_index, proj, mid, IndexConfig(), pool="db", name="load index").on_done(
+            lambda idx: have(idx) if idx is not None else build()).on_error(lambda _e: build())
 
     def show_result(self, res) -> None:
         self.result = res
@@ -144,9 +195,10 @@ class FocusPanel(QWidget):
         else:
             self.strip.set_frames(res.request.path, frames)
         warn = (" — " + " ".join(res.warnings)) if res.warnings else ""
+        via = f", {res.from_index} from the media index" if res.shortlist else ""
         self.info.setText(f"{len(res.frames)} frames for “{name}”: scored {res.frames_scored} of "
                           f"{res.total_frames} frames ({100 * res.share:.2f} %) in {res.wall_s:.1f} s with "
-                          f"{res.scorer}{warn}")
+                          f"{res.scorer}{via}{warn}")
         self.export.setEnabled(True)
         self.to_chat.setEnabled(True)
 

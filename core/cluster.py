@@ -286,7 +286,8 @@ class FolderRun:
         in 12.3 s (0.310× real time)``: wall time over the media seconds computed now."""
         wall, media = self.timings.get("wall_s", 0.0), self.media_s
         rt = f"{wall / media:.3f}× real time" if media > 0 else "no media computed"
-        on = f" on Ray ({self.timings.get('ray_cpus', 0):.0f} CPUs)" if self.engine == "ray" else ""
+        on = (f" on Ray ({self.timings.get('ray_cpus', 0):.0f} CPUs; {self.timings.get('ray_start_s', 0):.1f} s "
+              "of it starting Ray)" if self.engine == "ray" else "")
         return (f"{len(self.having('done'))} {verb}, {len(self.having('unchanged'))} unchanged (skipped), "
                 f"{len(self.having('failed'))} failed, {len(self.having('unreadable'))} unreadable, "
                 f"{len(self.having('not media'))} not media; "

@@ -124,7 +124,7 @@ def test_ray_local_with_one_worker_runs_elsewhere_and_stores_here(folder, tmp_pa
         assert rc == 0, out
         where = re.search(r"^a\.mp4: analysed, 2\.0 s of media in [\d.]+ s on [^:]+:(\d+)$", out, re.M)
         assert where and int(where.group(1)) != os.getpid(), out
-        assert "1 analysed, 0 unchanged (skipped), 0 failed" in out and "on Ray (1 CPUs)" in out
+        assert "1 analysed, 0 unchanged (skipped), 0 failed" in out and "on Ray (1 CPUs; " in out
         assert not ray.is_initialized(), "the command shuts down the Ray instance it started"
         assert kinds(proj, "analysis/vad") == {"a.mp4": 1}
     finally:

@@ -266,8 +266,8 @@ def top_k_apart(times: list[float], scores: list[float], k: int, gap: float = 1.
     return chosen
 
 
-def run_index_bench(minutes: float = 60, positions: int = 2, k: int = 16, rescore: int = 12,
-                    without: bool = True, aks_sample_s: float = 120.0, aks_minutes: float = 6.0,
+def run_index_bench(minutes: float = 60, positions: int = 2, k: int = 16, rescore: int = 4,
+                    without: bool = True, aks_sample_s: float = 60.0, aks_minutes: float = 3.0,
                     second_query: str = "people walking in the street", fps: int = 30, gop: int = 250,
                     plant_s: float = 8.0, log=print) -> dict:
     """FOCUS with the media index on ``minutes`` of footage with a real bus planted, each beside
@@ -395,7 +395,7 @@ def main() -> int:
     ap.add_argument("--no-strong", action="store_true", help="skip the uniform-budget + top-k baseline")
     ap.add_argument("--index", action="store_true",
                     help="the media-index bench (run_index_bench): first and second question, AKS-style baseline")
-    ap.add_argument("--rescore", type=int, default=12, help="with --index: new frames rescored in the shortlist")
+    ap.add_argument("--rescore", type=int, default=4, help="with --index: new frames rescored in the shortlist")
     args = ap.parse_args()
     if args.index:
         run_index_bench(args.minutes, args.positions, args.k, args.rescore)

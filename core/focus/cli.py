@@ -70,8 +70,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="answer from the media index, rescoring a shortlist: --index builds it when missing "
                          "or stale (stored with --project, so later questions reuse it); by default a stored "
                          "index is used when the project has one; --no-index scores frames anew over the whole video")
-    ap.add_argument("--rescore", type=cliargs.integer(0, 100_000, what="a number of frames"), default=12,
-                    help="with the index: new frames the full scorer rescores in the shortlisted clips (12)")
+    ap.add_argument("--rescore", type=cliargs.integer(0, 100_000, what="a number of frames"), default=4,
+                    help="with the index: new frames the full scorer rescores in the shortlisted clips (4)")
     ap.add_argument("--example-time", type=cliargs.seconds, default=None, metavar="SECONDS",
                     help="find frames that look like the frame at this time instead of matching text")
 

@@ -418,7 +418,7 @@ class FocusRequest:
     # there as free coarse pulls and ``rescore_frames`` new frames scored by the full scorer
     index: Any = field(default=None, compare=False, repr=False)
     shortlist: int | None = None
-    rescore_frames: int = 12
+    rescore_frames: int = 4
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ picklable, top-level function that needs no project, takes and returns plain dat
 are held by :mod:`models.loaded` (loaded once per process and thread, not once per file). It
 runs here, in the calling process, or — with ``ArchiveRequest.ray_address`` — as Ray tasks on a
 cluster through :func:`core.cluster.run_tasks`, the Ray path ``analyze`` and ``anomalies`` share
-(Ray is the engine: it schedules, retries a task whose worker died (``max_retries``), and cancels). Either way only this process writes to the project (SQLite keeps one writer):
+(Ray is the engine: it schedules, retries a task whose worker died (``max_retries``), and
+cancels). Either way only this process writes to the project (SQLite keeps one writer):
 results come back here and are stored as each one arrives. On a real cluster every worker
 needs Kestrel installed and the media at the same paths (shared storage); the paths, not the
 files, travel to the workers.

@@ -66,10 +66,16 @@ def frames_track(name: str, frames: Sequence[ChosenFrame]) -> Track:
 
 def run_params(req: FocusRequest) -> dict[str, Any]:
     """The request's fields as JSON: what decides the selection (find_run compares these). The
-    transcript is stored as its size and digest, not its text."""
+    transcript is stored as its size and digest, not its text; the media index as the settings
+    it was built with (its own run holds the rest)."""
     out: dict[str, Any] = {}
     for f in fields(req):
         v = getattr(req, f.name)
+        if f.name == "index":
+            if v is not None:
+                out["index"] = {k: x for k, x in v.params.items() if k != "plan"}
+                out["index"]["samples"] = len(v)
+            continue
         if f.name == "transcript":
             blob = json.dumps([list(s) for s in v], ensure_ascii=False).encode()
             out["transcript_segments"] = len(v)

@@ -83,6 +83,11 @@ def test_focus_with_the_index_finds_the_bus_and_a_second_question_does_not_rebui
     assert res.shortlist and res.from_index > 0 and res.frames_scored <= res.from_index + 4 + len(res.shortlist)
     assert any(seg[0] <= f.time < seg[1] for f in res.frames)
     assert max(s for _t, s in res.scored) > 0.9
+    from core.focus.store import store_selection
+
+    run_id = store_selection(project, mid, res)  # stored with the index's settings, not the index
+    run = next(r for r in project.list_runs(mid) if r.id == run_id)
+    assert run.params["index"]["samples"] == len(idx) and run.params["index"]["tagger"] == CFG.tagger
 
     def no_build(*_a, **_k):
         raise AssertionError("the index was rebuilt")

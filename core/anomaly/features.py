@@ -56,6 +56,7 @@ VIDEO_BASE = ("det_total", "track_enter", "track_exit", "box_motion", "box_area"
 VAD_CONTEXT_S = 4.0  # audio before a live window that voice-activity detection also sees
 AUDIO_BASE = ("rms_db", "rms_db_max", "onset_mean", "onset_max", "vad", "speech")
 FEATURES_KIND = "anomaly/features"
+GATE_MARGIN_S = 12.0  # the network's context (8 windows of ≤ 1 s) and some before each change
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class FeatureConfig:
     # user's folder it loads from; None: no embedding columns (the default)
     audio_embed: str | None = None
     audio_embed_path: str | None = None
+    # change gating (core.media.changes): over a long range only the windows where the picture or
+    # the sound changes (and one every GateParams.static_every_s, on a keyframe) are computed; the
+    # others hold the last computed row. Off: every window.
+    gate: bool = True
+    gate_params: Any = None  # core.media.changes.GateParams; None: its defaults
 
     def __post_init__(self) -> None:
         if not 0.5 <= float(self.window_s) <= 1.0:
@@ -88,7 +94,14 @@ class FeatureConfig:
         return {**emb, "version": FEATURES_VERSION, "window_s": float(self.window_s),
                 "motion_samples": int(self.motion_samples), "mel_bands": int(self.mel_bands),
                 "detector": self.detector, "vad": self.vad, "asr": self.asr, "track": bool(self.track),
-                "confirm": bool(self.confirm)}
+                "confirm": bool(self.confirm), **({"gate": self.gates().params()} if self.gate else {})}
+
+    def gates(self) -> Any:
+        """The change gate's settings (core.media.changes.GateParams). The pass widens each active
+        stretch by GATE_MARGIN_S: the network judges a window from the 8 before it, and those
+        must be footage, not held repeats (core.anomaly.score.judged_only)."""
+        from core.media.changes import GateParams
+        return self.gate_params or GateParams(margin_s=GATE_MARGIN_S)
 
 
 def video_columns(classes: Sequence[str]) -> tuple[str, ...]:
@@ -137,9 +150,13 @@ class FeatureSet:
     has_audio: bool
     notes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    # gated passes: which windows were computed (the others hold the last computed row); None: all
+    computed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.times = np.asarray(self.times, np.float64).reshape(-1)
+        if self.computed is not None:
+            self.computed = np.asarray(self.computed, bool).reshape(-1)[:len(self.times)]
         self.values = np.asarray(self.values, np.float32).reshape(len(self.times), len(self.columns))
         self.columns = tuple(self.columns)
         self.values, msg = sanitize(self.values, self.columns)
@@ -169,16 +186,25 @@ class FeatureSet:
 
     def meta(self) -> dict[str, Any]:
         start = float(self.times[0]) if len(self.times) else 0.0
-        return {"columns": list(self.columns), "start": start, "window_s": self.window_s,
-                "has_video": self.has_video, "has_audio": self.has_audio, "notes": list(self.notes),
-                "params": self.params}
+        out = {"columns": list(self.columns), "start": start, "window_s": self.window_s,
+               "has_video": self.has_video, "has_audio": self.has_audio, "notes": list(self.notes),
+               "params": self.params}
+        if self.computed is not None:  # the held windows as [first, end) index runs
+            d = np.diff(np.concatenate([[0], (~self.computed).astype(np.int8), [0]]))
+            out["held"] = [[int(a), int(b)] for a, b in zip(np.nonzero(d == 1)[0], np.nonzero(d == -1)[0])]
+        return out
 
     @classmethod
     def from_stored(cls, values: np.ndarray, meta: dict[str, Any]) -> "FeatureSet":
         w = float(meta["window_s"])
         times = float(meta["start"]) + np.arange(values.shape[0]) * w
+        computed = None
+        if "held" in meta:
+            computed = np.ones(values.shape[0], bool)
+            for a, b in meta["held"]:
+                computed[int(a):int(b)] = False
         return cls(times, values, tuple(meta["columns"]), w, bool(meta["has_video"]), bool(meta["has_audio"]),
-                   list(meta.get("notes", [])), dict(meta.get("params", {})))
+                   list(meta.get("notes", [])), dict(meta.get("params", {})), computed)
 
 
 @dataclass
@@ -471,6 +497,15 @@ def features_key(cfg: FeatureConfig, start: float, end: float, confusions: str =
     return "anomaly/features/" + hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _gate_from(stored: Any) -> Any:
+    """The GateParams a stored ``params["gate"]`` names (None: none stored)."""
+    if not isinstance(stored, dict):
+        return None
+    from dataclasses import fields
+    from core.media.changes import GateParams
+    return GateParams(**{f.name: stored[f.name] for f in fields(GateParams) if f.name in stored})
+
+
 def load_features(project: Any, media_id: int, cfg: FeatureConfig, start: float, end: float,
                   confusions: str = "") -> FeatureSet | None:
     """Stored features for exactly these settings (``confusions``: :func:`confusions_digest`
@@ -497,7 +532,8 @@ def store_features(project: Any, media_id: int, fs: FeatureSet, *, started_at: f
                                     params=p, media_id=media_id, started_at=started_at, duration_s=duration_s)
         project.put_array(media_id, features_key(FeatureConfig(**{k: p[k] for k in (
             "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")},
-            audio_embed=p.get("audio_embed"), audio_embed_path=p.get("audio_embed_path")),
+            audio_embed=p.get("audio_embed"), audio_embed_path=p.get("audio_embed_path"),
+            gate="gate" in p, gate_params=_gate_from(p.get("gate"))),
             p["start"], p["end"], p.get("confusions", "")),
             fs.values.astype(np.float32), meta=fs.meta(), run_id=run_id)
     return run_id

@@ -49,7 +49,7 @@ from core.anomaly.score import ScoreCurve, score_features, sensitivity_threshold
 from core.anomaly.train import (TrainedModel, TrainRequest, expert_config, load_stored_model, matches, resolve_ffn,
                                 store_model, train_model)
 from core.media.audio import load_mono
-from core.jobs import Cancelled, JobState, SubProgress, Throttle, check
+from core.jobs import Cancelled, JobState, SubProgress, Throttle, check, set_media_span
 from core.media.check import display_name, human_duration, plausible
 from core.media.spectrum import SAMPLE_RATE, coverage
 from core.timeline import Item, Track
@@ -95,6 +95,8 @@ class AnomalyRequest:
     # the scene (camera) whose learned confusions apply and are learned here: a key of the
     # project's settings (core.perception.confirm.load_confusions); "default" when none is named
     scene: str = "default"
+    # change gating (FeatureConfig.gate, core.media.changes); False computes every window
+    gate: bool = True
 
     def __post_init__(self) -> None:
         # refused here, before any decoding: a budget below K_min, a kind that contradicts ffn…
@@ -215,6 +217,20 @@ class FileFeaturizer:
         if has_audio and self.stored.transcript is None and self._asr is None:
             self.notes.append("speech = voice activity (no transcript stored for this range)")
         self.detector, self.tracker = detector, tracker
+        self.normal = normal
+        self.changes = None  # core.media.changes.ChangeMap when the range is gated
+        self.held = 0  # windows that held the last computed row (gated)
+        self.held_since_push = False
+        self.computed: np.ndarray | None = None  # gated: which windows were computed
+        if cfg.gate:
+            from core.media.changes import scan_changes
+            from core.media.decode import MediaError
+            g = cfg.gates()
+            if self.end - self.start >= g.min_span_s and has_video:
+                try:
+                    self.changes = scan_changes(path, start=self.start, end=self.end, params=g, audio=has_audio)
+                except MediaError as e:
+                    self.notes.append(f"change gating unavailable ({e}): every window computed")
         self.embedder = None
         if has_audio and cfg.audio_embed:
             from models.catalogue import ModelError
@@ -237,16 +253,43 @@ class FileFeaturizer:
             self.objects = ObjectConfirmation(second_look(detector, cfg.detector), confusions=confusions, normal=idx)
 
     def windows(self, cancelled: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(index, row)`` in time order; raises InterruptedError when cancelled."""
+        """Yield ``(index, row)`` in time order; raises InterruptedError when cancelled.
+
+        Gated (``self.changes``): only the windows of the change map's plan are computed (every
+        window where the picture or the sound changes, one every static_every_s elsewhere, on a
+        keyframe; the normal footage is computed in full, so the model learns the footage's own
+        variation); each other window holds the last computed row, its detections and size — the
+        gate measured nothing changing there. A
+        minute with no sound above the floor is not decoded: its computed windows read their own
+        second of audio, with no voice (the gate heard nothing rise above the floor)."""
         from core.media.decode import MediaError, VideoDecoder
 
         w, m = self.cfg.window_s, self.cfg.motion_samples
         dec = VideoDecoder(self.path, max_size=DECODE_SIZE) if self.has_video else None
         per_chunk = max(1, int(math.ceil(AUDIO_CHUNK_S / w)))
+        compute = audio_on = None
+        if self.changes is not None:
+            ptimes, _h = self.changes.plan(1.0 / w)
+            compute = np.zeros(len(self.times), bool)
+            compute[np.clip(np.round((ptimes - self.start) / w).astype(np.int64), 0, max(0, len(self.times) - 1))] = True
+            audio_on = self.changes.audio_active()
+            self.computed = np.ones(len(self.times), bool)
+            if self.normal is not None:  # the model learns the footage's own variation: dense there
+                compute[(self.times >= self.normal[0] - 1e-6) & (self.times < self.normal[1])] = True
+        last: tuple | None = None  # (row, detections, size, first frame) of the last computed window
         try:
             for c0 in range(0, len(self.times), per_chunk):
                 idx = range(c0, min(len(self.times), c0 + per_chunk))
-                audio, vad, speech = self._audio_chunk(self.times[idx[0]], self.times[idx[-1]] + w)
+                a0, a1 = self.times[idx[0]], self.times[idx[-1]] + w
+                quiet = False
+                if compute is not None:
+                    b0 = int((a0 - self.start) / self.changes.params.bin_s)
+                    b1 = int(math.ceil((a1 - self.start) / self.changes.params.bin_s)) + 1
+                    quiet = not audio_on[max(0, b0 - 4):b1 + 4].any()
+                if quiet or (compute is not None and not compute[idx[0]:idx[-1] + 1].any()):
+                    audio = vad = speech = None
+                else:
+                    audio, vad, speech = self._audio_chunk(a0, a1)
                 emb = None
                 if audio is not None and self.embedder is not None:  # row k: the chunk's window k
                     emb = self.embedder.embed(audio, hop_s=w)[1]
@@ -254,28 +297,46 @@ class FileFeaturizer:
                     if cancelled():
                         raise InterruptedError
                     t0 = float(self.times[i])
-                    frames = []
-                    if dec is not None:
-                        for j in range(m):
-                            try:
-                                frames.append(dec.frame_at(t0 + j * w / m).image)
-                            except MediaError:
-                                self.skipped_frames += 1
-                    dets, size = self._detections(t0, frames)
-                    a = None
-                    if audio is not None:
-                        s = int(round((t0 - self.times[idx[0]]) * SAMPLE_RATE))
-                        a = audio[s:s + int(round(w * SAMPLE_RATE))]
-                    row = self.featurizer.push(WindowInput(
-                        t0, t0 + w, frames, dets if self.objects is None else [], size, a,
-                        vad=coverage(vad, t0, t0 + w) if vad is not None else None,
-                        speech=coverage(speech, t0, t0 + w) if speech is not None else None,
-                        objects=self.objects is None,
-                        embedding=emb[i - idx[0]] if emb is not None and i - idx[0] < len(emb) else None))
+                    if compute is not None and not compute[i] and last is not None:
+                        row = last[0].copy()
+                        dets, size, first = last[1], last[2], last[3]
+                        self.held += 1
+                        self.computed[i] = False
+                        self._hold_state()
+                    else:
+                        if compute is not None and self.held_since_push:
+                            self.featurizer._grey = None  # differences within the window only
+                            self.featurizer._last_mel = None
+                        frames = []
+                        if dec is not None:
+                            for j in range(m):
+                                try:
+                                    frames.append(dec.frame_at(t0 + j * w / m).image)
+                                except MediaError:
+                                    self.skipped_frames += 1
+                        dets, size = self._detections(t0, frames)
+                        a = None
+                        if audio is not None:
+                            s = int(round((t0 - self.times[idx[0]]) * SAMPLE_RATE))
+                            a = audio[s:s + int(round(w * SAMPLE_RATE))]
+                        elif quiet and self.has_audio:
+                            a = self._window_audio(t0, t0 + w)
+                        row = self.featurizer.push(WindowInput(
+                            t0, t0 + w, frames, dets if self.objects is None else [], size, a,
+                            vad=coverage(vad, t0, t0 + w) if vad is not None else None,
+                            speech=coverage(speech, t0, t0 + w) if speech is not None else None,
+                            objects=self.objects is None,
+                            embedding=emb[i - idx[0]] if emb is not None and i - idx[0] < len(emb) else None))
+                        first = frames[0] if frames else None
+                        if compute is not None:
+                            last = (row.copy(), list(dets), size, first)
+                            self.held_since_push = False
                     if self.objects is None:
+                        if compute is not None and not compute[i] and last is not None:
+                            self.featurizer.objects(row, dets, size)
                         yield i, row
                         continue
-                    for j, r, kept in self.objects.add(i, t0, frames[0] if frames else None, dets, size, row):
+                    for j, r, kept in self.objects.add(i, t0, first, dets, size, row):
                         self.featurizer.objects(r, kept, size)
                         yield j, r
             if self.objects is not None:
@@ -285,6 +346,18 @@ class FileFeaturizer:
         finally:
             if dec is not None:
                 dec.close()
+
+    def _hold_state(self) -> None:
+        self.held_since_push = True
+
+    def _window_audio(self, a: float, b: float):
+        """One window's audio in a minute the gate heard nothing in (None if it does not decode)."""
+        try:
+            x = _load_audio(self.path, a, b)
+        except Exception as e:
+            self.notes.append(f"audio {a:.0f}–{b:.0f} s could not be decoded ({e}); treated as silence")
+            return None
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
     def _detections(self, t0: float, frames: Sequence[np.ndarray]) -> tuple[list, tuple[int, int] | None]:
         """The window's detections (stored ones scaled to the decoded frame, or detected now on
@@ -314,7 +387,7 @@ class FileFeaturizer:
         if not self.has_audio:
             return None, None, None
         try:
-            x = load_mono(self.path, SAMPLE_RATE, a, b)
+            x = _load_audio(self.path, a, b)
         except Exception as e:  # one bad minute must not end the pass
             self.notes.append(f"audio {a:.0f}–{b:.0f} s could not be decoded ({e}); treated as silence")
             x = np.zeros(int(round((b - a) * SAMPLE_RATE)), np.float32)
@@ -334,14 +407,31 @@ class FileFeaturizer:
         notes = list(dict.fromkeys(self.notes))
         if self.skipped_frames:
             notes.append(f"{self.skipped_frames} frames could not be decoded")
+        if self.changes is not None:
+            c = self.changes
+            notes.append(f"change gate: {len(rows) - self.held} of {len(rows)} windows computed "
+                         f"({c.active_share() * 100:.1f}% of the range changes; elsewhere one window every "
+                         f"{c.params.static_every_s:.0f} s, the others hold the last)")
         if self.featurizer.nonfinite:
             notes.append(f"{self.featurizer.nonfinite} non-finite values were set to 0 while featurising")
         values = np.vstack(rows) if len(rows) else np.zeros((0, len(self.columns)), np.float32)
+        computed = None if self.computed is None else self.computed[:len(rows)].copy()
         digest = confusions_digest(self.objects.confusions) if self.objects is not None else ""
         return FeatureSet(self.times[:len(rows)], values, self.columns, self.cfg.window_s, self.has_video,
                           self.has_audio, notes, {**self.cfg.params(), "start": round(self.start, 3),
                                                   "end": round(self.end, 3), **({"confusions": digest} if digest
-                                                                                 else {})})
+                                                                                 else {})}, computed)
+
+
+PREROLL_S = 0.5  # audio decoded before a piece and dropped: the first AAC frames after a seek fade in
+
+
+def _load_audio(path: str, a: float, b: float) -> np.ndarray:
+    """Mono 16 kHz audio of [a, b) without the decoder's fade-in after a seek (which reads as
+    a sharp onset at every piece's start): decoded from PREROLL_S earlier, that part dropped."""
+    pre = min(PREROLL_S, max(0.0, a))
+    x = load_mono(path, SAMPLE_RATE, a - pre, b)
+    return x[int(round(pre * SAMPLE_RATE)):]
 
 
 SPARSE_RANGE_S = 3600.0  # a range this long of a file whose bytes cannot back its duration is refused
@@ -384,7 +474,9 @@ class _Pass:
         t0 = time.perf_counter()
         self.info = probe(req.path)
         self.start, self.end = media_range(self.info, req.start, req.end)
-        self.cfg = req.features or FeatureConfig(window_s=req.window_s)
+        from dataclasses import replace as _replace
+        cfg = req.features or FeatureConfig(window_s=req.window_s)
+        self.cfg = cfg if cfg.gate == (cfg.gate and req.gate) else _replace(cfg, gate=False)
         self.normal = resolve_normal(req, self.start, self.end)
         self.project, self.media_id = req.project, req.media_id
         self.weights = dict(req.weights) if req.weights is not None else current_weights(self.project)
@@ -528,6 +620,7 @@ def detect_anomalies(req: AnomalyRequest, state: JobState) -> AnomalyResult:
     """Job: the whole pass (see the module docstring). Raises AnomalyError/MediaError with a
     sentence for the analyst, ``Cancelled`` when cancelled (nothing is lost: nothing was written)."""
     p = _Pass(req, state)
+    set_media_span(state, p.end - p.start)
     state.set_progress(0.0, "features")
     fs, computed = p.featurise()
     check(state)

@@ -122,6 +122,31 @@ def network_cues(z: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, list[str]]
     return out
 
 
+def judged_only(z: Mapping[str, Any], computed: np.ndarray, context: int) -> dict[str, Any]:
+    """The network's z-scores where it judged real footage: a window of a gated pass counts only
+    when it and the ``context`` windows before it were computed (a held window repeats an
+    earlier row, and a context of repeats is not footage the network learned from). Elsewhere
+    the network is silent (z 0); the detectors' cues still read every window."""
+    c = np.asarray(computed, bool)
+    run = np.zeros(len(c), np.int64)  # computed windows in a row, ending here
+    k = 0
+    for i, ok in enumerate(c):
+        k = k + 1 if ok else 0
+        run[i] = k
+    ok = run >= min(context, len(c))
+    out = dict(z)
+    for m in ("video", "audio"):
+        if m in out:
+            v = np.asarray(out[m], np.float64).copy()
+            if len(v) == len(ok):
+                v[~ok] = 0.0
+                out[m] = v
+                tops = out.get(f"{m}_top")
+                if tops is not None:
+                    out[f"{m}_top"] = [t if ok[i] else "" for i, t in enumerate(tops)]
+    return out
+
+
 def score_features(fs: FeatureSet, base: Baseline, model: Any = None,
                    weights: Mapping[str, float] | None = None, z: Mapping[str, Any] | None = None) -> ScoreCurve:
     """Score every window of ``fs``. ``model`` (a trained model, or None: detectors only)
@@ -130,6 +155,8 @@ def score_features(fs: FeatureSet, base: Baseline, model: Any = None,
     cues = {k: (v.scores, v.reasons) for k, v in detector_scores(fs, base).items()}
     if z is None and model is not None:
         z = model.zscores(fs)
+        if fs.computed is not None:
+            z = judged_only(z, fs.computed, int(model.config.get("net", {}).get("context", 8)))
     zz: dict[str, np.ndarray] = {}
     spent: dict[str, np.ndarray] = {}
     if z is not None:

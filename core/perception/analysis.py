@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from core.media.audio import load_mono
-from core.jobs import JobState, check
+from core.jobs import JobState, SubProgress, check, set_media_span
+from core.media.changes import ChangeMap, GateParams, iter_plan, scan_changes
 from core.media.decode import MediaError, VideoDecoder, probe
 from core.timeline import Item, Track
 
@@ -55,6 +56,12 @@ class AnalysisRequest:
     confusions: tuple = ()
     # models whose licence the analyst accepted (BirdNET: non-commercial; off until named here)
     accept_licences: tuple[str, ...] = ()
+    # change gating (core.media.changes): over a long range (≥ gate_params.min_span_s) the
+    # models run at ``fps`` where the picture or the sound changes and once every
+    # ``static_every_s`` elsewhere, each sample's result standing until the next. Off: every
+    # 1/fps, the whole range (the baseline).
+    gate: bool = True
+    gate_params: GateParams | None = None
 
 
 @dataclass
@@ -75,6 +82,10 @@ class ModelOutput:
     # per frame of ``frames``, per detection: {"confirmed": bool, "evidence": {...}} (detectors
     # with confirmation on; None otherwise) — core.perception.confirm.item_evidence
     evidence: list[list[dict]] | None = None
+    # per frame of ``frames``: how long its result stands (gated runs: until the next sample);
+    # None: one step (1 / fps) each
+    holds: list[float] | None = None
+    gating: dict[str, Any] | None = None  # what the change gate decided (provenance; gated runs)
 
 
 @dataclass
@@ -107,6 +118,9 @@ def run_params(req: AnalysisRequest, spec, end: float) -> dict[str, Any]:
     """The inputs that decide a model's output: equal params → the stored result is reused."""
     p: dict[str, Any] = {"start": round(req.start, 3), "end": round(end, 3),
                          "thresholds": dict(spec.thresholds)}
+    g = gate_params(req, end)
+    if g is not None:
+        p["gate"] = g.params()
     if spec.task in VISUAL_TASKS:
         p.update(fps=req.fps, max_size=list(req.max_size))
         if spec.task == "detect":
@@ -116,6 +130,12 @@ def run_params(req: AnalysisRequest, spec, end: float) -> dict[str, Any]:
     if user:
         p["weights"] = user
     return p
+
+
+def gate_params(req: AnalysisRequest, end: float) -> GateParams | None:
+    """The change gate's settings when this request's range is gated, else None."""
+    g = req.gate_params or GateParams()
+    return g if req.gate and end - req.start >= g.min_span_s else None
 
 
 def confirm_params(req: AnalysisRequest) -> dict[str, Any] | bool:
@@ -225,12 +245,31 @@ def analyze(req: AnalysisRequest, state: JobState) -> AnalysisResult:
     work_audio = 0.1 * max(1, n_frames) if audio else 0
     total = work_audio + n_frames or 1
 
+    set_media_span(state, end - req.start)
+    cm = _scan(req, end, info, state) if (audio or visual) else None
+    if cm is not None:
+        decided = cm.provenance(req.fps if visual else None)
+        for n in (*audio, *visual):
+            outputs[n].gating = decided
     if audio:
-        _run_audio(req, end, audio, loaded, outputs, state, work_audio / total)
+        _run_audio(req, end, audio, loaded, outputs, state, work_audio / total, cm)
     if visual:
-        _run_visual(req, end, visual, loaded, outputs, state, work_audio / total)
+        _run_visual(req, end, visual, loaded, outputs, state, work_audio / total, cm)
     state.set_progress(1.0, "done")
     return AnalysisResult(outputs, info.duration_s, time.perf_counter() - t_job, skipped)
+
+
+def _scan(req: AnalysisRequest, end: float, info, state) -> ChangeMap | None:
+    """The change map of the range when it is gated (None: sample densely)."""
+    g = gate_params(req, end)
+    if g is None:
+        return None
+    try:
+        return scan_changes(req.path, start=req.start, end=end, params=g, audio=info.has_audio,
+                            state=SubProgress(state, 0.0, 0.02, "change gate: ", forward=False))
+    except MediaError as e:
+        log.warning("change gating unavailable (%s): every 1/fps is sampled", e)
+        return None
 
 
 def _fail(out: ModelOutput, e: BaseException) -> None:
@@ -241,10 +280,87 @@ def _fail(out: ModelOutput, e: BaseException) -> None:
     log.error("%s", out.error)
 
 
-def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
+class AudioMap:
+    """Where the audio the models hear comes from: pieces of the file laid end to end.
+
+    Ungated, one piece: [start, end). Gated, the stretches where the sound rises above the
+    file's floor (and the picture's active stretches are not needed: the audio gate alone
+    decides), so a day of quiet costs nothing. ``media(t)`` turns a time in the joined audio
+    into media time; a segment is kept inside the piece it starts in."""
+
+    def __init__(self, pieces: list[tuple[float, float]]) -> None:
+        self.pieces = pieces
+        lens = [b - a for a, b in pieces]
+        self.offsets = np.concatenate([[0.0], np.cumsum(lens)])[:-1] if pieces else np.zeros(0)
+        self.total = float(sum(lens))
+
+    def piece(self, t: float) -> int:
+        return max(0, int(np.searchsorted(self.offsets, t, side="right")) - 1)
+
+    def media(self, t: float, within: int | None = None) -> float:
+        i = self.piece(t) if within is None else within
+        a, b = self.pieces[i]
+        return float(min(b, a + (t - self.offsets[i])))
+
+    def remap(self, seg):
+        """``seg`` (start/end, maybe words) from joined-audio time to media time."""
+        from dataclasses import replace
+        i = self.piece(seg.start)
+        kw = {"start": self.media(seg.start, i), "end": max(self.media(seg.start, i), self.media(seg.end, i))}
+        if getattr(seg, "words", None):
+            kw["words"] = tuple((self.media(x, i), self.media(y, i), w) for x, y, w in seg.words)
+        return replace(seg, **kw)
+
+
+def audio_pieces(cm: ChangeMap | None, start: float, end: float, *, join_s: float = 5.0) -> list[tuple[float, float]]:
+    """The stretches of [start, end) the audio models hear (see :class:`AudioMap`)."""
+    if cm is None or cm.audio_db is None:
+        return [(start, end)]
+    out: list[list[float]] = []
+    for a, b in cm.intervals("audio"):
+        a, b = max(start, a), min(end, b)
+        if b <= a:
+            continue
+        if out and a - out[-1][1] <= join_s:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+class _Remapped:
+    """The job's state, with the audio partials' times turned into media times."""
+
+    def __init__(self, state: JobState, amap: AudioMap) -> None:
+        self.state, self.amap = state, amap
+
+    def set_progress(self, fraction: float, text: str = "") -> None:
+        self.state.set_progress(fraction, text)
+
+    def set_partial_result(self, value: Any) -> None:
+        from dataclasses import replace
+        if isinstance(value, AnalysisPartial) and value.segments:
+            value = replace(value, segments=tuple(self.amap.remap(s) for s in value.segments))
+        self.state.set_partial_result(value)
+
+    def is_cancelled(self) -> bool:
+        return self.state.is_cancelled()
+
+
+def _load_audio(req, pieces: list[tuple[float, float]], state) -> np.ndarray:
+    parts = []
+    for a, b in pieces:
+        check(state)
+        parts.append(load_mono(req.path, 16000, a, b, cancelled=state.is_cancelled))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _run_audio(req, end, names, loaded, outputs, state, share: float, cm: ChangeMap | None = None) -> None:
     state.set_progress(0.0, "reading audio")
+    pieces = audio_pieces(cm, req.start, end)
+    amap = AudioMap(pieces)
     try:
-        audio = load_mono(req.path, 16000, req.start, end, cancelled=state.is_cancelled)
+        audio = _load_audio(req, pieces, state)
     except (MediaError, OSError, ValueError) as e:
         # the picture may still be fine: fail the audio models only
         for name in names:
@@ -258,6 +374,16 @@ def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
             return
         raise
     sr = 16000
+    if cm is not None:
+        heard = len(audio) / sr
+        log.info("change gate: the audio models hear %.0f s of %.0f s (%d stretches)", heard, end - req.start,
+                 len(pieces))
+        for name in names:
+            outputs[name].gating = {**(outputs[name].gating or {}), "audio_heard_s": round(heard, 2),
+                                    "audio_stretches": len(pieces)}
+        if len(audio) < sr // 4:  # nothing above the floor anywhere: nothing to hear
+            return
+    st = _Remapped(state, amap)
     for name in names:
         out = outputs[name]
         model = loaded[name]
@@ -266,9 +392,8 @@ def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
         t0 = time.perf_counter()
         try:
             if out.task == "vad":
-                segs = model.segments(audio)
-                out.segments = [_shift(s, req.start) for s in segs]
-                state.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(out.segments)))
+                out.segments = list(model.segments(audio))
+                st.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(out.segments)))
             else:
                 chunk = int(ASR_CHUNK_S * sr)
                 for a in range(0, len(audio), chunk):
@@ -276,9 +401,9 @@ def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
                     piece = audio[a:a + chunk]
                     if len(piece) < sr // 4:
                         break
-                    segs = [_shift(s, req.start + a / sr) for s in model.transcribe(piece)]
+                    segs = [_shift(s, a / sr) for s in model.transcribe(piece)]
                     out.segments.extend(segs)
-                    state.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(segs)))
+                    st.set_partial_result(AnalysisPartial(name, out.task, segments=tuple(segs)))
                     state.set_progress(share * min(1.0, (a + chunk) / len(audio)), f"{out.title}")
         except (InterruptedError, KeyboardInterrupt):
             raise
@@ -288,8 +413,19 @@ def _run_audio(req, end, names, loaded, outputs, state, share: float) -> None:
             _fail(out, e)
         out.duration_s += time.perf_counter() - t0
     from core.perception import listen  # voice support of the transcript, speakers, loud sounds
-    listen.after_audio(req, end, audio, names, loaded, outputs, state, output=ModelOutput, partial=AnalysisPartial,
-                       fail=_fail)
+    from dataclasses import replace
+    before = set(outputs)
+    listen.after_audio(replace(req, start=0.0), amap.total, audio, names, loaded, outputs, st,
+                       output=ModelOutput, partial=AnalysisPartial, fail=_fail)
+    # everything the audio steps produced is in joined-audio time: into media time
+    for name in [*names, *sorted(set(outputs) - before)]:
+        out = outputs[name]
+        out.segments = [amap.remap(s) for s in out.segments]
+        if name not in names:  # made by the audio steps (loud sounds): its range is the job's
+            g = gate_params(req, end)
+            out.params = {**out.params, "start": round(req.start, 3), "end": round(end, 3),
+                          **({"gate": g.params()} if g is not None else {})}
+            out.gating = outputs[names[0]].gating if names else None
 
 
 def _shift(seg, offset: float):
@@ -355,7 +491,7 @@ def _final_evidence(c, frames: list[tuple[float, list]]) -> list[list[dict]]:
     return [[ev[tr.key] for _d, tr in pairs] for _t, pairs in with_verdicts(frames, tracks)]
 
 
-def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
+def _run_visual(req, end, names, loaded, outputs, state, base: float, cm: ChangeMap | None = None) -> None:
     trackers = {}
     if req.track:
         for n in names:
@@ -370,7 +506,12 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
     done = 0
     last: dict[str, tuple[float, list]] = {}  # model → (frame time, result) of its last frame
     with VideoDecoder(req.path, max_size=req.max_size) as dec:
-        plan = sample_frames(dec, req.start, end, req.fps)
+        if cm is not None:
+            times, holds = cm.plan(req.fps)
+            total = len(times)
+            plan = ((t, f) for t, f, _h in iter_plan(dec, times, holds))
+        else:
+            plan = sample_frames(dec, req.start, end, req.fps)
         while True:
             check(state)
             batch = list(itertools.islice(plan, max(1, req.batch)))
@@ -411,6 +552,11 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float) -> None:
             t0 = time.perf_counter()
             out.evidence = _final_evidence(c, out.frames)
             out.duration_s += time.perf_counter() - t0
+    if cm is not None:  # each sample stands until the next (the gate found nothing changing between)
+        for name in names:
+            out = outputs[name]
+            ts = np.asarray([t for t, _r in out.frames], np.float64)
+            out.holds = [float(h) for h in np.diff(np.append(ts, end))] if ts.size else []
 
 
 def _run_distinct(model, task: str, frames: list, keys: list[float], last: dict, name: str) -> list[list]:
@@ -444,24 +590,27 @@ def _run_frames(model, task: str, frames: list[np.ndarray]) -> list[list]:
 
 # -- tracks --------------------------------------------------------------------------------
 
-def presence(times_labels: list[tuple[float, str, float, int]], step: float) -> list[Item]:
-    """Intervals where a label is present: consecutive samples (≤ 1.5 steps apart) merge."""
-    by_label: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
-    for t, label, score, count in times_labels:
-        by_label[label].append((t, score, count))
+def presence(times_labels: list[tuple], step: float) -> list[Item]:
+    """Intervals where a label is present. A row is ``(t, label, score, count[, hold])``: the
+    sample at ``t`` stands for ``hold`` seconds (default one step; a gated run's static samples
+    stand until the next). Samples merge when one begins within half a step of where the one
+    before it ends (consecutive samples ≤ 1.5 steps apart, ungated)."""
+    by_label: dict[str, list[tuple[float, float, int, float]]] = defaultdict(list)
+    for row in times_labels:
+        t, label, score, count = row[:4]
+        by_label[label].append((t, score, count, row[4] if len(row) > 4 else step))
     items = []
     for label, rows in by_label.items():
         rows.sort()
-        s = e = rows[0][0]
-        best, most = rows[0][1], rows[0][2]
-        for t, score, count in rows[1:]:
-            if t - e <= 1.5 * step:
-                e, best, most = t, max(best, score), max(most, count)
+        s, best, most, e = rows[0][0], rows[0][1], rows[0][2], rows[0][0] + rows[0][3]
+        for t, score, count, hold in rows[1:]:
+            if t <= e + 0.5 * step + 1e-9:
+                e, best, most = max(e, t + hold), max(best, score), max(most, count)
             else:
-                items.append(_presence_item(label, s, e + step, best, most))
-                s = e = t
+                items.append(_presence_item(label, s, e, best, most))
+                s, e = t, t + hold
                 best, most = score, count
-        items.append(_presence_item(label, s, e + step, best, most))
+        items.append(_presence_item(label, s, e, best, most))
     return items
 
 
@@ -478,6 +627,11 @@ def _unchecked(out: ModelOutput) -> dict:
     return {"confirmed": False, "evidence": {"reason": why}}
 
 
+def _hold(out: ModelOutput, fi: int, step: float) -> float:
+    """How long frame ``fi``'s result stands: its hold in a gated run, else one step."""
+    return out.holds[fi] if out.holds is not None and fi < len(out.holds) else step
+
+
 def _box_tracks(out: ModelOutput, step: float, run_id: int | None) -> list[Track]:
     """A detector's or face model's tracks: presence per class and one hidden track of boxes.
 
@@ -489,6 +643,7 @@ def _box_tracks(out: ModelOutput, step: float, run_id: int | None) -> list[Track
     rows = []
     boxes = []
     for fi, (t, dets) in enumerate(out.frames):
+        hold = _hold(out, fi, step)
         verdicts = out.evidence[fi] if out.evidence is not None and fi < len(out.evidence) else ()
         counts: dict[tuple[str, bool], list[float]] = defaultdict(list)
         for j, d in enumerate(dets):
@@ -504,9 +659,9 @@ def _box_tracks(out: ModelOutput, step: float, run_id: int | None) -> list[Track
                 data["confirmed"] = ok
                 data["evidence"] = dict(v["evidence"])
             counts[(label, ok)].append(d.score)
-            boxes.append(Item(t, t + step, label, float(d.score), run_id, data))
+            boxes.append(Item(t, t + hold, label, float(d.score), run_id, data))
         for (label, ok), scores in counts.items():
-            rows.append((t, label if ok else label + UNCONFIRMED, max(scores), len(scores)))
+            rows.append((t, label if ok else label + UNCONFIRMED, max(scores), len(scores), hold))
     kind = "detections" if checked else "faces"
     per: dict[str, list[Item]] = defaultdict(list)
     for it in presence(rows, step):
@@ -533,20 +688,21 @@ def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list
         tracks += _box_tracks(out, step, run_id)
     elif out.task == "ocr":
         rows = []
-        for t, regions in out.frames:
+        for fi, (t, regions) in enumerate(out.frames):
             for r in regions:
-                rows.append((t, r.text.strip(), r.score, 1))
+                rows.append((t, r.text.strip(), r.score, 1, _hold(out, fi, step)))
         items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step) if i.label]
         # one class, "text", for the overlay's filter; the words themselves ride along
-        boxes = [Item(t, t + step, "text", float(r.score), run_id,
+        boxes = [Item(t, t + _hold(out, fi, step), "text", float(r.score), run_id,
                       {"box": [round(float(v), 1) for v in r.box], "size": list(out.frame_size), "model": out.name,
                        "text": r.text})
-                 for t, regions in out.frames for r in regions]
+                 for fi, (t, regions) in enumerate(out.frames) for r in regions]
         tracks.append(Track("text", out.name, items, run_id=run_id, meta={"model": out.name}))
         tracks.append(Track("boxes", out.name, boxes, run_id=run_id, visible=False,
                             meta={"model": out.name, "task": out.task}))
     elif out.task == "image-tags":
-        rows = [(t, tags[0].label, tags[0].score, 1) for t, tags in out.frames if tags]
+        rows = [(t, tags[0].label, tags[0].score, 1, _hold(out, fi, step))
+                for fi, (t, tags) in enumerate(out.frames) if tags]
         items = [Item(i.start, i.end, i.label, i.confidence, run_id) for i in presence(rows, step)]
         tracks.append(Track("tags", out.name, items, run_id=run_id, meta={"model": out.name}))
     elif out.task == "vad":

@@ -278,7 +278,8 @@ class FocusSelector:
         self.stage = "fine"
         mean, _ = self._mean_var()
         ranking = self._ordering(np.nan_to_num(mean, nan=-1.0) if self.policy == "greedy" else self.ucb())
-        ranking = [a for a in ranking if a in set(self.active)]
+        live_arms = set(self.active)
+        ranking = [a for a in ranking if a in live_arms]
         cands = {a: self._fine_candidates(a) for a in range(self.n_arms)}
         zoom: list[int] = []
         for a in ranking:
@@ -327,7 +328,8 @@ class FocusSelector:
                 take(j, scored[j], True, "top")
         rank = self._rank_bound()
         order = self._ordering(np.nan_to_num(self._mean_var()[0], nan=-1.0) if self.policy == "greedy" else rank)
-        order = [a for a in order if a in set(self.active)]
+        live_arms = set(self.active)
+        order = [a for a in order if a in live_arms]
         order = [a for a in order if self._n[a] > 0] + [a for a in order if self._n[a] == 0]
         s = min(len(order), min(32, max(4, math.ceil(0.25 * self.n_arms))))
         left = k - len(picks)

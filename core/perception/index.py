@@ -142,8 +142,16 @@ class MediaIndex:
         return int(len(self.times))
 
     # -- per frame -------------------------------------------------------------------------
+    @staticmethod
+    def _rows(table: np.ndarray, i: int) -> np.ndarray:
+        """The rows of frame ``i`` of a table sorted by its frame column."""
+        if not len(table):
+            return table
+        col = table[:, 0]
+        return table[int(np.searchsorted(col, i, side="left")):int(np.searchsorted(col, i, side="right"))]
+
     def boxes(self, i: int) -> list[IndexedBox]:
-        rows = self.objects[self.objects[:, 0] == i] if len(self.objects) else self.objects
+        rows = self._rows(self.objects, i)
         return [IndexedBox(self.labels[int(r[1])], float(r[2]), (float(r[3]), float(r[4]), float(r[5]), float(r[6])),
                            int(r[7])) for r in rows]
 
@@ -168,7 +176,7 @@ class MediaIndex:
         return [b for b in self.boxes(i) if b.verdict == NOT_LOOKED and b.score >= floor]
 
     def face_boxes(self, i: int) -> list[tuple[float, tuple[float, float, float, float]]]:
-        rows = self.faces[self.faces[:, 0] == i] if len(self.faces) else self.faces
+        rows = self._rows(self.faces, i)
         return [(float(r[1]), (float(r[2]), float(r[3]), float(r[4]), float(r[5]))) for r in rows]
 
     def tags(self, i: int, top_k: int = 3) -> list[Any]:
@@ -442,10 +450,12 @@ class _Builder:
         remap[order] = np.arange(len(order))
         objects = np.asarray(self.objects, np.float32).reshape(-1, 8)
         faces = np.asarray(self.faces, np.float32).reshape(-1, 6)
-        if len(objects):
+        if len(objects):  # rows sorted by frame (MediaIndex._rows), a frame's boxes in detection order
             objects[:, 0] = remap[objects[:, 0].astype(np.int64)]
+            objects = objects[np.argsort(objects[:, 0], kind="stable")]
         if len(faces):
             faces[:, 0] = remap[faces[:, 0].astype(np.int64)]
+            faces = faces[np.argsort(faces[:, 0], kind="stable")]
         probs = np.stack(self.probs)[order] if self.probs else np.zeros((0, 1000), np.float16)
         idx = MediaIndex(params, np.asarray(self.times, float)[order], np.asarray(self.key, bool)[order], probs,
                          objects, list(self.labels), faces, {int(remap[i]): s for i, s in self.ocr.items()},
@@ -595,6 +605,9 @@ def load_index(project: Any, media_id: int, config: IndexConfig | None = None, *
             if a is None:
                 return None
             parts[name] = a[0]
+        for name in ("objects", "faces"):  # MediaIndex._rows reads them sorted by frame
+            t = parts[name]
+            parts[name] = t[np.argsort(t[:, 0], kind="stable")] if t.ndim == 2 and len(t) else t
         n = len(frames)
         if len(parts["probs"]) != n or len(parts["facet_vecs"]) != len(meta["facets"]) \
                 or len(parts["speech_vecs"]) != len(meta["speech"]):

@@ -340,6 +340,10 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
                 c.seek(int(max(0.0, start - 10.0 + origin) / vtb), stream=vs, backward=True, any_frame=False)
             except (av.error.FFmpegError, OverflowError):
                 c.seek(0)
+        try:  # the keyframes only feed a 64×36 thumbnail: the deblocking filter buys nothing there
+            vs.codec_context.options = {**dict(vs.codec_context.options or {}), "skip_loop_filter": "all"}
+        except (AttributeError, TypeError, ValueError):
+            pass
         streams = [vs] + ([aus] if aus is not None else [])
         acc = aus.codec_context if aus is not None else None
         last_report = time.monotonic()

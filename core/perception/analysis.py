@@ -717,6 +717,9 @@ def tracks_for(out: ModelOutput, step: float, run_id: int | None = None) -> list
     elif out.task in ("speaker-embed", "sounds"):
         from core.perception import listen
         tracks += listen.tracks(out, run_id)
+    if out.gating:  # what the change gate decided travels with what it produced (provenance)
+        for tr in tracks:
+            tr.meta = {**tr.meta, "gating": out.gating}
     return tracks
 
 

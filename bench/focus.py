@@ -322,12 +322,16 @@ def run_index_bench(minutes: float = 60, positions: int = 2, k: int = 16, rescor
                 f"{hits} of {len(res.frames)} frames on the bus ({res.frames_scored} scored, {res.from_index} from the index)")
             t0 = time.perf_counter()
             again, rebuilt = mi.ensure_index(project, mid, mi.IndexRequest(str(path)), HeadlessState())
-            res2 = select_frames(FocusRequest(str(path), second_query, k=k, index=again, rescore_frames=rescore),
-                                 HeadlessState())
+            res2 = select_frames(FocusRequest(str(path), second_query, k=k, index=again, rescore_frames=rescore,
+                                              thumbnails=False), HeadlessState())
             row.update(second_s=time.perf_counter() - t0, second_rebuilt=rebuilt, second_scored=res2.frames_scored,
                        second_from_index=res2.from_index)
+            t1 = time.perf_counter()
+            seek_cost(path, [f.time for f in res2.frames])
+            row["thumbs_s"] = time.perf_counter() - t1
             log(f"  a second question (\"{second_query}\", index loaded from the project): {row['second_s']:.2f} s, "
-                f"{res2.frames_scored} frames scored, {res2.from_index} from the index, rebuilt: {rebuilt}")
+                f"{res2.frames_scored} frames scored, {res2.from_index} from the index, rebuilt: {rebuilt}; "
+                f"(the window's strip then decodes its {len(res2.frames)} thumbnails on the io pool: {row['thumbs_s']:.2f} s)")
         if without:
             forget_descriptions()
             res0 = select_frames(FocusRequest(str(path), "a bus", k=k, budget_share=0.01), HeadlessState())

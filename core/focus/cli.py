@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         req = FocusRequest(path=info.path, query=args.query, k=args.k, budget_frames=args.budget_frames,
                            budget_share=args.budget_share, seed=args.seed, scorer=args.scorer,
                            scorer_path=args.weights, transcript=transcript, ocr=args.ocr,
-                           example_time=args.example_time, rescore_frames=args.rescore)
+                           example_time=args.example_time, rescore_frames=args.rescore, thumbnails=False)
         state = HeadlessState(bar=True, label=Path(info.path).name[:24])
         try:
             if args.index is not False and args.scorer == "embedded" and args.example_time is None:

@@ -415,6 +415,7 @@ class FocusRequest:
     batch_size: int = 8
     max_size: tuple[int, int] = (640, 360)
     thumb_size: tuple[int, int] = (160, 90)
+    thumbnails: bool = True  # False: no previews in the result (the command line; a view that fetches its own)
     # the media index (core.perception.index.MediaIndex) as a first stage (core.focus.indexed): the
     # bandit runs on the ``shortlist`` best arms only (None: max(4, k/2)), with the indexed frames
     # there as free coarse pulls and ``rescore_frames`` new frames scored by the full scorer
@@ -548,7 +549,7 @@ def select_frames(req: FocusRequest, state: JobState) -> FocusResult:
         if (best < 0.5 or best - mid < 0.1) and not any(w.startswith("Low confidence") for w in warnings):
             warnings.append(f"Low confidence: the best score is {best:.2f} (median {mid:.2f}); nothing in the frames "
                             "tried clearly matches the query, so the picks are close to an even spread.")
-        thumbs = tuple(thumbnail(dec, f.time, req.thumb_size) for f in res.frames)
+        thumbs = tuple(thumbnail(dec, f.time, req.thumb_size) for f in res.frames) if req.thumbnails else ()
     finally:
         dec.close()
     state.set_progress(1.0, "done")

@@ -144,7 +144,8 @@ class FocusPanel(QWidget):
             if self.session.info is not info:
                 self.go.setEnabled(True)
                 return
-            r = replace(req, index=index) if index is not None else req
+            # with the index the answer comes first; the strip decodes its thumbnails on the io pool
+            r = replace(req, index=index, thumbnails=False) if index is not None else req
             self.bench.tasks.run(select_frames, r, pool="compute", name="frame search", key="focus").on_partial(
                 partial).on_done(done).on_error(failed).on_cancel(cancelled)
 

@@ -190,9 +190,10 @@ def event_seconds(spec: Spec, kind: str, what: str) -> float:
 
 
 def ground_truth(spec: Spec, ev: tuple, slot_start: float) -> dict:
-    """An event's record: an object's onset is when half of it is in view, its end when half has
-    left; a sound's onset is its first sample (boom.wav starts at full level), its end its last
-    sample above 5 % of its peak."""
+    """An event's record: an object's onset is the first frame it shows in (its edge crossing the
+    frame's), its end when it has left (``half_in`` / ``half_out``: when half of it is in view);
+    a sound's onset is its first sample (boom.wav starts at full level), its end its last sample
+    above 5 % of its peak."""
     kind, what, sign, offset = ev
     t0 = slot_start + offset
     if kind == "loud sound":
@@ -203,8 +204,10 @@ def ground_truth(spec: Spec, ev: tuple, slot_start: float) -> dict:
     w, _h, v = _cut_geometry(spec, what)
     W = spec.size[0]
     return {"kind": kind, "what": f"{what} ({CUTOUTS[what][0]}), {'left→right' if sign > 0 else 'right→left'}",
-            "onset": round(t0 + 0.5 * w / v, 3), "end": round(t0 + (W + 0.5 * w) / v, 3),
-            "visible_from": round(t0, 3), "visible_to": round(t0 + (W + w) / v, 3), "labels": list(LABELS[kind])}
+            "onset": round(t0, 3), "end": round(t0 + (W + w) / v, 3),
+            "visible_from": round(t0, 3), "visible_to": round(t0 + (W + w) / v, 3),
+            "half_in": round(t0 + 0.5 * w / v, 3), "half_out": round(t0 + (W + 0.5 * w) / v, 3),
+            "labels": list(LABELS[kind])}
 
 
 # -- rendering one segment -------------------------------------------------------------------------
@@ -363,7 +366,12 @@ def build(spec: Spec, folder: Path | None = None, log=print) -> tuple[Path, dict
     folder = (folder or CACHE / "longfootage")
     out, meta_path = folder / f"{spec.name()}.mp4", folder / f"{spec.name()}.json"
     if out.exists() and meta_path.exists():
-        return out, json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
+        _slots, events, normal = plan(spec)  # the truth is the plan's (cheap): a file built before a
+        if meta["events"] != events:  # change of how onsets are defined gets the current definition
+            meta.update(events=events, normal=list(normal))
+            meta_path.write_text(json.dumps(meta, indent=1))
+        return out, meta
     t0 = time.perf_counter()
     seg_dir = folder / f"segments_{spec.tag()}_seed{spec.seed}"
     seg_dir.mkdir(parents=True, exist_ok=True)
@@ -431,7 +439,7 @@ def perception_run(path: Path, meta: dict, start: float, end: float, gate: bool,
     """The analyze job over [start, end): its cost, each planted object found or missed (a confirmed
     detection of its class while it is in view), confirmed objects elsewhere per hour."""
     from core.jobs import HeadlessState
-    from core.perception.analysis import AnalysisRequest, analyze
+    from core.perception.analysis import AnalysisRequest, analyze, planned_frames
 
     req = AnalysisRequest(str(path), models=models, fps=fps, start=start, end=end, **_with_gate(AnalysisRequest, gate))
     t0 = time.perf_counter()
@@ -463,7 +471,8 @@ def perception_run(path: Path, meta: dict, start: float, end: float, gate: bool,
             "ratio": res.compute_s / span, "planted": planted, "errors": {n: o.error for n, o in res.outputs.items() if o.error},
             "confirmed_elsewhere": stray_n, "stray_tracks": len(stray),
             "stray_tracks_per_hour": len(stray) / (span / 3600), "gate_provenance": params,
-            "frames": {n: len(o.frames) for n, o in res.outputs.items()}}
+            "frames": {n: len(o.frames) for n, o in res.outputs.items() if o.frames},
+            "planned_frames": planned_frames(start, end, fps)}
 
 
 def anomaly_run(path: Path, meta: dict, end: float, gate: bool) -> dict:
@@ -514,7 +523,8 @@ def _print_run(name: str, r: dict, extrapolate_to: float | None = None) -> None:
     else:
         print(f"    confirmed objects outside the planted events: {r['stray_tracks']} tracks "
               f"({r['stray_tracks_per_hour']:.2f} per hour, {r['confirmed_elsewhere']} detections); "
-              f"frames analysed: {r['frames']}" + (f"; errors {r['errors']}" if r["errors"] else ""))
+              f"frames analysed: {r['frames']} of {r['planned_frames']} at the full rate"
+              + (f"; errors {r['errors']}" if r["errors"] else ""))
     print(f"    gating (run provenance): {json.dumps(r['gate_provenance']) if r['gate_provenance'] else 'none recorded'}"
           + (f"; notes: {r['notes']}" if r.get("notes") else ""))
 
@@ -592,7 +602,8 @@ def main() -> int:
                     help="the ungated baseline runs over this much footage after the normal stretch")
     ap.add_argument("--models", default="ssd-mobilenet-v2-coco", help="perception models (comma-separated)")
     ap.add_argument("--fps", type=float, default=2.0, help="perception sampling rate")
-    ap.add_argument("--focus-minutes", type=float, default=60.0)
+    ap.add_argument("--focus-minutes", type=float, default=None,
+                    help="FOCUS on this much footage (default: an hour, or --hours when shorter)")
     ap.add_argument("--detections", type=int, default=1_000_000, help="timeline: items in the file")
     ap.add_argument("--build-only", action="store_true", help="build (or find) the footage, print its numbers, stop")
     ap.add_argument("--json", type=Path, default=None, help="write every number here")
@@ -622,7 +633,8 @@ def main() -> int:
             result.update(perception_and_anomalies(path, meta, args, parts))
         if "focus" in parts:
             result["focus"] = _other_part("FOCUS: a first and a second question on an hour (index vs AKS-style)",
-                                          "bench.focus", "run_index_bench", minutes=int(args.focus_minutes))
+                                          "bench.focus", "run_index_bench",
+                                          minutes=args.focus_minutes or min(60.0, round(args.hours * 60)))
         if "timeline" in parts:
             result["timeline"] = _other_part(f"timeline with {args.detections:,} detections", "bench.timeline_scale",
                                              "run", n=args.detections)

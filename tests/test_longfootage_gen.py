@@ -51,11 +51,13 @@ def test_file_matches_its_ground_truth(footage):
     assert np.abs(a[:int(2.9 * 16000)]).max() < 0.05  # quiet room noise before it
 
     person = next(e for e in meta["events"] if e["kind"] == "person")
+    assert "left→right" in person["what"]  # enters at the left edge
     with VideoDecoder(path) as dec:
-        quiet = dec.frame_at(person["visible_from"] - 4.0).image.astype(np.float32)
-        before = dec.frame_at(person["visible_from"] - 1.0).image.astype(np.float32)
-        during = dec.frame_at((person["onset"] + person["end"]) / 2).image.astype(np.float32)
-    band = slice(60, 180)  # the lower part of the frame, where people walk
+        quiet, before, entering, during = (dec.frame_at(t).image.astype(np.float32) for t in (
+            person["onset"] - 4.0, person["onset"] - 0.5, person["onset"] + 0.5, (person["onset"] + person["end"]) / 2))
+    band, edge = slice(60, 180), (slice(60, 180), slice(0, 10))  # where people walk; the left edge
     noise = np.abs(before[band] - quiet[band]).mean()
     assert noise < 6.0  # sensor noise and compression only
+    assert np.abs(before[edge] - quiet[edge]).mean() < 2 * noise + 2.0  # not in view before its onset
+    assert np.abs(entering[edge] - quiet[edge]).mean() > 2 * noise + 2.0  # coming in just after it
     assert np.abs(during[band] - quiet[band]).mean() > 2 * noise + 2.0

@@ -98,7 +98,12 @@ class Track:
 
     def __post_init__(self) -> None:
         self.items.sort(key=lambda i: (i.start, i.end))
+        self._index()
+
+    def _index(self) -> None:
         self._starts = [i.start for i in self.items]
+        self._max_len = max((i.end - i.start for i in self.items), default=0.0)
+        self.__dict__.pop("_starts_arr", None)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -111,14 +116,16 @@ class Track:
     def add(self, items: Iterable[Item]) -> None:
         self.items.extend(items)
         self.items.sort(key=lambda i: (i.start, i.end))
-        self._starts = [i.start for i in self.items]
-        self.__dict__.pop("_starts_arr", None)
+        self._index()
 
     def in_range(self, t0: float, t1: float, limit: int | None = None) -> list[Item]:
-        """Items overlapping [t0, t1] by start time (the first ``limit`` of them);
-        O(log n + k) for tracks without very long items."""
+        """Items overlapping [t0, t1] by start time (the first ``limit`` of them); O(log n + k)
+        where k counts the items starting in [t0 - the longest item, t1]."""
+        if len(self._starts) != len(self.items):  # items appended to the list directly
+            self._index()
+        lo = bisect.bisect_left(self._starts, t0 - self._max_len)
         hi = bisect.bisect_right(self._starts, t1)
-        out = [it for it in self.items[:hi] if max(it.end, it.start) >= t0]
+        out = [it for it in self.items[lo:hi] if max(it.end, it.start) >= t0]
         return out if limit is None else out[:max(0, limit)]
 
     def at(self, t: float, tol: float = 0.0) -> list[Item]:
@@ -140,7 +147,7 @@ class Track:
         arr = self.__dict__.get("_starts_arr")
         if arr is None or len(arr) != len(self.items):
             if len(self._starts) != len(self.items):
-                self._starts = [i.start for i in self.items]
+                self._index()
             arr = self.__dict__["_starts_arr"] = np.asarray(self._starts, dtype=np.float64)
         return np.diff(np.searchsorted(arr, edges, side="left")).astype(np.float64)
 
@@ -176,9 +183,9 @@ class StoredTrack(Track):
     jobs that need them all, never the window's paint path.  Items added while a job runs
     (partial results) are kept in memory beside the stored ones."""
 
-    CHUNK_ITEMS = 2000
-    CACHED_CHUNKS = 64
-    MAX_CHUNKS_PER_READ = 8
+    CHUNK_ITEMS = 500
+    CACHED_CHUNKS = 256
+    MAX_CHUNKS_PER_READ = 16
 
     def __init__(self, kind: str, name: str, source: ItemSource, span: tuple[float, float],
                  run_id: int | None = None, id: int | None = None, meta: dict | None = None,

@@ -27,6 +27,14 @@ _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 _fin = math.isfinite
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+# JSON as v_json reads it (NaN, Infinity refused), without its checks' overhead on the fast path
+_DECODE = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
 class Lod:
     """A track's summary and count buckets (table ``track_lod``), built as items are stored."""
 
@@ -119,9 +127,12 @@ class Lod:
         x = np.asarray(edges, np.float64)
         if not len(self.counts):
             return np.zeros(max(0, len(x) - 1))
-        cum = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.float64)
-        grid = self.t0_s + np.arange(len(cum)) * self.base_s
-        return np.diff(np.interp(x, grid, cum, left=0.0, right=float(cum[-1])))
+        key = (len(self.counts), self.n, self.t0_s, self.base_s)
+        if getattr(self, "_cum_key", None) != key:  # prefix sums, kept until more items are counted
+            self._cum = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.float64)
+            self._grid = self.t0_s + np.arange(len(self._cum)) * self.base_s
+            self._cum_key = key
+        return np.diff(np.interp(x, self._grid, self._cum, left=0.0, right=float(self._cum[-1])))
 
 
 class SharedParts:
@@ -149,11 +160,10 @@ def pack_items(items: Any, track_id: int, shared: SharedParts, lod: Lod, run_ids
     ids.  A detection's box (four finite floats) stays in its row; the rest of its data is
     numbered once in ``shared`` when other items have the same, so a million boxes store as
     compact rows instead of a million copies of their evidence."""
+    if isinstance(items, (list, tuple)):  # sharing pays while there are several items per part
+        shared.limit = max(shared.limit, len(items) // 4)
     rows: list[tuple[Any, ...]] = []
     append = rows.append
-    starts: list[float] = []
-    ends: list[float] = []
-    labels: list[str] = []
     confirmed: list[str] = []
     last: dict[Any, tuple[dict[str, Any], int | None, str]] = {}
     for item in items:
@@ -170,10 +180,6 @@ def pack_items(items: Any, track_id: int, shared: SharedParts, lod: Lod, run_ids
             s = check_finite(s, "start_s")
         if type(e) is not float:
             e = check_finite(e, "end_s")
-        if not (_fin(s) and _fin(e)):
-            raise ValueError("start_s and end_s must be finite")
-        if e < s:
-            raise ValueError(f"item ends ({e}) before it starts ({s})")
         if type(label) is not str:
             raise TypeError("label must be a str")
         if conf is not None and (type(conf) is not float or not _fin(conf)):
@@ -210,11 +216,18 @@ def pack_items(items: Any, track_id: int, shared: SharedParts, lod: Lod, run_ids
             own = _ENCODE(data)
         if rest.get("confirmed") is True:
             confirmed.append(label)
-        starts.append(s)
-        ends.append(e)
-        labels.append(label)
         append((track_id, s, e, label, conf, rid, n, own))
-    lod.add(starts, ends, labels, confirmed)
+    if rows:
+        cols = list(zip(*rows))  # columns, transposed in C; times checked as arrays
+        starts, ends = np.asarray(cols[1], np.float64), np.asarray(cols[2], np.float64)
+        bad = ~(np.isfinite(starts) & np.isfinite(ends))
+        if bad.any():
+            raise ValueError("start_s and end_s must be finite")
+        early = ends < starts
+        if early.any():
+            k = int(np.flatnonzero(early)[0])
+            raise ValueError(f"item ends ({ends[k]}) before it starts ({starts[k]})")
+        lod.add(starts, ends, list(cols[3]), confirmed)
     return rows
 
 
@@ -226,13 +239,23 @@ def shared_map(rows: Any, what: str) -> dict[int, dict[str, Any]]:
 def item_from_row(row: Any, shared: dict[int, dict[str, Any]]) -> ItemRecord:
     """An item from (id, start_s, end_s, label, confidence, run_id, shared_n, data_json)."""
     rid, s, e, label, conf, run, n, data_json = row
-    what = f"item {rid}"
-    data = v_json(data_json, f"{what} data", dict)
+    if data_json == "{}":
+        data: dict[str, Any] = {}
+    else:
+        try:
+            data = _DECODE(data_json) if type(data_json) is str else None
+        except (ValueError, RecursionError):
+            data = None
+        if type(data) is not dict:
+            data = v_json(data_json, f"item {rid} data", dict)  # says what is wrong
     if n is not None:
         part = shared.get(n)
         if part is None:
-            raise BadValue(f"{what} refers to a missing shared part")
+            raise BadValue(f"item {rid} refers to a missing shared part")
         data = {**part, **data}
-    return ItemRecord(start_s=v_float(s, f"{what} start"), end_s=v_float(e, f"{what} end"),
-                      label=v_str(label, f"{what} label"), confidence=v_opt(v_float, conf, f"{what} confidence"),
-                      run_id=v_opt(v_int, run, f"{what} run"), data=data)
+    if not (type(s) is float and type(e) is float and _fin(s) and _fin(e) and type(label) is str
+            and (conf is None or type(conf) is float and _fin(conf)) and (run is None or type(run) is int)):
+        what = f"item {rid}"
+        s, e, label = v_float(s, f"{what} start"), v_float(e, f"{what} end"), v_str(label, f"{what} label")
+        conf, run = v_opt(v_float, conf, f"{what} confidence"), v_opt(v_int, run, f"{what} run")
+    return ItemRecord(s, e, label, conf, run, data)

@@ -235,7 +235,8 @@ def _v1_to_v2(conn: Connection) -> None:
 
 def _v2_to_v3(conn: Connection) -> None:
     """v3: items may share part of their data (``items.shared_n``, table ``item_shared``) and every
-    track has its summary and count buckets (``track_lod``), filled here for the stored tracks."""
+    track has its summary and count buckets (``track_lod``): the project fills them for the tracks
+    stored before, once the upgrade is committed (core.store.trackstore.fill_summaries)."""
     conn.exec_driver_sql("ALTER TABLE items ADD COLUMN shared_n INTEGER")
     conn.exec_driver_sql(
         "CREATE TABLE item_shared (track_id INTEGER NOT NULL, n INTEGER NOT NULL, data_json TEXT NOT NULL, "
@@ -245,26 +246,6 @@ def _v2_to_v3(conn: Connection) -> None:
         "max_len FLOAT DEFAULT '0' NOT NULL, base_s FLOAT NOT NULL, t0_s FLOAT NOT NULL, counts BLOB NOT NULL, "
         "labels_json TEXT DEFAULT '{}' NOT NULL, PRIMARY KEY (track_id), "
         "FOREIGN KEY(track_id) REFERENCES tracks (id) ON DELETE CASCADE)")
-    from core.store.items import Lod
-
-    raw = conn.connection.driver_connection
-    for (track_id,) in raw.execute("SELECT id FROM tracks ORDER BY id").fetchall():
-        lod, starts, ends, labels, confirmed = Lod(), [], [], [], []
-        for start, end, label, data_json in raw.execute(
-                "SELECT start_s, end_s, label, data_json FROM items WHERE track_id = ?", (track_id,)):
-            try:
-                ok = json.loads(data_json).get("confirmed") is True
-            except (ValueError, TypeError, AttributeError):
-                ok = False
-            if isinstance(start, (int, float)) and isinstance(end, (int, float)) and math.isfinite(start + end):
-                starts.append(float(start))
-                ends.append(float(max(start, end)))
-                labels.append(str(label))
-                if ok:
-                    confirmed.append(str(label))
-        lod.add(starts, ends, labels, confirmed)
-        raw.execute("INSERT INTO track_lod (track_id, n, t_min, t_max, max_len, base_s, t0_s, counts, labels_json) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (track_id, *lod.row()))
 
 
 #: ``MIGRATIONS[n]`` upgrades a version-``n`` file to version ``n + 1`` (see module doc).

@@ -17,8 +17,8 @@ from core.timefmt import timecode
 from core.timeline import Item, Track
 
 HEADER_W = 150
-#: A track with more items in view than (pixels / DENSE_PX) is drawn as counts per DENSE_PX column.
-DENSE_PX = 2
+#: A track with more items in view than (pixels / DENSE_PX) is drawn as counts per DENSE_PX-wide column.
+DENSE_PX = 3
 
 
 def label_color(label: str) -> QColor:

@@ -200,6 +200,7 @@ class StoredTrack(Track):
         self.chunk_s = max(0.5, width * self.CHUNK_ITEMS / max(1, source.size))
         self._chunks: OrderedDict[int, list[Item]] = OrderedDict()
         self._extra = Track(kind, name)  # added in memory (partial results)
+        self._all: list[Item] | None = None  # every stored item, once ``items`` was asked for
         self.reads = 0  # how many times the source was asked (tests, benches)
 
     def __repr__(self) -> str:
@@ -210,9 +211,14 @@ class StoredTrack(Track):
 
     @property
     def items(self) -> list[Item]:  # type: ignore[override]
-        self.reads += 1
-        stored = self.source.overlapping(-math.inf, math.inf)
-        return sorted(stored + self._extra.items, key=lambda i: (i.start, i.end)) if self._extra.items else stored
+        """Every item, read once and then kept (a job that needs them all reads them all; the
+        window's views never ask)."""
+        if self._all is None:
+            self.reads += 1
+            self._all = self.source.overlapping(-math.inf, math.inf)
+        if self._extra.items:
+            return sorted(self._all + self._extra.items, key=lambda i: (i.start, i.end))
+        return self._all
 
     @property
     def size(self) -> int:

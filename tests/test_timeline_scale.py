@@ -171,3 +171,25 @@ def test_a_version_2_project_opens_and_gets_its_summaries(tmp_path: Path):
         assert isinstance(tr, StoredTrack) and len(tr.in_range(0, 600)) == 400
         p.append_items(tid, items[:10])  # the upgraded file takes new items the compact way
         assert p.track_summary(tid).n == 410
+
+
+def test_the_detections_panel_lists_the_view_of_a_stored_track(stored, qtbot):
+    from gui.panels.detections import DetectionsPanel
+
+    p, mid, _tid, items = stored
+    s = MediaSession()
+    s.set_media(MediaInfo(path="/x.mp4", size_bytes=1, duration_s=600.0, container="mp4",
+                          streams=(StreamInfo(0, "video", "h264", 600.0, 640, 360, 25.0),)), mid)
+    boxes = ops.load_timeline(p, mid, stored_above=1000)[0]
+    boxes.kind, boxes.meta = "boxes", {"task": "detect"}
+    s.timeline.set_track(boxes)
+    overlay = OverlayModel(s.timeline)
+    panel = DetectionsPanel(s, overlay)
+    qtbot.addWidget(panel)
+    panel.refresh()
+    assert panel.model.windowed and boxes._all is None  # never every box
+    assert panel.classes.count() == len(LABELS) and panel.count.text().startswith("3000 detections")
+    s.set_view(100.0, 110.0)
+    panel.refresh_rows()
+    want = [i for i in items if i[0] <= 110.0 and max(i[1], i[0]) >= 100.0 and i[3] >= overlay.min_score]
+    assert len(panel.model.rows) == len(want) and f"{len(want)} in view" in panel.count.text()

@@ -84,9 +84,6 @@ class Lod:
         np.clip(idx, 0, len(self.counts) - 1, out=idx)
         self.counts += np.bincount(idx, minlength=len(self.counts))
 
-    def add_one(self, start: float, end: float, label: str, confirmed: bool) -> None:
-        self.add([start], [end], [label], [label] if confirmed else [])
-
     def _grow(self, lo: float, hi: float) -> None:
         """Make the buckets cover [lo, hi], doubling their width while there would be too many."""
         if not len(self.counts):

@@ -467,17 +467,6 @@ def run_record(row: Any) -> RunRecord:
     )
 
 
-def item_record(row: Any) -> ItemRecord:
-    what = f"item {row.id}"
-    return ItemRecord(
-        start_s=v_float(row.start_s, f"{what} start"), end_s=v_float(row.end_s, f"{what} end"),
-        label=v_str(row.label, f"{what} label"),
-        confidence=v_opt(v_float, row.confidence, f"{what} confidence"),
-        run_id=v_opt(v_int, row.run_id, f"{what} run"),
-        data=v_json(row.data_json, f"{what} data", dict),
-    )
-
-
 def track_record(row: Any, items: tuple[ItemRecord, ...]) -> TrackRecord:
     what = f"track {row.id}"
     return TrackRecord(

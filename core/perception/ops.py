@@ -165,6 +165,11 @@ class StoredItems:
         return self.lod.counts_between(np.linspace(float(t0), float(t1), max(1, int(buckets)) + 1))
 
 
+def track_records(project: Project, media_id: int) -> list:
+    """The media's tracks (TrackRecord: kind, name, run, meta) without their items."""
+    return [rec for rec, _lod in project.track_heads(media_id, 0)]
+
+
 def _item(i) -> Item:  # the record's data is a fresh dict already: not copied again
     return Item(i.start_s, i.end_s, i.label, 1.0 if i.confidence is None else i.confidence, i.run_id, i.data)
 
@@ -208,7 +213,7 @@ def cached_analysis(project: Project, media_id: int, req, duration: float) -> di
         if run is not None:
             found[name] = run.id
     if found:  # a later run of the model (other settings) replaced its tracks: not reusable
-        owner = {(t.kind, t.name): t.run_id for t in project.load_tracks(media_id)}
+        owner = {(t.kind, t.name): t.run_id for t in track_records(project, media_id)}
         for name in list(found):
             key = primary_track(get_spec(name).task, get_spec(name).name)
             if key is not None and owner.get(key) != found[name]:
@@ -258,7 +263,7 @@ def _own_class_tracks(project: Project, media_id: int, model: str, tracks: list,
     "<class> (<model>)" instead of replacing that detector's (its run would lack it). The
     model's earlier run (other settings) leaves no class track of its own behind beside this
     run's: a class it saw and this run did not would show as this run's."""
-    existing = [t for t in project.load_tracks(media_id) if t.kind in ("detections", "faces")]
+    existing = [t for t in track_records(project, media_id) if t.kind in ("detections", "faces")]
     owner = {(t.kind, t.name): t.meta.get("model") for t in existing}
     for tr in tracks:
         if tr.kind in ("detections", "faces") and owner.get((tr.kind, tr.name)) not in (None, model):

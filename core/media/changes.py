@@ -333,15 +333,19 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
         asq, acount = np.zeros(n), np.zeros(n)
         keyframes: list[float] = []
         ksizes: list[int] = []
-        kblocks: list[np.ndarray | None] = []
+        kpts: list[int] = []
+        kmap: dict[int, np.ndarray] = {}  # keyframe pts → its blocks (frame threads return them late)
         stamped = 0
         if start > 0:
             try:
                 c.seek(int(max(0.0, start - 10.0 + origin) / vtb), stream=vs, backward=True, any_frame=False)
             except (av.error.FFmpegError, OverflowError):
                 c.seek(0)
-        try:  # the keyframes only feed a 64×36 thumbnail: the deblocking filter buys nothing there
+        try:  # the keyframes only feed a 64×36 thumbnail: the deblocking filter buys nothing there;
+            # keyframes are independent, so two decode at once on two threads
             vs.codec_context.options = {**dict(vs.codec_context.options or {}), "skip_loop_filter": "all"}
+            vs.thread_type = "FRAME"
+            vs.codec_context.thread_count = min(2, os.cpu_count() or 1)
         except (AttributeError, TypeError, ValueError):
             pass
         streams = [vs] + ([aus] if aus is not None else [])
@@ -366,7 +370,8 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
                     if t < start:
                         continue
                     keyframes.append(t)
-                    kblocks.append(_key_blocks(vs.codec_context, pkt))
+                    kpts.append(ts)
+                    _key_blocks(vs.codec_context, pkt, kmap)
                 if t < start:
                     continue
                 b = int((t - start) / params.bin_s)
@@ -399,6 +404,7 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
                     continue
                 for f in frames:
                     _add_energy(f, atb, origin, start, params.bin_s, asq, acount)
+        _key_blocks(vs.codec_context, None, kmap)  # the frames still in the decoder's threads
     except (av.error.FFmpegError, OSError) as e:
         raise MediaError(f"{name} could not be scanned for change ({e}).") from e
     finally:
@@ -423,7 +429,7 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
         notes.append("no audio track: the picture alone decides")
     order = np.argsort(np.asarray(keyframes, np.float64), kind="stable")
     kf = np.asarray(keyframes, np.float64)[order]
-    kc = key_changes([kblocks[i] for i in order])
+    kc = key_changes([kmap.get(kpts[i]) for i in order])
     kb = float(np.median(ksizes)) if ksizes and vframes.sum() > 0 else 0.0
     return ChangeMap(start, float(end), params, video, audio_db, kf, kb, kc, time.perf_counter() - t_scan, notes)
 
@@ -431,17 +437,19 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
 KEY_GRID = (16, 9)  # blocks of the keyframe comparison (each 4×4 pixels of a 64×36 thumbnail)
 
 
-def _key_blocks(cc, pkt) -> np.ndarray | None:
-    """A keyframe's block means (KEY_GRID, 0..1), decoded from its packet alone."""
+def _key_blocks(cc, pkt, out: dict[int, np.ndarray]) -> None:
+    """Decode a keyframe's packet alone (None: flush) and file the block means (KEY_GRID, 0..1)
+    of whatever frames come out under their pts."""
     import av
     try:
         frames = cc.decode(pkt)
     except (av.error.FFmpegError, ValueError):
-        return None
-    if not frames:
-        return None
-    g = frames[-1].to_ndarray(format="gray", width=KEY_GRID[0] * 4, height=KEY_GRID[1] * 4).astype(np.float32)
-    return g.reshape(KEY_GRID[1], 4, KEY_GRID[0], 4).mean(axis=(1, 3)) / 255.0
+        return
+    for f in frames:
+        if f.pts is None:
+            continue
+        g = f.to_ndarray(format="gray", width=KEY_GRID[0] * 4, height=KEY_GRID[1] * 4).astype(np.float32)
+        out[int(f.pts)] = g.reshape(KEY_GRID[1], 4, KEY_GRID[0], 4).mean(axis=(1, 3)) / 255.0
 
 
 def key_changes(blocks: list[np.ndarray | None]) -> np.ndarray:

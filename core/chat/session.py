@@ -70,6 +70,9 @@ class ChatRequest:
     # the source's media index (core.perception.index.MediaIndex): with ``at`` None, the window goes
     # where the indexed frames best match the question (a long file's end is rarely the moment asked about)
     index: Any = None
+    # the timeline's tracks, when ``log`` is None: the job builds the log from them (stored tracks
+    # of a long file read the project; the window's thread never walks them)
+    tracks: Any = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ def answer(req: ChatRequest, state: JobState) -> ChatAnswer:
 
 
 def _answer(req: ChatRequest, state: JobState, ans: ChatAnswer) -> None:
+    if req.log is None and req.tracks is not None:
+        from dataclasses import replace
+        req = replace(req, log=PerceptionLog.from_tracks(req.tracks), tracks=None)
     question = (req.question or "").strip()
     if not question:
         ans.error = "Ask a question first."

@@ -250,7 +250,6 @@ class ChatPanel(QWidget):
         return self.session.position if self.session.info is not None else None
 
     def _ask(self, q: str) -> None:
-        from core.chat.perception_log import PerceptionLog
         from core.chat.session import ChatRequest, answer
 
         live = self.bench.live.running
@@ -268,12 +267,14 @@ class ChatPanel(QWidget):
             source = info.path
             if self.frames_override:
                 at = self.frames_override[-1]
-        log_ = self.perception.snapshot() if live else PerceptionLog.from_tracks(self.session.timeline.tracks)
+        # a file's log is built in the job from the tracks (big stored tracks read the project there)
+        log_ = self.perception.snapshot() if live else None
+        tracks = None if live else list(self.session.timeline.tracks)
         if live and self.perception.note and not self._noted:
             self._noted = True
             self._add(f"<i>{html.escape(self.perception.note)}</i>")
         req = ChatRequest(question=q, backend=self.backend, source=source, at=at, frames=frames, log=log_,
-                          reference=True)
+                          tracks=tracks, reference=True)
         self.frames_override = None
         self._current = ""
         self._render_current("…")

@@ -2,12 +2,12 @@
 
     python main.py [MEDIA] [--project FILE] [--screenshot OUT.png]
     python main.py --sample [NAME]      open a real sample clip (fetched once, checked)
-    python main.py analyze VIDEO --project P [--fps 2] [--models a,b]   headless perception
+    python main.py analyze VIDEO --project P [--fps 2] [--models a,b] [--dense]   headless perception
     python main.py analyze FOLDER|FILE... --project P [--ray ADDRESS] [--ray-workers N]   a folder, here or on Ray
     python main.py models               list the model catalogue and what is available
     python main.py anomalies VIDEO [--normal START-END] [--project P] [--scene CAM]   events, one per line
     python main.py anomalies FOLDER|FILE... --project P [--ray ADDRESS] [--ray-workers N]   each file's events
-    python main.py select VIDEO --query "..." --k 16                     FOCUS frame selection
+    python main.py select VIDEO --query "..." --k 16 [--project P --index]   FOCUS frame selection
     python main.py chat SOURCE --ask "..." [--at SECONDS]               ask the chat model
     python main.py tag FOLDER --project P [--ray ADDRESS] [--search "..."] [--export DIR]   archive tags
 """

@@ -113,6 +113,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--window", type=cliargs.number(0.5, 1.0, what="a window length in seconds"), default=1.0,
                     help="window length in seconds, 0.5..1 (default 1)")
     ap.add_argument("--retrain", action="store_true", help="train a new model even if one is stored")
+    ap.add_argument("--dense", action="store_true",
+                    help="no change gating: compute every window of a long range (by default, over 10 minutes "
+                         "and more, windows where nothing changes hold the last computed one)")
     ap.add_argument("--export", metavar="DIR", type=cliargs.out_folder, help="write events.csv, events.json and a clip per event here")
     ap.add_argument("--clips", type=cliargs.integer(0, 10_000, what="a number of clips"), default=10,
                     help="with --export: at most this many clips (default 10)")
@@ -236,7 +239,8 @@ def _request(args: argparse.Namespace, normal: tuple[float, float] | None) -> di
 
     request = {"sensitivity": args.sensitivity, "window_s": args.window, "retrain": args.retrain,
                "first_minutes": args.first_minutes if args.normal is None else 0.0,
-               "ffn": FFN_ALIASES[args.experts], "experts": args.experts_config, "scene": args.scene}
+               "ffn": FFN_ALIASES[args.experts], "experts": args.experts_config, "scene": args.scene,
+               "gate": not args.dense}
     if normal is not None:
         request["normal"] = normal
     return request

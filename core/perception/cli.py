@@ -38,6 +38,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--start", type=cliargs.seconds, default=0.0, help="seconds into the file (default 0)")
     ap.add_argument("--end", type=cliargs.seconds, default=None, help="seconds into the file (default: its end)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    ap.add_argument("--dense", action="store_true",
+                    help="no change gating: sample every 1/fps of a long range (by default, over 10 minutes "
+                         "and more, the models run at --fps where the picture or sound changes and on a "
+                         "keyframe every 30 s elsewhere)")
     ap.add_argument("--weights", type=cliargs.weights_pair, action="append", default=[], metavar="MODEL=PATH",
                     help="a local file or folder for a bring-your-own model in --models (repeatable)")
     ap.add_argument("--accept-licence", action="append", default=[], metavar="MODEL",
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     project = open_project(args.project, stores="results")
     req = AnalysisRequest(path=info.path, models=args.models, fps=args.fps, start=args.start, end=args.end,
                           user_paths=tuple(args.weights), device=args.device,
-                          accept_licences=tuple(args.accept_licence))
+                          accept_licences=tuple(args.accept_licence), gate=not args.dense)
     try:
         media_id = ops.register_media(project, info)
         req, cached = ops.analysis_plan(project, media_id, req, info.duration_s)  # the scene's confusions too
@@ -125,7 +129,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     req = FolderRequest(project, tuple(args.sources),
                         AnalysisRequest(path="", models=args.models, fps=args.fps, start=args.start, end=args.end,
                                         user_paths=tuple(args.weights), device=args.device,
-                                        accept_licences=tuple(args.accept_licence)),
+                                        accept_licences=tuple(args.accept_licence), gate=not args.dense),
                         ray_address=args.ray, ray_workers=args.ray_workers)
     try:
         return folder_report(lambda state: analyze_folder(req, state), "analysed", _label(args.sources))

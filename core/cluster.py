@@ -49,7 +49,7 @@ def find_media(sources: Sequence[str | os.PathLike]) -> tuple[list[Any], list[tu
     others with a reason: ``not a media file`` (a name inside a folder without a media extension),
     ``unreadable: …`` (FFmpeg cannot read it), ``no such file or folder``. A file named twice is
     taken once."""
-    from core.media.decode import MEDIA_EXTENSIONS, MediaError, probe
+    from core.media.decode import MEDIA_EXTENSIONS
 
     paths: list[Path] = []
     skipped: list[tuple[str, str]] = []
@@ -74,13 +74,23 @@ def find_media(sources: Sequence[str | os.PathLike]) -> tuple[list[Any], list[tu
         if key in seen:
             continue
         seen.add(key)
-        try:
-            infos.append(probe(p))
-        except MediaError as e:
-            skipped.append((str(p), f"unreadable: {e}"))
-        except OSError as e:
-            skipped.append((str(p), f"unreadable: {e.strerror or e}"))
+        info = probe_or_note(p, skipped)
+        if info is not None:
+            infos.append(info)
     return infos, skipped
+
+
+def probe_or_note(path: str | os.PathLike, skipped: list[tuple[str, str]]):
+    """``probe(path)``, or None with the reason appended to ``skipped`` (path, why)."""
+    from core.media.decode import MediaError, probe
+
+    try:
+        return probe(path)
+    except MediaError as e:
+        skipped.append((str(path), f"unreadable: {e}"))
+    except OSError as e:
+        skipped.append((str(path), f"unreadable: {e.strerror or e}"))
+    return None
 
 
 def local_threads(workers: int) -> int:

@@ -118,15 +118,16 @@ class TrackStore:
         t = tracks_table.c
         with self._reading() as conn:
             track_rows = conn.execute(select(tracks_table).where(t.media_id == media_id).order_by(t.id)).all()
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            out = []
-            for r in track_rows:
-                shared = self._shared(conn, r.id)
-                rows = raw.execute(f"SELECT {self._ITEM_COLUMNS} FROM items WHERE track_id = ? "
-                                   "ORDER BY start_s, id", (r.id,))
-                out.append(db.track_record(r, tuple(items_mod.item_from_row(x, shared) for x in rows)))
-            return out
+            return [self._with_items(conn, r) for r in track_rows]
+
+    def _with_items(self, conn, row) -> TrackRecord:
+        """The track of ``row`` with all its items (sorted by start time), read on ``conn``."""
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        shared = self._shared(conn, row.id)
+        rows = raw.execute(f"SELECT {self._ITEM_COLUMNS} FROM items WHERE track_id = ? ORDER BY start_s, id",
+                           (row.id,))
+        return db.track_record(row, tuple(items_mod.item_from_row(x, shared) for x in rows))
 
     def load_track(self, track_id: int) -> TrackRecord:
         """One track with all its items (sorted by start time)."""
@@ -134,12 +135,7 @@ class TrackStore:
             row = conn.execute(select(tracks_table).where(tracks_table.c.id == track_id)).first()
             if row is None:
                 raise KeyError(f"there is no track with id {track_id!r} in this project")
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            shared = self._shared(conn, track_id)
-            rows = raw.execute(f"SELECT {self._ITEM_COLUMNS} FROM items WHERE track_id = ? ORDER BY start_s, id",
-                               (track_id,))
-            return db.track_record(row, tuple(items_mod.item_from_row(x, shared) for x in rows))
+            return self._with_items(conn, row)
 
     def track_heads(self, media_id: int, max_items: int) -> list[tuple[TrackRecord, items_mod.Lod | None]]:
         """Every track of a media file with its summary (core.store.items.Lod; None only in a

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from core.cluster import probe_or_note
 from core.jobs import Cancelled, HeadlessState, JobState, SubProgress, check
 from core.media.decode import MEDIA_EXTENSIONS, MediaError, MediaInfo, probe
 from core.tagging import TaggingError
@@ -94,12 +95,9 @@ def scan_media(folder: str | os.PathLike, project: Any = None) -> tuple[list[Med
             if p.suffix.lower() not in MEDIA_EXTENSIONS:
                 skipped.append((str(p), "not a media file"))
                 continue
-            try:
-                probed.append(probe(p))
-            except MediaError as e:
-                skipped.append((str(p), f"unreadable: {e}"))
-            except OSError as e:
-                skipped.append((str(p), f"unreadable: {e.strerror or e}"))
+            info = probe_or_note(p, skipped)
+            if info is not None:
+                probed.append(info)
     known: dict[str, str] = {}  # content hash → the path the project holds it under
     if project is not None:
         for m in project.list_media():

@@ -539,8 +539,7 @@ class SceneConfusions:
     def matching(self, track: ObjectTrack, frame_size: tuple[int, int]) -> Confusion | None:
         """The suppressed confusion a track falls on (same label, same place), if any."""
         w, h = frame_size
-        boxes = np.array([d.box for _i, _t, d in track.hits], dtype=np.float64)
-        x1, y1, x2, y2 = np.median(boxes, axis=0)
+        x1, y1, x2, y2 = median_box(track)
         where = (x1 / w, y1 / h, x2 / w, y2 / h)
         return next((e for e in self.suppressed if e.label == track.label
                      and iou(e.box, where) >= self.match_iou), None)
@@ -553,6 +552,23 @@ class SceneConfusions:
     def from_json(cls, rows: Iterable[dict[str, Any]]) -> SceneConfusions:
         return cls([Confusion(str(r["label"]), tuple(float(v) for v in r["box"]), float(r["share"]),
                               float(r["score"]), bool(r.get("suppressed", False))) for r in rows])
+
+
+MEDIAN_SAMPLE = 257  # hits a track's median box is taken over (evenly spread): a day-long track stays cheap
+
+
+def median_box(track: ObjectTrack) -> np.ndarray:
+    """The median box of a track's hits, over at most MEDIAN_SAMPLE of them evenly spread (the
+    whole track when shorter), cached until the track gains hits: a static object held across
+    a day of windows is asked once per window."""
+    n = len(track.hits)
+    cached = getattr(track, "_median", None)
+    if cached is not None and cached[0] == n:
+        return cached[1]
+    idx = np.linspace(0, n - 1, min(n, MEDIAN_SAMPLE)).round().astype(np.int64) if n else np.zeros(0, np.int64)
+    box = np.median(np.array([track.hits[i][2].box for i in idx], dtype=np.float64), axis=0)
+    track._median = (n, box)
+    return box
 
 
 # -- where a scene's confusions live: the project's settings, one entry per scene -----------

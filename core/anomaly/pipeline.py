@@ -221,6 +221,7 @@ class FileFeaturizer:
         self.changes = None  # core.media.changes.ChangeMap when the range is gated
         self.held = 0  # windows that held the last computed row (gated)
         self.held_since_push = False
+        self._reader = None  # core.media.audio.AudioReader, opened on first use, closed after windows()
         self.computed: np.ndarray | None = None  # gated: which windows were computed
         if cfg.gate:
             from core.media.changes import scan_changes
@@ -346,6 +347,16 @@ class FileFeaturizer:
         finally:
             if dec is not None:
                 dec.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def _audio_reader(self):
+        """The pass's one AudioReader (opening a day-long MP4 parses its whole index: once, not per piece)."""
+        if self._reader is None:
+            from core.media.audio import AudioReader
+            self._reader = AudioReader(self.path)
+        return self._reader
 
     def _hold_state(self) -> None:
         self.held_since_push = True
@@ -353,7 +364,7 @@ class FileFeaturizer:
     def _window_audio(self, a: float, b: float):
         """One window's audio in a minute the gate heard nothing in (None if it does not decode)."""
         try:
-            x = _load_audio(self.path, a, b)
+            x = _load_audio(self.path, a, b, self._audio_reader())
         except Exception as e:
             self.notes.append(f"audio {a:.0f}–{b:.0f} s could not be decoded ({e}); treated as silence")
             return None
@@ -387,7 +398,7 @@ class FileFeaturizer:
         if not self.has_audio:
             return None, None, None
         try:
-            x = _load_audio(self.path, a, b)
+            x = _load_audio(self.path, a, b, self._audio_reader())
         except Exception as e:  # one bad minute must not end the pass
             self.notes.append(f"audio {a:.0f}–{b:.0f} s could not be decoded ({e}); treated as silence")
             x = np.zeros(int(round((b - a) * SAMPLE_RATE)), np.float32)
@@ -426,11 +437,12 @@ class FileFeaturizer:
 PREROLL_S = 0.5  # audio decoded before a piece and dropped: the first AAC frames after a seek fade in
 
 
-def _load_audio(path: str, a: float, b: float) -> np.ndarray:
+def _load_audio(path: str, a: float, b: float, reader: Any = None) -> np.ndarray:
     """Mono 16 kHz audio of [a, b) without the decoder's fade-in after a seek (which reads as
-    a sharp onset at every piece's start): decoded from PREROLL_S earlier, that part dropped."""
+    a sharp onset at every piece's start): decoded from PREROLL_S earlier, that part dropped.
+    ``reader``: the pass's open AudioReader of ``path`` (None: opened for this piece)."""
     pre = min(PREROLL_S, max(0.0, a))
-    x = load_mono(path, SAMPLE_RATE, a - pre, b)
+    x = load_mono(path, SAMPLE_RATE, a - pre, b, reader=reader)
     return x[int(round(pre * SAMPLE_RATE)):]
 
 

@@ -209,51 +209,60 @@ def sparse_peaks(path: str | os.PathLike, columns: int, *, cancelled=None) -> tu
 
 
 def load_mono(path: str | os.PathLike, rate: int = 16000, start_s: float = 0.0,
-              end_s: float | None = None, cancelled=None) -> np.ndarray:
+              end_s: float | None = None, cancelled=None, *, reader: "AudioReader | None" = None) -> np.ndarray:
     """Mono float32 audio at ``rate`` Hz for [start_s, end_s), resampled by FFmpeg.
 
     What speech models want (16 kHz mono). Sample 0 is ``start_s``; missing audio at the
     end (a stream that stops early) is padded with silence so times stay aligned, by up to
     ``MAX_AUDIO_GAP_S``: the buffer follows what decodes, never what a header promises.
+    ``reader``: an open :class:`AudioReader` of ``path`` to read through (and leave open) —
+    opening a day-long MP4 parses its whole index (a quarter of a second), so a job that reads
+    many short pieces opens it once.
     """
+    if reader is not None:
+        return _load_mono(reader, rate, start_s, end_s, cancelled)
+    with AudioReader(path) as r:
+        return _load_mono(r, rate, start_s, end_s, cancelled)
+
+
+def _load_mono(r: "AudioReader", rate: int, start_s: float, end_s: float | None, cancelled) -> np.ndarray:
     import av
 
-    with AudioReader(path) as r:
-        end = r.duration if end_s is None else end_s
-        if r.duration > 0:
-            end = min(end, max(start_s, r.duration) + 1.0)
-        n_out = max(0, int(round((end - start_s) * rate)))
-        out = _Buffer(n_out)
-        rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        src_rate = r.sample_rate
-        layout = _layout_name(r.channels)
-        pos = None
-        for k, blk in enumerate(r.blocks(max(0.0, start_s))):
-            if cancelled is not None and k % 200 == 0 and cancelled():
-                raise InterruptedError
-            t0 = blk.start / src_rate
-            if t0 >= end:
-                break
-            if pos is None:
-                pos = int(round((t0 - start_s) * rate))
-            if r.channels < PLANES_SAFE:
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples), format="fltp", layout=layout)
-            else:  # packed: PyAV would fill a 9th plane of 8 planar channels (see samples_of)
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples.T).reshape(1, -1), format="flt",
-                                                   layout=layout)
-            frame.sample_rate = src_rate
-            for o in rs.resample(frame):
-                y = o.to_ndarray().reshape(-1)
-                out.place(pos, y)
-                pos += len(y)
-        if pos is not None:
-            for o in rs.resample(None):
-                y = o.to_ndarray().reshape(-1)
-                out.place(pos, y)
-                pos += len(y)
-        res = out.result(pad_to=n_out, max_pad=int(MAX_AUDIO_GAP_S * rate))
-        # a down-mix of loud stereo can exceed full scale; models expect [-1, 1]
-        return np.clip(res, -1.0, 1.0, out=res)
+    end = r.duration if end_s is None else end_s
+    if r.duration > 0:
+        end = min(end, max(start_s, r.duration) + 1.0)
+    n_out = max(0, int(round((end - start_s) * rate)))
+    out = _Buffer(n_out)
+    rs = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    src_rate = r.sample_rate
+    layout = _layout_name(r.channels)
+    pos = None
+    for k, blk in enumerate(r.blocks(max(0.0, start_s))):
+        if cancelled is not None and k % 200 == 0 and cancelled():
+            raise InterruptedError
+        t0 = blk.start / src_rate
+        if t0 >= end:
+            break
+        if pos is None:
+            pos = int(round((t0 - start_s) * rate))
+        if r.channels < PLANES_SAFE:
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples), format="fltp", layout=layout)
+        else:  # packed: PyAV would fill a 9th plane of 8 planar channels (see samples_of)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(blk.samples.T).reshape(1, -1), format="flt",
+                                               layout=layout)
+        frame.sample_rate = src_rate
+        for o in rs.resample(frame):
+            y = o.to_ndarray().reshape(-1)
+            out.place(pos, y)
+            pos += len(y)
+    if pos is not None:
+        for o in rs.resample(None):
+            y = o.to_ndarray().reshape(-1)
+            out.place(pos, y)
+            pos += len(y)
+    res = out.result(pad_to=n_out, max_pad=int(MAX_AUDIO_GAP_S * rate))
+    # a down-mix of loud stereo can exceed full scale; models expect [-1, 1]
+    return np.clip(res, -1.0, 1.0, out=res)
 
 
 class _Buffer:

@@ -348,10 +348,15 @@ class _Remapped:
 
 
 def _load_audio(req, pieces: list[tuple[float, float]], state) -> np.ndarray:
+    if len(pieces) == 1:
+        a, b = pieces[0]
+        return load_mono(req.path, 16000, a, b, cancelled=state.is_cancelled)
+    from core.media.audio import AudioReader
     parts = []
-    for a, b in pieces:
-        check(state)
-        parts.append(load_mono(req.path, 16000, a, b, cancelled=state.is_cancelled))
+    with AudioReader(req.path) as reader:  # one open for every piece (a day-long MP4's index is big)
+        for a, b in pieces:
+            check(state)
+            parts.append(load_mono(req.path, 16000, a, b, cancelled=state.is_cancelled, reader=reader))
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 

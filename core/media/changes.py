@@ -41,6 +41,7 @@ from core.media.decode import MediaError, _check_readable, _open, usable_stream
 log = logging.getLogger(__name__)
 
 CHANGES_VERSION = 1
+MAX_SPAN_S = 8 * 86400.0  # a longer range is not gated (its bins would not fit; such spans are damaged files)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ChangeMap:
     # per keyframe: how much its picture differs from the keyframe before (the largest block
     # change less the picture's overall shift; NaN for the first or an undecodable one)
     key_change: np.ndarray | None = None
+    frames: np.ndarray | None = None  # video frames starting in each bin (sparse timestamps leave none)
     scan_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     _active: np.ndarray | None = field(default=None, repr=False)
@@ -184,6 +186,12 @@ class ChangeMap:
             cand = np.where(cand - marks < every, cand, marks)
         else:
             cand = marks
+        if self.frames is not None:  # a mark with no frame starting within its interval has nothing new
+            c = np.concatenate([[0], np.cumsum(self.frames)])
+            b0 = np.clip(((marks - self.start) / self.params.bin_s).astype(np.int64), 0, len(self.frames))
+            b1 = np.clip(np.ceil((marks + every - self.start) / self.params.bin_s).astype(np.int64), 0,
+                         len(self.frames))
+            cand = cand[(c[b1] - c[b0]) > 0]
         gi = np.minimum(np.ceil((cand - self.start) * fps - 1e-6).astype(np.int64), len(grid) - 1)
         chosen[np.clip(gi, 0, len(grid) - 1)] = True
         times = grid[chosen]
@@ -325,6 +333,9 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
         if end is None or end <= start:
             end = max(dur, start + params.bin_s)
         span = end - start
+        if span > MAX_SPAN_S:
+            raise MediaError(f"{name} claims {span / 86400:.0f} days of footage in one range: change gating is "
+                             "off for it.")
         if state is not None:
             set_media_span(state, span)
         n = max(1, int(math.ceil(span / params.bin_s - 1e-9)))
@@ -431,7 +442,8 @@ def _scan(p: Path, start: float, end: float | None, params: GateParams, state: A
     kf = np.asarray(keyframes, np.float64)[order]
     kc = key_changes([kmap.get(kpts[i]) for i in order])
     kb = float(np.median(ksizes)) if ksizes and vframes.sum() > 0 else 0.0
-    return ChangeMap(start, float(end), params, video, audio_db, kf, kb, kc, time.perf_counter() - t_scan, notes)
+    return ChangeMap(start, float(end), params, video, audio_db, kf, kb, kc, vframes + kframes,
+                     time.perf_counter() - t_scan, notes)
 
 
 KEY_GRID = (16, 9)  # blocks of the keyframe comparison (each 4×4 pixels of a 64×36 thumbnail)

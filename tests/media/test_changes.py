@@ -238,3 +238,17 @@ def test_gated_anomaly_pass_computes_few_windows_and_still_flags_the_square(came
     for onset in (SQUARE[0], TONE[0]):
         assert any(abs(t - onset) <= 1.0 for t in got), (got, onset)
     assert all(any(abs(t - u) <= 1.0 for u in want) for t in got), (got, want)
+
+
+def test_no_static_samples_where_no_frame_starts():
+    from core.media.changes import ChangeMap
+
+    n = 2400  # 1200 s at 0.5 s bins; frames only in the first and last minute (a gap in the timestamps)
+    frames = np.zeros(n)
+    frames[:120] = 6
+    frames[-120:] = 6
+    video = np.where(frames > 0, 40.0, np.nan)
+    cm = ChangeMap(0.0, 1200.0, GATE, video, None, np.arange(0.0, 1200.0, 2.0), 1000.0, None, frames)
+    times, _h = cm.plan(2.0)
+    assert not ((times > 70.0) & (times < 1130.0)).any()  # nothing new to see in the gap: no samples there
+    assert times[0] == 0.0 and times[-1] >= 1140.0

@@ -303,7 +303,7 @@ class FileFeaturizer:
                         dets, size, first = last[1], last[2], last[3]
                         self.held += 1
                         self.computed[i] = False
-                        self._hold_state()
+                        self.held_since_push = True
                     else:
                         if compute is not None and self.held_since_push:
                             self.featurizer._grey = None  # differences within the window only
@@ -357,9 +357,6 @@ class FileFeaturizer:
             from core.media.audio import AudioReader
             self._reader = AudioReader(self.path)
         return self._reader
-
-    def _hold_state(self) -> None:
-        self.held_since_push = True
 
     def _window_audio(self, a: float, b: float):
         """One window's audio in a minute the gate heard nothing in (None if it does not decode)."""

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -250,7 +251,8 @@ def rolling_floor(x: np.ndarray, window: int, block: int = 120) -> tuple[np.ndar
     pad = np.full(nb * block, np.nan)
     pad[:n] = x
     blocks = pad.reshape(nb, block)
-    with _quiet():
+    with warnings.catch_warnings():  # an all-NaN block (no frame in it) is expected: it is filled below
+        warnings.simplefilter("ignore", RuntimeWarning)
         bmed = np.nanmedian(blocks, axis=1)
         bhi = np.nanpercentile(blocks, 95.0, axis=1)
     fill_m = np.nanmedian(bmed) if np.isfinite(bmed).any() else 0.0
@@ -264,19 +266,6 @@ def rolling_floor(x: np.ndarray, window: int, block: int = 120) -> tuple[np.ndar
         fm[i] = np.percentile(bmed[lo:hi], 25.0)
         fh[i] = np.percentile(bhi[lo:hi], 25.0)
     return np.repeat(fm, block)[:n], np.maximum(np.repeat(fh, block)[:n], np.repeat(fm, block)[:n])
-
-
-class _quiet:
-    """Silence numpy's "All-NaN slice" warnings inside the block statistics."""
-
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 # -- the scan ------------------------------------------------------------------------------

@@ -1,0 +1,303 @@
+"""Boxes of a media file as the detection formats see them: read from a project, stored back.
+
+Every detection format (COCO, MOT Challenge, CVAT, Label Studio) exports the same thing, a
+list of :class:`Box` (one per detection: frame, object id, class, box in pixels, score, verdict)
+with the :class:`Frames` they belong to, and imports into the same thing, stored by
+:func:`store_import` as a track ``"ground truth: <file name>"``.
+
+How boxes live in a project (core.perception.analysis.tracks_for): a hidden track of kind
+``boxes`` named after the model, one item per detection (``start_s`` the frame time, ``data``
+with ``box`` [x1, y1, x2, y2] in pixels of the analysed frame, ``size`` [w, h] of that frame,
+``track`` the tracker's object id, ``confirmed``). The analysed frame may be a scaled-down copy
+(analysis ``max_size``): boxes are given here in pixels of the media's own frame. Such a track
+may hold a million items, so it is read by range, never loaded whole.
+
+Frame numbers: ``frame = round(t * fps)``, 0-based (MOT adds 1 itself).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.handoff.base import HandoffError, ImportResult
+
+log = logging.getLogger(__name__)
+
+KIND = "boxes"  # the track kind of per-frame boxes
+GROUND_TRUTH = "ground truth: "  # an imported track's name: this + the file's name
+#: Items read per range read of a big track (a million boxes come in slices, with progress and cancel).
+CHUNK_ITEMS = 50_000
+#: The biggest file an import reads (a million COCO boxes are about 200 MB).
+MAX_IMPORT_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Box:
+    t: float  # the frame time, seconds
+    frame: int  # 0-based frame number = round(t * fps)
+    track: int  # object / track id (unique per box where the source has none)
+    label: str  # class
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame
+    score: float | None = None
+    confirmed: bool | None = None  # Kestrel's verdict (None: not judged / imported)
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The frame grid of a media file: size as shown (after rotation), rate, length."""
+
+    width: int
+    height: int
+    fps: float
+    duration: float
+    media_path: str
+
+    def frame_of(self, t: float) -> int:
+        return int(round(float(t) * self.fps))
+
+    def time_of(self, frame: int) -> float:
+        return int(frame) / self.fps
+
+
+# -- the media's frames ------------------------------------------------------------------------
+
+def _positive(value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return v if math.isfinite(v) and v > 0 else 0.0
+
+
+def _video_stream(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for s in streams or ():
+        if isinstance(s, dict) and (s.get("kind") or s.get("type")) == "video":
+            return s
+    return None
+
+
+def frames_of(project: Any, media_id: int) -> Frames:
+    """The frame grid of a media file from its row in the project; the file is probed when the
+    row lacks the frame rate or size. HandoffError when neither says (no video, file gone)."""
+    try:
+        media = project.get_media(media_id)
+    except KeyError:
+        raise HandoffError(f"there is no media file {media_id} in this project") from None
+    v = _video_stream(media.streams)
+    fps = _positive(v.get("fps")) if v else 0.0
+    w, h = (int(_positive(v.get("width"))), int(_positive(v.get("height")))) if v else (0, 0)
+    rotation = int(_positive(v.get("rotation"))) if v else 0
+    duration = _positive(media.duration_s) or (_positive(v.get("duration_s")) if v else 0.0)
+    if not (fps and w and h):
+        from core.media.decode import MediaError, probe
+
+        try:
+            info = probe(media.path, with_hash=False)
+        except (MediaError, OSError) as e:
+            raise HandoffError(f"the frame rate and size of {media.path} are not in the project and the file "
+                               f"cannot be read ({e})") from None
+        pv = info.video
+        if pv is None or not _positive(pv.fps) or not (pv.width and pv.height):
+            raise HandoffError(f"{media.path} has no video frames to put boxes on")
+        fps, w, h, rotation = float(pv.fps), int(pv.width), int(pv.height), int(pv.rotation)
+        duration = duration or _positive(info.duration_s)
+    if rotation % 180:
+        w, h = h, w  # boxes are in pixels of the frame as shown
+    return Frames(w, h, float(fps), float(duration), str(media.path))
+
+
+# -- the project's boxes tracks ----------------------------------------------------------------
+
+def _imported(meta: dict[str, Any]) -> bool:
+    return bool(meta.get("imported"))
+
+
+def box_tracks(project: Any, media_id: int) -> list[tuple[int, str, bool]]:
+    """``(track id, name, imported)`` of every ``boxes`` track of the media file (no items read)."""
+    return [(rec.id, rec.name, _imported(rec.meta)) for rec, _lod in project.track_heads(media_id, 0)
+            if rec.kind == KIND]
+
+
+def _pick_track(project: Any, media_id: int, track: str | None) -> tuple[Any, Any]:
+    """The (TrackRecord without items, Lod) to read: the named boxes track, or the one of the
+    newest detector run (object detections before faces and on-screen text), never an import."""
+    heads = [(rec, lod) for rec, lod in project.track_heads(media_id, 0) if rec.kind == KIND]
+    if track is not None:
+        for rec, lod in heads:
+            if rec.name == track:
+                return rec, lod
+        names = ", ".join(repr(r.name) for r, _ in heads) or "none"
+        raise HandoffError(f"this media file has no boxes track {track!r} (its boxes tracks: {names})")
+    own = [(rec, lod) for rec, lod in heads if not _imported(rec.meta)]
+    if not own:
+        raise HandoffError("this media file has no detections to export: analyse it with an object detector first")
+    started = {r.id: r.started_at.timestamp() for r in project.list_runs(media_id)}
+
+    def rank(pair: tuple[Any, Any]) -> tuple[int, float, int]:
+        rec = pair[0]
+        return (rec.meta.get("task") == "detect", started.get(rec.run_id, -math.inf), rec.run_id or 0)
+    return max(own, key=rank)
+
+
+def _chunks(t0: float, t1: float, n: int) -> list[tuple[float, float]]:
+    """[t0, t1) in slices of about CHUNK_ITEMS items each (items spread evenly, as a guess)."""
+    parts = max(1, math.ceil(n / CHUNK_ITEMS))
+    if not math.isfinite(t1 - t0) or t1 <= t0:
+        return [(t0, t1)]
+    edges = [t0 + (t1 - t0) * i / parts for i in range(parts)] + [t1]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _finite_box(value: Any) -> tuple[float, float, float, float] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None  # type: ignore[return-value]
+
+
+def collect(project: Any, media_id: int, *, start: float | None = None, end: float | None = None,
+            track: str | None = None, confirmed_only: bool = False, state: Any = None
+            ) -> tuple[Frames, list[Box], str]:
+    """The boxes of one boxes track whose frame time is in [start, end) (None: open), read by
+    range, sorted by (frame, track): ``(frames, boxes, the track's name)``. ``track`` names the
+    track (default: the newest detector run's, never an imported one); ``confirmed_only`` keeps
+    the boxes Kestrel confirmed. Boxes with no object id get unique ids above the file's own.
+    HandoffError when the media has no detections."""
+    from core.jobs import check
+
+    frames = frames_of(project, media_id)
+    rec, lod = _pick_track(project, media_id, track)
+    n = lod.n if lod is not None else CHUNK_ITEMS
+    lo = lod.t_min if lod is not None and lod.t_min is not None else -math.inf
+    hi = math.nextafter(lod.t_max, math.inf) if lod is not None and lod.t_max is not None else math.inf
+    if start is not None:
+        lo = max(lo, float(start))
+    if end is not None:
+        hi = min(hi, float(end))
+    raw: list[tuple[float, int | None, str, tuple[float, float, float, float], float | None, bool | None]] = []
+    skipped = 0
+    shared = project.track_shared(rec.id)
+    slices = _chunks(lo, hi, n) if hi > lo else []
+    for i, (a, b) in enumerate(slices):
+        if state is not None:
+            check(state)
+            state.set_progress(i / len(slices), "reading boxes")
+        for it in project.track_items(rec.id, a, b, starting=True, shared=shared):
+            data = it.data if isinstance(it.data, dict) else {}
+            box = _finite_box(data.get("box"))
+            if box is None:
+                skipped += 1
+                continue
+            verdict = data.get("confirmed")
+            verdict = verdict if isinstance(verdict, bool) else None
+            if confirmed_only and verdict is not True:
+                continue
+            box = _scaled(box, data.get("size"), frames)
+            tid = data.get("track")
+            tid = tid if isinstance(tid, int) and not isinstance(tid, bool) else None
+            score = it.confidence if it.confidence is None or math.isfinite(it.confidence) else None
+            raw.append((float(it.start_s), tid, str(it.label), box, score, verdict))
+    if skipped:
+        log.info("%d items of track %r have no usable box; left out", skipped, rec.name)
+    next_id = max((r[1] for r in raw if r[1] is not None), default=0) + 1
+    out = []
+    for t, tid, label, box, score, verdict in sorted(raw, key=lambda r: r[0]):
+        if tid is None:
+            tid, next_id = next_id, next_id + 1
+        out.append(Box(t, frames.frame_of(t), tid, label, box, score, verdict))
+    out.sort(key=lambda b: (b.frame, b.track))
+    if state is not None:
+        state.set_progress(1.0, "")
+    return frames, out, rec.name
+
+
+def _scaled(box: tuple[float, float, float, float], size: Any, frames: Frames) -> tuple[float, float, float, float]:
+    """A box in pixels of the analysed frame (``size``, maybe scaled down) → pixels of the media's frame."""
+    sz = _finite_box(list(size) + [1, 1]) if isinstance(size, (list, tuple)) and len(size) == 2 else None
+    if sz is None or sz[0] <= 0 or sz[1] <= 0 or (round(sz[0]), round(sz[1])) == (frames.width, frames.height):
+        return box
+    kx, ky = frames.width / sz[0], frames.height / sz[1]
+    x1, y1, x2, y2 = box
+    return (x1 * kx, y1 * ky, x2 * kx, y2 * ky)
+
+
+# -- storing an import -------------------------------------------------------------------------
+
+def store_import(project: Any, media_id: int, boxes: list[Box], *, fmt: str, path: Path) -> ImportResult:
+    """Store imported boxes as the track ``"ground truth: <file name>"`` (replacing an earlier
+    import of a file of that name) in one transaction. HandoffError for an empty list."""
+    path = Path(path)
+    if not boxes:
+        raise HandoffError(f"{path.name} holds no boxes to import")
+    frames = frames_of(project, media_id)
+    try:
+        digest = _sha256(path)
+    except OSError as e:
+        raise HandoffError(f"cannot read {path}: {e.strerror or e}") from None
+    step = 1.0 / frames.fps
+    size = [frames.width, frames.height]
+    items = [(b.t, b.t + step, b.label, b.score, None,
+              {"box": [float(v) for v in b.box], "size": size, "track": int(b.track), "source": "ground truth"})
+             for b in sorted(boxes, key=lambda b: (b.frame, b.track))]
+    meta = {"imported": True, "format": fmt, "source": str(path), "sha256": digest}
+    name = GROUND_TRUTH + path.name
+    track_id = project.save_track(media_id, KIND, name, items, run_id=None, meta=meta)
+    notes = []
+    late = sum(1 for b in boxes if frames.duration and b.t > frames.duration)
+    if late:
+        notes.append(f"{late} boxes lie after the end of the media ({frames.duration:g} s)")
+    ids = len({b.track for b in boxes})
+    nframes = len({b.frame for b in boxes})
+    return ImportResult(track_id, len(items), f"imported {len(items)} boxes of {ids} objects on {nframes} frames "
+                                              f"from {path.name} as the track {name!r}", tuple(notes))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- what the format modules share: reading an import, writing an export --------------------------
+
+def read_text(path: Path, what: str) -> str:
+    """The text of a file to import (UTF-8, a BOM allowed), or HandoffError saying why not."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise HandoffError(f"{path} is not a file")
+        if size > MAX_IMPORT_BYTES:
+            raise HandoffError(f"{path.name} is {size / 2**20:.0f} MB, too big for {what} "
+                               f"(at most {MAX_IMPORT_BYTES >> 20} MB)")
+        data = path.read_bytes()
+    except OSError as e:
+        raise HandoffError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise HandoffError(f"{path.name} is not {what}: not UTF-8 text (byte {e.start})") from None
+
+
+def write_out(out: Path, data: bytes) -> Path:
+    """Write an export atomically (temporary file + rename); HandoffError when it cannot be."""
+    from core.exportsafe import write_replacing
+
+    out = Path(out)
+    if out.is_dir():
+        raise HandoffError(f"{out} is a folder; give a file name to write")
+    if not out.parent.is_dir():
+        raise HandoffError(f"the folder {out.parent} does not exist")
+    try:
+        return write_replacing(out, data)
+    except OSError as e:
+        raise HandoffError(f"cannot write {out}: {e.strerror or e}") from None

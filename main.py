@@ -10,6 +10,9 @@
     python main.py select VIDEO --query "..." --k 16 [--project P --index]   FOCUS frame selection
     python main.py chat SOURCE --ask "..." [--at SECONDS]               ask the chat model
     python main.py tag FOLDER --project P [--ray ADDRESS] [--search "..."] [--export DIR]   archive tags
+    python main.py export MEDIA --project P --format coco|mot|cvat|labelstudio|srt|vtt|markdown|evidence|chapters
+                   --out PATH [--start S --end E]          hand the work on to other tools
+    python main.py import MEDIA --project P --format coco|mot|cvat|labelstudio FILE   ground truth as a track
 """
 from __future__ import annotations
 

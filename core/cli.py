@@ -46,6 +46,10 @@ COMMANDS: dict[str, Command] = {
     "chat": Command("core.chat.cli", "Ask a model about a video or a live feed."),
     "tag": Command("core.tagging.cli", "Tag a folder of media by shot, search the archive, export the tags."),
     "select": Command("core.focus.cli", "Choose the frames of a video that answer a query (FOCUS, arXiv 2510.27280)."),
+    "export": Command("core.handoff.cli", "Export a file's detections, tracks, transcript, chat or evidence for other tools.",
+                      add_arguments="add_export_arguments", run="run_export"),
+    "import": Command("core.handoff.cli", "Import detections or tracks (ground truth, corrections) as a track of a file.",
+                      add_arguments="add_import_arguments", run="run_import"),
 }
 
 

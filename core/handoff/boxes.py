@@ -152,7 +152,8 @@ def _chunks(t0: float, t1: float, n: int) -> list[tuple[float, float]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def _finite_box(value: Any) -> tuple[float, float, float, float] | None:
+def finite_box(value: Any) -> tuple[float, float, float, float] | None:
+    """``value`` as four finite floats (a box), or None when it is not that."""
     if not isinstance(value, (list, tuple)) or len(value) != 4:
         return None
     try:
@@ -191,7 +192,7 @@ def collect(project: Any, media_id: int, *, start: float | None = None, end: flo
             state.set_progress(i / len(slices), "reading boxes")
         for it in project.track_items(rec.id, a, b, starting=True, shared=shared):
             data = it.data if isinstance(it.data, dict) else {}
-            box = _finite_box(data.get("box"))
+            box = finite_box(data.get("box"))
             if box is None:
                 skipped += 1
                 continue
@@ -206,21 +207,50 @@ def collect(project: Any, media_id: int, *, start: float | None = None, end: flo
             raw.append((float(it.start_s), tid, str(it.label), box, score, verdict))
     if skipped:
         log.info("%d items of track %r have no usable box; left out", skipped, rec.name)
-    next_id = max((r[1] for r in raw if r[1] is not None), default=0) + 1
-    out = []
-    for t, tid, label, box, score, verdict in sorted(raw, key=lambda r: r[0]):
-        if tid is None:
-            tid, next_id = next_id, next_id + 1
-        out.append(Box(t, frames.frame_of(t), tid, label, box, score, verdict))
+    raw.sort(key=lambda r: r[0])
+    ids = assign_ids([r[1] for r in raw])
+    out = [Box(t, frames.frame_of(t), tid, label, box, score, verdict)
+           for (t, _tid, label, box, score, verdict), tid in zip(raw, ids)]
     out.sort(key=lambda b: (b.frame, b.track))
     if state is not None:
         state.set_progress(1.0, "")
     return frames, out, rec.name
 
 
+def for_export(project: Any, media_id: int, start: float | None, end: float | None,
+               state: Any = None) -> tuple[Frames, list[Box], str]:
+    """:func:`collect` for an export: HandoffError when the range holds no box (an empty file
+    would read as "nothing there" rather than "nothing exported")."""
+    frames, found, name = collect(project, media_id, start=start, end=end, state=state)
+    if not found:
+        raise HandoffError(f"the detections of {name} hold no boxes{range_text(start, end)}")
+    return frames, found, name
+
+
+def assign_ids(ids: list[int | None]) -> list[int]:
+    """Object ids for boxes, in order: a box's own id, or (None) a new one of its own, counted on
+    from the biggest id the boxes have, so no two boxes without an id share one."""
+    next_id = max((i for i in ids if i is not None), default=0) + 1
+    out = []
+    for i in ids:
+        if i is None:
+            i, next_id = next_id, next_id + 1
+        out.append(i)
+    return out
+
+
+def range_text(start: float | None, end: float | None) -> str:
+    """" between 2 s and 10 s" (or " from …", " until …", ""): a range for a sentence."""
+    if start is None and end is None:
+        return ""
+    if end is None:
+        return f" from {start:g} s"
+    return f" until {end:g} s" if start is None else f" between {start:g} s and {end:g} s"
+
+
 def _scaled(box: tuple[float, float, float, float], size: Any, frames: Frames) -> tuple[float, float, float, float]:
     """A box in pixels of the analysed frame (``size``, maybe scaled down) → pixels of the media's frame."""
-    sz = _finite_box(list(size) + [1, 1]) if isinstance(size, (list, tuple)) and len(size) == 2 else None
+    sz = finite_box(list(size) + [1, 1]) if isinstance(size, (list, tuple)) and len(size) == 2 else None
     if sz is None or sz[0] <= 0 or sz[1] <= 0 or (round(sz[0]), round(sz[1])) == (frames.width, frames.height):
         return box
     kx, ky = frames.width / sz[0], frames.height / sz[1]
@@ -286,6 +316,35 @@ def read_text(path: Path, what: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise HandoffError(f"{path.name} is not {what}: not UTF-8 text (byte {e.start})") from None
+
+
+def load_json(text: str, name: str, what: str) -> Any:
+    """Parsed JSON, or HandoffError "<name> is not <what>: why" (deep nesting included)."""
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise HandoffError(f"{name} is not {what}: it is nested too deeply") from None
+    except ValueError as e:
+        raise HandoffError(f"{name} is not {what}: {str(e).splitlines()[0][:200]}") from None
+
+
+def import_parsed(project: Any, media_id: int, path: Path, *, fmt: str, what: str, parse: Any,
+                  state: Any = None) -> ImportResult:
+    """Import a file through a format's ``parse(text, frames, path, state) -> (boxes, notes)``:
+    read it (:func:`read_text`), parse it whole, then store it (:func:`store_import`)."""
+    from dataclasses import replace
+
+    path = Path(path)
+    frames = frames_of(project, media_id)
+    found, notes = parse(read_text(path, what), frames, path, state)
+    if not found:
+        raise HandoffError(f"{path.name} holds no boxes to import" + (f" ({notes[0]})" if notes else ""))
+    res = store_import(project, media_id, found, fmt=fmt, path=path)
+    if state is not None:
+        state.set_progress(1.0, "")
+    return replace(res, notes=tuple(notes) + res.notes)
 
 
 def write_out(out: Path, data: bytes) -> Path:

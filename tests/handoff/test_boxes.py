@@ -37,6 +37,7 @@ def make_project(tmp_path: Path, *, size: tuple[int, int] = (320, 240), rotation
                  store: bool = True) -> tuple[Project, int]:
     """A real project holding a media row (10 fps) and :func:`tracked_output`, stored as the
     analysis job stores it."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     p = Project.create(tmp_path / "p.kestrel")
     mid = p.add_media(str(tmp_path / "clip.mp4"), "sha256:x", 1, 10.0, "mp4", video_streams(size=size,
                                                                                          rotation=rotation))

@@ -59,7 +59,7 @@ VERIFY = ("Check the files with SHA-256: `sha256sum <file>` (Linux), `shasum -a 
 
 
 @dataclass(frozen=True)
-class _Range:
+class Range:
     start: float
     end: float
     requested_start: float | None
@@ -82,7 +82,7 @@ def export_event(project: Any, media_id: int, event: Any, out: Path, *, pad: flo
 
     if not isinstance(event, AnomalyEvent):
         wanted = str(event)
-        found = [e for e in _events(project, media_id, -math.inf, math.inf, []) if e.id == wanted]
+        found = [e for e in stored_events(project, media_id, -math.inf, math.inf, []) if e.id == wanted]
         if not found:
             raise HandoffError(f"there is no anomaly event {wanted!r} stored for this media file")
         event = found[0]
@@ -97,13 +97,13 @@ def export_event(project: Any, media_id: int, event: Any, out: Path, *, pad: flo
 
 def _package(project: Any, media_id: int, out: Path, start: float | None, end: float | None, state: Any, *,
              event: Any, pad: float) -> ExportResult:
-    media = _media(project, media_id)
+    media = media_of(project, media_id)
     src = Path(media.path)
     info, inp = remux.open_media(src)
     tmp: Path | None = None
     try:
-        rng = _range(start, end, info.duration_s)
-        _same_file(src, media.content_hash)
+        rng = time_range(start, end, info.duration_s)
+        check_same_file(src, media.content_hash)
         name = _name(src, rng, event)
         final, tmp = _folder(out, name)
         set_media_span(state, rng.end - rng.start)
@@ -168,14 +168,14 @@ def _progress(state: Any, f: float, text: str) -> None:
         state.set_progress(f, text)
 
 
-def _media(project: Any, media_id: int) -> Any:
+def media_of(project: Any, media_id: int) -> Any:
     try:
         return project.get_media(media_id)
     except KeyError as e:
         raise HandoffError(f"there is no media file with id {media_id} in this project") from e
 
 
-def _range(start: float | None, end: float | None, duration: float) -> _Range:
+def time_range(start: float | None, end: float | None, duration: float) -> Range:
     a = 0.0 if start is None else float(start)
     b = duration if end is None else min(float(end), duration)
     if not (math.isfinite(a) and math.isfinite(b)) or a < 0:
@@ -184,10 +184,10 @@ def _range(start: float | None, end: float | None, duration: float) -> _Range:
         raise HandoffError(f"the range starts at {a:g} s, after the end of the file ({duration:.2f} s)")
     if b <= a:
         raise HandoffError(f"the range ends ({b:g} s) before it starts ({a:g} s)")
-    return _Range(a, b, start, end)
+    return Range(a, b, start, end)
 
 
-def _same_file(src: Path, content_hash: str) -> None:
+def check_same_file(src: Path, content_hash: str) -> None:
     """The file on disk must be the one the project analysed: evidence about another file's
     content would not be evidence."""
     from core.media.decode import quick_hash
@@ -197,7 +197,7 @@ def _same_file(src: Path, content_hash: str) -> None:
                            "the findings would not belong to this file: analyse it again first")
 
 
-def _name(src: Path, rng: _Range, event: Any) -> str:
+def _name(src: Path, rng: Range, event: Any) -> str:
     from core.timefmt import timecode
 
     stem = safe_name(src.stem, fallback="media", max_bytes=60)
@@ -238,7 +238,7 @@ def sha256_file(path: Path, state: Any = None, lo: float = 0.0, hi: float = 1.0,
     return h.hexdigest()
 
 
-def _clip(inp: Any, info: Any, src: Path, rng: _Range, clip: Path, state: Any,
+def _clip(inp: Any, info: Any, src: Path, rng: Range, clip: Path, state: Any,
           notes: list[str]) -> tuple[Path, str, str, float]:
     """Write the clip; ``(path, method, why, its start in media seconds)``."""
     streams = remux.chosen_streams(inp)
@@ -286,7 +286,7 @@ def _version() -> str:
 
 # -- what produced the results --------------------------------------------------------------------
 
-def _runs(project: Any, media_id: int, rng: _Range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _runs(project: Any, media_id: int, rng: Range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The runs with results (track items) in the range, each with the tracks they fill there;
     and the runs of the file that stored no track at all (models trained, features, caches)."""
     in_range: dict[int, list[str]] = {}
@@ -329,14 +329,14 @@ def _seeds(params: Any, path: str = "") -> Iterable[tuple[str, Any]]:
 
 # -- what was found in the range -------------------------------------------------------------------
 
-def _findings(project: Any, media_id: int, rng: _Range, event: Any, state: Any,
+def _findings(project: Any, media_id: int, rng: Range, event: Any, state: Any,
               notes: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if event is not None:
         out["event"] = event.to_dict()  # the package's subject first
-    out["anomaly_events"] = [e.to_dict() for e in _events(project, media_id, rng.start, rng.end, notes)]
+    out["anomaly_events"] = [e.to_dict() for e in stored_events(project, media_id, rng.start, rng.end, notes)]
     out["detections"] = _detections(project, media_id, rng, state)
-    out["shots"] = _shots(project, media_id, rng, notes)
+    out["shots"] = tagged_shots(project, media_id, rng, notes)
     out["transcript"] = _transcript(project, media_id, rng)
     return out
 
@@ -345,7 +345,7 @@ def _track(project: Any, media_id: int, key: tuple[str, str]) -> Any:
     return next((rec for rec, _lod in project.track_heads(media_id, 0) if (rec.kind, rec.name) == key), None)
 
 
-def _events(project: Any, media_id: int, t0: float, t1: float, notes: list[str]) -> list[Any]:
+def stored_events(project: Any, media_id: int, t0: float, t1: float, notes: list[str]) -> list[Any]:
     """The stored anomaly events overlapping ``[t0, t1]``, checked (damaged ones skipped, noted)."""
     from core.anomaly.events import AnomalyEvent
 
@@ -364,7 +364,7 @@ def _events(project: Any, media_id: int, t0: float, t1: float, notes: list[str])
     return out
 
 
-def _detections(project: Any, media_id: int, rng: _Range, state: Any) -> list[dict[str, Any]]:
+def _detections(project: Any, media_id: int, rng: Range, state: Any) -> list[dict[str, Any]]:
     """Per detector's boxes track (imported ground truths left out): per class, the boxes on
     frames in the range, how many Kestrel confirmed, and the highest score."""
     out = []
@@ -390,7 +390,7 @@ def _detections(project: Any, media_id: int, rng: _Range, state: Any) -> list[di
     return out
 
 
-def _shots(project: Any, media_id: int, rng: _Range, notes: list[str]) -> list[dict[str, Any]]:
+def tagged_shots(project: Any, media_id: int, rng: Range, notes: list[str]) -> list[dict[str, Any]]:
     """The tagged shots overlapping the range with their tags (the analyst's edits laid over;
     rejected tags left out), as the Tags panel shows them."""
     from core.tagging.export import shot_records
@@ -406,7 +406,7 @@ def _shots(project: Any, media_id: int, rng: _Range, notes: list[str]) -> list[d
             for r in records if r["start"] < rng.end and r["end"] > rng.start]
 
 
-def _transcript(project: Any, media_id: int, rng: _Range) -> list[dict[str, Any]]:
+def _transcript(project: Any, media_id: int, rng: Range) -> list[dict[str, Any]]:
     rec = _track(project, media_id, TRANSCRIPT_TRACK)
     if rec is None:
         return []

@@ -157,7 +157,7 @@ def stream_copy(inp: Any, streams: Sequence[Any], out: Path, *, start: float = 0
                 pts = p.pts if p.pts is not None else p.dts
                 dts = p.dts if p.dts is not None else p.pts
                 t = float(pts * tb) - origin
-                if t < start - 1e-6:
+                if start > 0 and t < start - 1e-6:
                     continue  # before the keyframe (audio, or leading pictures of an open GOP)
                 if end is not None and float(dts * tb) - origin >= end:
                     done[p.stream.index] = True

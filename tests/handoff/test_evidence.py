@@ -183,3 +183,16 @@ def test_a_source_changed_since_the_analysis_is_refused(tmp_path, clip):
     mediagen.make_clip(copy, duration=2.0, fps=FPS, gop=GOP)  # another recording under the same name
     with p, pytest.raises(HandoffError, match="changed since"):
         evidence.export(p, mid, tmp_path / "out")
+
+
+def test_codecs_mp4_does_not_take_are_re_encoded_and_say_so(tmp_path):
+    webm = mediagen.make_clip(tmp_path / "phone.webm", duration=1.0, fps=FPS)  # VP8 + Opus
+    p = Project.create(tmp_path / "case.kestrel")
+    with p:
+        mid = ops.register_media(p, probe(webm))
+        res = evidence.export(p, mid, tmp_path / "out")
+    doc = json.loads(res.paths[1].read_text(encoding="utf-8"))
+    assert doc["clip"]["method"] == "re-encoded" and "does not go into MP4" in doc["clip"]["why"]
+    assert doc["clip"]["codec"] == "h264/aac" and doc["source"]["streams"][0]["codec"] == "vp8"
+    assert _frame_codes(res.paths[0])[:3] == [0, 1, 2]
+    assert doc["runs"] == [] and doc["findings"]["detections"] == []

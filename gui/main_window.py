@@ -31,6 +31,7 @@ from gui.panels.anomalies import AnomalyPanel
 from gui.panels.chat import ChatPanel
 from gui.panels.detections import AnalysisDialog, DetectionsPanel, ModelsDialog
 from gui.panels.frame_search import FocusPanel
+from gui.panels.handoff import HandoffDialog
 from gui.panels.tags import TaggingPanel
 from gui.tasks import FrameFetcher, Task, TaskManager
 from gui.views.player import PlayerView
@@ -266,6 +267,10 @@ class MainWindow(QMainWindow):
         self._action(f, "Open &Project…", self.choose_project, "Ctrl+Shift+O")
         self._action(f, "Save Project &As…", self.choose_save_as, QKeySequence.StandardKey.SaveAs)
         f.addSeparator()
+        self.export_action = self._action(f, "&Export…", lambda: self.open_handoff(False), "Ctrl+E")
+        self.import_action = self._action(f, "&Import…", lambda: self.open_handoff(True), "Ctrl+I")
+        f.aboutToShow.connect(self._handoff_enabled)
+        f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         v = mb.addMenu("&View")
         a = self._action(v, "Waveform per &channel", self._toggle_channels, checkable=True)
@@ -289,6 +294,23 @@ class MainWindow(QMainWindow):
         self._action(an, "&Models…", self.show_models)
         h = mb.addMenu("&Help")
         self._action(h, "&Keyboard shortcuts", self._show_keys, "F1")
+
+    def _handoff_enabled(self) -> None:
+        """File ▸ Export… / Import… need a media file open in a project (an import a writable one)."""
+        there = self.session.info is not None and self.project is not None
+        self.export_action.setEnabled(there)
+        self.import_action.setEnabled(there and not self.project.read_only)
+
+    def open_handoff(self, importing: bool) -> HandoffDialog | None:
+        """The export (or import) dialog for the open file (gui/panels/handoff.py)."""
+        self._handoff_enabled()
+        if not (self.import_action if importing else self.export_action).isEnabled():
+            self.show_error("Open a media file in a writable project first." if importing
+                            else "Open a media file in a project first.")
+            return None
+        self.handoff = HandoffDialog(self.bench, importing=importing, parent=self)
+        self.handoff.show()
+        return self.handoff
 
     def _build_shortcuts(self) -> None:
         s = self.session

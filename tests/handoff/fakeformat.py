@@ -4,12 +4,14 @@ line, the File menu's dialog): it reads and writes a real project, so what those
 
 ``install(monkeypatch)`` registers three formats: ``fakejson`` (exports the boxes of the
 range as JSON, imports such a file as a ground-truth track), ``fakerefuses`` (a HandoffError, as
-a format says what it cannot do) and ``fakebug`` (an unexpected error, as a format's bug).
+a format says what it cannot do), ``fakebug`` (an unexpected error, as a format's bug) and
+``fakeslow`` (works until cancelled).
 """
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -57,6 +59,15 @@ def bug(*_a, **_k):
     raise RuntimeError("a bug in the fake format")
 
 
+def wait_for_cancel(_project, _media_id, out: Path, *, start=None, end=None, state=None) -> ExportResult:
+    """Works until cancelled (the window's Cancel), then stops as a format does: nothing written."""
+    state.set_progress(0.1, "waiting for Cancel")
+    while not state.is_cancelled():
+        threading.Event().wait(0.01)
+    check(state)
+    raise AssertionError("a cancelled job went on")
+
+
 def install(monkeypatch) -> None:
     mod = types.ModuleType(MODULE)
     mod.export, mod.import_file = export, import_file
@@ -64,10 +75,13 @@ def install(monkeypatch) -> None:
     refusing.export = refusing.import_file = refuse
     buggy = types.ModuleType(MODULE + "_bug")
     buggy.export = buggy.import_file = bug
-    for m in (mod, refusing, buggy):
+    slow = types.ModuleType(MODULE + "_slow")
+    slow.export = wait_for_cancel
+    for m in (mod, refusing, buggy, slow):
         m.__spec__ = types.SimpleNamespace(name=m.__name__)  # importlib.util.find_spec finds it
         monkeypatch.setitem(sys.modules, m.__name__, m)
     for f in (Format("fakejson", "Fake JSON (boxes)", MODULE, ".json", True, "a test's format"),
               Format("fakerefuses", "Fake refusing format", MODULE + "_refuses", ".json", True, "refuses"),
-              Format("fakebug", "Fake buggy format", MODULE + "_bug", ".json", False, "fails")):
+              Format("fakebug", "Fake buggy format", MODULE + "_bug", ".json", False, "fails"),
+              Format("fakeslow", "Fake slow format", MODULE + "_slow", ".json", False, "runs until cancelled")):
         monkeypatch.setitem(base.FORMATS, f.name, f)

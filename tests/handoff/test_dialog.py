@@ -1,0 +1,102 @@
+"""File ▸ Export… / Import… in the window: the dialog over the window's own project, with a stand-in
+format (tests/handoff/fakeformat.py) that reads and writes that project for real."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import fakeformat
+import mediagen
+from core.handoff import base
+from core.perception import ops
+from projectkit import detector_output
+
+
+@pytest.fixture
+def opened(qtbot, window, tmp_path, monkeypatch):
+    """The window with a 10.5 s clip open in its project and a stored detector run (20 frames × 3 boxes)."""
+    fakeformat.install(monkeypatch)
+    clip = mediagen.make_clip(tmp_path / "street.mp4", duration=10.5, fps=2, size=(320, 240), audio=False)
+    window._handoff_enabled()
+    assert not window.export_action.isEnabled() and not window.import_action.isEnabled()
+    with qtbot.waitSignal(window.media_ready, timeout=10000):
+        window.open_media(str(clip))
+    qtbot.waitUntil(lambda: window.session.media_id is not None, timeout=10000)
+    task = window.tasks.call(ops.store_analysis, window.project, window.session.media_id, detector_output(), 0.5)
+    with qtbot.waitSignal(window.tasks.task_ended, check_params_cb=lambda t: t is task, timeout=10000):
+        pass
+    window._handoff_enabled()
+    assert window.export_action.isEnabled() and window.import_action.isEnabled()
+    return window, clip
+
+
+def test_export_a_range_then_import_it_back_onto_the_timeline(qtbot, opened, tmp_path):
+    window, clip = opened
+    dlg = window.open_handoff(False)
+    names = [dlg.formats.item(i).text() for i in range(dlg.formats.count())]
+    assert names[:len(base.FORMATS) - 4] == [f.title for f in base.FORMATS.values()][:len(base.FORMATS) - 4]
+    dlg.select_format("fakejson")
+    assert dlg.path.text() == str(clip.parent / "street.fakejson.json")  # named after the media and format
+    out = tmp_path / "part.json"
+    dlg.path.setText(str(out))
+    dlg.start.setText("1")
+    dlg.end.setText("00:00:02.250")
+    dlg.span.setChecked(True)
+    with qtbot.waitSignal(dlg.finished_ok, timeout=10000) as got:
+        dlg.run_btn.click()
+    assert got.args[0].counts == {"boxes": 9}
+    assert sorted({b["t"] for b in json.loads(out.read_text())}) == [1.0, 1.5, 2.0]
+    assert dlg.message.text() == "9 boxes written to part.json; scores are not written"
+    assert window.statusBar().currentMessage() == f"9 boxes written to part.json ({out})"
+
+    imp = window.open_handoff(True)
+    assert {imp.formats.item(i).data(0x0100) for i in range(imp.formats.count())} == {
+        f.name for f in base.FORMATS.values() if f.can_import}
+    imp.select_format("fakejson")
+    imp.path.setText(str(out))
+    with qtbot.waitSignal(imp.finished_ok, timeout=10000):
+        imp.run_btn.click()
+    qtbot.waitUntil(lambda: window.session.timeline.track("boxes", "ground truth: part.json") is not None,
+                    timeout=10000)
+    assert len(window.session.timeline.track("boxes", "ground truth: part.json").items) == 9
+
+
+def test_failures_are_one_line_in_the_dialog_and_the_window(qtbot, opened, tmp_path):
+    window, _clip = opened
+    dlg = window.open_handoff(False)
+    dlg.select_format("fakejson")
+    dlg.span.setChecked(True)
+    dlg.start.setText("5")
+    dlg.end.setText("2")
+    with qtbot.waitSignal(window.error_shown, timeout=1000) as shown:  # refused before any job starts
+        dlg.run_btn.click()
+    assert shown.args == ["the range ends (00:00:02.000) before it starts (00:00:05.000)"]
+    assert dlg.task is None and dlg.message.text() == shown.args[0]
+
+    dlg.whole.setChecked(True)
+    dlg.select_format("fakerefuses")
+    dlg.path.setText(str(tmp_path / "x.json"))
+    with qtbot.waitSignal(dlg.failed, timeout=10000) as failed:
+        dlg.run_btn.click()
+    assert failed.args == ["Export failed: the fake format refuses this file"]
+    assert window.statusBar().currentMessage() == failed.args[0] and dlg.run_btn.isEnabled()
+
+    dlg.select_format("fakebug")
+    with qtbot.waitSignal(dlg.failed, timeout=10000) as failed:
+        dlg.run_btn.click()
+    assert failed.args[0].startswith("Export failed: an unexpected error (RuntimeError: a bug in the fake format)")
+    assert "\n" not in dlg.message.text() and "Traceback" not in dlg.message.text()
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_cancel_in_the_job_bar_writes_nothing(qtbot, opened, tmp_path):
+    window, _clip = opened
+    dlg = window.open_handoff(False)
+    dlg.select_format("fakeslow")
+    dlg.path.setText(str(tmp_path / "slow.json"))
+    dlg.run_btn.click()
+    qtbot.waitUntil(lambda: dlg.task is not None and dlg.task.progress > 0, timeout=10000)
+    window.jobbar.cancel.click()
+    assert dlg.message.text() == "Cancelled; nothing was written." and dlg.run_btn.isEnabled()
+    assert not (tmp_path / "slow.json").exists()

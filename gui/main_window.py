@@ -269,7 +269,10 @@ class MainWindow(QMainWindow):
         f.addSeparator()
         self.export_action = self._action(f, "&Export…", lambda: self.open_handoff(False), "Ctrl+E")
         self.import_action = self._action(f, "&Import…", lambda: self.open_handoff(True), "Ctrl+I")
-        f.aboutToShow.connect(self._handoff_enabled)
+        f.aboutToShow.connect(self._handoff_enabled)  # and for the keys, when what is open changes:
+        self.session.events.media_changed.connect(lambda _info: self._handoff_enabled())
+        self.project_changed.connect(lambda _path: self._handoff_enabled())
+        self._handoff_enabled()
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         v = mb.addMenu("&View")

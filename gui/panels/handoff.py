@@ -65,7 +65,7 @@ class HandoffDialog(QDialog):
         self.formats.setMaximumHeight(self.formats.sizeHintForRow(0) * min(self.formats.count(), 9) + 6)
         self.about = QLabel("")
         self.about.setWordWrap(True)
-        self.about.setStyleSheet("color: palette(mid);")
+        self.about.setStyleSheet("font-style: italic;")
 
         self.path = QLineEdit()
         self.path.setPlaceholderText("the file to read" if importing else "where to write")
@@ -96,6 +96,11 @@ class HandoffDialog(QDialog):
         lay.addWidget(self.about)
         lay.addWidget(QLabel("Read from" if importing else "Write to"))
         lay.addLayout(path_row)
+        if importing:
+            note = QLabel("The file becomes a track “ground truth: <file name>” of this media file, beside the "
+                          "detector's; importing a file of the same name again replaces it.")
+            note.setWordWrap(True)
+            lay.addWidget(note)
         self.range_box = None if importing else self._range_box()
         if self.range_box is not None:
             lay.addWidget(self.range_box)

@@ -18,15 +18,13 @@ def opened(qtbot, window, tmp_path, monkeypatch):
     """The window with a 10.5 s clip open in its project and a stored detector run (20 frames × 3 boxes)."""
     fakeformat.install(monkeypatch)
     clip = mediagen.make_clip(tmp_path / "street.mp4", duration=10.5, fps=2, size=(320, 240), audio=False)
-    window._handoff_enabled()
-    assert not window.export_action.isEnabled() and not window.import_action.isEnabled()
+    assert not window.export_action.isEnabled() and not window.import_action.isEnabled()  # no media yet
     with qtbot.waitSignal(window.media_ready, timeout=10000):
         window.open_media(str(clip))
     qtbot.waitUntil(lambda: window.session.media_id is not None, timeout=10000)
     task = window.tasks.call(ops.store_analysis, window.project, window.session.media_id, detector_output(), 0.5)
     with qtbot.waitSignal(window.tasks.task_ended, check_params_cb=lambda t: t is task, timeout=10000):
         pass
-    window._handoff_enabled()
     assert window.export_action.isEnabled() and window.import_action.isEnabled()
     return window, clip
 

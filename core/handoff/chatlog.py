@@ -36,7 +36,9 @@ from urllib.parse import quote
 from core.chat.history import CHAT_TRACK
 from core.exportsafe import write_replacing
 from core.handoff.base import ExportResult, HandoffError
-from core.handoff.transcript import media_record, range_items, stored_track, write_text
+from core.handoff.boxes import write_out
+from core.handoff.evidence import check_same_file, media_of
+from core.handoff.transcript import range_items, stored_track
 from core.jobs import HeadlessState, check
 from core.timefmt import subtitle_stamp, timecode
 
@@ -114,19 +116,16 @@ def in_range(turn: Turn, start: float | None, end: float | None) -> bool:
 
 def the_analysed_file(rec: Any) -> tuple[Path | None, str]:
     """The media file, if it is here and is the one the project analysed; else why not."""
-    from core.media.decode import quick_hash
-
     p = Path(str(rec.path))
     try:
-        same = p.is_file() and p.stat().st_size == rec.size_bytes and quick_hash(p) == rec.content_hash
-        here = p.is_file()
-    except (OSError, ValueError):
-        same = here = False
-    if same:
-        return p, ""
-    if not here:
-        return None, f"{rec.path} is not on this machine: the cited frames are not included"
-    return None, f"{rec.path} is not the file this project analysed (its content differs): the cited frames are not included"
+        if not p.is_file():
+            return None, f"{rec.path} is not on this machine: the cited frames are not included"
+        check_same_file(p, rec.content_hash)
+    except HandoffError as e:
+        return None, f"{e}; the cited frames are not included"
+    except (OSError, ValueError) as e:
+        return None, f"{rec.path} cannot be read ({getattr(e, 'strerror', None) or e}): the cited frames are not included"
+    return p, ""
 
 
 def write_stills(rec: Any, times: Iterable[float], folder: Path, state: Any) -> dict[float, Still]:
@@ -155,7 +154,7 @@ def write_stills(rec: Any, times: Iterable[float], folder: Path, state: Any) -> 
                 frame = dec.frame_at(t)
                 n = int(round(frame.time * dec.fps))
                 if n not in written:
-                    folder.mkdir(parents=True, exist_ok=True)
+                    folder.mkdir(exist_ok=True)  # beside the .md, whose folder must exist
                     write_replacing(folder / f"{n:06d}.png", thumbnail_png(frame.image))
                     written[n] = Still(n, frame.time, f"{folder.name}/{n:06d}.png")
                 out[t] = written[n]
@@ -286,7 +285,7 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
         raise HandoffError(f"a chat conversation is written as .md, not {out.suffix or 'a file without a suffix'} "
                            f"({out.name})")
     state = state if state is not None else HeadlessState()
-    rec = media_record(project, media_id)
+    rec = media_of(project, media_id)
     name = Path(str(rec.path)).name
     state.set_progress(0.0, "reading the chat")
     turns = turns_of(project, media_id)
@@ -316,7 +315,7 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
     if notes:
         head += [f"*{md(n)}*" for n in notes] + [""]
     text = "\n".join(head) + "\n" + "\n".join(turn_markdown(k, t, stills) for k, t in enumerate(turns, 1))
-    path = write_text(out, text)
+    path = write_out(out, text.encode("utf-8"))
     state.set_progress(1.0, "")
     pngs = sorted({folder / Path(s.link).name for s in stills.values() if s.link})
     return ExportResult((path, *pngs), f"{len(turns)} question(s), {len(pngs)} cited frame(s) → {path.name}",

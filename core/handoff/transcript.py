@@ -34,8 +34,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from core.exportsafe import write_replacing
 from core.handoff.base import ExportResult, HandoffError
+from core.handoff.boxes import write_out
+from core.handoff.evidence import media_of
 from core.jobs import HeadlessState, check
 from core.tagging.export import Cue, cues, to_srt, to_webvtt
 
@@ -61,14 +62,6 @@ class SpokenCue:
 
 # -- what the project holds --------------------------------------------------------------------
 
-def media_record(project: Any, media_id: int) -> Any:
-    """The media row, or a :class:`HandoffError` naming the id."""
-    try:
-        return project.get_media(media_id)
-    except KeyError:
-        raise HandoffError(f"there is no media file with id {media_id} in {project.path}") from None
-
-
 def stored_track(project: Any, media_id: int, kind: str, name: str) -> Any | None:
     """The newest track ``(kind, name)`` of the media file, without its items (a TrackRecord)."""
     found = [rec for rec, _lod in project.track_heads(media_id, 0) if (rec.kind, rec.name) == (kind, name)]
@@ -78,17 +71,6 @@ def stored_track(project: Any, media_id: int, kind: str, name: str) -> Any | Non
 def range_items(project: Any, track_id: int, start: float | None, end: float | None) -> list[Any]:
     """The track's items overlapping ``[start, end]`` (None: open), read by range."""
     return project.track_items(track_id, -math.inf if start is None else start, math.inf if end is None else end)
-
-
-def write_text(out: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``out`` whole or not at all; a :class:`HandoffError` says why not."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.is_dir():
-            raise HandoffError(f"cannot write {out}: it is a folder")
-        return write_replacing(out, text.encode("utf-8"))
-    except OSError as e:
-        raise HandoffError(f"cannot write {out}: {e.strerror or e}") from e
 
 
 def _word(w: Any) -> Word | None:
@@ -228,7 +210,7 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
         raise HandoffError(f"a transcript is written as .srt or .vtt, not {out.suffix or 'a file without a suffix'} "
                            f"({out.name})")
     state = state if state is not None else HeadlessState()
-    rec = media_record(project, media_id)
+    rec = media_of(project, media_id)
     name = Path(str(rec.path)).name
     state.set_progress(0.0, "reading the transcript")
     tr = stored_track(project, media_id, *TRANSCRIPT)
@@ -259,7 +241,7 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
     note = f"Kestrel: the transcript of {name} by {tr.meta.get('model') or 'an unnamed model'}" + (
         f", speakers by {sp.meta.get('model') or 'an unnamed model'}" if sp is not None else "") + "; media times"
     text = webvtt_text(cs, note) if fmt == "vtt" else srt_text(cs)
-    path = write_text(out, text)
+    path = write_out(out, text.encode("utf-8"))
     state.set_progress(1.0, "")
     speakers = sorted({c.speaker for c in cs if c.speaker})
     summary = (f"{len(cs)} cue(s), {len(words)} word(s)"

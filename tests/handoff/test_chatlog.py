@@ -59,6 +59,7 @@ def _frame_of_png(path) -> int:
 
 def test_the_conversation_with_its_cited_frames(chat, tmp_path):
     project, media_id, _media = chat
+    (tmp_path / "out").mkdir()
     out = tmp_path / "out" / "gate chat.md"
     res = export(project, media_id, out)
     text = out.read_text(encoding="utf-8")
@@ -124,8 +125,8 @@ def test_a_file_gone_or_changed_gets_a_note_not_a_crash(chat, tmp_path, clip):
     assert not (tmp_path / "gone_frames").exists()
     mediagen.make_video_only(media, duration=1.0, fps=FPS, size=(128, 96))  # another file under the same name
     res = export(project, media_id, tmp_path / "changed.md")
-    assert "is not the file this project analysed" in res.notes[0] and res.counts["frames"] == 0
-    assert "is not the file this project analysed" in (tmp_path / "changed.md").read_text(encoding="utf-8")
+    assert "has changed since this project analysed it" in res.notes[0] and res.counts["frames"] == 0
+    assert "has changed since this project analysed it" in (tmp_path / "changed.md").read_text(encoding="utf-8")
 
 
 def test_what_cannot_be_exported_is_one_clear_error(chat, tmp_path):
@@ -139,7 +140,9 @@ def test_what_cannot_be_exported_is_one_clear_error(chat, tmp_path):
     blocker.write_text("x")
     with pytest.raises(HandoffError, match="cannot write"):
         export(project, media_id, blocker / "c.md")
-    assert not (tmp_path / "c.md").exists()
+    with pytest.raises(HandoffError, match="cannot write .*no such folder"):
+        export(project, media_id, tmp_path / "no such folder" / "c.md")
+    assert not (tmp_path / "c.md").exists() and not (tmp_path / "no such folder").exists()
 
 
 def test_a_cancelled_export_writes_no_markdown(chat, tmp_path):

@@ -168,8 +168,11 @@ def test_what_cannot_be_exported_is_one_clear_error(talk, tmp_path):
         export(project, media_id, tmp_path / "t.vtt", start=5.5, end=7.0)  # only the unsupported "You"
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(HandoffError, match="cannot write"):
+    with pytest.raises(HandoffError, match="does not exist"):
         export(project, media_id, blocker / "t.vtt")
+    (tmp_path / "dir.vtt").mkdir()
+    with pytest.raises(HandoffError, match="is a folder"):
+        export(project, media_id, tmp_path / "dir.vtt")
     other = project.add_media("/videos/silent.mp4", "h2", 1000, 20.0, "mp4", [])
     with pytest.raises(HandoffError, match="silent.mp4 has no transcript; run analysis with an ASR model"):
         export(project, other, tmp_path / "t.vtt")

@@ -154,11 +154,12 @@ def _chunks(t0: float, t1: float, n: int) -> list[tuple[float, float]]:
 
 def finite_box(value: Any) -> tuple[float, float, float, float] | None:
     """``value`` as four finite floats (a box), or None when it is not that."""
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
+    if not isinstance(value, (list, tuple)) or len(value) != 4 \
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return None
     try:
         out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
+    except OverflowError:  # an integer of 400 digits
         return None
     return out if all(math.isfinite(v) for v in out) else None  # type: ignore[return-value]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from core.handoff.base import ExportResult, HandoffError, ImportResult
-from core.handoff.boxes import Box, Frames, for_export, frames_of, read_text, store_import, write_out
+from core.handoff.boxes import Box, Frames, for_export, import_parsed, write_out
 from core.handoff.keyframes import objects
 from core.jobs import check
 
@@ -38,7 +38,8 @@ VERSION = "1.1"
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _text(s: Any) -> str:
+def xml_safe(s: Any) -> str:
+    """``s`` with the characters XML 1.0 cannot hold (NUL, most control characters) as U+FFFD."""
     return _NOT_XML.sub("\ufffd", str(s))
 
 
@@ -65,14 +66,14 @@ def to_xml(frames: Frames, boxes: list[Box], *, name: str, start_frame: int = 0,
     ET.SubElement(root, "version").text = VERSION
     meta = ET.SubElement(root, "meta")
     task = ET.SubElement(meta, "task")
-    for tag, value in (("name", _text(name)), ("size", str(last - start_frame + 1)), ("mode", "interpolation"),
+    for tag, value in (("name", xml_safe(name)), ("size", str(last - start_frame + 1)), ("mode", "interpolation"),
                        ("overlap", "0"), ("bugtracker", ""), ("flipped", "False"),
                        ("start_frame", str(start_frame)), ("stop_frame", str(last)), ("frame_filter", "")):
         ET.SubElement(task, tag).text = value
     lab = ET.SubElement(task, "labels")
     for label in labels:
         el = ET.SubElement(lab, "label")
-        ET.SubElement(el, "name").text = _text(label)
+        ET.SubElement(el, "name").text = xml_safe(label)
         attrs = ET.SubElement(el, "attributes")
         if scored:
             _declare(attrs, "score", "text", "", "")
@@ -84,7 +85,7 @@ def to_xml(frames: Frames, boxes: list[Box], *, name: str, start_frame: int = 0,
     ET.SubElement(meta, "dumped").text = str(dumped or datetime.now(timezone.utc))
 
     for o in objs:
-        tr = ET.SubElement(root, "track", {"id": str(o.id), "label": _text(o.label), "source": "auto"})
+        tr = ET.SubElement(root, "track", {"id": str(o.id), "label": xml_safe(o.label), "source": "auto"})
         for i, k in enumerate(o.keys):
             _box(tr, k.box, k.box.frame - start_frame, outside=False, scored=scored, judged=judged)
             nxt = o.keys[i + 1].box.frame if i + 1 < len(o.keys) else None
@@ -134,13 +135,17 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
 
 # -- reading -----------------------------------------------------------------------------------
 
-def parse(text: str | bytes, frames: Frames, *, name: str = "the file") -> tuple[list[Box], list[str]]:
+def parse(text: str | bytes, frames: Frames, path: Path, state: Any = None) -> tuple[list[Box], list[str]]:
     """The boxes of a CVAT for video 1.1 or CVAT for images 1.1 document, in the media's frame
-    numbering and pixels; notes on what was left out. HandoffError (one line, naming ``name``)
+    numbering and pixels; notes on what was left out. HandoffError (one line, naming the file)
     for anything that is not such a document or holds an impossible box."""
     import defusedxml.ElementTree as DET
     from defusedxml import DefusedXmlException
 
+    name = Path(path).name
+    if state is not None:
+        check(state)
+        state.set_progress(0.3, "reading CVAT XML")
     try:
         root = DET.fromstring(text, forbid_dtd=True)
     except DefusedXmlException:
@@ -313,15 +318,4 @@ def _image_boxes(images: list[ET.Element], frames: Frames, notes: list[str], nam
 def import_file(project: Any, media_id: int, path: Path, *, state: Any = None) -> ImportResult:
     """Read a CVAT for video (or for images) 1.1 XML file and store its boxes as the media's
     track "ground truth: <file name>"."""
-    path = Path(path)
-    frames = frames_of(project, media_id)
-    text = read_text(path, "a CVAT XML file")
-    if state is not None:
-        check(state)
-        state.set_progress(0.3, "reading CVAT XML")
-    boxes, notes = parse(text, frames, name=path.name)
-    if state is not None:
-        check(state)
-        state.set_progress(0.7, "storing")
-    res = store_import(project, media_id, boxes, fmt=FORMAT, path=path)
-    return ImportResult(res.track_id, res.items, res.summary, tuple(notes) + res.notes)
+    return import_parsed(project, media_id, path, fmt=FORMAT, what="a CVAT XML file", parse=parse, state=state)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from core.handoff.base import ExportResult, HandoffError, ImportResult
-from core.handoff.boxes import Box, Frames, for_export, frames_of, read_text, store_import, write_out
+from core.handoff.boxes import Box, Frames, for_export, import_parsed, load_json, write_out
+from core.handoff.cvat import xml_safe
 from core.handoff.keyframes import objects
 from core.jobs import check
 
@@ -79,7 +80,7 @@ def label_config(labels: list[str], fps: float) -> str:
     view = ET.Element("View")
     lab = ET.SubElement(view, "Labels", {"name": LABELS_NAME, "toName": TO_NAME, "allowEmpty": "true"})
     for label in labels:
-        ET.SubElement(lab, "Label", {"value": label})
+        ET.SubElement(lab, "Label", {"value": xml_safe(label)})
     ET.SubElement(view, "Video", {"name": TO_NAME, "value": "$video", "framerate": f"{fps:g}"})
     ET.SubElement(view, "VideoRectangle", {"name": FROM_NAME, "toName": TO_NAME})
     ET.indent(view)
@@ -113,8 +114,11 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
 
 # -- reading -----------------------------------------------------------------------------------
 
+WHAT = "Label Studio video JSON"
+
+
 def _fail(name: str, what: str) -> HandoffError:
-    return HandoffError(f"{name} is not Label Studio video JSON: {what}")
+    return HandoffError(f"{name} is not {WHAT}: {what}")
 
 
 def _pick_task(doc: Any, frames: Frames, name: str) -> dict[str, Any]:
@@ -181,15 +185,14 @@ def _pixels(kf: dict[str, Any], frames: Frames, where: str, name: str) -> tuple[
     return (min(xs), min(ys), max(xs), max(ys)), True
 
 
-def parse(text: str, frames: Frames, *, name: str = "the file") -> tuple[list[Box], list[str]]:
+def parse(text: str, frames: Frames, path: Path, state: Any = None) -> tuple[list[Box], list[str]]:
     """The boxes of a Label Studio video task (JSON text), in the media's frame numbering and
-    pixels; notes on what was left out. HandoffError (one line) for anything else."""
-    try:
-        doc = json.loads(text)
-    except RecursionError:
-        raise _fail(name, "it nests too deep") from None
-    except ValueError as e:
-        raise HandoffError(f"{name} is not JSON ({e})") from None
+    pixels; notes on what was left out. HandoffError (one line, naming the file) for anything else."""
+    name = Path(path).name
+    if state is not None:
+        check(state)
+        state.set_progress(0.3, "reading Label Studio JSON")
+    doc = load_json(text, name, WHAT)
     task = _pick_task(doc, frames, name)
     result, key, notes = _pick_result(task, name)
     pred = key == "predictions"
@@ -260,15 +263,4 @@ def parse(text: str, frames: Frames, *, name: str = "the file") -> tuple[list[Bo
 def import_file(project: Any, media_id: int, path: Path, *, state: Any = None) -> ImportResult:
     """Read a Label Studio video task (JSON export) and store its boxes as the media's track
     "ground truth: <file name>"."""
-    path = Path(path)
-    frames = frames_of(project, media_id)
-    text = read_text(path, "Label Studio JSON")
-    if state is not None:
-        check(state)
-        state.set_progress(0.3, "reading Label Studio JSON")
-    boxes, notes = parse(text, frames, name=path.name)
-    if state is not None:
-        check(state)
-        state.set_progress(0.7, "storing")
-    res = store_import(project, media_id, boxes, fmt=FORMAT, path=path)
-    return ImportResult(res.track_id, res.items, res.summary, tuple(notes) + res.notes)
+    return import_parsed(project, media_id, path, fmt=FORMAT, what=WHAT, parse=parse, state=state)

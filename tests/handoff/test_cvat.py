@@ -120,7 +120,7 @@ def test_cvat_for_images_reads_frames_from_image_ids_and_outside_boxes_are_not_b
   </image>
   <image id="8" name="frame_000008.png" width="640" height="480"/>
 </annotations>"""
-    got, notes = cvat.parse(doc, frames(), name="imgs.xml")
+    got, notes = cvat.parse(doc, frames(), Path("imgs.xml"))
     assert [(b.frame, b.track, b.label) for b in got] == [(7, 1, "car"), (7, 2, "car")]
     assert got[0].box == (5.0, 10.0, 55.0, 110.0)  # drawn on 640x480, the media is 320x240
     assert got[0].t == pytest.approx(7 / FPS)
@@ -132,7 +132,7 @@ def test_cvat_for_images_reads_frames_from_image_ids_and_outside_boxes_are_not_b
   <box frame="9" keyframe="1" outside="1" occluded="0" xtl="1" ytl="2" xbr="3" ybr="4" z_order="0"/>
   <box frame="12" keyframe="1" outside="0" occluded="0" xtl="5" ytl="6" xbr="7.5" ybr="8" z_order="0"/>
 </track></annotations>"""
-    got, _notes = cvat.parse(video, frames())
+    got, _notes = cvat.parse(video, frames(), Path("v.xml"))
     assert [(b.frame, b.track, b.label, b.box, b.score) for b in got] == [
         (2, 3, "van", (1.0, 2.0, 3.0, 4.0), None), (12, 3, "van", (5.0, 6.0, 7.5, 8.0), None)]
 
@@ -193,6 +193,6 @@ def test_a_media_without_detections_or_an_unwritable_path_is_one_clear_error(pro
 def test_labels_with_characters_xml_cannot_hold_are_written_readable(tmp_path):
     got = [bx.Box(0.0, 0, 1, "a\x00b<&>", (1.0, 2.0, 3.0, 4.0), None, None)]
     data, _notes = cvat.to_xml(frames(), got, name="x\x01.mp4")
-    back, _ = cvat.parse(data, frames())
+    back, _ = cvat.parse(data, frames(), Path("x.xml"))
     assert back[0].label == "a\ufffdb<&>"
     assert ET.fromstring(data).find("track").findall("box")[0].findall("attribute") == []  # nothing to declare

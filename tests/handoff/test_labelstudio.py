@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -103,20 +104,20 @@ def test_label_studio_exports_are_read_keyframes_only_with_ids_of_their_own():
         {"id": "zz", "type": "labels", "value": {"start": 0, "end": 1, "labels": ["x"]}}]),
         {"data": {"video": "other.mp4"}, "annotations": [{"result": []}]}]
     doc[0]["predictions"] = [{"result": []}]  # annotations come first
-    got, notes = ls.parse(json.dumps(doc), frames(), name="ls.json")
+    got, notes = ls.parse(json.dumps(doc), frames(), Path("ls.json"))
     assert [(b.frame, b.track, b.label, b.score) for b in got] == [(0, 1, "car", None), (10, 1, "car", None)]
     assert got[0].box == pytest.approx((32.0, 48.0, 112.0, 168.0))
     assert got[1].t == pytest.approx(1.0)
     assert any("other than video rectangles" in n for n in notes)
-    turned, notes = ls.parse(json.dumps(_task([_kf(1, x=50, y=50, w=10, h=10, rotation=90)])), frames())
+    turned, notes = ls.parse(json.dumps(_task([_kf(1, x=50, y=50, w=10, h=10, rotation=90)])), frames(), Path("r.json"))
     (b,) = turned
     assert b.box == pytest.approx((160 - 24, 120, 160, 120 + 32))  # 32x24 px turned about its top-left corner
     assert any("rotated" in n for n in notes)
 
 
 @pytest.mark.parametrize("doc, words", [
-    ("{", "is not JSON"),
-    ("[" * 100000 + "]" * 100000, "nests too deep"),
+    ("{", "is not Label Studio video JSON: Expecting"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
     ("[1, 2]", "a task object or a list"),
     ("[]", "a task object or a list"),
     ('{"data": {"video": "clip.mp4"}}', 'no "annotations" or "predictions"'),

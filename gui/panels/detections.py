@@ -11,6 +11,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QHeaderView, QLabel, QListWidget, QListWidgetItem, QPushButton, QSlider,
                                QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from core.errors import describe
+from core.handoff.metrics import MIN_TRUTH, ScoreRequest, Scores, score_job
 from core.perception import ops
 from core.perception.analysis import AUDIO_TASKS, DEFAULT_MODELS, VISUAL_TASKS
 from core.perception.confirm import is_confirmed, why
@@ -86,9 +88,16 @@ class DetectionsModel(QAbstractTableModel):
 
 class DetectionsPanel(QWidget):
     """Box toggles per class, a confidence slider, a "show unconfirmed" switch, every detection
-    in a table that seeks, and the scene's confusions (core.perception.confirm): suppress or
-    restore each, and learn them from the open file (the camera's normal footage) as a core job.
-    The confusions part works once :meth:`attach` gives it the window's workbench."""
+    in a table that seeks, the detector's precision, recall and IDF1 per class against an
+    imported ground truth (core.handoff.metrics, a job on the I/O pool), and the scene's
+    confusions (core.perception.confirm): suppress or restore each, and learn them from the open
+    file (the camera's normal footage) as a core job. The scores and the confusions work once
+    :meth:`attach` gives the panel the window's workbench.
+
+    Signals: ``scores_changed(object)``: the scores shown (a core.handoff.metrics.Scores), or None
+    when none are (no ground truth, or they could not be computed: the note says why)."""
+
+    scores_changed = Signal(object)
 
     def __init__(self, session: MediaSession, overlay: OverlayModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -136,9 +145,11 @@ class DetectionsPanel(QWidget):
         self.count = QLabel("")
         lay.addWidget(self.count)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self._scores_box())
         lay.addWidget(self._confusions_box())
         overlay.events.changed.connect(self.refresh_rows)
         session.timeline.events.tracks_changed.connect(self.refresh)
+        session.timeline.events.tracks_changed.connect(self.schedule_scores)
         # a stored box track: the table follows the timeline's view, once it settles
         self._view_timer = QTimer(self)
         self._view_timer.setSingleShot(True)
@@ -147,6 +158,140 @@ class DetectionsPanel(QWidget):
         session.events.view_changed.connect(lambda *_: self._view_timer.start() if self.model.windowed else None)
         self.bench = None
         self.scene = "default"
+
+    # -- against an imported ground truth -----------------------------------------------------
+    SCORE_HEADERS = ("class", "precision", "recall", "IDF1", "TP / FP / FN")
+
+    def _scores_box(self) -> QGroupBox:
+        box = QGroupBox("Against a ground truth")
+        box.setToolTip("The detector's boxes scored against a ground truth you imported (File ▸ Import…): "
+                       "a box counts as found where its IoU with the truth box is at least 0.5, per class; "
+                       "IDF1 also asks that an object keeps one id. As the MOT Challenge tools count them.")
+        self.truth_pick = QComboBox()
+        self.truth_pick.setVisible(False)
+        self.truth_pick.currentIndexChanged.connect(lambda _i: self.update_scores(force=True))
+        self.scores_title = QLabel("")
+        self.scores_title.setWordWrap(True)
+        self.scores_table = QTableWidget(0, len(self.SCORE_HEADERS))
+        self.scores_table.setHorizontalHeaderLabels(list(self.SCORE_HEADERS))
+        self.scores_table.verticalHeader().setVisible(False)
+        self.scores_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.scores_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.scores_table.horizontalHeader().setStretchLastSection(True)
+        self.scores_table.setMaximumHeight(150)
+        self.scores_note = QLabel("")
+        self.scores_note.setWordWrap(True)
+        bl = QVBoxLayout(box)
+        bl.addWidget(self.truth_pick)
+        bl.addWidget(self.scores_title)
+        bl.addWidget(self.scores_table)
+        bl.addWidget(self.scores_note)
+        box.setVisible(False)
+        self.scores_group = box
+        self.scores: Scores | None = None
+        self._scored: tuple | None = None  # what the shown (or running) scores were computed from
+        # the timeline changes in bursts (a reload sets each track): score once it settles
+        self._scores_timer = QTimer(self)
+        self._scores_timer.setSingleShot(True)
+        self._scores_timer.setInterval(200)
+        self._scores_timer.timeout.connect(self.update_scores)
+        return box
+
+    def _truth_tracks(self) -> list[str]:
+        """The names of the imported ground truths on the timeline (core.handoff.boxes.store_import)."""
+        return [tr.name for tr in self.overlay.box_tracks() if tr.meta.get("imported")]
+
+    def schedule_scores(self) -> None:
+        if self.bench is not None:
+            self._scores_timer.start()
+
+    def update_scores(self, force: bool = False) -> None:
+        """Score the detector against the chosen ground truth (a job on the I/O pool: it reads the
+        project by range), where anything it is computed from changed since the last time."""
+        names = self._truth_tracks()
+        self.truth_pick.blockSignals(True)
+        chosen = self.truth_pick.currentText()
+        known = [self.truth_pick.itemText(i) for i in range(self.truth_pick.count())]
+        if known != names:
+            self.truth_pick.clear()
+            self.truth_pick.addItems(names)
+            new = [n for n in names if n not in known]
+            # a truth just imported is the one to score; else the one the analyst chose
+            self.truth_pick.setCurrentText(new[-1] if new else chosen if chosen in names else names[-1] if names else "")
+        self.truth_pick.blockSignals(False)
+        self.truth_pick.setVisible(len(names) > 1)
+        project = self.bench.project() if self.bench is not None else None
+        media_id = self.session.media_id
+        if not names or project is None or media_id is None:
+            self._scored = None
+            self.scores_group.setVisible(False)
+            if self.scores is not None:
+                self.scores = None
+                self.scores_changed.emit(None)
+            return
+        truth = self.truth_pick.currentText()
+        basis = (id(project), media_id, truth) + tuple(
+            (tr.name, tr.run_id, tr.meta.get("sha256"), tr.size) for tr in self.overlay.box_tracks())
+        if basis == self._scored and not force:
+            return
+        self._scored = basis
+        self.scores_group.setVisible(True)
+        self.scores_title.setText(f"against {truth}")
+        self.scores_note.setText("scoring the detector…")
+        req = ScoreRequest(project, media_id, truth)
+        self.bench.tasks.run(score_job, req, pool="io", name="score detections", key="detection-scores",
+                             visible=False).on_done(lambda s: self._scored_done(req, s)).on_error(
+            lambda e: self._scores_failed(req, e))
+
+    def _current(self, req: ScoreRequest) -> bool:
+        return self.session.media_id == req.media_id and self.truth_pick.currentText() == req.truth_track
+
+    def _scored_done(self, req: ScoreRequest, scores: Scores) -> None:
+        if self._current(req):
+            self.show_scores(scores)
+
+    def _scores_failed(self, req: ScoreRequest, e: BaseException) -> None:
+        if not self._current(req):
+            return
+        self._scored = None  # try again on the next change
+        self.scores_table.setRowCount(0)
+        self.scores_table.setVisible(False)
+        self.scores_note.setText(f"Not scored: {describe(e)}")
+        self.scores = None
+        self.scores_changed.emit(None)
+
+    def show_scores(self, scores: Scores) -> None:
+        """Fill the table: the overall row first, then each class (most truth boxes first); a row
+        with fewer than MIN_TRUTH truth boxes gives its counts, not percentages."""
+        self.scores = scores
+        self.scores_title.setText(f"{scores.pred_name} against {scores.truth_name}")
+        rows = [scores.overall, *scores.classes]
+        self.scores_table.setRowCount(0)
+        if not scores.overall.enough:
+            self.scores_table.setVisible(False)
+            self.scores_note.setText(
+                f"Only {scores.overall.truth} ground-truth boxes in the evaluated frames: too few (fewer than "
+                f"{MIN_TRUTH}) for a precision or recall to mean anything. TP / FP / FN: {scores.overall.tp} / "
+                f"{scores.overall.fp} / {scores.overall.fn}; {scores.frames_line()}.")
+            self.scores_changed.emit(scores)
+            return
+        self.scores_table.setVisible(True)
+        self.scores_table.setRowCount(len(rows))
+        for r, c in enumerate(rows):
+            few = not c.enough
+            cells = [c.label or "all classes", *(_percent(v, few) for v in (c.precision, c.recall, c.idf1)),
+                     f"{c.tp} / {c.fp} / {c.fn}"]
+            for k, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if few and 1 <= k <= 3:
+                    item.setToolTip(f"only {c.truth} ground-truth boxes of this class: too few to measure")
+                elif k == 3:
+                    item.setToolTip(f"{c.switches} id switches; IDTP {c.idtp}, IDFP {c.idfp}, IDFN {c.idfn}")
+                if k == 0 and c.label:
+                    item.setForeground(label_color(c.label))
+                self.scores_table.setItem(r, k, item)
+        self.scores_note.setText(scores.frames_line())
+        self.scores_changed.emit(scores)
 
     # -- the scene's confusions ------------------------------------------------------------
     def _confusions_box(self) -> QGroupBox:
@@ -174,8 +319,11 @@ class DetectionsPanel(QWidget):
         """Give the panel the window's workbench (tasks, project, errors): the confusions part."""
         self.bench = bench
         bench.project_changed.connect(lambda _p: self.load_confusions())
+        bench.project_changed.connect(lambda _p: self.schedule_scores())
         self.session.events.media_changed.connect(lambda _i: self._update_learn())
+        self.session.events.media_changed.connect(lambda _i: self.schedule_scores())
         self.load_confusions()
+        self.schedule_scores()
 
     def _project(self):
         p = self.bench.project() if self.bench is not None else None
@@ -292,6 +440,13 @@ class DetectionsPanel(QWidget):
         t = self.model.data(index, Qt.ItemDataRole.UserRole)
         if t is not None:
             self.session.seek(float(t))
+
+
+def _percent(value: float | None, few: bool) -> str:
+    """A score as the table shows it: "—" where it is 0 / 0, "few" where too few truth boxes."""
+    if few:
+        return "few"
+    return "—" if value is None else f"{value:.1%}"
 
 
 class AnalysisDialog(QDialog):

@@ -169,7 +169,7 @@ def parse(text: str | bytes, frames: Frames, path: Path, state: Any = None) -> t
     if tracks and images:
         raise HandoffError(f"{name} mixes <track> and <image> elements; CVAT writes one or the other")
     if images:
-        boxes = _image_boxes(images, frames, notes, name)
+        boxes = _image_boxes(images, frames, offset, every, notes, name)
     else:
         boxes = _track_boxes(tracks, frames, offset, every, scale, notes, name)
     if not boxes:
@@ -276,19 +276,21 @@ def _track_boxes(tracks: list[ET.Element], frames: Frames, offset: int, every: i
     return out
 
 
-def _image_boxes(images: list[ET.Element], frames: Frames, notes: list[str], name: str) -> list[Box]:
-    """CVAT for images: one <image id name width height> per frame, its boxes without ids."""
+def _image_boxes(images: list[ET.Element], frames: Frames, offset: int, every: int, notes: list[str],
+                 name: str) -> list[Box]:
+    """CVAT for images: one <image id name width height> per task frame, its boxes without ids."""
     out: list[Box] = []
     seen: set[int] = set()
     other = 0
     rescaled = 0
     for img in images:
-        frame = _int(img.get("id"), "an image id", name)
-        if frame < 0:
-            raise HandoffError(f"{name}: image id {frame} is not a frame")
-        if frame in seen:
-            raise HandoffError(f"{name} has two images with the id {frame}")
-        seen.add(frame)
+        image = _int(img.get("id"), "an image id", name)
+        if image < 0:
+            raise HandoffError(f"{name}: image id {image} is not a frame")
+        if image in seen:
+            raise HandoffError(f"{name} has two images with the id {image}")
+        seen.add(image)
+        frame = offset + image * every
         scale = (1.0, 1.0)
         if img.get("width") is not None and img.get("height") is not None:
             w = _float(img.get("width"), f"the width of image {frame}", name)

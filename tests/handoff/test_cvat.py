@@ -196,3 +196,22 @@ def test_labels_with_characters_xml_cannot_hold_are_written_readable(tmp_path):
     back, _ = cvat.parse(data, frames(), Path("x.xml"))
     assert back[0].label == "a\ufffdb<&>"
     assert ET.fromstring(data).find("track").findall("box")[0].findall("attribute") == []  # nothing to declare
+
+
+def test_an_object_that_walks_out_of_an_empty_scene_is_ended_and_a_task_offset_is_kept():
+    """Nothing else was detected, so no sample says "not there"; the step between samples does:
+    frames 0..30 every 5, then nothing until 80: CVAT must not draw it from 30 to 80, nor after 95
+    when the file goes on to frame 199."""
+    f = bx.Frames(SIZE[0], SIZE[1], FPS, 20.0, "/videos/clip.mp4")
+    seen = [*range(0, 31, 5), *range(80, 96, 5)]
+    alone = [bx.Box(f.time_of(k), k, 4, "person", (1.0, 2.0, 3.0, 4.0), 0.5, True) for k in seen]
+    data, _notes = cvat.to_xml(f, alone, name="clip.mp4")
+    ends = [int(b.get("frame")) for b in ET.fromstring(data).iter("box") if b.get("outside") == "1"]
+    assert ends == [31, 96]
+    back, _ = cvat.parse(data, f, Path("x.xml"))
+    assert [b.frame for b in back] == seen
+    images = ('<annotations><version>1.1</version><meta><task><start_frame>100</start_frame>'
+              '<frame_filter>step=2</frame_filter></task></meta><image id="3" width="320" height="240">'
+              '<box label="car" xtl="0" ytl="0" xbr="1" ybr="1"/></image></annotations>')
+    (b,), _ = cvat.parse(images, f, Path("i.xml"))
+    assert b.frame == 106 and b.t == pytest.approx(10.6)

@@ -12,7 +12,8 @@ with ``box`` [x1, y1, x2, y2] in pixels of the analysed frame, ``size`` [w, h] o
 (analysis ``max_size``): boxes are given here in pixels of the media's own frame. Such a track
 may hold a million items, so it is read by range, never loaded whole.
 
-Frame numbers: ``frame = round(t * fps)``, 0-based (MOT adds 1 itself).
+Frame numbers are 0-based (MOT adds 1 itself): the frame on screen at a time (Frames.frame_of),
+``floor(t * fps)`` give or take float error; a frame's own time is ``frame / fps``.
 """
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ GROUND_TRUTH = "ground truth: "  # an imported track's name: this + the file's n
 CHUNK_ITEMS = 50_000
 #: The biggest file an import reads (a million COCO boxes are about 200 MB).
 MAX_IMPORT_BYTES = 1 << 30
+#: Frames of float error allowed when a time is turned into the frame on screen (Frames.frame_of).
+FRAME_EPS = 1e-6
 
 
 @dataclass(frozen=True)
 class Box:
     t: float  # the frame time, seconds
-    frame: int  # 0-based frame number = round(t * fps)
+    frame: int  # 0-based number of the frame on screen at t (Frames.frame_of)
     track: int  # object / track id (unique per box where the source has none)
     label: str  # class
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame
@@ -57,6 +60,15 @@ class Frames:
     media_path: str
 
     def frame_of(self, t: float) -> int:
+        """The frame on screen at ``t``: the last one starting at or before it, as the decoder
+        gives it (core.media.decode: ``frame_at(1.5)`` of a 25 fps file is frame 37, which starts
+        at 1.48 s; rounding would name frame 38). A detection's time is the moment the analysis
+        sampled (``start + k / rate``), so this is the frame its boxes were found on. The small
+        allowance absorbs float error: ``frame_of(time_of(n)) == n``."""
+        return int(math.floor(float(t) * self.fps + FRAME_EPS))
+
+    def nearest_frame(self, t: float) -> int:
+        """The frame whose own timestamp is nearest ``t`` (a frame time another tool rounded)."""
         return int(round(float(t) * self.fps))
 
     def time_of(self, frame: int) -> float:

@@ -129,7 +129,7 @@ def _image_frames(images: list, frames: Frames, path: Path) -> tuple[dict[int, i
         frame = _int(img.get("frame"))
         if frame is None and isinstance(img.get("time_s"), (int, float)) and not isinstance(img["time_s"], bool) \
                 and math.isfinite(img["time_s"]):
-            frame = frames.frame_of(img["time_s"])
+            frame = frames.nearest_frame(img["time_s"])  # the frame's own (rounded) time
         if frame is None and isinstance(img.get("file_name"), str):
             m = _TRAILING_NUMBER.search(Path(img["file_name"].replace("\\", "/")).stem)
             frame = int(m.group(1)) if m and len(m.group(1)) <= 9 else None

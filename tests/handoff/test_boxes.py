@@ -105,6 +105,22 @@ def test_boxes_of_a_scaled_down_analysis_are_given_in_pixels_of_the_media_frame(
         p.close()
 
 
+def test_frame_of_names_the_frame_the_decoder_shows_at_a_sampled_time(tmp_path):
+    from core.media.decode import VideoDecoder
+
+    clip = mediagen.make_video_only(tmp_path / "v.mp4", duration=2.2, fps=25, size=(96, 64))
+    frames = bx.Frames(96, 64, 25.0, 2.2, str(clip))
+    dec = VideoDecoder(str(clip))
+    try:
+        for t in (0.0, 0.5, 1.0, 1.5, 2.0, 0.519, 0.52):  # the default 2 fps plan, and either side of a frame's start
+            assert frames.frame_of(t) == mediagen.decode_frame_index(dec.frame_at(t).image), t
+    finally:
+        dec.close()
+    ntsc = bx.Frames(720, 480, 30000 / 1001, 3600.0, "x")
+    assert all(ntsc.frame_of(ntsc.time_of(n)) == n for n in range(0, 108_000, 7))
+    assert ntsc.nearest_frame(0.467) == 14 and ntsc.frame_of(0.467) == 13  # a rounded frame time vs a moment
+
+
 def test_a_rotated_video_gives_its_size_as_shown(tmp_path):
     p, mid = make_project(tmp_path, size=(240, 320), rotation=90, store=False)
     try:

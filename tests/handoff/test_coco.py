@@ -107,7 +107,7 @@ def test_another_tools_file_frames_from_names_ids_from_attributes_sizes_scaled(p
     p, mid = project
     doc = {"images": [{"id": 7, "file_name": "frames/frame_000012.jpg", "width": 640, "height": 480},
                       {"id": 8, "file_name": "000030.PNG"},
-                      {"id": 9, "file_name": "x.jpg", "time_s": 2.0, "width": 320, "height": 240}],
+                      {"id": 9, "file_name": "x.jpg", "time_s": 1.999, "width": 320, "height": 240}],
            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "truck"}],
            "annotations": [
                {"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40], "attributes": {"track_id": 4}},

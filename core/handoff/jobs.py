@@ -61,7 +61,7 @@ def export_job(req: ExportRequest, state: Any) -> ExportResult:
                                       - (req.start or 0.0)))
         check(state)
         result = export_with(fmt.name, project, rec.id, out, start=req.start, end=req.end, state=state)
-    state.set_progress(1.0, "written")
+    _finish(state, "written")
     return result
 
 
@@ -76,8 +76,14 @@ def import_job(req: ImportRequest, state: Any) -> ImportResult:
         rec = media_row(project, req.media)
         check(state)
         result = import_with(fmt.name, project, rec.id, src, state=state)
-    state.set_progress(1.0, "stored")
+    _finish(state, "stored")
     return result
+
+
+def _finish(state: Any, text: str) -> None:
+    """100 % once: a format that reported its own end has ended the bar already."""
+    if getattr(state, "progress", 0.0) < 1.0:
+        state.set_progress(1.0, text)
 
 
 def available(fmt: Format) -> Format:

@@ -4,8 +4,6 @@ and the real formats that are in this Kestrel, end to end."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -182,22 +180,28 @@ def test_the_window_passes_its_open_project_and_it_stays_open(project, media, tm
         assert len(p.load_track(got.track_id).items) == 6  # still open, and the track is there
 
 
-# -- the real formats that have landed: export, then (where the format imports) import it back -----------
-REAL = [f.name for f in base.FORMATS.values() if f.module.startswith("core.handoff.")]
-
-
-@pytest.mark.parametrize("name", REAL)
-def test_real_format_round_trip_through_the_commands(name, project, media, tmp_path, capsys):
-    import importlib.util
-
-    fmt = base.FORMATS[name]
-    if importlib.util.find_spec(fmt.module) is None:
-        pytest.skip(f"{fmt.module} has not landed")
-    if fmt.name not in ("coco", "mot", "cvat", "labelstudio"):
-        pytest.skip("needs a transcript, a chat or events: tested with its module")
-    out = tmp_path / f"street{fmt.suffix}"
+# -- the real formats, end to end through the commands ---------------------------------------------------
+@pytest.mark.parametrize("name", [f.name for f in base.FORMATS.values() if f.can_import])
+def test_real_detection_format_round_trip(name, project, media, tmp_path, capsys):
+    out = tmp_path / f"street{base.FORMATS[name].suffix}"
     assert run("export", [media, "--project", project, "--format", name, "--out", out]) == 0, capsys.readouterr().err
-    assert out.exists() and str(out) in capsys.readouterr().out
+    assert out.exists() and f"  wrote {out}" in capsys.readouterr().out.splitlines()
     assert run("import", [media, "--project", project, "--format", name, out]) == 0, capsys.readouterr().err
     tracks = boxes_tracks(project)
     assert tracks[f"ground truth: {out.name}"] == tracks["ssd-mobilenet-v2-coco"] == 60
+
+
+def test_real_evidence_package_of_a_range(project, media, tmp_path, capsys):
+    out = tmp_path / "evidence"
+    assert run("export", [media, "--project", project, "--format", "evidence", "--out", out,
+                          "--start", "1", "--end", "00:00:03"]) == 0, capsys.readouterr().err
+    wrote = [Path(ln.split("wrote ", 1)[1]) for ln in capsys.readouterr().out.splitlines() if "  wrote " in ln]
+    assert sorted(p.suffix for p in wrote) == [".json", ".mp4"] and all(p.is_file() and out in p.parents for p in wrote)
+
+
+@pytest.mark.parametrize("name", ["srt", "vtt", "markdown", "chapters"])
+def test_real_format_with_nothing_to_export_is_one_line(name, project, media, tmp_path, capsys):
+    out = tmp_path / f"street{base.FORMATS[name].suffix}"  # no transcript, chat, events or tags in the project
+    assert run("export", [media, "--project", project, "--format", name, "--out", out]) == 1
+    assert one_line(capsys.readouterr().err).startswith("kestrel: ")
+    assert not out.exists()

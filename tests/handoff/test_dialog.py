@@ -98,3 +98,21 @@ def test_cancel_in_the_job_bar_writes_nothing(qtbot, opened, tmp_path):
     window.jobbar.cancel.click()
     assert dlg.message.text() == "Cancelled; nothing was written." and dlg.run_btn.isEnabled()
     assert not (tmp_path / "slow.json").exists()
+
+
+def test_a_real_format_through_the_dialog(qtbot, opened, tmp_path):
+    window, clip = opened
+    dlg = window.open_handoff(False)
+    assert dlg.path.text() == str(clip.parent / "street.coco.json")  # the first format, chosen already
+    dlg.path.setText(str(tmp_path / "street.json"))
+    with qtbot.waitSignal(dlg.finished_ok, timeout=10000) as got:
+        dlg.run_btn.click()
+    assert got.args[0].counts["boxes"] == 60 and (tmp_path / "street.json").is_file()
+    imp = window.open_handoff(True)
+    imp.select_format("coco")
+    imp.path.setText(str(tmp_path / "street.json"))
+    with qtbot.waitSignal(imp.finished_ok, timeout=10000):
+        imp.run_btn.click()
+    qtbot.waitUntil(lambda: window.session.timeline.track("boxes", "ground truth: street.json") is not None,
+                    timeout=10000)
+    assert len(window.session.timeline.track("boxes", "ground truth: street.json").items) == 60

@@ -53,7 +53,7 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
         rng = time_range(start, end, info.duration_s)
         check_same_file(src, media.content_hash)
         streams = remux.chosen_streams(inp)
-        problem = remux.mp4_problem(streams, info.video.rotation if info.video is not None else 0)
+        problem = remux.mp4_problem(streams)
         if problem is not None:
             raise HandoffError(f"{src.name} cannot be copied into MP4 without re-encoding: {problem}")
         notes: list[str] = []
@@ -74,6 +74,7 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             remux.stream_copy(inp, streams, out, start=0.0, end=None, chapters=chapters,
+                              rotation=info.video.rotation if info.video is not None else 0,
                               cancelled=None if state is None else state.is_cancelled,
                               progress=None if state is None else lambda f: state.set_progress(f, "copying"))
         except OSError as e:

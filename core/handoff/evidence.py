@@ -243,7 +243,7 @@ def _clip(inp: Any, info: Any, src: Path, rng: Range, clip: Path, state: Any,
     """Write the clip; ``(path, method, why, its start in media seconds)``."""
     streams = remux.chosen_streams(inp)
     rotation = info.video.rotation if info.video is not None else 0
-    plan = remux.copy_plan(inp, streams, rng.start, rotation)
+    plan = remux.copy_plan(inp, streams, rng.start)
     cancelled = state.is_cancelled if state is not None else None
     left = [s for s in inp.streams if s.type in ("video", "audio", "subtitle") and s not in streams]
     if left:
@@ -252,7 +252,7 @@ def _clip(inp: Any, info: Any, src: Path, rng: Range, clip: Path, state: Any,
     _progress(state, _CLIP[0], "writing the clip")
     if plan.copy:
         try:
-            remux.stream_copy(inp, streams, clip, start=plan.start, end=rng.end, cancelled=cancelled,
+            remux.stream_copy(inp, streams, clip, start=plan.start, end=rng.end, rotation=rotation, cancelled=cancelled,
                               progress=lambda f: _progress(state, _CLIP[0] + (_CLIP[1] - _CLIP[0]) * f,
                                                            "writing the clip"))
             return clip, "stream copy", plan.reason, plan.start

@@ -3,7 +3,7 @@ keyframe, with optional chapters. Shared by the evidence package and the chapter
 
 A stream copy keeps the source's pictures and sound bit for bit, so it is what a case file
 wants; it can only start where every copied stream can be decoded from its first packet on
-(a video keyframe; the audio codecs taken here are all intra-only), and only with codecs the
+(a video keyframe; any packet of the audio codecs taken here starts a decode), and only with codecs the
 MP4 container takes (:data:`MP4_CODECS`). :func:`copy_plan` says whether a cut allows it, and
 why not. The end of a copied range needs no keyframe: every packet decoded before the end
 (``dts < end``) is kept, so the few frames a B-frame stream shows just after the end come
@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 from core.handoff.base import HandoffError
 from core.jobs import Cancelled
 
-#: Codecs (FFmpeg names) that the MP4 muxer takes as they are. The audio ones are intra-only:
-#: every packet can start a decode, so only the video stream needs a keyframe at a cut.
+#: Codecs (FFmpeg's names) that the MP4 muxer takes as they are. Every packet of the audio ones can
+#: start a decode (as a player's seek does), so only the video stream needs a keyframe at a cut.
 MP4_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "mpeg4", "aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"})
 CHAPTER_TIME_BASE = Fraction(1, 1000)
 
@@ -70,36 +70,42 @@ def origin_of(inp: Any) -> float:
     return float(inp.start_time) / 1e6 if inp.start_time is not None else 0.0
 
 
-def codec_names(streams: Sequence[Any]) -> list[str]:
-    return [s.codec_context.name for s in streams]
+def codec_name(s: Any) -> str:
+    """The codec's own name ("mp3"), not its decoder's ("mp3float")."""
+    return str(s.codec_context.codec.canonical_name)
 
 
-def mp4_problem(streams: Sequence[Any], rotation: int = 0) -> str | None:
+def mp4_problem(streams: Sequence[Any]) -> str | None:
     """Why these streams cannot be copied into MP4 as they are (None: they can)."""
     if not streams:
         return "it has neither video nor audio that can be decoded"
     for s in streams:
-        if s.codec_context.name not in MP4_CODECS:
-            return f"its {s.type} codec ({s.codec_context.name}) does not go into MP4 without re-encoding"
-    if rotation % 360:
-        return f"its picture is turned by {rotation % 360}° (a re-encoded copy turns the pixels, as players differ)"
+        if codec_name(s) not in MP4_CODECS:
+            return f"its {s.type} codec ({codec_name(s)}) does not go into MP4 without re-encoding"
     return None
 
 
-def copy_plan(inp: Any, streams: Sequence[Any], start: float, rotation: int = 0) -> CopyPlan:
+def copy_plan(inp: Any, streams: Sequence[Any], start: float) -> CopyPlan:
     """Whether ``[start, …)`` of ``inp`` can be stream-copied: the codecs go into MP4, and the
     video has a keyframe at ``start`` (within half a frame). Reads a few packets (no decoding)."""
-    problem = mp4_problem(streams, rotation)
+    problem = mp4_problem(streams)
     if problem is not None:
         return CopyPlan(False, f"re-encoded: {problem}", start)
     v = next((s for s in streams if s.type == "video"), None)
     if v is None:
-        return CopyPlan(True, "stream copy: audio only, and every audio packet can start a decode", start)
+        return CopyPlan(True, "stream copy: audio only, and every audio packet can start a decode "
+                              "(its first milliseconds may sound as after a player's seek)", start)
     if start <= 0.0:
         return CopyPlan(True, "stream copy: the range starts at the beginning of the file", 0.0)
     fps = float(v.average_rate or v.guessed_rate or 25)
     tol = 0.5 / max(fps, 1.0)
-    kf = keyframe_before(inp, v, start + tol)
+    import av
+
+    try:
+        kf = keyframe_before(inp, v, start + tol)
+    except av.error.FFmpegError as e:  # a damaged index or packet: the re-encoder skips what it cannot read
+        return CopyPlan(False, f"re-encoded: the keyframes could not be read ({getattr(e, 'strerror', None) or e})",
+                        start)
     if kf is None or start - kf > tol:
         where = "no keyframe before it" if kf is None else f"the keyframe before it is at {kf:.3f} s"
         return CopyPlan(False, f"re-encoded: the range starts at {start:.3f} s, not on a keyframe ({where})", start)
@@ -125,12 +131,15 @@ def keyframe_before(inp: Any, v: Any, t: float) -> float | None:
 
 
 def stream_copy(inp: Any, streams: Sequence[Any], out: Path, *, start: float = 0.0, end: float | None = None,
-                chapters: Sequence[Chapter] = (), cancelled: Callable[[], bool] | None = None,
+                chapters: Sequence[Chapter] = (), rotation: int = 0, cancelled: Callable[[], bool] | None = None,
                 progress: Callable[[float], None] | None = None) -> Path:
     """Copy ``streams`` of ``inp`` between ``start`` (a keyframe: see :func:`copy_plan`) and
     ``end`` into an MP4 at ``out``, through a temporary file beside it (a cancel or a failure
-    leaves nothing). ``chapters`` in media seconds, already flat and sorted. Cancel raises
-    :class:`core.jobs.Cancelled`; a muxer that refuses the packets, :class:`HandoffError`."""
+    leaves nothing). ``chapters`` in media seconds, already flat and sorted. ``rotation``: the
+    source's display turn (core.media.decode's MediaInfo), which the copy must keep (the copied
+    stream parameters carry the display matrix; checked on the written file). Cancel raises
+    :class:`core.jobs.Cancelled`; a muxer that refuses the packets, or a copy that lost the
+    turn, :class:`HandoffError`."""
     import av
 
     out = Path(out)
@@ -170,12 +179,25 @@ def stream_copy(inp: Any, streams: Sequence[Any], out: Path, *, start: float = 0
                 dst.mux(p)
                 if progress is not None and k % 200 == 0:
                     progress(min(1.0, max(0.0, (t - start) / span)))
+        _check_turn(tmp, rotation)
         os.replace(tmp, out)
         return out
     except av.error.FFmpegError as e:
         raise HandoffError(f"the streams could not be copied into MP4 ({getattr(e, 'strerror', None) or e})") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _check_turn(path: Path, rotation: int) -> None:
+    from core.media.decode import MediaError, probe
+
+    try:
+        info = probe(path, with_hash=False)
+    except MediaError as e:
+        raise HandoffError(f"the copy cannot be read back ({e})") from e
+    got = info.video.rotation if info.video is not None else 0
+    if got % 360 != rotation % 360:
+        raise HandoffError(f"the copy shows the picture turned by {got}°, the source by {rotation}°")
 
 
 def _ms(t: float) -> int:
@@ -199,7 +221,7 @@ def clip_facts(path: Path, *, decode: bool = False) -> ClipFacts:
         frames = 0
         if decode and c.streams.video:
             frames = sum(1 for _ in c.decode(c.streams.video[0]))
-        return ClipFacts(float(c.duration or 0) / 1e6, tuple(s.codec_context.name for s in streams), frames)
+        return ClipFacts(float(c.duration or 0) / 1e6, tuple(codec_name(s) for s in streams), frames)
 
 
 def read_chapters(path: Path) -> list[Chapter]:

@@ -196,3 +196,20 @@ def test_codecs_mp4_does_not_take_are_re_encoded_and_say_so(tmp_path):
     assert doc["clip"]["codec"] == "h264/aac" and doc["source"]["streams"][0]["codec"] == "vp8"
     assert _frame_codes(res.paths[0])[:3] == [0, 1, 2]
     assert doc["runs"] == [] and doc["findings"]["detections"] == []
+
+
+def test_real_footage_a_phone_clip_keeps_its_turn_and_a_cut_on_a_keyframe_is_copied(tmp_path, sample):
+    p = Project.create(tmp_path / "case.kestrel")
+    with p:
+        phone = ops.register_media(p, probe(sample("rotated")))  # -90° display matrix, audio first
+        whole = evidence.export(p, phone, tmp_path / "out")
+        bikes = ops.register_media(p, probe(sample("bikes")))  # a keyframe at the cut at 1.20 s
+        cut = evidence.export(p, bikes, tmp_path / "out", start=1.2, end=3.0)
+    doc = json.loads(whole.paths[1].read_text(encoding="utf-8"))
+    assert doc["clip"]["method"] == "stream copy"
+    assert probe(whole.paths[0]).video.rotation == probe(sample("rotated")).video.rotation == 270
+    doc = json.loads(cut.paths[1].read_text(encoding="utf-8"))
+    assert doc["clip"]["method"] == "stream copy" and doc["clip"]["start_s"] == pytest.approx(1.2, abs=0.02)
+    assert doc["clip"]["end_s"] >= 3.0 - 0.04 and doc["clip"]["sha256"] == _sha(cut.paths[0])
+    with av.open(str(cut.paths[0])) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) >= round(1.8 * 25)

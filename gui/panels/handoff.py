@@ -116,7 +116,7 @@ class HandoffDialog(QDialog):
         grid = QGridLayout(box)
         self.range_group = QButtonGroup(self)
         duration = self.session.duration
-        t0, t1 = self.session.view
+        t0, t1 = self.shown_view = self.session.view  # as the label says it, even if the view moves on
         self.whole = QRadioButton(f"Whole file ({timecode(0)} – {timecode(duration)})")
         self.view = QRadioButton(f"The timeline's view ({timecode(t0)} – {timecode(t1)})")
         self.span = QRadioButton("From")
@@ -192,8 +192,7 @@ class HandoffDialog(QDialog):
         if which == WHOLE:
             return None, None
         if which == VIEW:
-            t0, t1 = self.session.view
-            return t0, t1
+            return self.shown_view
         try:
             start, end = time_value(self.start.text()), time_value(self.end.text())
         except argparse.ArgumentTypeError as e:
@@ -215,14 +214,15 @@ class HandoffDialog(QDialog):
             return self._fail("choose the file to read" if self.importing else "choose where to write")
         if self.importing:
             req = ImportRequest(project, self.media, fmt.name, path)
-            task = self.bench.tasks.run(import_job, req, pool="db", name=f"import {fmt.name}", key="handoff")
+            task = self.bench.tasks.run(import_job, req, pool="db", name=f"import {fmt.name}")
         else:
             try:
                 start, end = self.range()
             except ValueError as e:
                 return self._fail(str(e))
             req = ExportRequest(project, self.media, fmt.name, path, start, end)
-            task = self.bench.tasks.run(export_job, req, pool="io", name=f"export {fmt.name}", key="handoff")
+            # no key: a second export (another format, another range) runs beside this one, never cancels it
+            task = self.bench.tasks.run(export_job, req, pool="io", name=f"export {fmt.name}")
         self.task = task
         self.run_btn.setEnabled(False)
         self._say(("Importing" if self.importing else "Exporting") + f" {fmt.title}… (Cancel in the job bar)")

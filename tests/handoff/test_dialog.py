@@ -116,3 +116,18 @@ def test_a_real_format_through_the_dialog(qtbot, opened, tmp_path):
     qtbot.waitUntil(lambda: window.session.timeline.track("boxes", "ground truth: street.json") is not None,
                     timeout=10000)
     assert len(window.session.timeline.track("boxes", "ground truth: street.json").items) == 60
+
+
+def test_the_timelines_view_is_offered_as_the_range(qtbot, opened, tmp_path):
+    window, _clip = opened
+    assert not window.open_handoff(False).view.isVisibleTo(window.handoff)  # the whole file in view: no choice
+    window.session.set_view(2.0, 6.5)
+    dlg = window.open_handoff(False)
+    assert dlg.view.isChecked() and dlg.view.text() == "The timeline's view (00:00:02.000 – 00:00:06.500)"
+    window.session.set_view(0.0, 1.0)  # the view moves on: the range is the one the dialog showed
+    dlg.select_format("fakejson")
+    dlg.path.setText(str(tmp_path / "view.json"))
+    with qtbot.waitSignal(dlg.finished_ok, timeout=10000):
+        dlg.run_btn.click()
+    times = sorted({b["t"] for b in json.loads((tmp_path / "view.json").read_text())})
+    assert times[0] == 2.0 and times[-1] == 6.0 and len(times) == 9

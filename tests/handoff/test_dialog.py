@@ -48,16 +48,21 @@ def test_export_a_range_then_import_it_back_onto_the_timeline(qtbot, opened, tmp
     assert dlg.message.text() == "9 boxes written to part.json; scores are not written"
     assert window.statusBar().currentMessage() == f"9 boxes written to part.json ({out})"
 
+    assert import_onto_timeline(qtbot, window, "fakejson", out) == 9
+
+
+def import_onto_timeline(qtbot, window, fmt: str, path) -> int:
+    """File ▸ Import… of ``path`` in ``fmt``: the items of the track the timeline then shows."""
     imp = window.open_handoff(True)
     assert {imp.formats.item(i).data(0x0100) for i in range(imp.formats.count())} == {
         f.name for f in base.FORMATS.values() if f.can_import}
-    imp.select_format("fakejson")
-    imp.path.setText(str(out))
+    imp.select_format(fmt)
+    imp.path.setText(str(path))
     with qtbot.waitSignal(imp.finished_ok, timeout=10000):
         imp.run_btn.click()
-    qtbot.waitUntil(lambda: window.session.timeline.track("boxes", "ground truth: part.json") is not None,
-                    timeout=10000)
-    assert len(window.session.timeline.track("boxes", "ground truth: part.json").items) == 9
+    key = ("boxes", f"ground truth: {path.name}")
+    qtbot.waitUntil(lambda: window.session.timeline.track(*key) is not None, timeout=10000)
+    return len(window.session.timeline.track(*key).items)
 
 
 def test_failures_are_one_line_in_the_dialog_and_the_window(qtbot, opened, tmp_path):
@@ -108,14 +113,7 @@ def test_a_real_format_through_the_dialog(qtbot, opened, tmp_path):
     with qtbot.waitSignal(dlg.finished_ok, timeout=10000) as got:
         dlg.run_btn.click()
     assert got.args[0].counts["boxes"] == 60 and (tmp_path / "street.json").is_file()
-    imp = window.open_handoff(True)
-    imp.select_format("coco")
-    imp.path.setText(str(tmp_path / "street.json"))
-    with qtbot.waitSignal(imp.finished_ok, timeout=10000):
-        imp.run_btn.click()
-    qtbot.waitUntil(lambda: window.session.timeline.track("boxes", "ground truth: street.json") is not None,
-                    timeout=10000)
-    assert len(window.session.timeline.track("boxes", "ground truth: street.json").items) == 60
+    assert import_onto_timeline(qtbot, window, "coco", tmp_path / "street.json") == 60
 
 
 def test_the_timelines_view_is_offered_as_the_range(qtbot, opened, tmp_path):

@@ -137,7 +137,9 @@ def _package(project: Any, media_id: int, out: Path, start: float | None, end: f
         }
         sidecar = tmp / f"{name}.json"
         write_replacing(sidecar, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8"))
-        check_state(state)
+        _check_cancel(state)
+        if final.exists() or final.is_symlink():  # made meanwhile: an empty folder would be renamed over
+            raise HandoffError(f"{final} exists already; remove it or choose another folder")
         os.rename(tmp, final)
         tmp = None
     except (Cancelled, KestrelError):
@@ -158,7 +160,7 @@ def _package(project: Any, media_id: int, out: Path, start: float | None, end: f
     return ExportResult((final / clip.name, final / sidecar.name), summary, counts, tuple(notes))
 
 
-def check_state(state: Any) -> None:
+def _check_cancel(state: Any) -> None:
     if state is not None:
         check(state)
 
@@ -382,7 +384,7 @@ def _detections(project: Any, media_id: int, rng: Range, state: Any) -> list[dic
                 c["confirmed"] += it.data.get("confirmed") is True
                 if it.confidence is not None and (c["max_score"] is None or it.confidence > c["max_score"]):
                     c["max_score"] = round(float(it.confidence), 4)
-            check_state(state)
+            _check_cancel(state)
             t = t1
         if classes:
             out.append({"track": rec.name, "model": rec.meta.get("model", rec.name), "run_id": rec.run_id,

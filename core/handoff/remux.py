@@ -151,6 +151,8 @@ def stream_copy(inp: Any, streams: Sequence[Any], out: Path, *, start: float = 0
     try:
         with av.open(str(tmp), "w", format="mp4") as dst:
             outs = {s.index: dst.add_stream_from_template(s) for s in streams}
+            if chapters and not hasattr(dst, "set_chapters"):  # PyAV before 15 (Kestrel pins 18.1)
+                raise HandoffError(f"this PyAV ({av.__version__}) cannot write chapters; install the pinned version")
             if chapters:
                 dst.set_chapters([{"id": k, "start": _ms(c.start - start), "end": _ms(c.end - start),
                                    "time_base": CHAPTER_TIME_BASE, "metadata": {"title": c.title}}

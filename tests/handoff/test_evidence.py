@@ -186,7 +186,7 @@ def test_a_source_changed_since_the_analysis_is_refused(tmp_path, clip):
 
 
 def test_codecs_mp4_does_not_take_are_re_encoded_and_say_so(tmp_path):
-    webm = mediagen.make_clip(tmp_path / "phone.webm", duration=1.0, fps=FPS)  # VP8 + Opus
+    webm = mediagen.make_clip(tmp_path / "phone.webm", duration=0.5, fps=FPS)  # VP8 + Opus
     p = Project.create(tmp_path / "case.kestrel")
     with p:
         mid = ops.register_media(p, probe(webm))

@@ -114,6 +114,11 @@ def test_a_real_format_through_the_dialog(qtbot, opened, tmp_path):
         dlg.run_btn.click()
     assert got.args[0].counts["boxes"] == 60 and (tmp_path / "street.json").is_file()
     assert import_onto_timeline(qtbot, window, "coco", tmp_path / "street.json") == 60
+    # the Detections panel scores the detector against it: its own boxes, all found
+    qtbot.waitUntil(lambda: getattr(window.detections, "scores", None) is not None, timeout=10000)
+    scores = window.detections.scores
+    assert scores.truth_name == "ground truth: street.json"
+    assert (scores.overall.tp, scores.overall.fp, scores.overall.fn) == (60, 0, 0)
 
 
 def test_the_timelines_view_is_offered_as_the_range(qtbot, opened, tmp_path):

@@ -6,6 +6,7 @@ CLEAR MOT metrics of Bernardin & Stiefelhagen 2008 and the ID metrics of Ristani
 
 * **Classes apart.** A box of one class never matches a box of another: every class is scored
   on its own (its own object ids, its own matching), and the overall row sums the classes' counts.
+  Class names match whatever their case and spacing ("Person" of an annotation tool is "person").
 * **Per frame** (TP, FP, FN): a truth box and a predicted box may pair when their IoU ≥ ``iou``
   (0.5). A pair that matched in an earlier frame (the same truth id with the same predicted id)
   is kept first while its IoU allows; the rest are paired by the Hungarian method
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
@@ -50,7 +51,7 @@ from core.handoff.boxes import Box, Frames, box_tracks, collect, frames_of
 #: Fewer truth boxes than this and a percentage is not a measurement: the panel says so instead.
 MIN_TRUTH = 10
 #: A run's sampled frames are listed from its parameters up to this many (else: the frames with boxes).
-MAX_SAMPLED = 20_000_000
+MAX_SAMPLED = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Scores:
     sampled: bool = True  # candidates are the detector's sampled frames (False: only the frames with boxes)
     pred_name: str = ""
     truth_name: str = ""
+    confirmed_only: bool = False  # only the detections Kestrel confirmed were scored
 
     def frames_line(self) -> str:
         """Where it was evaluated, in one line: "at the detector's 1 200 sampled frames, IoU ≥ 0.5"."""
@@ -151,6 +153,34 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(i_vol == 0, 0.0, i_vol / u_vol)
 
 
+def _iou1(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """:func:`_iou` of one pair, the same arithmetic in plain floats (a frame's few boxes are
+    quicker so than through arrays, and give the same bits)."""
+    iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+    ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    i = iw * ih
+    if i == 0:
+        return 0.0
+    u = max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0) + max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0) - i
+    return i / u
+
+
+def _pairs(truth: list[Box], pred: list[Box], max_dist: float) -> dict[tuple[int, int], float]:
+    """``{(i, j): 1 - IoU}`` of the pairs that may pair (1 - IoU ≤ ``max_dist``)."""
+    if len(truth) * len(pred) <= 256:
+        out = {}
+        for i, t in enumerate(truth):
+            for j, p in enumerate(pred):
+                d = 1.0 - _iou1(t.box, p.box)
+                if d <= max_dist:
+                    out[(i, j)] = d
+        return out
+    dist = 1.0 - _iou(np.array([b.box for b in truth], dtype=np.float64),
+                      np.array([b.box for b in pred], dtype=np.float64))
+    ii, jj = np.nonzero(dist <= max_dist)
+    return {(int(i), int(j)): float(dist[i, j]) for i, j in zip(ii, jj)}
+
+
 def _assign(dist: np.ndarray) -> list[tuple[int, int]]:
     """Minimum-cost pairs of ``dist`` (NaN: may not pair), as many pairs as possible first. A
     pair that may not pair costs more than any set of real ones (the same construction as
@@ -179,35 +209,37 @@ class _Class:
 
     def frame(self, truth: list[Box], pred: list[Box]) -> None:
         n, m = len(truth), len(pred)
-        if not (n and m):
+        pairs = _pairs(truth, pred, self.max_dist) if n and m else {}
+        if not pairs:
             self.fn += n
             self.fp += m
             return
-        dist = 1.0 - _iou(np.array([b.box for b in truth], dtype=np.float64),
-                          np.array([b.box for b in pred], dtype=np.float64))
-        dist[dist > self.max_dist] = np.nan
         oids, hids = [b.track for b in truth], [b.track for b in pred]
-        for i, j in zip(*np.nonzero(np.isfinite(dist))):
-            self.overlaps[(oids[i], hids[j])] += 1
-        o_done, h_done = np.zeros(n, bool), np.zeros(m, bool)
+        for key in {(oids[i], hids[j]) for i, j in pairs}:  # once a frame, even where a file repeats an id
+            self.overlaps[key] += 1
+        o_done, h_done = [False] * n, [False] * m
         matched = 0
         for i, o in enumerate(oids):  # pairs that held in earlier frames hold while they overlap
             h = self.paired.get(o)
             if h is None:
                 continue
             j = next((j for j in range(m) if not h_done[j] and hids[j] == h), None)
-            if j is not None and np.isfinite(dist[i, j]):
+            if j is not None and (i, j) in pairs:
                 o_done[i] = h_done[j] = True
                 matched += 1
-        rest = dist.copy()
-        rest[o_done, :] = np.nan
-        rest[:, h_done] = np.nan
-        for i, j in _assign(rest):
+        rest = [(i, j) for i, j in pairs if not (o_done[i] or h_done[j])]
+        rows, cols = Counter(i for i, _j in rest), Counter(j for _i, j in rest)
+        if any(rows[i] > 1 or cols[j] > 1 for i, j in rest):  # a choice to make: the Hungarian method
+            dist = np.full((n, m), np.nan)
+            for i, j in rest:
+                dist[i, j] = pairs[(i, j)]
+            rest = _assign(dist)
+        # (else each pair is the only one of its truth and its prediction: every one of them is taken)
+        for i, j in rest:
             o, h = oids[i], hids[j]
             if o in self.paired and self.paired[o] != h:
                 self.switches += 1
             self.paired[o] = h
-            o_done[i] = h_done[j] = True
             matched += 1
         self.tp += matched
         self.fn += n - matched
@@ -314,9 +346,10 @@ def score(pred: list[Box], truth: list[Box], *, iou: float = 0.5, fps: float, fr
 
 
 def _by_frame_label(boxes: list[Box]) -> dict[str, list[Box]]:
+    """A frame's boxes by class; "Person" in an annotation tool is Kestrel's "person"."""
     out: dict[str, list[Box]] = defaultdict(list)
     for b in boxes:
-        out[b.label].append(b)
+        out[" ".join(b.label.split()).casefold()].append(b)
     return out
 
 
@@ -344,9 +377,10 @@ def sampled_frames(project: Any, media_id: int, pred_track: str, frames: Frames)
 
 
 def score_tracks(project: Any, media_id: int, truth_track: str, *, pred_track: str | None = None,
-                 iou: float = 0.5, state: Any = None) -> Scores:
-    """Score a boxes track (default: the newest detector run's) against the imported ground truth
-    ``truth_track``, at the detector's sampled frames; both read by range."""
+                 iou: float = 0.5, confirmed_only: bool = False, state: Any = None) -> Scores:
+    """Score a boxes track (default: the newest detector run's; ``confirmed_only``: the detections
+    Kestrel confirmed) against the imported ground truth ``truth_track``, at the detector's sampled
+    frames; both read by range."""
     from core.jobs import SubProgress
 
     tracks = box_tracks(project, media_id)
@@ -356,13 +390,15 @@ def score_tracks(project: Any, media_id: int, truth_track: str, *, pred_track: s
         raise HandoffError(f"no detections to score against {truth_track!r}: analyse the file with an "
                            "object detector first")
     sub = (lambda lo, hi, text: SubProgress(state, lo, hi, text)) if state is not None else (lambda *_a: None)
-    grid, pred, pred_name = collect(project, media_id, track=pred_track, state=sub(0.0, 0.45, "detections: "))
+    grid, pred, pred_name = collect(project, media_id, track=pred_track, confirmed_only=confirmed_only,
+                                    state=sub(0.0, 0.45, "detections: "))
     _grid, truth, truth_name = collect(project, media_id, track=truth_track, state=sub(0.45, 0.6, "ground truth: "))
     if not truth:
         raise HandoffError(f"the ground truth {truth_track!r} holds no boxes to score against")
     sampled = sampled_frames(project, media_id, pred_name, grid)
     result = score(pred, truth, iou=iou, fps=grid.fps, frames=sampled, state=sub(0.6, 1.0, ""))
-    return replace(result, sampled=sampled is not None, pred_name=pred_name, truth_name=truth_name)
+    return replace(result, sampled=sampled is not None, pred_name=pred_name, truth_name=truth_name,
+                   confirmed_only=confirmed_only)
 
 
 @dataclass(frozen=True)
@@ -374,6 +410,7 @@ class ScoreRequest:
     truth_track: str  # "ground truth: <file name>"
     pred_track: str | None = None  # None: the newest detector run's boxes
     iou: float = 0.5
+    confirmed_only: bool = False  # score only the detections Kestrel confirmed
 
 
 def score_job(req: ScoreRequest, state: Any) -> Scores:
@@ -384,4 +421,4 @@ def score_job(req: ScoreRequest, state: Any) -> Scores:
     with opened(req.project, writes=None) as project:
         set_media_span(state, frames_of(project, req.media_id).duration)
         return score_tracks(project, req.media_id, req.truth_track, pred_track=req.pred_track, iou=req.iou,
-                            state=state)
+                            confirmed_only=req.confirmed_only, state=state)

@@ -112,6 +112,7 @@ class DetectionsPanel(QWidget):
                                          "second look agrees.")
         self.show_unconfirmed.setChecked(overlay.show_unconfirmed)
         self.show_unconfirmed.toggled.connect(overlay.set_show_unconfirmed)
+        self.show_unconfirmed.toggled.connect(lambda _on: self.schedule_scores())  # scores follow the filter
         self.score = QSlider(Qt.Orientation.Horizontal)
         self.score.setRange(0, 100)
         self.score.setValue(int(overlay.min_score * 100))
@@ -230,7 +231,7 @@ class DetectionsPanel(QWidget):
                 self.scores_changed.emit(None)
             return
         truth = self.truth_pick.currentText()
-        basis = (id(project), media_id, truth) + tuple(
+        basis = (id(project), media_id, truth, self.overlay.show_unconfirmed) + tuple(
             (tr.name, tr.run_id, tr.meta.get("sha256"), tr.size) for tr in self.overlay.box_tracks())
         if basis == self._scored and not force:
             return
@@ -238,13 +239,15 @@ class DetectionsPanel(QWidget):
         self.scores_group.setVisible(True)
         self.scores_title.setText(f"against {truth}")
         self.scores_note.setText("scoring the detector…")
-        req = ScoreRequest(project, media_id, truth)
+        req = ScoreRequest(project, media_id, truth, confirmed_only=not self.overlay.show_unconfirmed)
         self.bench.tasks.run(score_job, req, pool="io", name="score detections", key="detection-scores",
                              visible=False).on_done(lambda s: self._scored_done(req, s)).on_error(
             lambda e: self._scores_failed(req, e))
 
     def _current(self, req: ScoreRequest) -> bool:
-        return self.session.media_id == req.media_id and self.truth_pick.currentText() == req.truth_track
+        return (self.bench.project() is req.project and self.session.media_id == req.media_id
+                and self.truth_pick.currentText() == req.truth_track
+                and self.overlay.show_unconfirmed != req.confirmed_only)
 
     def _scored_done(self, req: ScoreRequest, scores: Scores) -> None:
         if self._current(req):
@@ -264,7 +267,8 @@ class DetectionsPanel(QWidget):
         """Fill the table: the overall row first, then each class (most truth boxes first); a row
         with fewer than MIN_TRUTH truth boxes gives its counts, not percentages."""
         self.scores = scores
-        self.scores_title.setText(f"{scores.pred_name} against {scores.truth_name}")
+        which = "confirmed detections" if scores.confirmed_only else "every detection"
+        self.scores_title.setText(f"{scores.pred_name} ({which}) against {scores.truth_name}")
         rows = [scores.overall, *scores.classes]
         self.scores_table.setRowCount(0)
         if not scores.overall.enough:

@@ -55,7 +55,7 @@ MEDIA_FPS = 10.0
 
 def store_run(p: Project, mid: int, truth: list[Box], seed: int = 5) -> None:
     """A detector run over 10 s at 2 fps (stored by core.perception.ops.store_analysis): the
-    truth's boxes, jittered, a few missed, one false positive every few frames."""
+    truth's boxes, jittered, a few missed, an unconfirmed false positive (#77) every few frames."""
     rnd = random.Random(seed)
     spec = get_spec(MODEL)
     req = AnalysisRequest(path="/videos/clip.mp4", models=(MODEL,), fps=2.0)
@@ -67,10 +67,12 @@ def store_run(p: Project, mid: int, truth: list[Box], seed: int = 5) -> None:
         if i % 4 == 1:
             dets.append(Detection((200.0, 150.0, 260.0, 230.0), "person", 0.4, 1, 77))
         frames.append((t, dets))
-    verdict = {"confirmed": True, "evidence": {"reason": "confirmed: a fixture's verdict", "hits": 20}}
+    def verdict(d: Detection) -> dict:  # the false positive (#77) is one Kestrel could not confirm
+        ok = d.track_id != 77
+        return {"confirmed": ok, "evidence": {"reason": f"{'' if ok else 'un'}confirmed: a fixture's verdict"}}
     out = ModelOutput(name=spec.name, title=spec.title, task=spec.task, version=spec.version or "1",
                       params=run_params(req, spec, 10.0), frames=frames, frame_size=(320, 240),
-                      started_at=1.7e9, duration_s=2.5, evidence=[[verdict] * len(d) for _t, d in frames])
+                      started_at=1.7e9, duration_s=2.5, evidence=[[verdict(x) for x in d] for _t, d in frames])
     store_analysis(p, mid, out, 0.5)
 
 

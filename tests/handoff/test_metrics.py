@@ -122,6 +122,13 @@ def test_a_perfect_detector_scores_one_and_another_class_never_matches():
     assert dog.recall is None and dog.precision == 0.0 and not dog.enough
 
 
+def test_class_names_match_whatever_their_case():
+    truth = [_box(f, 1, label="Person ") for f in range(0, 50, 5)]
+    pred = [_box(f, 9, label="person") for f in range(0, 50, 5)]
+    got = metrics.score(pred, truth, fps=FPS)
+    assert [c.label for c in got.classes] == ["person"] and got.overall.recall == 1.0
+
+
 def _box(f: int, track: int, x: float = 10.0, label: str = "person") -> Box:
     return Box(f / FPS, f, track, label, (x, 10.0, x + 40.0, 90.0))
 
@@ -169,6 +176,8 @@ def test_a_detector_run_against_an_imported_truth(tmp_path):
         again = metrics.score(pred, truth, fps=MEDIA_FPS, frames=set(range(0, 100, 5)))
         assert again.overall == got.overall and again.classes == got.classes
         assert got.overall.truth == 60 and got.overall.fp >= 5 and 0 < got.overall.fn < 15
+        confirmed = metrics.score_tracks(p, mid, name, confirmed_only=True)  # the 5 unconfirmed FPs left out
+        assert confirmed.confirmed_only and confirmed.overall.fp == got.overall.fp - 5
         assert [c.label for c in got.classes] == ["person", "car"]
         # the job: the window's open project (or a project file), progress, cancel
         state = HeadlessState()

@@ -66,7 +66,7 @@ def test_the_panel_shows_precision_recall_idf1_per_class_as_motmetrics_counts(pa
     scores = shown.args[0]
     assert isinstance(scores, metrics.Scores) and panel.scores is scores
     assert panel.scores_group.isVisibleTo(panel) and not panel.truth_pick.isVisibleTo(panel)
-    assert panel.scores_title.text() == f"{scores.pred_name} against {name}"
+    assert panel.scores_title.text() == f"{scores.pred_name} (every detection) against {name}"
     assert panel.scores_note.text() == "at the detector's 20 sampled frames, IoU ≥ 0.5"
     rows = _cells(panel)
     assert [r[0] for r in rows] == ["all classes", "person", "car"]
@@ -80,6 +80,12 @@ def test_the_panel_shows_precision_recall_idf1_per_class_as_motmetrics_counts(pa
         assert same(c.precision, w["precision"]) and same(c.recall, w["recall"]) and same(c.idf1, w["idf1"])
         assert row[1:4] == [f"{w['precision']:.1%}", f"{w['recall']:.1%}", f"{w['idf1']:.1%}"]
         assert row[4] == f"{c.tp} / {c.fp} / {c.fn}" and c.tp + c.fn == w["num_objects"]
+    # the "show unconfirmed" switch: the scores follow what the panel shows
+    with qtbot.waitSignal(panel.scores_changed, timeout=20000) as shown:
+        panel.show_unconfirmed.setChecked(False)
+    confirmed = shown.args[0]
+    assert confirmed.confirmed_only and "(confirmed detections)" in panel.scores_title.text()
+    assert confirmed.overall.fp == scores.overall.fp - 5 and confirmed.overall.tp == scores.overall.tp
 
 
 def test_a_new_import_is_scored_and_too_few_truth_boxes_are_said(panel_on_project, qtbot):

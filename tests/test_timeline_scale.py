@@ -155,14 +155,14 @@ def test_a_version_2_project_opens_and_gets_its_summaries(tmp_path: Path):
     items = _items(400, seed=3)
     c = sqlite3.connect(path, isolation_level=None)
     c.executescript("DROP TABLE item_shared; DROP TABLE track_lod; ALTER TABLE items DROP COLUMN shared_n; "
-                    "UPDATE meta SET value = '2' WHERE key = 'schema_version';")
+                    "DROP TABLE item_blocks; UPDATE meta SET value = '2' WHERE key = 'schema_version';")
     import json
     c.executemany("INSERT INTO items (track_id, start_s, end_s, label, confidence, run_id, data_json) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
                   [(tid, s, e, lab, cf, None, json.dumps(d)) for s, e, lab, cf, _r, d in items])
     c.close()
     with Project.open(path) as p:
-        assert p.schema_version == 3 and any("bak-v2" in w for w in p.warnings)
+        assert p.schema_version == 4 and any("bak-v2" in w for w in p.warnings)
         lod = p.track_summary(tid)
         assert lod.n == 400 and lod.labels["person"][0] == sum(1 for i in items if i[2] == "person")
         assert len(p.load_tracks(mid)[0].items) == 400

@@ -17,6 +17,7 @@ from core.media import decode as media_mod
 from core.media import waveform as wf
 from core.jobs import JobState, check, set_media_span
 from core.media.decode import MediaInfo
+from core.store.items import ItemColumns
 from core.store.project import Project
 from core.timeline import Item, StoredTrack, Track
 
@@ -180,11 +181,11 @@ def _track(rec, items: list[Item]) -> Track:
                  visible=rec.meta.get("confirmed") is not False)
 
 
-_ITEM_FIELDS = operator.attrgetter("start", "end", "label", "confidence", "run_id", "data")
+_ITEM_FIELDS = tuple(map(operator.attrgetter, ("start", "end", "label", "confidence", "run_id", "data")))
 
 
 def save_track(project: Project, media_id: int, track: Track) -> int:
-    items = list(map(_ITEM_FIELDS, track.items))  # the store's fast tuple form, built in C
+    items = ItemColumns(*(list(map(f, track.items)) for f in _ITEM_FIELDS))  # the store's fastest form, in C
     return project.save_track(media_id, track.kind, track.name, items, run_id=track.run_id,
                               meta=track.meta)
 

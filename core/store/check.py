@@ -44,6 +44,7 @@ ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
 #: Tables (with their indexes) each layout version added: a file of an older version lacks them.
 ADDED_TABLES: dict[int, tuple[str, ...]] = {
     3: ("item_shared", "track_lod"),
+    4: ("item_blocks",),
 }
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from itertools import compress, repeat
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -256,3 +257,200 @@ def item_from_row(row: Any, shared: dict[int, dict[str, Any]]) -> ItemRecord:
         s, e, label = v_float(s, f"{what} start"), v_float(e, f"{what} end"), v_str(label, f"{what} label")
         conf, run = v_opt(v_float, conf, f"{what} confidence"), v_opt(v_int, run, f"{what} run")
     return ItemRecord(s, e, label, conf, run, data)
+
+
+# -- blocks: a big track's items a column at a time (table ``item_blocks``) ------------------
+
+#: Items per block, and the fewest items a track stores in blocks (fewer: a row each).
+BLOCK_ITEMS: Final = 4096
+BLOCK_MIN: Final = 4096
+_COLS = (("starts", "<f8", 1), ("ends", "<f8", 1), ("confidences", "<f8", 1), ("labels", "<i4", 1),
+         ("shared", "<i4", 1), ("boxes", "<f8", 4))
+_ITEM_BYTES = sum(np.dtype(d).itemsize * k for _n, d, k in _COLS)
+
+
+class ItemColumns(NamedTuple):
+    """Items as six parallel sequences, the form a big track is stored from in blocks
+    (:func:`pack_blocks`): a million detections need no tuple each."""
+    starts: Sequence[Any]
+    ends: Sequence[Any]
+    labels: Sequence[Any]
+    confidences: Sequence[Any]
+    run_ids: Sequence[Any]
+    datas: Sequence[Any]
+
+
+def pack_blocks(c: ItemColumns, shared: SharedParts, lod: Lod, run_ids: set[int]) -> list[tuple[Any, ...]] | None:
+    """Rows of ``item_blocks`` (n, count, t_min, t_max, e_max, run_id, labels_json, own_json,
+    columns) for the items of ``c``, counted into ``lod``, their run collected into ``run_ids``;
+    None (store them as rows, :func:`pack_items`) for fewer than :data:`BLOCK_MIN` items, more
+    than one run, or a field whose type is not the plain one (floats, str, dict...).  A
+    detection's box (four finite floats) goes to the block's box column; the rest of an item's
+    data is numbered once in ``shared`` (items of one object share it) or kept as the item's
+    own.  Items are stored by start time."""
+    n = len(c.starts)
+    none = type(None)
+    if n < BLOCK_MIN or len({len(x) for x in c}) != 1:
+        return None
+    runs = set(c.run_ids)
+    if len(runs) != 1 or not (set(map(type, c.starts)) <= {float} and set(map(type, c.ends)) <= {float}
+                              and set(map(type, c.labels)) <= {str} and set(map(type, c.confidences)) <= {float, none}
+                              and set(map(type, runs)) <= {int, none} and set(map(type, c.datas)) <= {dict}):
+        return None
+    run = next(iter(runs))
+    starts = np.fromiter(c.starts, np.float64, n)
+    ends = np.fromiter(c.ends, np.float64, n)
+    conf = np.fromiter((np.nan if x is None else x for x in c.confidences), np.float64, n) \
+        if none in set(map(type, c.confidences)) else np.fromiter(c.confidences, np.float64, n)
+    if not np.isfinite(conf[~np.isnan(conf)] if none in set(map(type, c.confidences)) else conf).all():
+        raise ValueError("confidence must be finite")
+    datas = c.datas
+    boxes = list(map(dict.get, datas, repeat("box", n)))
+    box_arr = np.full((n, 4), np.nan)
+    boxed = np.zeros(n, bool)
+    if set(map(type, boxes)) == {list} and set(map(len, boxes)) == {4}:
+        try:
+            arr = np.array(boxes)
+        except (ValueError, TypeError):
+            arr = None
+        if arr is not None and arr.dtype == np.float64 and arr.shape == (n, 4):
+            boxed = np.isfinite(arr).all(axis=1)
+            box_arr[boxed] = arr[boxed]
+    if not boxed.all():  # one by one: a box of plain floats is stored as such, any other stays data
+        for i in np.flatnonzero(~boxed):
+            b = boxes[i]
+            if type(b) is list and len(b) == 4 and all(type(x) is float for x in b) and _fin(sum(b)):
+                box_arr[i], boxed[i] = b, True
+    label_names = list(dict.fromkeys(c.labels))
+    code = {name: k for k, name in enumerate(label_names)}
+    labels = np.fromiter(map(code.__getitem__, c.labels), np.int32, n)
+    nums = np.full(n, -1, np.int32)
+    own: dict[int, str] = {}
+    last: dict[Any, tuple[dict[str, Any], int | None]] = {}
+    confirmed = np.zeros(n, bool)
+    all_boxed = bool(boxed.all())
+    for i, data in enumerate(datas):
+        if all_boxed or boxed[i]:
+            rest = data.copy()
+            del rest["box"]
+        else:
+            rest = data
+        if not rest:
+            continue
+        key = rest.get("track")
+        seen = last.get(key) if type(key) is int or key is None else None
+        if seen is not None and seen[0] == rest:
+            num = seen[1]
+        else:
+            num = shared.number(_ENCODE(rest))
+            if type(key) is int or key is None:
+                last[key] = (rest, num)
+        if num is None:
+            own[i] = _ENCODE(rest)
+        else:
+            nums[i] = num
+        if rest.get("confirmed") is True:
+            confirmed[i] = True
+    _count(starts, ends, c.labels, list(compress(c.labels, confirmed.tolist())), lod)
+    if run is not None:
+        run_ids.add(run)
+    order = np.argsort(starts, kind="stable")
+    sorted_ = bool((order == np.arange(n)).all())
+    if not sorted_:
+        starts, ends, conf, labels, nums, box_arr = (a[order] for a in (starts, ends, conf, labels, nums, box_arr))
+        back = np.empty(n, np.int64)
+        back[order] = np.arange(n)
+        own = {int(back[i]): js for i, js in own.items()}
+    lat = np.maximum(starts, ends)
+    labels_json = dumps(label_names)
+    rows = []
+    for k, a in enumerate(range(0, n, BLOCK_ITEMS)):
+        b = min(n, a + BLOCK_ITEMS)
+        body = b"".join(x[a:b].astype(d, copy=False).tobytes()
+                        for x, (_n, d, _k) in zip((starts, ends, conf, labels, nums, box_arr), _COLS))
+        mine = {str(i - a): js for i, js in own.items() if a <= i < b} if own else {}
+        rows.append((k, b - a, float(starts[a]), float(starts[b - 1]), float(lat[a:b].max()), run, labels_json,
+                     "{" + ",".join(f"{json.dumps(i)}:{js}" for i, js in mine.items()) + "}", body))
+    return rows
+
+
+def _count(starts: npt.NDArray[np.float64], ends: npt.NDArray[np.float64], labels: Sequence[str],
+           confirmed: list[str], lod: Lod) -> None:
+    """Check items' times (finite, none ending before it starts) and count them into ``lod``."""
+    if not len(starts):
+        return
+    if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
+        raise ValueError("start_s and end_s must be finite")
+    early = ends < starts
+    if early.any():
+        k = int(np.flatnonzero(early)[0])
+        raise ValueError(f"item ends ({ends[k]}) before it starts ({starts[k]})")
+    lod.add(starts, ends, list(labels), confirmed)
+
+
+class Block:
+    """One ``item_blocks`` row, checked and decoded (every value read from a file is validated)."""
+
+    def __init__(self, row: Any, what: str) -> None:
+        n, count, run = row.n, row.count, row.run_id
+        self.what = what = f"{what} block {n}"
+        if type(count) is not int or count <= 0 or count > 1 << 24:
+            raise BadValue(f"{what} has a bad item count")
+        self.count, self.run_id = count, v_opt(v_int, run, f"{what} run")
+        self.t_min = v_float(row.t_min, f"{what} first start")
+        data = row.columns
+        if not isinstance(data, bytes) or len(data) != count * _ITEM_BYTES:
+            raise BadValue(f"{what} has columns of the wrong size")
+        cols, at = {}, 0
+        for name, d, k in _COLS:
+            size = np.dtype(d).itemsize * k * count
+            cols[name] = np.frombuffer(data, d, count * k, at)
+            at += size
+        self.starts, self.ends, self.conf = cols["starts"], cols["ends"], cols["confidences"]
+        self.boxes = cols["boxes"].reshape(count, 4)
+        self.labels = v_json(row.labels_json, f"{what} labels", list)
+        if not all(type(x) is str for x in self.labels):
+            raise BadValue(f"{what} labels are not text")
+        self.label_idx, self.shared = cols["labels"], cols["shared"]
+        if count and (self.label_idx.min() < 0 or self.label_idx.max() >= len(self.labels)):
+            raise BadValue(f"{what} refers to a missing label")
+        if not (np.isfinite(self.starts).all() and np.isfinite(self.ends).all()):
+            raise BadValue(f"{what} has times that are not finite")
+        if np.isinf(self.conf).any():
+            raise BadValue(f"{what} has a confidence that is not finite")
+        none = np.isnan(self.boxes).all(axis=1)
+        if not (np.isfinite(self.boxes).all(axis=1) | none).all():
+            raise BadValue(f"{what} has a box that is not finite")
+        self.boxed = ~none
+        self.own = v_json(row.own_json, f"{what} item data", dict)
+
+    def select(self, t0: float, t1: float, starting: bool) -> npt.NDArray[np.int64]:
+        """Indices of the items that start in [t0, t1) (``starting``) or overlap [t0, t1]."""
+        if starting:
+            return np.flatnonzero((self.starts >= t0) & (self.starts < t1))
+        return np.flatnonzero((self.starts <= t1) & (np.maximum(self.starts, self.ends) >= t0))
+
+    def items(self, idx: Any, shared: dict[int, dict[str, Any]]) -> list[ItemRecord]:
+        out = []
+        starts, ends, conf, boxes = self.starts.tolist(), self.ends.tolist(), self.conf.tolist(), self.boxes
+        labels, label_idx, nums, own, run = self.labels, self.label_idx, self.shared, self.own, self.run_id
+        boxed = self.boxed
+        for i in (range(self.count) if idx is None else idx.tolist()):
+            num = int(nums[i])
+            if num >= 0:
+                part = shared.get(num)
+                if part is None:
+                    raise BadValue(f"{self.what} item {i} refers to a missing shared part")
+                data = dict(part)
+            else:
+                data = {}
+            mine = own.get(str(i))
+            if mine is not None:
+                if type(mine) is not dict:
+                    raise BadValue(f"{self.what} item {i} has data that is not a mapping")
+                data.update(mine)
+            if boxed[i]:
+                data["box"] = boxes[i].tolist()
+            c = conf[i]
+            out.append(ItemRecord(starts[i], ends[i], labels[int(label_idx[i])], None if c != c else c, run, data))
+        return out

@@ -74,7 +74,7 @@ from models.errors import KestrelError
 #: ``PRAGMA application_id`` of every Kestrel project: the ASCII bytes "KSTR".
 APPLICATION_ID = 0x4B535452
 #: Layout version written by this build; files with a larger number are refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FILE_EXTENSION = ".kestrel"
 RUN_STATUSES = ("running", "ok", "failed", "cancelled")
 FINISHED_STATUSES = RUN_STATUSES[1:]
@@ -179,6 +179,26 @@ item_shared_table = Table(
     Column("data_json", Text, nullable=False),
 )
 
+# v4: a big track's items in blocks of consecutive items (by start time), a column each
+# (core.store.items.Block): a million detections store as a few hundred rows, where a row per
+# item costs SQLite seconds. ``run_id`` is the run of every item of the block; the times bound
+# the block for range reads (t_min/t_max: its first and last start, e_max: its latest end).
+item_blocks_table = Table(
+    "item_blocks",
+    METADATA,
+    Column("track_id", Integer, ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("t_min", Float, nullable=False),
+    Column("t_max", Float, nullable=False),
+    Column("e_max", Float, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
+    Column("labels_json", Text, nullable=False),  # the block's distinct labels
+    Column("own_json", Text, nullable=False, server_default="{}"),  # {index: data of its own}
+    Column("columns", LargeBinary, nullable=False),  # starts, ends, confidences, label, shared, boxes
+)
+Index("ix_item_blocks_run", item_blocks_table.c.run_id)
+
 # v3: what a track holds, kept at save/append time so a timeline of any size reads counts,
 # never items: how many, their span, the longest item, items per label (and how many of them
 # carry ``confirmed: true``), and the count of item starts per ``base_s`` bucket from ``t0_s``
@@ -248,8 +268,14 @@ def _v2_to_v3(conn: Connection) -> None:
         "FOREIGN KEY(track_id) REFERENCES tracks (id) ON DELETE CASCADE)")
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    """v4: big tracks may store their items in blocks (table ``item_blocks``); items stored
+    before stay rows of ``items``, read as before."""
+    item_blocks_table.create(conn)
+
+
 #: ``MIGRATIONS[n]`` upgrades a version-``n`` file to version ``n + 1`` (see module doc).
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 # ------------------------------------------------------------------------ records

@@ -33,7 +33,7 @@ from projectkit import (  # noqa: F401  (fixtures are used by name)
 def test_round_trip_and_reopen(project_path: Path) -> None:
     p = Project.create(project_path)
     assert p.path == project_path and not p.read_only and not p.is_temporary and p.warnings == []
-    assert p.schema_version == Project.SCHEMA_VERSION == 3
+    assert p.schema_version == Project.SCHEMA_VERSION == 4
     written = populate(p)
     check_populated(p, written)
     p.close()
@@ -52,7 +52,7 @@ def test_file_format(filled: tuple[Path, dict[str, Any]]) -> None:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert c.execute("PRAGMA application_id").fetchone()[0] == 0x4B535452 == Project.APPLICATION_ID
         meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
-        assert meta["schema_version"] == "3" and meta["created_at"] and meta["app_version"].startswith("kestrel")
+        assert meta["schema_version"] == "4" and meta["created_at"] and meta["app_version"].startswith("kestrel")
         indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert "ix_items_track_start" in indexes
         c.close()

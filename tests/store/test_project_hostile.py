@@ -127,28 +127,28 @@ def _meta_version(path: Path) -> str:
 def test_migration_runs_and_data_survives(filled: tuple[Path, dict[str, Any]],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     path, written = filled
-    monkeypatch.setattr(Project, "SCHEMA_VERSION", 4)
-    monkeypatch.setitem(dbschema.MIGRATIONS, 3, _rebuild_tracks_v2_to_v3)
+    monkeypatch.setattr(Project, "SCHEMA_VERSION", 5)
+    monkeypatch.setitem(dbschema.MIGRATIONS, 4, _rebuild_tracks_v2_to_v3)
     with Project.open(path) as p:
-        assert p.schema_version == 4 and not p.read_only
-        assert any("bak-v3" in w for w in p.warnings)
+        assert p.schema_version == 5 and not p.read_only
+        assert any("bak-v4" in w for w in p.warnings)
         check_populated(p, written)  # nothing lost, items not cascaded away
         p.set_setting("after", 1)
-    assert _meta_version(path) == "4"
+    assert _meta_version(path) == "5"
     c = raw(path)
     assert "hidden" in [r[1] for r in c.execute("PRAGMA table_info(tracks)")]
     assert c.execute("SELECT count(*) FROM items").fetchone()[0] == 4
     assert c.execute("PRAGMA foreign_key_check").fetchall() == []
     c.close()
-    backup = path.with_name("case.kestrel.bak-v3")
-    assert _meta_version(backup) == "3"
-    monkeypatch.setattr(Project, "SCHEMA_VERSION", 3)
+    backup = path.with_name("case.kestrel.bak-v4")
+    assert _meta_version(backup) == "4"
+    monkeypatch.setattr(Project, "SCHEMA_VERSION", 4)
     with Project.open(backup, read_only=True) as old:
         check_populated(old, written)
-    monkeypatch.setattr(Project, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(Project, "SCHEMA_VERSION", 5)
     with Project.open(path) as again:  # already current: no second migration / backup
         assert again.warnings == [] and again.get_setting("after") == 1
-    assert sorted(n for n in dir_listing(path.parent) if ".bak-" in n) == ["case.kestrel.bak-v3"]
+    assert sorted(n for n in dir_listing(path.parent) if ".bak-" in n) == ["case.kestrel.bak-v4"]
 
 
 def test_failed_migration_changes_nothing(filled: tuple[Path, dict[str, Any]],
@@ -160,13 +160,13 @@ def test_failed_migration_changes_nothing(filled: tuple[Path, dict[str, Any]],
         conn.exec_driver_sql("DROP TABLE settings")
         raise RuntimeError("bug in migration")
 
-    monkeypatch.setattr(Project, "SCHEMA_VERSION", 4)
-    monkeypatch.setitem(dbschema.MIGRATIONS, 3, half_then_fail)
+    monkeypatch.setattr(Project, "SCHEMA_VERSION", 5)
+    monkeypatch.setitem(dbschema.MIGRATIONS, 4, half_then_fail)
     with pytest.raises(ProjectError, match="bug in migration") as err:
         Project.open(path)
     assert "left unchanged" in str(err.value) and str(path) in str(err.value)
-    assert _meta_version(path) == "3"
-    monkeypatch.setattr(Project, "SCHEMA_VERSION", 3)
+    assert _meta_version(path) == "4"
+    monkeypatch.setattr(Project, "SCHEMA_VERSION", 4)
     with Project.open(path) as p:
         check_populated(p, written)
 
@@ -175,13 +175,13 @@ def test_migration_needs_every_step_and_a_writable_file(filled: tuple[Path, dict
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = filled
     before = sha256(path)
-    monkeypatch.setattr(Project, "SCHEMA_VERSION", 5)
-    monkeypatch.setitem(dbschema.MIGRATIONS, 3, lambda conn: None)  # 4 -> 5 missing
+    monkeypatch.setattr(Project, "SCHEMA_VERSION", 6)
+    monkeypatch.setitem(dbschema.MIGRATIONS, 4, lambda conn: None)  # 5 -> 6 missing
     with pytest.raises(ProjectError, match="cannot upgrade"):
         Project.open(path)
-    monkeypatch.setitem(dbschema.MIGRATIONS, 4, lambda conn: None)
+    monkeypatch.setitem(dbschema.MIGRATIONS, 5, lambda conn: None)
     with pytest.raises(ProjectReadOnlyError, match="read-only"):
         Project.open(path, read_only=True)
     assert sha256(path) == before and not list(path.parent.glob("*.bak-*"))
     with Project.open(path) as p:
-        assert p.schema_version == 5
+        assert p.schema_version == 6

@@ -173,11 +173,11 @@ def test_a_version_1_file_is_upgraded(filled: tuple[Path, dict[str, Any]]) -> No
     path, written = filled
     c = raw(path)  # the v1 layout: runs without owner columns
     c.executescript("DROP TABLE item_shared; DROP TABLE track_lod; ALTER TABLE items DROP COLUMN shared_n; "
-                    "ALTER TABLE runs DROP COLUMN owner_pid; ALTER TABLE runs DROP COLUMN owner_host; "
+                    "DROP TABLE item_blocks; ALTER TABLE runs DROP COLUMN owner_pid; ALTER TABLE runs DROP COLUMN owner_host; "
                     "UPDATE meta SET value = '1' WHERE key = 'schema_version';")
     c.close()
     with Project.open(path) as p:
-        assert p.schema_version == 3 and any("bak-v1" in w for w in p.warnings)
+        assert p.schema_version == 4 and any("bak-v1" in w for w in p.warnings)
         runs = {r.id: r for r in p.list_runs()}
         assert runs[written["r3"]].status == "failed"  # 'running' with no owner: its process is unknown
         r = p.start_run("k", "p", "1", {})

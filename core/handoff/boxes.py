@@ -198,6 +198,7 @@ def collect(project: Any, media_id: int, *, start: float | None = None, end: flo
     raw: list[tuple[float, int | None, str, tuple[float, float, float, float], float | None, bool | None]] = []
     skipped = 0
     shared = project.track_shared(rec.id)
+    scale = _Scaler(frames)
     slices = _chunks(lo, hi, n) if hi > lo else []
     for i, (a, b) in enumerate(slices):
         if state is not None:
@@ -205,15 +206,14 @@ def collect(project: Any, media_id: int, *, start: float | None = None, end: flo
             state.set_progress(i / len(slices), "reading boxes")
         for it in project.track_items(rec.id, a, b, starting=True, shared=shared):
             data = it.data if isinstance(it.data, dict) else {}
-            box = finite_box(data.get("box"))
-            if box is None:
-                skipped += 1
-                continue
             verdict = data.get("confirmed")
             verdict = verdict if isinstance(verdict, bool) else None
             if confirmed_only and verdict is not True:
                 continue
-            box = _scaled(box, data.get("size"), frames)
+            box = scale(data.get("box"), data.get("size"))
+            if box is None:
+                skipped += 1
+                continue
             tid = data.get("track")
             tid = tid if isinstance(tid, int) and not isinstance(tid, bool) else None
             score = it.confidence if it.confidence is None or math.isfinite(it.confidence) else None
@@ -261,14 +261,34 @@ def range_text(start: float | None, end: float | None) -> str:
     return f" until {end:g} s" if start is None else f" between {start:g} s and {end:g} s"
 
 
-def _scaled(box: tuple[float, float, float, float], size: Any, frames: Frames) -> tuple[float, float, float, float]:
-    """A box in pixels of the analysed frame (``size``, maybe scaled down) → pixels of the media's frame."""
-    sz = finite_box(list(size) + [1, 1]) if isinstance(size, (list, tuple)) and len(size) == 2 else None
-    if sz is None or sz[0] <= 0 or sz[1] <= 0 or (round(sz[0]), round(sz[1])) == (frames.width, frames.height):
-        return box
-    kx, ky = frames.width / sz[0], frames.height / sz[1]
-    x1, y1, x2, y2 = box
-    return (x1 * kx, y1 * ky, x2 * kx, y2 * ky)
+class _Scaler:
+    """A stored box (pixels of the analysed frame, ``size``, maybe scaled down) → four floats in
+    pixels of the media's frame; None for a box that is not four finite numbers. The factors of
+    the last size are kept: a track's boxes share one size (a million boxes are read here)."""
+
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
+        self.size: Any = None
+        self.k = (1.0, 1.0)
+
+    def __call__(self, box: Any, size: Any) -> tuple[float, float, float, float] | None:
+        try:
+            x1, y1, x2, y2 = (float(v) for v in box)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if not math.isfinite(x1 + y1 + x2 + y2):
+            return None
+        if size != self.size:
+            self.size, self.k = size, self._factors(size)
+        kx, ky = self.k
+        return (x1, y1, x2, y2) if kx == ky == 1.0 else (x1 * kx, y1 * ky, x2 * kx, y2 * ky)
+
+    def _factors(self, size: Any) -> tuple[float, float]:
+        sz = finite_box(list(size) + [1, 1]) if isinstance(size, (list, tuple)) and len(size) == 2 else None
+        w, h = self.frames.width, self.frames.height
+        if sz is None or sz[0] <= 0 or sz[1] <= 0 or (round(sz[0]), round(sz[1])) == (w, h):
+            return (1.0, 1.0)
+        return (w / sz[0], h / sz[1])
 
 
 # -- storing an import -------------------------------------------------------------------------

@@ -179,7 +179,7 @@ class DetectionsPanel(QWidget):
         self.scores_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.scores_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.scores_table.horizontalHeader().setStretchLastSection(True)
-        self.scores_table.setMaximumHeight(150)
+        self.scores_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self.scores_note = QLabel("")
         self.scores_note.setWordWrap(True)
         bl = QVBoxLayout(box)
@@ -294,6 +294,9 @@ class DetectionsPanel(QWidget):
                 if k == 0 and c.label:
                     item.setForeground(label_color(c.label))
                 self.scores_table.setItem(r, k, item)
+        t = self.scores_table  # as tall as its rows (a few classes), up to about eight
+        t.setFixedHeight(t.horizontalHeader().sizeHint().height() + 2 * t.frameWidth()
+                         + sum(t.rowHeight(r) for r in range(min(len(rows), 8))))
         self.scores_note.setText(scores.frames_line())
         self.scores_changed.emit(scores)
 

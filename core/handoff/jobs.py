@@ -52,6 +52,7 @@ def export_job(req: ExportRequest, state: Any) -> ExportResult:
     state.set_progress(0.0, "opening the project")
     with opened(req.project, writes=None) as project:
         rec = media_row(project, req.media)
+        not_an_input(out, project)
         duration = rec.duration_s
         if req.start is not None and duration is not None and req.start >= duration:
             raise RangeError(f"the range starts at {req.start:g} s, past the end of {Path(rec.path).name} "
@@ -127,6 +128,18 @@ def media_row(project: Any, media: str) -> Any:
         name = "the project" if getattr(project, "is_temporary", False) else Path(str(project.path)).name
         raise HandoffError(f"{path.name} is not in project {name}; open or analyse it there first.")
     return rec
+
+
+def not_an_input(out: Path, project: Any) -> None:
+    """Refuse an output that would replace the project file (or its journal) or a media file the
+    project holds: an export never destroys what it was made from."""
+    target = out.resolve()
+    proj = Path(str(project.path)).resolve()
+    if target in {proj, *(proj.with_name(proj.name + x) for x in ("-wal", "-shm", "-journal"))}:
+        raise HandoffError(f"{out} is the project file; writing there would replace it: choose another name")
+    if project.find_media(str(target)) is not None:
+        raise HandoffError(f"{out} is a media file of this project; writing there would replace it: "
+                           "choose another name")
 
 
 def check_out(out: Path, *, folder: bool) -> Path:

@@ -129,6 +129,13 @@ def test_what_cannot_be_done_is_one_line_exit_1(project, media, tmp_path, capsys
     assert run("export", [media, "--project", media, "--format", "fakejson", "--out", x]) == 1  # not a project
     assert "is not a Kestrel project file" in one_line(capsys.readouterr().err)
 
+    kept = (media.read_bytes(), project.read_bytes())  # an export never replaces what it was made from
+    for target, what in ((media, "a media file of this project"), (project, "the project file")):
+        assert run("export", [media, "--project", project, "--format", "fakejson", "--out", target]) == 1
+        assert one_line(capsys.readouterr().err) == (f"kestrel: {target} is {what}; writing there would replace it: "
+                                                      "choose another name")
+    assert (media.read_bytes(), project.read_bytes()) == kept
+
     assert run("export", [media, "--project", project, "--format", "fakerefuses", "--out", x]) == 1
     assert one_line(capsys.readouterr().err) == "kestrel: the fake format refuses this file"
     assert not x.exists()

@@ -262,7 +262,7 @@ class HandoffDialog(QDialog):
     def _cancelled(self) -> None:
         self.task = None
         self.run_btn.setEnabled(True)
-        self._say("Cancelled; nothing was " + ("stored." if self.importing else "written."))
+        self._say("Cancelled.")  # the format stops at its next check: what it had finished may be kept
 
     def _fail(self, line: str) -> None:
         self._say(line, error=True)

@@ -101,7 +101,7 @@ def test_cancel_in_the_job_bar_writes_nothing(qtbot, opened, tmp_path):
     dlg.run_btn.click()
     qtbot.waitUntil(lambda: dlg.task is not None and dlg.task.progress > 0, timeout=10000)
     window.jobbar.cancel.click()
-    assert dlg.message.text() == "Cancelled; nothing was written." and dlg.run_btn.isEnabled()
+    assert dlg.message.text() == "Cancelled." and dlg.run_btn.isEnabled()
     assert not (tmp_path / "slow.json").exists()
 
 

@@ -247,19 +247,39 @@ class _Class:
 
     def result(self, label: str) -> ClassScore:
         """The counts, with IDTP from the one global matching of truth ids to predicted ids."""
-        from scipy.optimize import linear_sum_assignment
+        return ClassScore(label, self.tp, self.fp, self.fn, _id_matching(self.overlaps), self.switches)
 
-        idtp = 0
-        if self.overlaps:
-            oids = sorted({o for o, _h in self.overlaps})
-            hids = sorted({h for _o, h in self.overlaps})
-            oi, hi = {o: k for k, o in enumerate(oids)}, {h: k for k, h in enumerate(hids)}
-            w = np.zeros((len(oids), len(hids)))
-            for (o, h), k in self.overlaps.items():
-                w[oi[o], hi[h]] = k
-            rows, cols = linear_sum_assignment(w, maximize=True)
-            idtp = int(w[rows, cols].sum())
-        return ClassScore(label, self.tp, self.fp, self.fn, idtp, self.switches)
+
+def _id_matching(overlaps: dict[tuple[int, int], int]) -> int:
+    """The most frames of overlap a matching of truth ids to predicted ids (each at most one) can
+    gather: the ID true positives. Solved apart for each group of ids that overlap one another
+    (a day of footage has thousands of ids, each overlapping a few: no ids × ids matrix)."""
+    from scipy.optimize import linear_sum_assignment
+
+    parent: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def root(x: tuple[str, int]) -> tuple[str, int]:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for o, h in overlaps:
+        parent[root(("o", o))] = root(("h", h))
+    groups: dict[tuple[str, int], list[tuple[tuple[int, int], int]]] = defaultdict(list)
+    for (o, h), k in overlaps.items():
+        groups[root(("o", o))].append(((o, h), k))
+    total = 0
+    for pairs in groups.values():
+        oi = {o: n for n, o in enumerate(sorted({o for (o, _h), _k in pairs}))}
+        hi = {h: n for n, h in enumerate(sorted({h for (_o, h), _k in pairs}))}
+        w = np.zeros((len(oi), len(hi)))
+        for (o, h), k in pairs:
+            w[oi[o], hi[h]] = k
+        rows, cols = linear_sum_assignment(w, maximize=True)
+        total += int(w[rows, cols].sum())
+    return total
 
 
 # -- which frames, which truth ---------------------------------------------------------------------

@@ -45,19 +45,35 @@ def _num(v: float) -> float:
     return round(float(v), 3)
 
 
-def document(frames: Frames, boxes: list[Box], name: str, start: float | None, end: float | None) -> dict:
-    """The COCO document of ``boxes`` (sorted by frame, as :func:`core.handoff.boxes.collect` gives them)."""
+def sampled(project: Any, media_id: int, name: str, frames: Frames, boxes: list[Box], start: float | None,
+            end: float | None) -> list[int] | None:
+    """The frames the run behind track ``name`` sampled in the range, those without boxes too
+    (from the run's rate: core.handoff.metrics.sampled_frames); None where they cannot be known
+    (a change-gated run, an import)."""
+    from core.handoff.metrics import sampled_frames
+
+    found = sampled_frames(project, media_id, name, frames)
+    if found is None:
+        return None
+    lo = frames.frame_of(start) if start is not None else -1
+    hi = frames.frame_of(end) if end is not None else math.inf
+    return sorted({f for f in found if lo <= f < hi} | {b.frame for b in boxes})
+
+
+def document(frames: Frames, boxes: list[Box], name: str, start: float | None, end: float | None,
+             listed: list[int] | None = None) -> dict:
+    """The COCO document of ``boxes`` (sorted by frame, as :func:`core.handoff.boxes.collect` gives
+    them); its images are the frames ``listed`` (the run's samples), else the frames with boxes."""
     from core.exportsafe import safe_name
     from core.store.schema import app_version
 
     stem = safe_name(Path(frames.media_path).stem, "media")
     cats = category_ids({b.label for b in boxes})
-    images: dict[int, dict[str, Any]] = {}
+    images = {f: {"id": f + 1, "file_name": f"{stem}_{f:06d}.jpg", "width": frames.width, "height": frames.height,
+                  "frame": f, "time_s": _num(frames.time_of(f))}
+              for f in (listed if listed is not None else sorted({b.frame for b in boxes}))}
     annotations = []
     for b in boxes:
-        if b.frame not in images:
-            images[b.frame] = {"id": b.frame + 1, "file_name": f"{stem}_{b.frame:06d}.jpg", "width": frames.width,
-                               "height": frames.height, "frame": b.frame, "time_s": _num(frames.time_of(b.frame))}
         x1, y1, x2, y2 = b.box
         w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
         ann: dict[str, Any] = {"id": len(annotations) + 1, "image_id": b.frame + 1, "category_id": cats[b.label],
@@ -72,8 +88,10 @@ def document(frames: Frames, boxes: list[Box], name: str, start: float | None, e
             "version": app_version(), "year": datetime.now(timezone.utc).year,
             "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "media": frames.media_path, "track": name, "start_s": start, "end_s": end, "fps": frames.fps,
-            "images": "the media's frames that hold boxes; no image files are written (file_name names the "
-                      "frame, 'frame' is its 0-based number, 'time_s' its time)"}
+            "images": ("every frame the detector looked at" if listed is not None else
+                       "the frames that hold boxes (the run's samples are not known: change-gated or imported)")
+            + "; no image files are written (file_name names the frame, 'frame' is its 0-based number, "
+              "'time_s' its time)"}
     return {"info": info, "licenses": [], "images": list(images.values()), "annotations": annotations,
             "categories": [{"id": i, "name": label, "supercategory": ""}
                            for label, i in sorted(cats.items(), key=lambda kv: kv[1])]}
@@ -83,7 +101,7 @@ def export(project: Any, media_id: int, out: Path, *, start: float | None = None
            state: Any = None) -> ExportResult:
     """Write the media's newest detector run between ``start`` and ``end`` as COCO JSON to ``out``."""
     frames, boxes, name = for_export(project, media_id, start, end, state)
-    doc = document(frames, boxes, name, start, end)
+    doc = document(frames, boxes, name, start, end, sampled(project, media_id, name, frames, boxes, start, end))
     path = write_out(out, json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8"))
     n_img, n_cat = len(doc["images"]), len(doc["categories"])
     return ExportResult((path,), f"wrote {len(boxes)} boxes of {name} on {n_img} frames ({n_cat} classes)"

@@ -10,7 +10,8 @@ import pytest
 from core.handoff import boxes as bx
 from core.handoff import coco
 from core.handoff.base import HandoffError, export_with, import_with
-from test_boxes import make_project
+from core.perception.ops import store_analysis
+from test_boxes import make_project, tracked_output
 
 GT = "ground truth: "
 
@@ -87,6 +88,31 @@ def test_pycocotools_loads_the_file_and_scores_it_against_itself(project, tmp_pa
     ev.accumulate()
     ev.summarize()
     assert ev.stats[0] == pytest.approx(1.0)  # AP@[.5:.95]: every box found where it is
+
+
+def test_images_are_every_frame_the_detector_looked_at_empty_ones_too(tmp_path):
+    p, mid = make_project(tmp_path, store=False)
+    try:
+        out = tracked_output()  # sampled every 0.5 s for 10 s (its run's parameters)...
+        out.frames, out.evidence = out.frames[::2], out.evidence[::2]  # ...boxes on every other sample
+        store_analysis(p, mid, out, 0.5)
+        coco.export(p, mid, tmp_path / "d.json")
+        doc = json.loads((tmp_path / "d.json").read_text())
+        assert [i["frame"] for i in doc["images"]] == list(range(0, 100, 5))
+        assert {a["image_id"] for a in doc["annotations"]} == {f + 1 for f in range(0, 100, 10)}
+        assert doc["info"]["images"].startswith("every frame the detector looked at")
+        coco.export(p, mid, tmp_path / "r.json", start=2.0, end=4.0)
+        assert [i["frame"] for i in json.loads((tmp_path / "r.json").read_text())["images"]] == [20, 25, 30, 35]
+        gated = tracked_output()
+        gated.name, gated.params = "yolov8n", {**gated.params, "gate": {"static_every_s": 30}}
+        gated.frames, gated.evidence = gated.frames[::2], gated.evidence[::2]
+        store_analysis(p, mid, gated, 0.5)  # change-gated: its samples are not known, only its boxes' frames
+        coco.export(p, mid, tmp_path / "g.json")
+        doc = json.loads((tmp_path / "g.json").read_text())
+        assert [i["frame"] for i in doc["images"]] == list(range(0, 100, 10))
+        assert doc["info"]["track"] == "yolov8n" and "not known" in doc["info"]["images"]
+    finally:
+        p.close()
 
 
 def test_a_range_export_holds_only_its_frames(project, tmp_path):

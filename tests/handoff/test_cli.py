@@ -212,3 +212,21 @@ def test_real_format_with_nothing_to_export_is_one_line(name, project, media, tm
     assert run("export", [media, "--project", project, "--format", name, "--out", out]) == 1
     assert one_line(capsys.readouterr().err).startswith("kestrel: ")
     assert not out.exists()
+
+
+def test_a_locked_project_is_one_line(project, media, tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setattr(Project, "BUSY_TIMEOUT_S", 0.3)  # the lock is held for the whole test: fail soon
+    monkeypatch.setattr(Project, "WRITE_BUSY_TIMEOUT_S", 0.3)
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps([{"t": 1.0, "label": "person", "box": [1, 2, 3, 4]}]))
+    other = sqlite3.connect(project)  # another program writing the project
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert run("import", [media, "--project", project, "--format", "fakejson", truth]) == 1
+    finally:
+        other.rollback()
+        other.close()
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"kestrel: '{project}' is being changed by another program")

@@ -102,7 +102,9 @@ def frames_of(project: Any, media_id: int) -> Frames:
     v = _video_stream(media.streams)
     fps = _positive(v.get("fps")) if v else 0.0
     w, h = (int(_positive(v.get("width"))), int(_positive(v.get("height")))) if v else (0, 0)
-    rotation = int(_positive(v.get("rotation"))) if v else 0
+    rot = v.get("rotation") if v else 0  # degrees; -90 turns as 270 does
+    ok = isinstance(rot, (int, float)) and not isinstance(rot, bool) and math.isfinite(rot)
+    rotation = int(abs(rot)) if ok else 0
     duration = _positive(media.duration_s) or (_positive(v.get("duration_s")) if v else 0.0)
     if not (fps and w and h):
         from core.media.decode import MediaError, probe

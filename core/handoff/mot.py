@@ -2,7 +2,8 @@
 from MOT 2D and MOT16/17/20 ground truth.
 
 Export: one line per box, ``frame,id,bb_left,bb_top,bb_width,bb_height,conf,-1,-1,-1`` with
-1-based frames, sorted by frame then id. MOT 2D has no class column, so the classes go to a small
+1-based frames, sorted by frame then id; ``conf`` is the score, or 1 (a ground truth's "consider")
+for a box without one (an imported track). MOT 2D has no class column, so the classes go to a small
 JSON beside the file, ``<stem>.classes.json`` (``{"classes": {id: class}}``, and ``by_box``
 ``{"frame,id": class}`` for the boxes of an id whose class changes), which the import reads.
 
@@ -25,7 +26,7 @@ from core.handoff.boxes import (Box, Frames, assign_ids, for_export, import_pars
 
 WHAT = "a MOT Challenge file"
 DEFAULT_CLASS = "object"
-#: MOT16/17/20 ground truth's class column (the benchmark's paper, Milan et al. 2016, table 2).
+#: MOT16/17/20 ground truth's class column (1-12: the MOT16 paper, Milan et al. 2016; 13: MOT20's crowd).
 MOT_CLASSES = {1: "pedestrian", 2: "person on vehicle", 3: "car", 4: "bicycle", 5: "motorbike",
                6: "non motorized vehicle", 7: "static person", 8: "distractor", 9: "occluder",
                10: "occluder on the ground", 11: "occluder full", 12: "reflection", 13: "crowd"}

@@ -124,7 +124,12 @@ def test_frame_of_names_the_frame_the_decoder_shows_at_a_sampled_time(tmp_path):
 def test_a_rotated_video_gives_its_size_as_shown(tmp_path):
     p, mid = make_project(tmp_path, size=(240, 320), rotation=90, store=False)
     try:
-        assert (bx.frames_of(p, mid).width, bx.frames_of(p, mid).height) == (320, 240)
+        turned = p.add_media(str(tmp_path / "t.mp4"), "sha256:t", 1, 1.0, "mp4", video_streams(size=(240, 320),
+                                                                                          rotation=-90))
+        upside = p.add_media(str(tmp_path / "u.mp4"), "sha256:u", 1, 1.0, "mp4", video_streams(size=(240, 320),
+                                                                                          rotation=180))
+        assert [(f.width, f.height) for f in map(lambda m: bx.frames_of(p, m), (mid, turned, upside))] == \
+            [(320, 240), (320, 240), (240, 320)]
     finally:
         p.close()
 

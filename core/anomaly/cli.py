@@ -42,23 +42,7 @@ from core.anomaly.events import AnomalyEvent
 from core.cli import open_project
 from core.errors import print_error
 from core.jobs import Cancelled, HeadlessState
-from core.timefmt import clock_cs
-
-_TIME = re.compile(r"^\s*(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)\s*$")
-
-
-def parse_time(text: str) -> float:
-    """Seconds from ``SS``, ``MM:SS`` or ``HH:MM:SS`` (fractions allowed)."""
-    m = _TIME.match(text)
-    if not m:
-        raise ValueError(f"not a time: {text!r} (use seconds, MM:SS or HH:MM:SS)")
-    a, b, s = m.groups()
-    parts = [float(x) for x in (a, b) if x is not None]
-    total = float(s)
-    for k, p in enumerate(reversed(parts)):
-        total += p * 60 ** (k + 1)
-    return total
-
+from core.timefmt import clock_cs, parse_time
 
 def parse_range(text: str) -> tuple[float, float] | None:
     """``START-END`` → (start, end); ``none`` → None (no normal footage: detectors only)."""

@@ -20,7 +20,7 @@ from core.handoff.base import FORMATS
 
 def time_value(text: str) -> float:
     """An argparse type: seconds (``75.5``) or ``MM:SS`` / ``HH:MM:SS(.mmm)`` into the file."""
-    from core.anomaly.cli import parse_time  # the one parser of clock times on Kestrel's command lines
+    from core.timefmt import parse_time  # the one parser of clock times on Kestrel's command lines
 
     try:
         t = parse_time(text)

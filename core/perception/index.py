@@ -309,8 +309,9 @@ def _index_size(w: int, h: int, box: tuple[int, int]) -> tuple[int, int]:
 
 def decode_keyframes(path: str, times: np.ndarray, size: tuple[int, int], rotation: int = 0,
                      state: JobState | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """(time, RGB image at ``size``) for the keyframes at ``times``: one file-order pass with the
-    decoder told to skip every non-keyframe (a keyframe costs one frame's decode)."""
+    """(time, RGB image at ``size``) for the keyframes at ``times``: one file-order pass that hands
+    the decoder the keyframes' packets alone (a keyframe costs one frame's decode; a decoder told
+    to skip the other packets still pays for each: 4.8 s against 1.2 s over an hour of 30 fps)."""
     import av
 
     from core.media.decode import rotate_image
@@ -326,7 +327,7 @@ def decode_keyframes(path: str, times: np.ndarray, size: tuple[int, int], rotati
         if want[0] > 30:
             c.seek(int((want[0] - 1 + origin) / float(s.time_base)), stream=s, backward=True)
         raw = (size[1], size[0]) if rotation % 180 else size
-        for f in c.decode(s):
+        for f in _keyframes_of(c, s):
             if f.pts is None:
                 continue
             t = float(f.pts * s.time_base) - origin
@@ -339,6 +340,14 @@ def decode_keyframes(path: str, times: np.ndarray, size: tuple[int, int], rotati
                 check(state)
             img = f.reformat(width=raw[0], height=raw[1], format="rgb24").to_ndarray()
             yield float(want[j]), rotate_image(img, rotation)
+
+
+def _keyframes_of(c: Any, s: Any) -> Iterator[Any]:
+    """The decoded keyframes of stream ``s``, in file order, from their packets alone."""
+    for p in c.demux(s):
+        if p.is_keyframe:
+            yield from s.codec_context.decode(p)
+    yield from s.codec_context.decode(None)
 
 
 def decode_times(path: str, times: np.ndarray, size: tuple[int, int],
@@ -371,7 +380,12 @@ class _Models:
         from models.loaded import held
 
         self.threads = 1 if (os.cpu_count() or 1) <= 4 else None
-        self.tagger = held(cfg.tagger, threads=self.threads or 2)
+        # Each model in turn may use every core of a small machine: the index runs them one after
+        # another on batches of 8 (core.focus.scorers.default_threads's one-thread rule is for
+        # single frames, where the pools' spinning costs more than a second core gives). Measured
+        # on 2 cores, per frame: SSD 47 -> 39 ms, tags 17 -> 10, faces 15 -> 10 (75 -> 61 ms in all)
+        self.wide = (os.cpu_count() or 1) if self.threads else None
+        self.tagger = held(cfg.tagger, threads=max(2, self.wide or 2))
         self.detector = held(cfg.detector) if cfg.detector else None
         self.faces = held(cfg.faces, device="cpu", min_face_size=cfg.face_min_px) if cfg.faces else None
         self.reader = held(cfg.ocr) if cfg.ocr else None
@@ -403,6 +417,28 @@ class _Builder:
         self.ocr: dict[int, str] = {}
         self.looks_paid = 0
 
+    def _detect(self, imgs: list[np.ndarray]) -> list[Any]:
+        if self.m.detector is None:
+            return [[] for _ in imgs]
+        if not self.m.wide:
+            return self.m.detector.detect(imgs)
+        import cv2
+
+        before = cv2.getNumThreads()
+        cv2.setNumThreads(self.m.wide)
+        try:
+            return self.m.detector.detect(imgs)
+        finally:
+            cv2.setNumThreads(before)
+
+    def _faces(self, imgs: list[np.ndarray]) -> list[Any]:
+        if self.m.faces is None:
+            return [[] for _ in imgs]
+        from models.loaded import limit_threads
+
+        with limit_threads(self.m.wide):
+            return self.m.faces.faces(imgs)
+
     def add(self, batch: list[tuple[float, np.ndarray]], key: bool) -> None:
         from models.loaded import limit_threads
 
@@ -410,8 +446,8 @@ class _Builder:
         w, h = self.size
         with limit_threads(self.m.threads, opencv=True):
             probs = self.m.tagger.embed(imgs)
-            dets = self.m.detector.detect(imgs) if self.m.detector else [[] for _ in imgs]
-            faces = self.m.faces.faces(imgs) if self.m.faces else [[] for _ in imgs]
+            dets = self._detect(imgs)
+            faces = self._faces(imgs)
             for n, (t, img) in enumerate(batch):
                 i = len(self.times)
                 self.times.append(float(t))

@@ -66,6 +66,30 @@ def export_job(req: ExportRequest, state: Any) -> ExportResult:
     return result
 
 
+@dataclass(frozen=True)
+class EventRequest:
+    """The evidence package of one stored anomaly event (the Anomalies panel's button)."""
+    project: Any  # a path, or the window's open Project
+    media: str
+    event: str  # the event's id, e.g. "ev-65200"
+    out: str  # the folder the package goes in
+    pad: float = 2.0
+
+
+def event_job(req: EventRequest, state: Any) -> ExportResult:
+    """Package ``req.event`` (core.handoff.evidence.export_event) into a new folder in ``req.out``."""
+    from core.handoff.evidence import export_event
+
+    out = check_out(Path(req.out).expanduser(), folder=True)
+    state.set_progress(0.0, "opening the project")
+    with opened(req.project, writes=None) as project:
+        rec = media_row(project, req.media)
+        check(state)
+        result = export_event(project, rec.id, req.event, out, pad=req.pad, state=state)
+    _finish(state, "written")
+    return result
+
+
 def import_job(req: ImportRequest, state: Any) -> ImportResult:
     """Read ``req.file`` in ``req.fmt`` and store it as a track of the media file; the format's result."""
     fmt = available(get_format(req.fmt, importing=True))

@@ -68,6 +68,10 @@ class AnomalyPanel(QWidget):
         self.live_btn.toggled.connect(self._toggle_live)
         self.export_btn = QPushButton("Export…")
         self.export_btn.clicked.connect(self.choose_export)
+        self.evidence_btn = QPushButton("Evidence package…")
+        self.evidence_btn.setToolTip("The selected event's clip with a sidecar: SHA-256 of the source and the clip, "
+                                     "times, models and their parameters, scores")
+        self.evidence_btn.clicked.connect(self.choose_evidence)
         self.info = QLabel("")
         self.info.setWordWrap(True)
         self.banner = QLabel("")
@@ -114,6 +118,7 @@ class AnomalyPanel(QWidget):
         row3.addWidget(self.confirm)
         row3.addWidget(self.dismiss)
         row3.addWidget(self.export_btn)
+        row3.addWidget(self.evidence_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(row1)
@@ -343,6 +348,28 @@ class AnomalyPanel(QWidget):
             lambda e: self.bench.show_error(f"Export failed: {describe(e)}"))
 
     # -- live ----------------------------------------------------------------------------
+    def choose_evidence(self) -> None:
+        ev = self._row_event(self.table.currentRow()) if self.table.currentRow() >= 0 else None
+        if ev is None:
+            self.bench.show_status("select an event first", 5000)
+            return
+        d = QFileDialog.getExistingDirectory(self, "Evidence package: the folder to put it in")
+        if d:
+            self.package_event(ev, d)
+
+    def package_event(self, ev, folder: str):
+        """Write the evidence package of the stored event ``ev`` into a new folder in ``folder``."""
+        from core.handoff.jobs import EventRequest, event_job
+
+        project = self.bench.project()
+        if project is None or self.session.info is None:
+            self.bench.show_status("the event's evidence needs the project it is stored in", 6000)
+            return None
+        req = EventRequest(project, self.session.info.path, ev.id, folder)
+        return self.bench.tasks.run(event_job, req, pool="io", name="evidence package").on_done(
+            lambda res: self.bench.show_status(res.summary, 10000)).on_error(
+            lambda e: self.bench.show_error(f"Evidence package failed: {describe(e)}"))
+
     def _toggle_live(self, on: bool) -> None:
         live = self.bench.live
         if self.monitor is not None and self.monitor in live.processors:

@@ -2,6 +2,9 @@
 and the stored events coming back when the file is opened again."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 import mediagen
 
 
@@ -39,6 +42,16 @@ def test_anomaly_pass_events_replay_feedback(qtbot, window, media_dir, tmp_path)
     qtbot.waitUntil(lambda: task.finished, timeout=60000)
     names = {p.suffix for p in out.iterdir()}
     assert {".csv", ".json", ".mp4"} <= names
+    # the selected event's evidence package: its clip and a sidecar with the hashes, the event first
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    task = panel.package_event(ev, str(evidence))
+    qtbot.waitUntil(lambda: task.finished, timeout=60000)
+    (folder,) = evidence.iterdir()
+    sidecar = json.loads(next(folder.glob("*.json")).read_text(encoding="utf-8"))
+    clip = next(folder.glob("*.mp4"))
+    assert sidecar["clip"]["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert sidecar["findings"]["event"]["id"] == ev.id
     # another file: its own (no) events, never the previous file's
     n = panel.table.rowCount()
     with qtbot.waitSignal(window.media_ready, timeout=30000):

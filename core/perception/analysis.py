@@ -1,7 +1,7 @@
 """The perception job: run the chosen models over a file (or a range) and make tracks.
 
 ``analyze(request, state)`` is a plain job: it decodes frames at the requested rate in file
-order (never seeking per frame), batches them through each visual model, tracks
+order (never seeking per frame), batches them per visual model (core.perception.batching), tracks
 detections, runs the audio models on 16 kHz mono, and reports partial results as it goes.
 A model that fails to load or to run is reported and skipped; the others carry on.
 ``tracks_for`` turns a model's output into timeline tracks; storing and reusing them is in
@@ -22,6 +22,7 @@ import numpy as np
 from core.media.audio import load_mono
 from core.jobs import JobState, SubProgress, check, set_media_span
 from core.media.changes import ChangeMap, GateParams, iter_plan, scan_changes
+from core.perception.batching import GPU_BATCH, batch_sizes, slices
 from core.media.decode import MediaError, VideoDecoder, probe
 from core.timeline import Item, Track
 
@@ -44,7 +45,8 @@ class AnalysisRequest:
     end: float | None = None  # None: to the end of the file
     user_paths: tuple[tuple[str, str], ...] = ()  # (model name, local path) for bring-your-own
     device: str | None = None
-    batch: int = 4
+    batch: int = 4  # frames per model call on the CPU
+    gpu_batch: int = GPU_BATCH  # … and for a model on a CUDA device (core.perception.batching)
     track: bool = True
     max_size: tuple[int, int] = (1920, 1080)  # frames larger than this are scaled down first
     # Objects that are there (core.perception.confirm): each detector's boxes are checked right
@@ -508,6 +510,10 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float, cm: Change
                     log.warning("tracking unavailable: %s", e)
     confirmers = _confirmers(req, names, loaded, outputs)
     total = planned_frames(req.start, end, req.fps)
+    # frames per call, per model (core.perception.batching): the request's batch on the CPU,
+    # ``gpu_batch`` on CUDA; the job reads as many frames as the largest and slices them per model
+    sizes = batch_sizes({n: loaded[n] for n in names}, req.batch, req.gpu_batch)
+    read = max(sizes.values())
     done = 0
     last: dict[str, tuple[float, list]] = {}  # model → (frame time, result) of its last frame
     with VideoDecoder(req.path, max_size=req.max_size) as dec:
@@ -519,35 +525,20 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float, cm: Change
             plan = sample_frames(dec, req.start, end, req.fps)
         while True:
             check(state)
-            batch = list(itertools.islice(plan, max(1, req.batch)))
+            batch = list(itertools.islice(plan, read))
             if not batch:
                 break
             ts = [float(t) for t, _f in batch]
             frames = [f.image for _t, f in batch]
             keys = [f.time for _t, f in batch]
             for name in names:
-                out = outputs[name]
-                if out.error:
-                    continue
-                model = loaded[name]
-                t0 = time.perf_counter()
-                try:
-                    res = _run_distinct(model, out.task, frames, keys, last, name)
-                    if name in trackers:
-                        res = [trackers[name].update(dets, frames[i].shape) for i, dets in enumerate(res)]
-                    verdicts = _confirm(confirmers[name], name, ts, frames, res) if name in confirmers else ()
-                except Exception as e:
-                    if type(e).__name__ == "Cancelled":
-                        raise
-                    _fail(out, e)
-                    continue
-                out.duration_s += time.perf_counter() - t0
-                h, w = frames[0].shape[:2]
-                out.frame_size = (w, h)
-                new = list(zip(ts, res))
-                out.frames.extend(new)
-                state.set_partial_result(AnalysisPartial(name, out.task, frames=tuple(new), frame_size=(w, h),
-                                                         evidence=tuple(verdicts)))
+                for k, sl in enumerate(slices(len(batch), sizes[name])):
+                    if outputs[name].error:
+                        break
+                    if k:
+                        check(state)
+                    _visual_step(name, outputs[name], loaded[name], ts[sl], frames[sl], keys[sl], last,
+                                 trackers.get(name), confirmers.get(name), state)
             done += len(batch)
             frac = min(1.0, (ts[-1] - req.start) / max(end - req.start, 1e-9))
             state.set_progress(base + (1 - base) * frac, f"frame {min(done, total)}/{total}")
@@ -562,6 +553,30 @@ def _run_visual(req, end, names, loaded, outputs, state, base: float, cm: Change
             out = outputs[name]
             ts = np.asarray([t for t, _r in out.frames], np.float64)
             out.holds = [float(h) for h in np.diff(np.append(ts, end))] if ts.size else []
+
+
+def _visual_step(name: str, out: ModelOutput, model, ts: list[float], frames: list, keys: list[float],
+                 last: dict, tracker, confirmer, state: JobState) -> None:
+    """One call of a visual model on consecutive frames: results, tracks and verdicts appended
+    to ``out`` and sent as a partial; a failure marks the model failed (the others carry on)."""
+    t0 = time.perf_counter()
+    try:
+        res = _run_distinct(model, out.task, frames, keys, last, name)
+        if tracker is not None:
+            res = [tracker.update(dets, frames[i].shape) for i, dets in enumerate(res)]
+        verdicts = _confirm(confirmer, name, ts, frames, res) if confirmer is not None else ()
+    except Exception as e:
+        if type(e).__name__ == "Cancelled":
+            raise
+        _fail(out, e)
+        return
+    out.duration_s += time.perf_counter() - t0
+    h, w = frames[0].shape[:2]
+    out.frame_size = (w, h)
+    new = list(zip(ts, res))
+    out.frames.extend(new)
+    state.set_partial_result(AnalysisPartial(name, out.task, frames=tuple(new), frame_size=(w, h),
+                                             evidence=tuple(verdicts)))
 
 
 def _run_distinct(model, task: str, frames: list, keys: list[float], last: dict, name: str) -> list[list]:

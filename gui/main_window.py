@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget,
                                QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
                                QSplitter, QVBoxLayout, QWidget)
 
@@ -184,7 +184,11 @@ class MainWindow(QMainWindow):
         self.detections = DetectionsPanel(self.session, self.overlay)
         ddock = QDockWidget("Detections", self)
         ddock.setObjectName("detections-dock")
-        ddock.setWidget(self.detections)
+        scroll = QScrollArea()  # a crowded panel scrolls rather than drawing its parts over each other
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.detections)
+        ddock.setWidget(scroll)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, ddock)
         self.resizeDocks([ddock], [280], Qt.Orientation.Horizontal)
         self.detections_dock = ddock

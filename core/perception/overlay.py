@@ -16,7 +16,7 @@ regardless of their filter, until it is cleared or replaced.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.events import EventGroup
 from core.perception.confirm import CHECKED_TASKS, is_confirmed, why
@@ -38,11 +38,14 @@ class OverlayBox:
     confirmed: bool | None = None  # object detections: the verdict; None: not checked (faces, text)
     reason: str = ""  # why (not) confirmed
     cited: bool = False  # evidence an answer cites (set_evidence), not a track's box
+    truth: bool = False  # a box of an imported ground truth (File ▸ Import…), never a detection
 
     @property
     def caption(self) -> str:
         if self.text:
             return f"“{self.text}”"
+        if self.truth:
+            return f"truth: {self.label}"
         name = f"? {self.label}" if self.confirmed is False else self.label
         return f"cited: {name}" if self.cited else name
 
@@ -67,6 +70,7 @@ class OverlayModel:
         self.hidden: set[str] = set()  # labels switched off
         self.show_unconfirmed = True  # unconfirmed detections drawn greyed; False: not drawn or listed
         self.evidence: list[Evidence] = []  # the boxes an answer cites (set_evidence), drawn over the rest
+        self.show_truth = True  # an imported ground truth's boxes drawn apart (truth_tracks)
 
     def set_enabled(self, on: bool) -> None:
         if on != self.enabled:
@@ -136,7 +140,18 @@ class OverlayModel:
         return out
 
     def box_tracks(self):
-        return [t for t in self.timeline.tracks if t.kind == "boxes"]
+        """The detectors' box tracks: what is counted, listed and filtered as detections."""
+        return [t for t in self.timeline.tracks if t.kind == "boxes" and not t.meta.get("imported")]
+
+    def truth_tracks(self):
+        """Imported ground truths (core.handoff.boxes.store_import): drawn apart, never counted
+        or listed as detections."""
+        return [t for t in self.timeline.tracks if t.kind == "boxes" and t.meta.get("imported")]
+
+    def set_show_truth(self, on: bool) -> None:
+        if bool(on) != self.show_truth:
+            self.show_truth = bool(on)
+            self.events.changed.emit()
 
     def accepts(self, it: Item, is_checked: bool = False) -> bool:
         """Passes the filter: score, class, and (for checked object boxes) the unconfirmed switch."""
@@ -155,6 +170,13 @@ class OverlayModel:
                     b = to_box(it, tr.name, ch)
                     if b is not None:
                         out.append(b)
+        if self.show_truth:
+            for tr in self.truth_tracks():
+                for it in tr.at(t):
+                    if it.start <= t < it.end and it.label not in self.hidden:
+                        b = to_box(it, tr.name)
+                        if b is not None:
+                            out.append(replace(b, truth=True))
         return out + self.evidence_at(t)
 
     def evidence_at(self, t: float) -> list[OverlayBox]:

@@ -182,7 +182,11 @@ class DetectionsPanel(QWidget):
         self.scores_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self.scores_note = QLabel("")
         self.scores_note.setWordWrap(True)
+        self.show_truth = QCheckBox("Show the ground truth's boxes (white, dotted)")
+        self.show_truth.setChecked(self.overlay.show_truth)
+        self.show_truth.toggled.connect(self.overlay.set_show_truth)
         bl = QVBoxLayout(box)
+        bl.addWidget(self.show_truth)
         bl.addWidget(self.truth_pick)
         bl.addWidget(self.scores_title)
         bl.addWidget(self.scores_table)
@@ -200,7 +204,7 @@ class DetectionsPanel(QWidget):
 
     def _truth_tracks(self) -> list[str]:
         """The names of the imported ground truths on the timeline (core.handoff.boxes.store_import)."""
-        return [tr.name for tr in self.overlay.box_tracks() if tr.meta.get("imported")]
+        return [tr.name for tr in self.overlay.truth_tracks()]
 
     def schedule_scores(self) -> None:
         if self.bench is not None:
@@ -232,7 +236,7 @@ class DetectionsPanel(QWidget):
             return
         truth = self.truth_pick.currentText()
         basis = (id(project), media_id, truth, self.overlay.show_unconfirmed) + tuple(
-            (tr.name, tr.run_id, tr.meta.get("sha256"), tr.size) for tr in self.overlay.box_tracks())
+            (tr.name, tr.run_id, tr.meta.get("sha256"), tr.size) for tr in self.overlay.box_tracks() + self.overlay.truth_tracks())
         if basis == self._scored and not force:
             return
         self._scored = basis
@@ -281,6 +285,9 @@ class DetectionsPanel(QWidget):
             return
         self.scores_table.setVisible(True)
         self.scores_table.setRowCount(len(rows))
+        rh = self.scores_table.verticalHeader().defaultSectionSize()  # all rows up to 6, then it scrolls
+        self.scores_table.setFixedHeight(self.scores_table.horizontalHeader().sizeHint().height()
+                                         + rh * min(len(rows), 6) + 4)
         for r, c in enumerate(rows):
             few = not c.enough
             cells = [c.label or "all classes", *(_percent(v, few) for v in (c.precision, c.recall, c.idf1)),

@@ -91,7 +91,9 @@ class FrameCanvas(QWidget):
         for b in self._boxes:
             unconfirmed = b.confirmed is False  # core.perception.confirm: kept, shown greyed, never a fact
             cited = getattr(b, "cited", False)  # a chat answer's evidence: amber, thick, on a dark halo
-            color = QColor(150, 150, 158) if unconfirmed else CITED if cited else label_color(b.label)
+            truth = getattr(b, "truth", False)  # an imported ground truth: white, dotted, no score
+            color = (QColor(150, 150, 158) if unconfirmed else CITED if cited else QColor(235, 235, 235) if truth
+                     else label_color(b.label))
             r = QRectF(target.x() + b.x1 * target.width(), target.y() + b.y1 * target.height(),
                        (b.x2 - b.x1) * target.width(), (b.y2 - b.y1) * target.height())
             if cited:
@@ -99,12 +101,12 @@ class FrameCanvas(QWidget):
                 p.setBrush(Qt.BrushStyle.NoBrush)
                 p.drawRect(r)
             pen = QPen(color, (2.5 if cited else 1.5) if unconfirmed else (3 if cited else 2))
-            if unconfirmed:
-                pen.setStyle(Qt.PenStyle.DashLine)
+            if unconfirmed or truth:
+                pen.setStyle(Qt.PenStyle.DotLine if truth else Qt.PenStyle.DashLine)
             p.setPen(pen)
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawRect(r)
-            text = f"{b.caption} {b.score:.2f}" + (f" #{b.track}" if b.track is not None else "")
+            text = b.caption if truth else f"{b.caption} {b.score:.2f}" + (f" #{b.track}" if b.track is not None else "")
             tw, th = fm.horizontalAdvance(text) + 6, fm.height() + 2
             ty = r.top() - th if r.top() - th >= target.top() else r.top()
             bg = QColor(color)

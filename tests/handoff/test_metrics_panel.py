@@ -140,3 +140,22 @@ def test_no_detector_run_is_one_line_in_the_panel(qtbot, tmp_path):
     finally:
         tasks.shutdown()
         p.close()
+
+
+def test_an_imported_truth_is_drawn_apart_and_never_counted_as_a_detection():
+    from core.timeline import Item, Timeline, Track
+
+    tl = Timeline(10.0)
+    box = {"box": [10.0, 10.0, 50.0, 60.0], "size": [100, 100], "track": 1}
+    tl.set_track(Track("boxes", "ssd", [Item(1.0, 1.5, "car", 0.8, None, {**box, "confirmed": True})],
+                       meta={"task": "detect"}))
+    tl.set_track(Track("boxes", "ground truth: gt.txt", [Item(1.0, 1.04, "car", None, None, box),
+                                                         Item(1.0, 1.04, "dog", None, None, box)],
+                       meta={"imported": True, "format": "mot"}))
+    ov = OverlayModel(tl)
+    assert [t.name for t in ov.box_tracks()] == ["ssd"] and ov.labels() == {"car": 1}
+    assert ov.confirmed_counts() == {"car": (1, 0)} and [src for _it, src in ov.rows()] == ["ssd"]
+    drawn = ov.boxes_at(1.02)
+    assert sorted((b.caption, b.truth) for b in drawn) == [("car", False), ("truth: car", True), ("truth: dog", True)]
+    ov.set_show_truth(False)
+    assert [b.caption for b in ov.boxes_at(1.02)] == ["car"]

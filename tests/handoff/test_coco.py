@@ -16,20 +16,6 @@ from test_boxes import make_project, tracked_output
 GT = "ground truth: "
 
 
-@pytest.fixture
-def project(tmp_path):
-    p, mid = make_project(tmp_path)
-    yield p, mid
-    p.close()
-
-
-@pytest.fixture(scope="module")
-def untouched(tmp_path_factory):
-    """One project for the tests of refused files (each checks that nothing was stored)."""
-    p, mid = make_project(tmp_path_factory.mktemp("refused"))
-    yield p, mid
-    p.close()
-
 
 def same_boxes(got: list[bx.Box], want: list[bx.Box]) -> None:
     assert [(b.frame, b.track, b.label) for b in got] == [(b.frame, b.track, b.label) for b in want]

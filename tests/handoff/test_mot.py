@@ -9,24 +9,9 @@ import pytest
 from core.handoff import boxes as bx
 from core.handoff import mot
 from core.handoff.base import HandoffError, export_with, import_with
-from test_boxes import make_project
 
 GT = "ground truth: "
 
-
-@pytest.fixture
-def project(tmp_path):
-    p, mid = make_project(tmp_path)
-    yield p, mid
-    p.close()
-
-
-@pytest.fixture(scope="module")
-def untouched(tmp_path_factory):
-    """One project for the tests of refused files (each checks that nothing was stored)."""
-    p, mid = make_project(tmp_path_factory.mktemp("refused"))
-    yield p, mid
-    p.close()
 
 
 def test_export_writes_mot_2d_lines_sorted_with_a_class_list(project, tmp_path):

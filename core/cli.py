@@ -181,8 +181,10 @@ def no_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def list_models(args: argparse.Namespace) -> int:
-    """``kestrel models``: the catalogue, one line a model: name, task, ready or missing, where."""
+    """``kestrel models``: the catalogue, one line a model: name, task, ready or missing, where;
+    and under it whether it can use a GPU here, and why not (asked of its runtime, no weights loaded)."""
     from models.catalogue import load_catalogue, locate
+    from models.devices import capability, runtime_of
 
     for spec in load_catalogue().values():
         a = locate(spec)
@@ -193,4 +195,6 @@ def list_models(args: argparse.Namespace) -> int:
         if state == "off":
             print(f"{'':28s} off by default: {spec.licence or 'see its notes'}; "
                   f"accept it to use it (analyze --models {spec.name} --accept-licence {spec.name})")
+        can, why = capability(spec)
+        print(f"{'':28s} GPU: {'yes' if can else 'no'} — {why} [{runtime_of(spec)}]")
     return 0

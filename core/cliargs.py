@@ -17,7 +17,7 @@ from collections.abc import Callable
 from core.errors import KestrelError
 
 __all__ = ["UsageError", "BadArgument", "number", "integer", "fps", "seconds", "duration", "fraction", "model_list", "weights_pair",
-           "check_device", "past_end", "text", "out_folder", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
+           "check_device", "add_device", "past_end", "text", "out_folder", "MIN_FPS", "MAX_FPS", "MAX_SECONDS"]
 
 
 class UsageError(KestrelError):
@@ -187,19 +187,27 @@ def weights_pair(text: str) -> tuple[str, str]:
     return name, path
 
 
+def add_device(ap: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda``: where the models run (one preference for every model)."""
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                    help="where models run: auto (CUDA where a model's runtime can use it), cpu, or cuda "
+                         "(a model that cannot runs on the CPU and its run says why); `models` lists which can")
+
+
 def check_device(device: str | None) -> None:
-    """``--device cuda`` on a machine without CUDA: :class:`BadArgument` (exit 2). Imports torch
-    only when CUDA was asked for."""
-    if device != "cuda":
+    """``--device cuda`` on a machine where no runtime sees CUDA: :class:`BadArgument` (exit 2);
+    otherwise the preference every model of this process loads with (:mod:`models.devices`).
+    Asks the runtimes (imports them) only when CUDA was asked for."""
+    if device is None:
         return
-    try:
-        import torch
-        ok = bool(torch.cuda.is_available())
-    except Exception:  # no torch, or a broken CUDA install: either way there is no CUDA to use
-        ok = False
-    if not ok:
-        raise BadArgument("argument --device: cuda was asked for, but CUDA is not available on this machine "
-                          "(use --device cpu, or leave --device out)")
+    from models import devices
+
+    if device == "cuda":
+        ok, _why = devices.any_cuda()
+        if not ok:
+            raise BadArgument("argument --device: cuda was asked for, but CUDA is not available on this machine "
+                              "(use --device cpu, or leave --device out)")
+    devices.set_preference(device)
 
 
 def past_end(option: str, value: float | None, duration_s: float, name: str, *, verb: str = "is") -> None:

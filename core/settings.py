@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 MAX_RECENT = 12
+DEVICES = ("auto", "cpu", "cuda")
 
 DEFAULTS: dict[str, Any] = {
     "recent_media": [],
@@ -24,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "model_paths": {},  # catalogue name -> local file/folder of a bring-your-own model
     "analysis_models": [],  # last choice in the analysis dialog (empty: the defaults)
     "analysis_fps": 2.0,
-    "analysis_device": "auto",  # "auto" | "cpu" | "cuda"
+    "analysis_device": "auto",  # "auto" | "cpu" | "cuda": every model's device (models.devices)
     "last_stream": "",
     "chat_url": "",  # an OpenAI-compatible server; its key lives in the keyring or the environment
     "chat_model": "",
@@ -73,6 +74,10 @@ class Settings:
         for k, default in DEFAULTS.items():
             if k in raw and isinstance(raw[k], type(default)) or (default is None and k in raw):
                 self.values[k] = raw[k]
+        if self.values["analysis_device"] not in DEVICES:
+            log.warning("settings: analysis_device %r is not one of %s; using auto",
+                        self.values["analysis_device"], ", ".join(DEVICES))
+            self.values["analysis_device"] = "auto"
 
     def save(self) -> None:
         try:
@@ -94,3 +99,24 @@ class Settings:
     def add_recent(self, key: str, path: str) -> None:
         items = [p for p in self.get(key) if p != path]
         self.set(key, [path] + items[: MAX_RECENT - 1])
+
+
+def apply_device(pref: str) -> None:
+    """Make ``pref`` (the ``analysis_device`` setting) the device every model of this process
+    loads with: the analysis, anomaly, FOCUS, chat and tagging jobs alike."""
+    from models.devices import set_preference
+
+    set_preference(pref if pref in DEVICES else "auto")
+
+
+def device_status(pref: str) -> tuple[str, str]:
+    """The status bar's text for ``pref`` ("CPU", "CUDA: <card>", "CPU (CUDA asked: not
+    available)") and a tooltip with each runtime's answer. Imports the runtimes: call it off
+    the UI thread."""
+    from models.devices import RUNTIMES, runtime_capability, summary
+
+    lines = []
+    for rt in RUNTIMES:
+        can, why = runtime_capability(rt)
+        lines.append(f"{rt}: {'CUDA' if can else 'CPU'} — {why}")
+    return summary(pref if pref in DEVICES else "auto"), "\n".join(lines)

@@ -26,6 +26,7 @@ from core.settings import Settings, data_dir
 from core.store import jobs as project_jobs
 from core.store.project import Project, ProjectError, ProjectForeignSqlError
 from gui.analysis_controller import AnalysisController
+from gui.device_status import DeviceLabel
 from gui.live_controller import LiveController
 from gui.panels.anomalies import AnomalyPanel
 from gui.panels.chat import ChatPanel
@@ -239,7 +240,9 @@ class MainWindow(QMainWindow):
 
         self.jobbar = JobBar(self.tasks)
         self.project_label = QLabel("")
+        self.device_label = DeviceLabel(self.tasks, self.settings)  # where the models run (the setting)
         self.statusBar().addPermanentWidget(self.jobbar)
+        self.statusBar().addPermanentWidget(self.device_label)
         self.statusBar().addPermanentWidget(self.project_label)
         self.tasks.task_failed.connect(lambda t, e: self.show_error(f"{t.name} failed: {describe(e)}"))
 
@@ -401,6 +404,7 @@ class MainWindow(QMainWindow):
             self.settings.set("analysis_models", list(models))
             self.settings.set("analysis_fps", fps)
             self.settings.set("analysis_device", device)
+            self.device_label.refresh()
             self.analysis.start(models, fps, span, None if device == "auto" else device)
 
     def show_models(self) -> None:

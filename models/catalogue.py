@@ -156,28 +156,20 @@ def locate(spec: ModelSpec, user_path: str | os.PathLike | None = None) -> Avail
 
 
 def pick_device(pref: str = "auto") -> str:
-    """'cuda' when asked or when present (auto), else 'cpu'. Imports torch only if installed."""
-    if pref == "cpu":
-        return "cpu"
-    env = os.environ.get("KESTREL_DEVICE")
-    if env in ("cpu", "cuda"):
-        pref = env
-        if env == "cpu":
-            return "cpu"
-    if importlib.util.find_spec("torch") is None:
-        return "cpu"
-    import torch
+    """'cuda' or 'cpu' for a torch model under ``pref`` (:func:`models.devices.resolve`)."""
+    from models import devices
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if pref == "cuda":
-        log.warning("CUDA was asked for but is not available; using the CPU")
-    return "cpu"
+    return devices.resolve(pref, "torch").kind
 
 
 def load_model(name: str | ModelSpec, *, user_path: str | os.PathLike | None = None,
                device: str | None = None, **options: Any) -> Any:
     """Instantiate a backend: ``cls(spec, where, device, **options)``.
+
+    ``device`` (auto/cpu/cuda; None: the process's preference, :mod:`models.devices`) is
+    resolved for the model's runtime; the backend gets "cuda" or "cpu", and the loaded model
+    carries the :class:`models.devices.Device` as ``device_info`` (its name and, when CUDA was
+    asked for and the runtime cannot, the note that says so: provenance).
 
     Any failure — missing weights, a file that is not a model, a folder of the wrong
     architecture — becomes a ModelError naming the model and what to do.
@@ -193,12 +185,28 @@ def load_model(name: str | ModelSpec, *, user_path: str | os.PathLike | None = N
     except (ImportError, AttributeError) as e:
         raise ModelError(f"{spec.title}: its backend {spec.cls} cannot be imported ({e}). "
                          "Reinstall Kestrel's dependencies (bash .ci/setup).") from e
-    dev = device or pick_device(spec.device)
+    from models import devices
+
     try:
-        return cls(spec, avail.where, dev, **{**spec.options, **options})
+        dev = devices.for_spec(spec, device)
+    except ValueError as e:
+        raise ModelError(f"{spec.title}: {e}.") from e
+    try:
+        model = cls(spec, avail.where, dev.kind, **{**spec.options, **options})
     except ModelError:
         raise
     except MemoryError as e:
         raise ModelError(f"{spec.title}: not enough memory to load it.") from e
     except Exception as e:  # a corrupt or foreign file: every library raises its own type
         raise ModelError(f"{spec.title} could not be loaded from {avail.where}: {type(e).__name__}: {e}") from e
+    used = str(getattr(model, "device", dev.kind))
+    if used.startswith("cuda") != (dev.kind == "cuda"):  # a backend that stayed on the CPU by itself
+        dev = devices.Device("cpu", dev.runtime, dev.asked, f"cuda asked, cpu used: {spec.title} ran on the CPU")
+    try:
+        model.device_info = dev
+    except AttributeError:  # a backend with __slots__: the device is then the backend's own
+        pass
+    return model
+
+
+load = load_model  # the short name other modules use: load(spec, device=...)

@@ -118,6 +118,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     from core.perception.cli import add_cluster_arguments
 
     add_cluster_arguments(ap)
+    cliargs.add_device(ap)
 
 
 def _scene_name(text: str) -> str:
@@ -160,6 +161,7 @@ def confusion_lines(scene: str, confusions: object, learned: list) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    cliargs.check_device(args.device)
     args.folder_mode = len(args.sources) > 1 or bool(args.ray) or Path(args.sources[0]).is_dir()
     args.video = args.sources[0]
     if args.folder_mode and not args.project:

@@ -49,9 +49,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-tokens", type=cliargs.integer(1, 32_768, what="a number of tokens"), default=160)
     ap.add_argument("--timeout", type=cliargs.duration(hi=3600.0), default=60.0,
                     help="seconds a server may stay silent (60)")
+    cliargs.add_device(ap)
 
 
 def run(args: argparse.Namespace) -> int:
+    cliargs.check_device(args.device)
     if not args.ask.strip():
         raise cliargs.BadArgument("argument --ask: the question is empty")
     if args.server and not args.model:

@@ -74,9 +74,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="with the index: new frames the full scorer rescores in the shortlisted clips (4)")
     ap.add_argument("--example-time", type=cliargs.seconds, default=None, metavar="SECONDS",
                     help="find frames that look like the frame at this time instead of matching text")
+    cliargs.add_device(ap)
 
 
 def run(args: argparse.Namespace) -> int:
+    cliargs.check_device(args.device)
     if args.scorer != "embedded":
         from models.catalogue import load_catalogue
 

@@ -237,8 +237,8 @@ def store_analysis(project: Project, media_id: int, out, step: float) -> int:
     from core.perception.analysis import tracks_for
 
     run = RunInfo(kind=analysis_kind(out.task), producer=out.name, version=out.version or "1",
-                  params=out.params, started_at=out.started_at, duration_s=out.duration_s,
-                  status="failed" if out.error else "ok", error=out.error)
+                  params={**out.params, **device_provenance(out)}, started_at=out.started_at,
+                  duration_s=out.duration_s, status="failed" if out.error else "ok", error=out.error)
     with project.batch():
         run_id = record_run(project, run, media_id)
         if not out.error:
@@ -249,6 +249,19 @@ def store_analysis(project: Project, media_id: int, out, step: float) -> int:
                 tr.run_id = run_id
                 save_track(project, media_id, tr)
     return run_id
+
+
+def device_provenance(out) -> dict:
+    """Where a model's output was computed ({"device": "cpu"|"cuda:0", "device_note": why the
+    CPU when CUDA was asked}); stored in its run's params, never compared by find_run."""
+    from models.catalogue import ModelError, get_spec
+    from models.devices import recorded
+
+    try:
+        spec = get_spec(out.name)
+    except ModelError:
+        return {"device": "cuda:0" if str(out.device).startswith("cuda") else "cpu"}
+    return recorded(spec, str(out.device))
 
 
 def store_analyses(project: Project, media_id: int, outputs, step: float) -> None:

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -643,11 +643,14 @@ class Project(TrackStore):
     def find_run(self, kind: str, producer: str, version: str, params: Mapping[str, Any],
                  media_id: int | None = None) -> RunRecord | None:
         """The latest run with status 'ok' and exactly these inputs (params compared as
-        canonical JSON, so key order does not matter but 1 != 1.0), or None."""
+        canonical JSON, so key order does not matter but 1 != 1.0), or None. The device a run
+        used ("device", "device_note": provenance) is not compared: a result is reused on any device."""
         col = runs_table.c
+        params = {k: v for k, v in params.items() if k not in ("device", "device_note")}
+        stored = func.json_remove(col.params_json, "$.device", "$.device_note")
         stmt = (select(runs_table)
                 .where(col.kind == str(kind), col.producer == str(producer), col.version == str(version),
-                       col.params_json == db.dumps(db.check_dict(params, "params")), col.status == "ok",
+                       stored == db.dumps(db.check_dict(params, "params")), col.status == "ok",
                        col.media_id.is_(None) if media_id is None else col.media_id == media_id)
                 .order_by(col.finished_at.desc(), col.id.desc()).limit(1))
         with self._reading() as conn:

@@ -1,4 +1,4 @@
-"""Speech to text with Whisper converted to CTranslate2, run by faster-whisper on the CPU.
+"""Speech to text with Whisper converted to CTranslate2, run by faster-whisper (CPU int8, CUDA float16).
 
 Why faster-whisper: int8 CTranslate2 Whisper runs 10–20× faster than real time on two
 cores with no torch at all, and the weights arrive inside pip packages (see
@@ -51,12 +51,14 @@ class WhisperTranscriber:
     ``vad_filter`` (False: faster-whisper's own Silero pass at 0.5 dropped a line spoken
     over music on the Sintel trailer), ``cpu_threads`` (2), ``condition_on_previous_text``
     (False: with it, whisper-base repeated the trailer's first line over the end credits).
+    ``compute_type``: None (default) is the device's (:attr:`models.devices.Device.compute_type`:
+    int8 on the CPU, float16 on CUDA); a value given is used as is.
     """
 
     sample_rate = SAMPLE_RATE
 
     def __init__(self, spec: ModelSpec, where: str, device: str = "cpu", *, beam_size: int = 5,
-                 vad_filter: bool = False, cpu_threads: int = 2, compute_type: str = "int8",
+                 vad_filter: bool = False, cpu_threads: int = 2, compute_type: str | None = None,
                  condition_on_previous_text: bool = False) -> None:
         folder = model_folder(spec, where)
         from faster_whisper import WhisperModel
@@ -70,10 +72,14 @@ class WhisperTranscriber:
                              "log_prob_threshold": t.get("log_prob", -1.0),
                              "compression_ratio_threshold": t.get("compression_ratio", 2.4),
                              "condition_on_previous_text": bool(condition_on_previous_text)}
-        dev = "cuda" if device == "cuda" else "cpu"
+        from models.devices import resolve
+
+        dev = resolve(device, "ctranslate2", spec=spec)
+        self.device = dev.name
+        self.compute_type = compute_type or dev.compute_type
         try:
-            self._model = WhisperModel(str(folder), device=dev, compute_type=compute_type if dev == "cpu"
-                                       else "int8_float16", cpu_threads=int(cpu_threads), local_files_only=True)
+            self._model = WhisperModel(str(folder), device=dev.kind, compute_type=self.compute_type,
+                                       cpu_threads=int(cpu_threads), local_files_only=True)
         except Exception as e:  # ctranslate2 raises RuntimeError/ValueError for foreign or cut files
             hint = (f"pip install --force-reinstall {' '.join(packages(spec))}" if not spec.user_supplied
                     else "Pick a complete faster-whisper (CTranslate2) model folder")

@@ -64,8 +64,12 @@ class RapidOCRReader:
             raise ModelError(f"{spec.title}: det_limit must be 'max' or 'min', not {det_limit!r}")
         from rapidocr import RapidOCR
 
+        from models.backends.vad import onnx_device
+
         t = spec.thresholds
         self.spec = spec
+        self.device_info = onnx_device(device, spec)
+        self.device = self.device_info.name
         self.text_threshold = float(t.get("text", 0.5))
         params: dict[str, Any] = {
             "Global.log_level": "error",
@@ -76,6 +80,7 @@ class RapidOCRReader:
             "Det.limit_type": det_limit,
             "EngineConfig.onnxruntime.intra_op_num_threads": int(threads),
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            "EngineConfig.onnxruntime.use_cuda": self.device_info.kind == "cuda",
         }
         for role, section in ROLES.items():
             params[f"{section}.model_path"] = str(paths[role])

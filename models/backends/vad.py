@@ -108,8 +108,15 @@ def speech_regions(probs: np.ndarray, n_samples: int, *, threshold: float, min_s
     return out
 
 
+def onnx_device(device: str, spec: ModelSpec):
+    """The :class:`models.devices.Device` an ONNX Runtime model runs on (its ``providers``)."""
+    from models.devices import resolve
+
+    return resolve(device, "onnxruntime", spec=spec)
+
+
 class SileroVAD:
-    """``VoiceActivity`` over Silero VAD 6 (ONNX, CPU, torch-free).
+    """``VoiceActivity`` over Silero VAD 6 (ONNX Runtime, torch-free; CUDA with onnxruntime-gpu).
 
     Thresholds come from the catalogue entry (``speech``, ``min_speech_s``,
     ``min_silence_s``, ``pad_s``) so they can be tuned without touching code; options
@@ -130,12 +137,14 @@ class SileroVAD:
             raise ModelError(f"{spec.title}: unknown option(s) {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(DEFAULT_THRESHOLDS)}, threads")
         self.thresholds = {**DEFAULT_THRESHOLDS, **spec.thresholds, **thresholds}
+        self.device_info = onnx_device(device, spec)
+        self.device = self.device_info.name
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, int(threads))  # one core leaves the other for decoding
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.device_info.providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
             hint = ("Pick an intact Silero sequence .onnx file." if spec.user_supplied else
                     f"Reinstall it: pip install --force-reinstall {spec.weights['package']}")

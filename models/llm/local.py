@@ -49,7 +49,7 @@ def catalogue_spec(name: str | None = None) -> ModelSpec:
         raise ModelError(f"The catalogue entry {path.name} cannot be read: {e}") from e
     return ModelSpec(name=d["name"], title=d["title"], task=d["task"], cls=d["class"],
                      weights=dict(d["weights"]), classes=d.get("classes"),
-                     thresholds=dict(d.get("thresholds", {})), device=d.get("device", "cpu"),
+                     thresholds=dict(d.get("thresholds", {})), device=d.get("device", "auto"),
                      licence=d.get("licence", ""), version=str(d.get("version", "")),
                      notes=d.get("notes", ""), options=dict(d.get("options", {})))
 
@@ -87,13 +87,14 @@ class LocalLLM:
 
     ``model_path``: a GGUF file of the user's own (any llama.cpp chat model); without it the
     embedded model is assembled from its packages. Greedy decoding (temperature 0) by
-    default, so the same question over the same log gives the same answer.
+    default, so the same question over the same log gives the same answer. On a CUDA build of
+    llama.cpp (:func:`models.devices.resolve`) every layer is offloaded (``n_gpu_layers=-1``).
     """
 
     sees_images = False
     english_only = False  # Qwen2.5 is multilingual; Kestrel's retrieval and Whisper tiny.en are not
 
-    def __init__(self, spec: ModelSpec | None = None, where: str | None = None, device: str = "cpu", *,
+    def __init__(self, spec: ModelSpec | None = None, where: str | None = None, device: str | None = None, *,
                  model_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int = 2,
                  seed: int = 0) -> None:
         if model_path is not None:
@@ -115,15 +116,18 @@ class LocalLLM:
         except ImportError as e:
             raise ModelError("The embedded chat model needs llama-cpp-python: pip install "
                              "llama-cpp-python==0.3.36 (it compiles for a few minutes).") from e
+        from models.devices import resolve
+
+        self.device_info = resolve(device, "llama.cpp", spec=spec)
         try:
             self._llm: Any = Llama(model_path=str(path), n_ctx=int(n_ctx), n_threads=int(n_threads),
-                                   seed=int(seed), verbose=False)
+                                   n_gpu_layers=self.device_info.n_gpu_layers, seed=int(seed), verbose=False)
         except (ValueError, RuntimeError, OSError) as e:
             raise ModelError(f"The chat model {path.name} could not be loaded: {e}. "
                              "It may be cut or not a GGUF file; delete it to have it rebuilt.") from e
         self.path = path
         self.n_ctx = int(n_ctx)
-        self.device = "cpu"
+        self.device = self.device_info.name
         self.last_timing = Timing()
         self._stop = _Flag()
 

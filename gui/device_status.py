@@ -5,6 +5,7 @@ Asking the runtimes imports torch and friends (a second or two), so the text is 
 """
 from __future__ import annotations
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel
 
 from core.settings import apply_device, device_status
@@ -13,6 +14,8 @@ from core.settings import apply_device, device_status
 class DeviceLabel(QLabel):
     """"CPU", "CUDA: <card>" or "CPU (CUDA asked: not available)"; :meth:`refresh` after the
     setting changes (it also makes the setting the device models load with)."""
+
+    device_shown = Signal(str)  # the text now shown
 
     def __init__(self, tasks, settings, parent=None):
         super().__init__("device: …", parent)
@@ -35,3 +38,4 @@ class DeviceLabel(QLabel):
         text, tip = result
         self.setText(text)
         self.setToolTip(tip)
+        self.device_shown.emit(text)

@@ -191,16 +191,21 @@ def load_model(name: str | ModelSpec, *, user_path: str | os.PathLike | None = N
         dev = devices.for_spec(spec, device)
     except ValueError as e:
         raise ModelError(f"{spec.title}: {e}.") from e
+    on_gpu = (" Its load on CUDA failed: run it on the CPU (--device cpu, or 'run on: CPU' in Analyse Media)."
+              if dev.kind == "cuda" else "")
     try:
         model = cls(spec, avail.where, dev.kind, **{**spec.options, **options})
-    except ModelError:
-        raise
+    except ModelError as e:
+        if not on_gpu:
+            raise
+        raise ModelError(f"{e}{on_gpu}") from e
     except MemoryError as e:
-        raise ModelError(f"{spec.title}: not enough memory to load it.") from e
-    except Exception as e:  # a corrupt or foreign file: every library raises its own type
-        raise ModelError(f"{spec.title} could not be loaded from {avail.where}: {type(e).__name__}: {e}") from e
-    used = str(getattr(model, "device", dev.kind))
-    if used.startswith("cuda") != (dev.kind == "cuda"):  # a backend that stayed on the CPU by itself
+        raise ModelError(f"{spec.title}: not enough memory to load it.{on_gpu}") from e
+    except Exception as e:  # a corrupt or foreign file, a CUDA driver error: every library raises its own type
+        raise ModelError(f"{spec.title} could not be loaded from {avail.where}: {type(e).__name__}: {e}"
+                         f"{on_gpu}") from e
+    used = str(getattr(model, "device", dev.kind))  # "cpu", "cuda", "cuda:0", or ultralytics' "0"
+    if dev.kind == "cuda" and used == "cpu":  # a backend that stayed on the CPU by itself
         dev = devices.Device("cpu", dev.runtime, dev.asked, f"cuda asked, cpu used: {spec.title} ran on the CPU")
     try:
         model.device_info = dev

@@ -271,7 +271,7 @@ def summary(pref: str | None = None) -> str:
 def recorded(spec: Any, used: str, pref: str | None = None) -> dict[str, str]:
     """A run's device provenance from the device its model reports (``used``): the name, and
     when CUDA was asked for (``pref``, else the process's preference) but the CPU used, why."""
-    name = "cuda:0" if str(used).startswith("cuda") else "cpu"
+    name = "cuda:0" if str(used).startswith("cuda") or str(used) == "0" else "cpu"  # "0": ultralytics
     asked = pref or preference()
     if name == "cpu" and asked == "cuda":
         return Device("cpu", runtime_of(spec), asked, f"cuda asked, cpu used: {capability(spec)[1]}").provenance()

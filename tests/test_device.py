@@ -260,3 +260,30 @@ def test_models_lists_every_model_with_gpu_yes_or_no_and_why(capsys, monkeypatch
 def test_models_says_when_a_runtime_is_not_installed(monkeypatch):
     monkeypatch.setattr(devices, "_installed", lambda rt: rt != "llama.cpp")
     assert devices.capability(get_spec("qwen2.5-0.5b-chat")) == (False, "llama-cpp-python is not installed")
+
+
+def test_a_cuda_load_that_fails_is_one_error_that_says_to_use_the_cpu(monkeypatch):
+    import ctranslate2
+    import faster_whisper
+
+    class DriverTooOld:
+        def __init__(self, *args, device="cpu", **kwargs):
+            if device == "cuda":
+                raise RuntimeError("CUDA failed with error CUDA driver version is insufficient for CUDA runtime version")
+
+    monkeypatch.setattr(faster_whisper, "WhisperModel", DriverTooOld)
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    with pytest.raises(ModelError) as e:
+        load("whisper-tiny", device="cuda")
+    msg = str(e.value)
+    assert "driver version is insufficient" in msg and msg.endswith("run it on the CPU (--device cpu, or "
+                                                                   "'run on: CPU' in Analyse Media).")
+    assert "\n" not in msg
+
+
+def test_provenance_names_the_device_a_backend_reports():
+    spec = get_spec("yolo-user")
+    assert devices.recorded(spec, "0", "auto") == {"device": "cuda:0"}  # ultralytics' name for the first GPU
+    assert devices.recorded(spec, "cuda", "cuda") == {"device": "cuda:0"}
+    assert devices.recorded(spec, "cpu", "auto") == {"device": "cpu"}
+    assert devices.recorded(spec, "cpu", "cuda")["device_note"].startswith("cuda asked, cpu used: ")

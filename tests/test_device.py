@@ -37,7 +37,7 @@ def _run(p: Project, run_id: int):
 
 
 def _can(monkeypatch, *runtimes: str) -> None:
-    """Say that these runtimes can use CUDA here, and every other one cannot."""
+    """Say that these runtimes can use CUDA here, and every other one cannot (tests/gui uses it too)."""
     for rt in devices.RUNTIMES:
         answer = (True, f"{rt} CUDA (fake)") if rt in runtimes else (False, f"{rt} has no CUDA (fake)")
         monkeypatch.setitem(devices._ASK, rt, lambda a=answer: a)
@@ -287,3 +287,17 @@ def test_provenance_names_the_device_a_backend_reports():
     assert devices.recorded(spec, "cuda", "cuda") == {"device": "cuda:0"}
     assert devices.recorded(spec, "cpu", "auto") == {"device": "cpu"}
     assert devices.recorded(spec, "cpu", "cuda")["device_note"].startswith("cuda asked, cpu used: ")
+
+
+def test_the_setting_keeps_its_key_and_refuses_a_device_it_does_not_know(tmp_path):
+    import json
+
+    from core.settings import Settings, apply_device
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"version": 1, "analysis_device": "cuda"}))
+    assert Settings(path).get("analysis_device") == "cuda"
+    path.write_text(json.dumps({"version": 1, "analysis_device": "tpu"}))
+    assert Settings(path).get("analysis_device") == "auto"
+    apply_device("cpu")
+    assert devices.preference() == "cpu"

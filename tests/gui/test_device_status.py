@@ -8,13 +8,7 @@ from __future__ import annotations
 import pytest
 
 from models import devices
-
-
-def _can(monkeypatch, *runtimes: str) -> None:
-    for rt in devices.RUNTIMES:
-        answer = (True, f"{rt} CUDA (fake)") if rt in runtimes else (False, f"{rt} has no CUDA (fake)")
-        monkeypatch.setitem(devices._ASK, rt, lambda a=answer: a)
-    monkeypatch.setattr(devices, "_gpu_name", lambda rt: "Fake GPU" if runtimes else "")
+from test_device import _can  # the runtimes' answers, faked
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -215,3 +216,30 @@ def load_model(name: str | ModelSpec, *, user_path: str | os.PathLike | None = N
 
 
 load = load_model  # the short name other modules use: load(spec, device=...)
+
+
+def provenance_of(names: Iterable[str | None], pref: str | None = None) -> dict[str, Any]:
+    """A run's device provenance when it used several catalogue models: the device each of
+    ``names`` resolves to under ``pref`` (None: the process's preference), which is where
+    models.catalogue.load_model puts it; "device" is cuda:0 when any of them ran there, and
+    "device_note" says where CUDA was asked and the CPU used. Empty when none of ``names`` is in
+    the catalogue (a remote chat server: its device is not Kestrel's to know). Never a cache key
+    (core.store.project.find_run leaves these keys out). Models of the catalogue only."""
+    from models.devices import for_spec
+
+    devices: dict[str, str] = {}
+    notes: list[str] = []
+    for name in dict.fromkeys(n for n in names if n):
+        try:
+            d = for_spec(get_spec(name), pref)
+        except (ModelError, ValueError):
+            continue
+        devices[name] = d.name
+        if d.note:
+            notes.append(f"{name}: {d.note}")
+    if not devices:
+        return {}
+    out: dict[str, Any] = {"device": "cuda:0" if "cuda:0" in devices.values() else "cpu", "devices": devices}
+    if notes:
+        out["device_note"] = "; ".join(notes)
+    return out

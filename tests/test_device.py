@@ -301,3 +301,22 @@ def test_the_setting_keeps_its_key_and_refuses_a_device_it_does_not_know(tmp_pat
     assert Settings(path).get("analysis_device") == "auto"
     apply_device("cpu")
     assert devices.preference() == "cpu"
+
+
+def test_a_run_of_several_models_records_each_ones_device_outside_its_cache_key(tmp_path, monkeypatch):
+    from models.catalogue import provenance_of
+
+    _can(monkeypatch, "torch")
+    devices.set_preference("cuda")
+    prov = provenance_of(["ssd-mobilenet-v2-coco", "mtcnn-faces", None, "not-a-model", "mtcnn-faces"])
+    assert prov["device"] == "cuda:0" and prov["devices"] == {"ssd-mobilenet-v2-coco": "cpu", "mtcnn-faces": "cuda:0"}
+    assert prov["device_note"] == "ssd-mobilenet-v2-coco: cuda asked, cpu used: opencv-dnn has no CUDA (fake)"
+    devices.set_preference("auto")
+    _can(monkeypatch)
+    assert provenance_of(["mtcnn-faces"]) == {"device": "cpu", "devices": {"mtcnn-faces": "cpu"}}
+    assert provenance_of(["gpt-4o (a server)"]) == {}  # not Kestrel's to know
+    with Project.create(tmp_path / "p.kestrel") as p:
+        mid = p.add_media("/v.mp4", "sha256:abc", 100, 10.0, "mp4", [])
+        run = p.record_run("focus", "embedded", "1", {"k": 16, **prov}, mid, 0.0, 1.0)
+        assert p.find_run("focus", "embedded", "1", {"k": 16}, mid).id == run
+        assert p.find_run("focus", "embedded", "1", {"k": 8}, mid) is None

@@ -675,6 +675,8 @@ def add_thumbnails(path: str, events: list[AnomalyEvent], window_s: float) -> No
 def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
     """Write what the pass produced (new features, a new model, the tracks); returns the
     score run's id. Call it on the project's writer thread."""
+    from models.catalogue import provenance_of
+
     fs = result.features
     with project.batch():  # the runs and what they produced commit together
         if result.features_computed:
@@ -688,7 +690,8 @@ def store_result(project: Any, media_id: int, result: AnomalyResult) -> int:
                   "model_run": result.model.run_id if result.model is not None else None, "features": fs.params,
                   "baseline": result.baseline.source,
                   "ffn": result.model.ffn if result.model is not None else None,
-                  "experts": result.model.experts if result.model is not None else None}
+                  "experts": result.model.experts if result.model is not None else None,
+                  **provenance_of([fs.params.get(k) for k in ("detector", "vad", "asr", "audio_embed")])}
         run_id = project.record_run(kind=SCORE_KIND, producer="core.anomaly.pipeline", version=PIPELINE_VERSION,
                                     params=params, media_id=media_id, started_at=result.started_at,
                                     duration_s=result.compute_s)

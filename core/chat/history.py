@@ -12,13 +12,16 @@ def save_chat(project: Any, media_id: int, ans: Any) -> int:
     media's "chat" track (run the call on the database worker). The provenance — model, bitrate,
     frames — rides in the item's data and in a recorded run; no API key or server secret is ever
     part of it."""
+    from models.catalogue import provenance_of
+
     at = float(ans.at or 0.0)
     latency = {"encode_s": round(ans.encode_s, 3), "transfer_s": round(ans.transfer_s, 3),
                "inference_s": round(ans.inference_s, 3), "perceive_s": round(ans.perceive_s, 3)}
     with project.batch():  # the run and its marker commit together
         run_id = project.record_run(kind="chat", producer=ans.model, version="1",
                                     params={"question": ans.question, "kbps": round(ans.kbps, 2),
-                                            "frames": [round(t, 3) for t in ans.frames_seen]},
+                                            "frames": [round(t, 3) for t in ans.frames_seen],
+                                            **provenance_of([ans.model])},
                                     media_id=media_id, started_at=time.time(),
                                     duration_s=ans.encode_s + ans.transfer_s + ans.inference_s + ans.perceive_s,
                                     status="failed" if ans.error and not ans.text else "ok", error=ans.error)

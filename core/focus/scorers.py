@@ -415,7 +415,7 @@ def make_scorer(name: str = "embedded", path: str | None = None, *, device: str 
 def _embedded_scorer(faces: bool) -> EmbeddedScorer:
     tags = held("efficientnet-lite3", threads=default_threads() or 2)
     return EmbeddedScorer(held("minilm"), held("ssd-mobilenet-v2-coco"), tags,
-                          held("mtcnn-faces", device="cpu", min_face_size=FACE_MIN_PX) if faces else None,
+                          held("mtcnn-faces", min_face_size=FACE_MIN_PX) if faces else None,
                           load_reader=lambda: held("rapidocr"))
 
 

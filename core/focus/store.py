@@ -92,11 +92,23 @@ def track_name(result: FocusResult) -> str:
     return req.query.strip()
 
 
+#: The models of the embedded scorer (core.focus.scorers._embedded_scorer).
+EMBEDDED_MODELS = ("efficientnet-lite3", "minilm", "ssd-mobilenet-v2-coco", "mtcnn-faces", "rapidocr")
+
+
+def _devices(result: FocusResult) -> dict[str, Any]:
+    """The run's device provenance: the embedded scorer's models, or the image-text model."""
+    from models.catalogue import provenance_of
+
+    names = EMBEDDED_MODELS if result.scorer == "embedded" else (result.scorer,)
+    return provenance_of(names)
+
+
 def store_selection(project: Any, media_id: int, result: FocusResult) -> int:
     """Record the run and save the markers, the arms track and every scored (time, score); returns the run id."""
     with project.batch():  # the run and what it produced commit together
         run_id = project.record_run(kind=RUN_KIND, producer=result.scorer, version=VERSION,
-                                    params=run_params(result.request), media_id=media_id,
+                                    params={**run_params(result.request), **_devices(result)}, media_id=media_id,
                                     started_at=time.time() - result.wall_s, duration_s=result.wall_s)
         name = track_name(result)
         meta = {"query": result.request.query, "scorer": result.scorer, "frames_scored": result.frames_scored,

@@ -387,7 +387,7 @@ class _Models:
         self.wide = (os.cpu_count() or 1) if self.threads else None
         self.tagger = held(cfg.tagger, threads=max(2, self.wide or 2))
         self.detector = held(cfg.detector) if cfg.detector else None
-        self.faces = held(cfg.faces, device="cpu", min_face_size=cfg.face_min_px) if cfg.faces else None
+        self.faces = held(cfg.faces, min_face_size=cfg.face_min_px) if cfg.faces else None  # the device setting
         self.reader = held(cfg.ocr) if cfg.ocr else None
         self.embedder = held(cfg.text_embed)
         self.look = None
@@ -420,16 +420,10 @@ class _Builder:
     def _detect(self, imgs: list[np.ndarray]) -> list[Any]:
         if self.m.detector is None:
             return [[] for _ in imgs]
-        if not self.m.wide:
-            return self.m.detector.detect(imgs)
-        import cv2
+        from models.loaded import limit_threads
 
-        before = cv2.getNumThreads()
-        cv2.setNumThreads(self.m.wide)
-        try:
+        with limit_threads(self.m.wide, opencv=True, torch=False):
             return self.m.detector.detect(imgs)
-        finally:
-            cv2.setNumThreads(before)
 
     def _faces(self, imgs: list[np.ndarray]) -> list[Any]:
         if self.m.faces is None:
@@ -539,6 +533,7 @@ def describe_all(idx: MediaIndex) -> tuple[list[str], np.ndarray]:
 def build_index(req: IndexRequest, state: JobState) -> MediaIndex:
     """Job: describe the planned frames of ``req.path`` (see the module docstring)."""
     from core.media.decode import MediaError, probe
+    from models.catalogue import provenance_of
 
     t0 = time.perf_counter()
     cfg = req.config
@@ -578,7 +573,8 @@ def build_index(req: IndexRequest, state: JobState) -> MediaIndex:
     if not b.times:
         raise MediaError(f"{info.path.rsplit('/', 1)[-1]}: no frame could be decoded to index.")
     state.set_progress(0.96, "index: describing")
-    params = {**cfg.params(), "start": round(start, 3), "end": round(end, 3)}
+    params = {**cfg.params(), "start": round(start, 3), "end": round(end, 3),
+              **provenance_of([cfg.tagger, cfg.detector, cfg.faces, cfg.ocr, cfg.text_embed])}
     plan.provenance.update(described=len(b.times), looks=b.looks_paid, frame_size=list(size))
     params["plan"] = plan.provenance
     idx = b.finish(params, req.transcript, info.duration_s, 0.0)

@@ -644,10 +644,11 @@ class Project(TrackStore):
                  media_id: int | None = None) -> RunRecord | None:
         """The latest run with status 'ok' and exactly these inputs (params compared as
         canonical JSON, so key order does not matter but 1 != 1.0), or None. The device a run
-        used ("device", "device_note": provenance) is not compared: a result is reused on any device."""
+        used ("device", "device_note", "devices": provenance) is not compared: a result is reused
+        on any device."""
         col = runs_table.c
-        params = {k: v for k, v in params.items() if k not in ("device", "device_note")}
-        stored = func.json_remove(col.params_json, "$.device", "$.device_note")
+        params = {k: v for k, v in params.items() if k not in ("device", "device_note", "devices")}
+        stored = func.json_remove(col.params_json, "$.device", "$.device_note", "$.devices")
         stmt = (select(runs_table)
                 .where(col.kind == str(kind), col.producer == str(producer), col.version == str(version),
                        stored == db.dumps(db.check_dict(params, "params")), col.status == "ok",

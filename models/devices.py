@@ -276,4 +276,3 @@ def recorded(spec: Any, used: str, pref: str | None = None) -> dict[str, str]:
     if name == "cpu" and asked == "cuda":
         return Device("cpu", runtime_of(spec), asked, f"cuda asked, cpu used: {capability(spec)[1]}").provenance()
     return {"device": name}
-

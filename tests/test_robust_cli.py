@@ -156,9 +156,9 @@ def _one_error_line(err: str) -> str:
 
 @pytest.mark.parametrize("argv,option", BAD, ids=[" ".join(a[-2:]) + f" [{i}]" for i, (a, _o) in enumerate(BAD)])
 def test_a_bad_command_line_is_one_line_and_exit_2(argv, option, clips, tmp_path, data_dir, capsys, monkeypatch):
-    import torch
+    from models import devices
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    monkeypatch.setattr(devices, "any_cuda", lambda: (False, "no CUDA (test)"))  # the same answer on a GPU machine
     rc = run_main(_fill(argv, clips, tmp_path))
     out, err = capsys.readouterr()
     assert rc == 2, (out, err)

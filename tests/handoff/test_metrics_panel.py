@@ -28,21 +28,29 @@ def _load(session: MediaSession, p, mid: int) -> None:
         session.timeline.set_track(tr)
 
 
-@pytest.fixture
-def panel_on_project(qtbot, tmp_path):
+def _panel(qtbot, tmp_path, errors: list, **project):
+    """A Detections panel over a real project (make_project), with its bench and task manager."""
     from gui.panels.detections import DetectionsPanel
 
-    p, mid, name = make_project(tmp_path)
+    p, mid, name = make_project(tmp_path, **project)
     session = MediaSession()
     session.set_media(MediaInfo(path=str(tmp_path / "clip.mp4"), size_bytes=1, duration_s=10.0, container="mp4",
                                 streams=(StreamInfo(0, "video", "h264", 10.0, 320, 240, MEDIA_FPS),)), mid)
     _load(session, p, mid)
     panel = DetectionsPanel(session, OverlayModel(session.timeline))
     qtbot.addWidget(panel)
-    tasks, window, errors = TaskManager(), _Window(), []
+    tasks, window = TaskManager(), _Window()
     bench = Workbench(tasks=tasks, session=session, settings=None, project=lambda: p,
                       project_changed=window.project_changed, show_error=errors.append,
                       show_status=lambda *_a: None, open_media=lambda _p: None)
+    bench.window = window  # keeps the signal's owner alive
+    return panel, bench, tasks, p, mid, name, session
+
+
+@pytest.fixture
+def panel_on_project(qtbot, tmp_path):
+    errors: list = []
+    panel, bench, tasks, p, mid, name, session = _panel(qtbot, tmp_path, errors)
     yield panel, bench, p, mid, name, session, tmp_path
     tasks.shutdown()
     p.close()
@@ -118,19 +126,7 @@ def test_a_new_import_is_scored_and_too_few_truth_boxes_are_said(panel_on_projec
 
 
 def test_no_detector_run_is_one_line_in_the_panel(qtbot, tmp_path):
-    from gui.panels.detections import DetectionsPanel
-
-    p, mid, name = make_project(tmp_path, detector=False)
-    session = MediaSession()
-    session.set_media(MediaInfo(path=str(tmp_path / "clip.mp4"), size_bytes=1, duration_s=10.0, container="mp4",
-                                streams=(StreamInfo(0, "video", "h264", 10.0, 320, 240, MEDIA_FPS),)), mid)
-    _load(session, p, mid)
-    panel = DetectionsPanel(session, OverlayModel(session.timeline))
-    qtbot.addWidget(panel)
-    tasks, window = TaskManager(), _Window()
-    bench = Workbench(tasks=tasks, session=session, settings=None, project=lambda: p,
-                      project_changed=window.project_changed, show_error=lambda _m: None,
-                      show_status=lambda *_a: None, open_media=lambda _p: None)
+    panel, bench, tasks, p, _mid, _name, _session = _panel(qtbot, tmp_path, [], detector=False)
     try:
         with qtbot.waitSignal(panel.scores_changed, timeout=20000) as shown:
             panel.attach(bench)

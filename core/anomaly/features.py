@@ -526,10 +526,14 @@ def load_features(project: Any, media_id: int, cfg: FeatureConfig, start: float,
 
 def store_features(project: Any, media_id: int, fs: FeatureSet, *, started_at: float, duration_s: float) -> int:
     """Record the run (provenance) and the feature matrix; returns the run id."""
+    from models.catalogue import provenance_of
+
     p = fs.params
+    devices = provenance_of([p.get(k) for k in ("detector", "vad", "asr", "audio_embed") if isinstance(p.get(k), str)])
     with project.batch():  # the run and what it produced commit together
         run_id = project.record_run(kind=FEATURES_KIND, producer="core.anomaly.features", version=str(FEATURES_VERSION),
-                                    params=p, media_id=media_id, started_at=started_at, duration_s=duration_s)
+                                    params={**p, **devices}, media_id=media_id, started_at=started_at,
+                                    duration_s=duration_s)
         project.put_array(media_id, features_key(FeatureConfig(**{k: p[k] for k in (
             "window_s", "motion_samples", "mel_bands", "detector", "vad", "asr", "track", "confirm")},
             audio_embed=p.get("audio_embed"), audio_embed_path=p.get("audio_embed_path"),

@@ -329,7 +329,8 @@ def store_model(project: Any, media_id: int, model: TrainedModel) -> int:
     params = {"ffn": c["net"]["ffn"], "experts": c.get("experts"), "normal": c["data"]["normal"],
               "features": c["data"]["features"],
               "training": {k: v for k, v in c["training"].items()
-                           if k not in ("final_loss", "first_loss", "train_s", "collapsed_blocks")}}
+                           if k not in ("final_loss", "first_loss", "train_s", "collapsed_blocks")},
+              "device": "cpu"}  # Kestrel's own nets train and run on the CPU (provenance, never a cache key)
     with project.batch():  # the run and what it produced commit together
         run_id = project.record_run(kind=MODEL_KIND, producer="models.nn.fusion", version=f"{c['net']['arch_version']}",
                                     params=params, media_id=media_id,

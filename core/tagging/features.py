@@ -601,6 +601,10 @@ def feature_params(shots: Sequence[Shot], cfg: FeatureConfig, media_index: Any =
     return p
 
 
+#: The feature parameters that name a catalogue model (their devices go into the run's provenance).
+MODEL_KEYS = ("tagger", "detector", "faces", "vad", "asr", "ocr", "text_embed", "audio_embed")
+
+
 def _key(params: Mapping[str, Any]) -> str:
     return f"{FEATURES_KIND}/" + hashlib.sha256(json.dumps(dict(params), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -608,10 +612,13 @@ def _key(params: Mapping[str, Any]) -> str:
 def store_features(project: Any, media_id: int, feats: ShotFeatures, params: Mapping[str, Any] | None = None, *,
                    started_at: float | None = None, duration_s: float = 0.0) -> int:
     """Record the run and the matrices (one array per modality and mask); returns the run id."""
+    from models.catalogue import provenance_of
+
     params = dict(params if params is not None else feats.params)
+    devices = provenance_of([v for k, v in params.items() if isinstance(v, str) and k in MODEL_KEYS])
     with project.batch():  # the run and what it produced commit together
         run_id = project.record_run(kind=FEATURES_KIND, producer=FEATURES_PRODUCER, version=FEATURES_VERSION,
-                                    params=params, media_id=media_id,
+                                    params={**params, **devices}, media_id=media_id,
                                     started_at=time.time() if started_at is None else started_at,
                                     duration_s=duration_s)
         key = _key(params)

@@ -293,16 +293,20 @@ def pack_blocks(c: ItemColumns, shared: SharedParts, lod: Lod, run_ids: set[int]
     if n < BLOCK_MIN or len({len(x) for x in c}) != 1:
         return None
     runs = set(c.run_ids)
+    conf_types = set(map(type, c.confidences))
     if len(runs) != 1 or not (set(map(type, c.starts)) <= {float} and set(map(type, c.ends)) <= {float}
-                              and set(map(type, c.labels)) <= {str} and set(map(type, c.confidences)) <= {float, none}
+                              and set(map(type, c.labels)) <= {str} and conf_types <= {float, none}
                               and set(map(type, runs)) <= {int, none} and set(map(type, c.datas)) <= {dict}):
         return None
     run = next(iter(runs))
     starts = np.fromiter(c.starts, np.float64, n)
     ends = np.fromiter(c.ends, np.float64, n)
-    conf = np.fromiter((np.nan if x is None else x for x in c.confidences), np.float64, n) \
-        if none in set(map(type, c.confidences)) else np.fromiter(c.confidences, np.float64, n)
-    if not np.isfinite(conf[~np.isnan(conf)] if none in set(map(type, c.confidences)) else conf).all():
+    if none in conf_types:  # NaN stands for "no confidence" (a stored one is always finite)
+        conf = np.fromiter((np.nan if x is None else x for x in c.confidences), np.float64, n)
+        given = conf[~np.isnan(conf)]
+    else:
+        conf = given = np.fromiter(c.confidences, np.float64, n)
+    if not np.isfinite(given).all():
         raise ValueError("confidence must be finite")
     datas = c.datas
     boxes = list(map(dict.get, datas, repeat("box", n)))
